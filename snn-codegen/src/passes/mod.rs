@@ -1,0 +1,2 @@
+//! Graph passes: constant folding, algebraic simplification, common-subexpression
+//! elimination and dead-code elimination.

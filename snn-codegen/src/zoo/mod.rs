@@ -1,0 +1,1 @@
+//! The neuron zoo, built with the builder API.
