@@ -51,6 +51,8 @@ pub enum IrError {
     NoSurrogate { neuron: String },
     #[error("neuron `{neuron}`: a value from another builder was used; values belong to the builder that made them")]
     ForeignValue { neuron: String },
+    #[error("bad storage: {0}")]
+    Storage(String),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Many(Vec<IrError>),
 }

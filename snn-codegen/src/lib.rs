@@ -1,15 +1,23 @@
 //! The compiler core of snn: the neuron IR, its passes, automatic differentiation through
 //! time, the memory plan and the CPU reference interpreter. Nothing here touches a GPU.
 
+pub mod autodiff;
 pub mod builder;
+pub mod compile;
+pub mod dtype;
 pub mod error;
+pub mod interp;
 pub mod ir;
 pub mod neuron;
 pub mod passes;
 pub mod zoo;
+pub mod plan;
 pub mod print;
 
 pub use builder::{IntoInit, IntoValue, NeuronBuilder, ParamDecl, Value};
+pub use compile::{Compiled, compile};
+pub use dtype::{Dtype, Storage};
 pub use error::IrError;
+pub use plan::MemoryPlan;
 pub use neuron::Neuron;
 pub use ir::{Init, NeuronIr, ParamShape, ParamSpec, StateSpec, Surrogate};

@@ -47,7 +47,7 @@ impl<'a> Printer<'a> {
         let mut lines = Vec::new();
         for &n in &order {
             if let Some(name) = bound.get(&n) {
-                lines.push(format!("{name} = {}", self.render(n, &bound, false).0));
+                lines.push(format!("{name} = {}", self.render(n, &bound, true).0));
             }
         }
         let mut sinks = self.graph.sinks();

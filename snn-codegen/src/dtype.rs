@@ -1,0 +1,100 @@
+//! Storage dtypes: what tensors are stored as in memory (all arithmetic is in f32 on the GPU,
+//! in the interpreter's own type on the CPU).
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F64,
+    F32,
+    F16,
+    BF16,
+    /// Spikes only: 0 or 1 in a byte.
+    U8,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F64 => 8,
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::U8 => 1,
+        }
+    }
+
+    /// Whether storing an f32 value and reading it back gives it back unchanged.
+    pub fn holds_f32(self) -> bool {
+        matches!(self, Dtype::F64 | Dtype::F32)
+    }
+
+    /// `x` as it reads back after being stored in this dtype.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            Dtype::F64 => x,
+            Dtype::F32 => f64::from(x as f32),
+            Dtype::F16 => half::f16::from_f64(x).to_f64(),
+            Dtype::BF16 => half::bf16::from_f64(x).to_f64(),
+            Dtype::U8 => {
+                if x >= 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dtype::F64 => "f64",
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+            Dtype::U8 => "u8",
+        })
+    }
+}
+
+/// How a layer's per-step tensors are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Storage {
+    /// Inputs, real-valued outputs, and all gradients.
+    pub io: Dtype,
+    /// Spike outputs (exactly 0 or 1, so any dtype, `u8` included, holds them).
+    pub spikes: Dtype,
+    /// Tensors saved by the forward pass for the backward pass.
+    pub saves: Dtype,
+}
+
+impl Storage {
+    /// Everything in f32.
+    pub const F32: Storage = Storage { io: Dtype::F32, spikes: Dtype::F32, saves: Dtype::F32 };
+    /// Everything in f64 (CPU reference runs for gradient checks).
+    pub const F64: Storage = Storage { io: Dtype::F64, spikes: Dtype::F64, saves: Dtype::F64 };
+
+    /// Checks that each dtype is allowed in its role.
+    pub fn check(&self) -> Result<(), String> {
+        if self.io == Dtype::U8 {
+            return Err("u8 can only store spikes; use f32, f16 or bf16 for inputs and gradients".into());
+        }
+        if self.saves == Dtype::U8 {
+            return Err("saved tensors hold real values; store them as f32, bf16 or f16".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage::F32
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "io {}, spikes {}, saves {}", self.io, self.spikes, self.saves)
+    }
+}

@@ -1,0 +1,81 @@
+//! SpikingJelly's `LIFNode`.
+
+use crate::builder::NeuronBuilder;
+use crate::error::IrError;
+use crate::ir::{NeuronIr, Surrogate};
+
+/// Leaky integrate-and-fire, following SpikingJelly's `LIFNode` (its defaults too).
+///
+/// Charge, with `decay_input` (the input is divided by `tau` as well):
+///
+/// ```text
+/// h = v + (x - (v - v_reset)) / tau      // decay_input = true
+/// h = v - (v - v_reset) / tau + x        // decay_input = false
+/// s = spike(h - v_threshold)
+/// ```
+///
+/// With a soft reset (`v_reset = None`) the charge leaks towards 0. Reset:
+///
+/// ```text
+/// v <- h * (1 - s) + v_reset * s         // hard reset, v_reset = Some(..)
+/// v <- h - s * v_threshold               // soft reset, v_reset = None
+/// ```
+///
+/// Output `s`. As in SpikingJelly (`detach_reset = False`), gradients flow through the reset.
+/// The membrane starts at `v_reset` (hard reset) or 0 (soft reset).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lif {
+    /// Membrane time constant in steps; the leak per step is `1 / tau`.
+    pub tau: f64,
+    /// Whether the input is scaled by `1 / tau` too (SpikingJelly's `decay_input`). A
+    /// structural option: it changes the graph, not a parameter value.
+    pub decay_input: bool,
+    pub v_threshold: f64,
+    /// `Some(r)`: hard reset to `r` after a spike; `None`: soft reset (subtract the threshold).
+    pub v_reset: Option<f64>,
+    pub surrogate: Surrogate,
+}
+
+impl Lif {
+    /// The neuron's IR name.
+    pub const NAME: &str = "lif";
+}
+
+impl Default for Lif {
+    fn default() -> Self {
+        Self {
+            tau: 2.0,
+            decay_input: true,
+            v_threshold: 1.0,
+            v_reset: Some(0.0),
+            surrogate: Surrogate::sigmoid(4.0),
+        }
+    }
+}
+
+impl crate::Neuron for Lif {
+    fn ir(&self) -> Result<NeuronIr, IrError> {
+        let b = NeuronBuilder::new(Self::NAME)
+            .doc("Leaky integrate-and-fire, as SpikingJelly's LIFNode.")
+            .surrogate(self.surrogate.clone());
+        let x = b.input("x");
+        let tau = b.param("tau", self.tau);
+        let v_threshold = b.param("v_threshold", self.v_threshold);
+        let v_reset = self.v_reset.map(|r| b.param("v_reset", r));
+        let v = match v_reset {
+            Some(r) => b.state("v", r),
+            None => b.state("v", 0.0),
+        };
+        // The leak pulls towards `v_reset`, or towards 0 with a soft reset.
+        let leak = match v_reset {
+            Some(r) => v - r,
+            None => v,
+        };
+        let h = if self.decay_input { v + (x - leak) / tau } else { v - leak / tau + x };
+        let h = h.named("h");
+        let s = b.spike(h - v_threshold).named("s");
+        v.set(super::reset(h, s, v_threshold, v_reset));
+        b.output("s", s);
+        b.finish()
+    }
+}
