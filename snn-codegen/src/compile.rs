@@ -35,8 +35,9 @@ pub struct Compiled {
 pub fn compile(neuron: &dyn Neuron, storage: Storage) -> Result<Compiled, IrError> {
     storage.check().map_err(IrError::Storage)?;
     let mut ir = neuron.ir()?;
+    // Validated before optimising: an optimised graph may legitimately stop reading an
+    // input (say `0 * x`), which the checks for user mistakes would flag.
     ir.optimize();
-    ir.validate()?;
     let adj = differentiate(&ir);
     let plan = plan(&ir, &adj, storage);
 

@@ -51,23 +51,75 @@ fn by_name_finds_every_neuron() {
 fn spiking_neurons_output_spikes() {
     for n in zoo::all() {
         let ir = n.ir().unwrap();
-        assert_eq!(ir.output_is_spike(0), ir.name != "leaky_integrator", "{}", ir.name);
+        assert_eq!(
+            ir.output_is_spike(0),
+            ir.name != "leaky_integrator",
+            "{}",
+            ir.name
+        );
     }
 }
 
 #[test]
 fn option_variants() {
-    let variants: [(&str, Box<dyn Neuron>); 7] = [
-        ("lif_soft_reset", Box::new(Lif { v_reset: None, ..Lif::default() })),
-        ("lif_no_decay_input", Box::new(Lif { decay_input: false, ..Lif::default() })),
+    let variants: [(&str, Box<dyn Neuron>); 8] = [
+        (
+            "lif_soft_reset",
+            Box::new(Lif {
+                v_reset: None,
+                ..Lif::default()
+            }),
+        ),
+        (
+            "lif_no_decay_input",
+            Box::new(Lif {
+                decay_input: false,
+                ..Lif::default()
+            }),
+        ),
         (
             "lif_soft_reset_no_decay_input",
-            Box::new(Lif { v_reset: None, decay_input: false, ..Lif::default() }),
+            Box::new(Lif {
+                v_reset: None,
+                decay_input: false,
+                ..Lif::default()
+            }),
         ),
-        ("integrate_and_fire_soft_reset", Box::new(If { v_reset: None, ..If::default() })),
-        ("plif_per_channel", Box::new(Plif { shape: ParamShape::PerChannel, ..Plif::default() })),
-        ("plif_soft_reset", Box::new(Plif { v_reset: None, ..Plif::default() })),
-        ("leaky_integrator_learnable", Box::new(LeakyIntegrator { learnable: true, ..LeakyIntegrator::default() })),
+        (
+            "integrate_and_fire_soft_reset",
+            Box::new(If {
+                v_reset: None,
+                ..If::default()
+            }),
+        ),
+        (
+            "plif_per_channel",
+            Box::new(Plif {
+                shape: ParamShape::PerChannel,
+                ..Plif::default()
+            }),
+        ),
+        (
+            "plif_soft_reset",
+            Box::new(Plif {
+                v_reset: None,
+                ..Plif::default()
+            }),
+        ),
+        (
+            "plif_no_decay_input",
+            Box::new(Plif {
+                decay_input: false,
+                ..Plif::default()
+            }),
+        ),
+        (
+            "leaky_integrator_learnable",
+            Box::new(LeakyIntegrator {
+                learnable: true,
+                ..LeakyIntegrator::default()
+            }),
+        ),
     ];
     for (name, n) in variants {
         let ir = n.ir().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -78,16 +130,39 @@ fn option_variants() {
 #[test]
 fn soft_and_hard_reset_differ() {
     for (hard, soft) in [
-        (printed(&Lif::default()), printed(&Lif { v_reset: None, ..Lif::default() })),
-        (printed(&If::default()), printed(&If { v_reset: None, ..If::default() })),
-        (printed(&Plif::default()), printed(&Plif { v_reset: None, ..Plif::default() })),
+        (
+            printed(&Lif::default()),
+            printed(&Lif {
+                v_reset: None,
+                ..Lif::default()
+            }),
+        ),
+        (
+            printed(&If::default()),
+            printed(&If {
+                v_reset: None,
+                ..If::default()
+            }),
+        ),
+        (
+            printed(&Plif::default()),
+            printed(&Plif {
+                v_reset: None,
+                ..Plif::default()
+            }),
+        ),
     ] {
         assert_ne!(hard, soft);
         assert!(hard.contains("v_reset"), "{hard}");
         assert!(!soft.contains("v_reset"), "{soft}");
         assert!(soft.contains("v <- h - s * v_threshold"), "{soft}");
     }
-    let soft = Lif { v_reset: None, ..Lif::default() }.ir().unwrap();
+    let soft = Lif {
+        v_reset: None,
+        ..Lif::default()
+    }
+    .ir()
+    .unwrap();
     assert!(soft.params.iter().all(|p| p.name != "v_reset"));
     assert_eq!(soft.states[0].init, Init::Const(0.0));
     let hard = Lif::default().ir().unwrap();
@@ -98,7 +173,10 @@ fn soft_and_hard_reset_differ() {
 #[test]
 fn decay_input_changes_the_charge() {
     let on = printed(&Lif::default());
-    let off = printed(&Lif { decay_input: false, ..Lif::default() });
+    let off = printed(&Lif {
+        decay_input: false,
+        ..Lif::default()
+    });
     assert!(on.contains("h = v + (x - (v - v_reset)) / tau"), "{on}");
     assert!(off.contains("h = v - (v - v_reset) / tau + x"), "{off}");
 }
@@ -111,19 +189,40 @@ fn plif_shape_and_initial_w() {
     assert_eq!(w.shape, ParamShape::Scalar);
     // init_tau = 2 gives w = -ln(1) = 0, i.e. a leak of sigmoid(0) = 1/2.
     assert_eq!(w.default, 0.0);
-    let tau4 = Plif { init_tau: 4.0, ..Plif::default() };
+    let tau4 = Plif {
+        init_tau: 4.0,
+        ..Plif::default()
+    };
     assert!((1.0 / (1.0 + (-tau4.w0()).exp()) - 0.25).abs() < 1e-12);
 
-    let per_channel = printed(&Plif { shape: ParamShape::PerChannel, ..Plif::default() });
-    assert!(per_channel.contains("w = 0 (learnable, per-channel)"), "{per_channel}");
+    let per_channel = printed(&Plif {
+        shape: ParamShape::PerChannel,
+        ..Plif::default()
+    });
+    assert!(
+        per_channel.contains("w = 0 (learnable, per-channel)"),
+        "{per_channel}"
+    );
     // init_tau <= 1 has no finite w: reported, not panicked on.
-    assert!(Plif { init_tau: 1.0, ..Plif::default() }.ir().is_err());
+    assert!(
+        Plif {
+            init_tau: 1.0,
+            ..Plif::default()
+        }
+        .ir()
+        .is_err()
+    );
 }
 
 #[test]
 fn leaky_integrator_learnable_decay() {
     let fixed = LeakyIntegrator::default().ir().unwrap();
-    let learn = LeakyIntegrator { learnable: true, ..LeakyIntegrator::default() }.ir().unwrap();
+    let learn = LeakyIntegrator {
+        learnable: true,
+        ..LeakyIntegrator::default()
+    }
+    .ir()
+    .unwrap();
     assert!(!fixed.has_learnable());
     assert!(learn.has_learnable());
     assert_eq!(learn.params[0].shape, ParamShape::Scalar);
@@ -131,11 +230,21 @@ fn leaky_integrator_learnable_decay() {
 
 #[test]
 fn izhikevich_initial_states_follow_fields() {
-    let n = Izhikevich { b: 0.25, c: -50.0, ..Izhikevich::default() };
+    let n = Izhikevich {
+        b: 0.25,
+        c: -50.0,
+        ..Izhikevich::default()
+    };
     let ir = n.ir().unwrap();
-    assert_eq!(ir.states[0].init, Init::Param(ir.param_index("c").unwrap() as u32));
+    assert_eq!(
+        ir.states[0].init,
+        Init::Param(ir.param_index("c").unwrap() as u32)
+    );
     assert_eq!(ir.states[1].init, Init::Const(-12.5));
-    assert_eq!(Izhikevich::default().ir().unwrap().states[1].init, Init::Const(-13.0));
+    assert_eq!(
+        Izhikevich::default().ir().unwrap().states[1].init,
+        Init::Const(-13.0)
+    );
 }
 
 /// Runs `ir` over `xs` (one input) from its initial states with its default params, by
@@ -171,7 +280,9 @@ fn simulate(ir: &NeuronIr, xs: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 /// A deterministic, irregular input around `mean`.
 fn drive(mean: f64, spread: f64, t: usize) -> Vec<f64> {
-    (0..t).map(|i| mean + spread * ((i as f64) * 1.7).sin()).collect()
+    (0..t)
+        .map(|i| mean + spread * ((i as f64) * 1.7).sin())
+        .collect()
 }
 
 fn heaviside(h: f64) -> f64 {
@@ -180,8 +291,14 @@ fn heaviside(h: f64) -> f64 {
 
 /// Checks the IR's simulation against `step(x, states) -> (y, states)`, and that the run
 /// exercises both branches of the spike (so the resets are checked too).
-fn check(n: &dyn Neuron, xs: &[f64], init: Vec<f64>, step: impl Fn(f64, &[f64]) -> (f64, Vec<f64>)) {
-    let ir = n.ir().unwrap();
+fn check<N: Neuron + std::fmt::Debug>(
+    n: &N,
+    xs: &[f64],
+    init: Vec<f64>,
+    step: impl Fn(f64, &[f64]) -> (f64, Vec<f64>),
+) {
+    let mut ir = n.ir().unwrap();
+    ir.name = format!("{}: {n:?}", ir.name);
     let (ys, end) = simulate(&ir, xs);
     let mut states = init;
     let mut want = Vec::new();
@@ -191,14 +308,27 @@ fn check(n: &dyn Neuron, xs: &[f64], init: Vec<f64>, step: impl Fn(f64, &[f64]) 
         states = next;
     }
     for (t, (a, b)) in ys.iter().zip(&want).enumerate() {
-        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{} step {t}: {a} vs {b}", ir.name);
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{} step {t}: {a} vs {b}",
+            ir.name
+        );
     }
     for (a, b) in end.iter().zip(&states) {
-        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{} final state: {a} vs {b}", ir.name);
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{} final state: {a} vs {b}",
+            ir.name
+        );
     }
     if ir.output_is_spike(0) {
         let spikes = ys.iter().filter(|&&y| y == 1.0).count();
-        assert!(spikes > 0 && spikes < ys.len(), "{}: {spikes} spikes in {} steps", ir.name, ys.len());
+        assert!(
+            spikes > 0 && spikes < ys.len(),
+            "{}: {spikes} spikes in {} steps",
+            ir.name,
+            ys.len()
+        );
     }
 }
 
@@ -217,7 +347,11 @@ fn steps_match_the_equations() {
         move |x: f64, s: &[f64]| {
             let v = s[0];
             let r = v_reset.unwrap_or(0.0);
-            let h = if decay_input { v + (x - (v - r)) / 2.0 } else { v - (v - r) / 2.0 + x };
+            let h = if decay_input {
+                v + (x - (v - r)) / 2.0
+            } else {
+                v - (v - r) / 2.0 + x
+            };
             let sp = heaviside(h - 1.0);
             let vn = match v_reset {
                 Some(r) => h * (1.0 - sp) + r * sp,
@@ -226,54 +360,95 @@ fn steps_match_the_equations() {
             (sp, vec![vn])
         }
     };
-    let lif_xs = drive(0.7, 0.8, 60);
+    let lif_xs = drive(0.9, 0.8, 60);
     for decay_input in [true, false] {
         for v_reset in [Some(0.0), Some(-0.1), None] {
-            let n = Lif { decay_input, v_reset, ..Lif::default() };
-            let xs = if decay_input { &lif_xs } else { &xs };
-            check(&n, xs, vec![v_reset.unwrap_or(0.0)], lif(decay_input, v_reset));
+            let n = Lif {
+                decay_input,
+                v_reset,
+                ..Lif::default()
+            };
+            check(
+                &n,
+                &lif_xs,
+                vec![v_reset.unwrap_or(0.0)],
+                lif(decay_input, v_reset),
+            );
         }
     }
 
     for v_reset in [Some(0.0), None] {
-        check(&If { v_reset, ..If::default() }, &xs, vec![v_reset.unwrap_or(0.0)], move |x, s| {
-            let h = s[0] + x;
-            let sp = heaviside(h - 1.0);
-            let vn = match v_reset {
-                Some(r) => h * (1.0 - sp) + r * sp,
-                None => h - sp,
-            };
-            (sp, vec![vn])
-        });
+        check(
+            &If {
+                v_reset,
+                ..If::default()
+            },
+            &xs,
+            vec![v_reset.unwrap_or(0.0)],
+            move |x, s| {
+                let h = s[0] + x;
+                let sp = heaviside(h - 1.0);
+                let vn = match v_reset {
+                    Some(r) => h * (1.0 - sp) + r * sp,
+                    None => h - sp,
+                };
+                (sp, vec![vn])
+            },
+        );
     }
 
     // init_tau = 3: leak sigmoid(-ln 2) = 1/3.
-    for v_reset in [Some(0.0), None] {
-        let n = Plif { init_tau: 3.0, v_reset, ..Plif::default() };
-        check(&n, &lif_xs, vec![0.0], move |x, s| {
-            let v = s[0];
-            let h = v + (x - v) / 3.0;
-            let sp = heaviside(h - 1.0);
-            let vn = if v_reset.is_some() { h * (1.0 - sp) } else { h - sp };
-            (sp, vec![vn])
-        });
+    for decay_input in [true, false] {
+        for v_reset in [Some(0.0), None] {
+            let n = Plif {
+                init_tau: 3.0,
+                decay_input,
+                v_reset,
+                ..Plif::default()
+            };
+            check(&n, &lif_xs, vec![0.0], move |x, s| {
+                let v = s[0];
+                let h = if decay_input {
+                    v + (x - v) / 3.0
+                } else {
+                    v - v / 3.0 + x
+                };
+                let sp = heaviside(h - 1.0);
+                let vn = if v_reset.is_some() {
+                    h * (1.0 - sp)
+                } else {
+                    h - sp
+                };
+                (sp, vec![vn])
+            });
+        }
     }
 
-    check(&Alif::default(), &drive(0.4, 0.4, 80), vec![0.0, 0.0], |x, s| {
-        let (v, a) = (s[0], s[1]);
-        let h = 0.9 * v + x;
-        let thr = 1.0 + 0.2 * a;
-        let sp = heaviside(h - thr);
-        (sp, vec![h - sp * thr, 0.95 * a + sp])
-    });
+    check(
+        &Alif::default(),
+        &drive(0.4, 0.4, 80),
+        vec![0.0, 0.0],
+        |x, s| {
+            let (v, a) = (s[0], s[1]);
+            let h = 0.9 * v + x;
+            let thr = 1.0 + 0.2 * a;
+            let sp = heaviside(h - thr);
+            (sp, vec![h - sp * thr, 0.95 * a + sp])
+        },
+    );
 
-    check(&Izhikevich::default(), &drive(10.0, 2.0, 400), vec![-65.0, -13.0], |x, s| {
-        let (v, u) = (s[0], s[1]);
-        let vn = v + 0.5 * (0.04 * v * v + 5.0 * v + 140.0 - u + x);
-        let un = u + 0.5 * 0.02 * (0.2 * v - u);
-        let sp = heaviside(vn - 30.0);
-        (sp, vec![vn * (1.0 - sp) + -65.0 * sp, un + 8.0 * sp])
-    });
+    check(
+        &Izhikevich::default(),
+        &drive(10.0, 2.0, 400),
+        vec![-65.0, -13.0],
+        |x, s| {
+            let (v, u) = (s[0], s[1]);
+            let vn = v + 0.5 * (0.04 * v * v + 5.0 * v + 140.0 - u + x);
+            let un = u + 0.5 * 0.02 * (0.2 * v - u);
+            let sp = heaviside(vn - 30.0);
+            (sp, vec![vn * (1.0 - sp) + -65.0 * sp, un + 8.0 * sp])
+        },
+    );
 
     check(&Eif::default(), &drive(0.9, 0.3, 80), vec![0.0], |x, s| {
         let v = s[0];

@@ -129,8 +129,7 @@ pub(crate) mod test_util {
     }
 
     /// Asserts that exactly one node is named `name` and that it computes `expected` (fully
-    /// inlined). The printer's own lines for named values are not used: they currently print
-    /// as `name = name`.
+    /// inlined), independently of how the printer lays out its lines.
     pub fn assert_named(ir: &NeuronIr, name: &str, expected: &str) {
         let g = &ir.graph;
         let named: Vec<NodeId> = g
@@ -192,6 +191,7 @@ mod tests {
         assert_eq!(count(g, |op| op == Op::Binary(Binary::Mul)), 2);
         assert_eq!(count(g, |op| matches!(op, Op::Const(_))), 0);
         assert_named(&ir, "h", "decay * v + x");
+        assert_line(&ir, "h = decay * v + x");
         assert_line(&ir, "v <- h - detach(s) * h");
         ir.validate().expect("still valid");
     }

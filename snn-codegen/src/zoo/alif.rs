@@ -38,7 +38,13 @@ impl Alif {
 
 impl Default for Alif {
     fn default() -> Self {
-        Self { decay: 0.9, rho: 0.95, beta: 0.2, b0: 1.0, surrogate: Surrogate::triangle(1.0) }
+        Self {
+            decay: 0.9,
+            rho: 0.95,
+            beta: 0.2,
+            b0: 1.0,
+            surrogate: Surrogate::triangle(1.0),
+        }
     }
 }
 

@@ -31,7 +31,11 @@ impl If {
 
 impl Default for If {
     fn default() -> Self {
-        Self { v_threshold: 1.0, v_reset: Some(0.0), surrogate: Surrogate::sigmoid(4.0) }
+        Self {
+            v_threshold: 1.0,
+            v_reset: Some(0.0),
+            surrogate: Surrogate::sigmoid(4.0),
+        }
     }
 }
 

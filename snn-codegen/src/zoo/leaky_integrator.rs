@@ -29,7 +29,10 @@ impl LeakyIntegrator {
 
 impl Default for LeakyIntegrator {
     fn default() -> Self {
-        Self { decay: 0.9, learnable: false }
+        Self {
+            decay: 0.9,
+            learnable: false,
+        }
     }
 }
 

@@ -71,7 +71,11 @@ impl crate::Neuron for Lif {
             Some(r) => v - r,
             None => v,
         };
-        let h = if self.decay_input { v + (x - leak) / tau } else { v - leak / tau + x };
+        let h = if self.decay_input {
+            v + (x - leak) / tau
+        } else {
+            v - leak / tau + x
+        };
         let h = h.named("h");
         let s = b.spike(h - v_threshold).named("s");
         v.set(super::reset(h, s, v_threshold, v_reset));

@@ -35,7 +35,12 @@ impl PaperLif {
 
 impl Default for PaperLif {
     fn default() -> Self {
-        Self { decay: 0.2, threshold: 0.3, rest: 0.0, surrogate: Surrogate::rect(0.5) }
+        Self {
+            decay: 0.2,
+            threshold: 0.3,
+            rest: 0.0,
+            surrogate: Surrogate::rect(0.5),
+        }
     }
 }
 

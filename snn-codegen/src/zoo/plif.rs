@@ -72,12 +72,16 @@ impl crate::Neuron for Plif {
             Some(r) => b.state("v", r),
             None => b.state("v", 0.0),
         };
-        let k = w.sigmoid().named("k");
+        let k = w.sigmoid();
         let leak = match v_reset {
             Some(r) => v - r,
             None => v,
         };
-        let h = if self.decay_input { v + (x - leak) * k } else { v - leak * k + x };
+        let h = if self.decay_input {
+            v + (x - leak) * k
+        } else {
+            v - leak * k + x
+        };
         let h = h.named("h");
         let s = b.spike(h - v_threshold).named("s");
         v.set(super::reset(h, s, v_threshold, v_reset));
