@@ -30,8 +30,8 @@ use std::ops;
 
 use crate::error::IrError;
 use crate::ir::{
-    Binary, Cmp, CustomSurrogate, Graph, Init, Leaf, NeuronIr, NodeId, Op, ParamShape,
-    ParamSpec, Sink, StateSpec, Surrogate, Unary,
+    Binary, Cmp, CustomSurrogate, Graph, Init, Leaf, NeuronIr, NodeId, Op, ParamShape, ParamSpec,
+    Sink, StateSpec, Surrogate, Unary,
 };
 use crate::print::Printer;
 
@@ -69,16 +69,29 @@ pub struct ParamDecl {
 
 impl ParamDecl {
     pub fn fixed(default: f64) -> Self {
-        Self { default, shape: ParamShape::Scalar, learnable: false }
+        Self {
+            default,
+            shape: ParamShape::Scalar,
+            learnable: false,
+        }
     }
     pub fn learnable(default: f64) -> Self {
-        Self { learnable: true, ..Self::fixed(default) }
+        Self {
+            learnable: true,
+            ..Self::fixed(default)
+        }
     }
     pub fn per_channel(self) -> Self {
-        Self { shape: ParamShape::PerChannel, ..self }
+        Self {
+            shape: ParamShape::PerChannel,
+            ..self
+        }
     }
     pub fn per_neuron(self) -> Self {
-        Self { shape: ParamShape::PerNeuron, ..self }
+        Self {
+            shape: ParamShape::PerNeuron,
+            ..self
+        }
     }
     pub fn with_shape(self, shape: ParamShape) -> Self {
         Self { shape, ..self }
@@ -107,7 +120,12 @@ impl NeuronBuilder {
             graph: Graph::new(),
         };
         Self {
-            inner: RefCell::new(Inner { ir, surrogate: None, leaves: BTreeMap::new(), errors: Vec::new() }),
+            inner: RefCell::new(Inner {
+                ir,
+                surrogate: None,
+                leaves: BTreeMap::new(),
+                errors: Vec::new(),
+            }),
         }
     }
 
@@ -130,7 +148,10 @@ impl NeuronBuilder {
     fn leaf(&self, leaf: Leaf) -> Value<'_> {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        let id = *inner.leaves.entry(leaf).or_insert_with(|| inner.ir.graph.leaf(leaf));
+        let id = *inner
+            .leaves
+            .entry(leaf)
+            .or_insert_with(|| inner.ir.graph.leaf(leaf));
         self.value(id)
     }
 
@@ -161,7 +182,10 @@ impl NeuronBuilder {
         let init = init.into_init(self);
         let k = {
             let mut inner = self.inner.borrow_mut();
-            inner.ir.states.push(StateSpec { name: name.into(), init });
+            inner.ir.states.push(StateSpec {
+                name: name.into(),
+                init,
+            });
             inner.ir.states.len() - 1
         };
         self.leaf(Leaf::State(k as u32))
@@ -171,13 +195,22 @@ impl NeuronBuilder {
     pub fn param(&self, name: impl Into<String>, decl: impl Into<ParamDecl>) -> Value<'_> {
         let name = name.into();
         let decl = decl.into();
-        let spec = ParamSpec { name: name.clone(), shape: decl.shape, learnable: decl.learnable, default: decl.default };
+        let spec = ParamSpec {
+            name: name.clone(),
+            shape: decl.shape,
+            learnable: decl.learnable,
+            default: decl.default,
+        };
         let existing = self.inner.borrow().ir.param_index(&name);
         let k = match existing {
             Some(k) => {
                 let first = self.inner.borrow().ir.params[k].clone();
                 if first != spec {
-                    let first = ParamDecl { default: first.default, shape: first.shape, learnable: first.learnable };
+                    let first = ParamDecl {
+                        default: first.default,
+                        shape: first.shape,
+                        learnable: first.learnable,
+                    };
                     self.error(|neuron| IrError::ParamRedeclared {
                         neuron,
                         param: name,
@@ -338,7 +371,12 @@ impl<'a> Value<'a> {
 
     /// Names the value: the printer and generated code use the name.
     pub fn named(self, name: impl Into<String>) -> Self {
-        self.b.inner.borrow_mut().ir.graph.set_name(self.id, Some(name.into()));
+        self.b
+            .inner
+            .borrow_mut()
+            .ir
+            .graph
+            .set_name(self.id, Some(name.into()));
         self
     }
 
@@ -351,7 +389,8 @@ impl<'a> Value<'a> {
             }
             _ => {
                 let value = self.expr();
-                self.b.error(|neuron| IrError::SetNonState { neuron, value });
+                self.b
+                    .error(|neuron| IrError::SetNonState { neuron, value });
             }
         }
     }

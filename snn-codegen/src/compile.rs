@@ -85,7 +85,13 @@ pub fn compile(neuron: &dyn Neuron, storage: Storage) -> Result<Compiled, IrErro
     for (k, s) in plan.saves.iter().enumerate() {
         forward_train.sink(Sink::Save(k as u32), s.node);
     }
-    Ok(Compiled { neuron: ir, forward_train, backward, prev_states, plan })
+    Ok(Compiled {
+        neuron: ir,
+        forward_train,
+        backward,
+        prev_states,
+        plan,
+    })
 }
 
 impl Compiled {
@@ -93,9 +99,16 @@ impl Compiled {
     pub fn leaf_name(&self, leaf: Leaf) -> String {
         let ir = &self.neuron;
         match leaf {
-            Leaf::Saved(k) => self.plan.saves.get(k as usize).map_or_else(|| format!("saved{k}"), |s| s.name.clone()),
+            Leaf::Saved(k) => self
+                .plan
+                .saves
+                .get(k as usize)
+                .map_or_else(|| format!("saved{k}"), |s| s.name.clone()),
             Leaf::OutputValue(m) => ir.outputs.get(m as usize).cloned().unwrap_or_default(),
-            Leaf::OutputGrad(m) => format!("grad_{}", ir.outputs.get(m as usize).cloned().unwrap_or_default()),
+            Leaf::OutputGrad(m) => format!(
+                "grad_{}",
+                ir.outputs.get(m as usize).cloned().unwrap_or_default()
+            ),
             Leaf::StateGrad(j) => format!("grad_{}", ir.leaf_name(Leaf::State(j))),
             l => ir.leaf_name(l),
         }
@@ -121,7 +134,10 @@ impl Compiled {
 
     /// Whether `op` is a leaf the backward reads per step from memory.
     pub fn is_stream(op: Op) -> bool {
-        matches!(op, Op::Leaf(Leaf::Saved(_) | Leaf::Input(_) | Leaf::OutputValue(_)))
+        matches!(
+            op,
+            Op::Leaf(Leaf::Saved(_) | Leaf::Input(_) | Leaf::OutputValue(_))
+        )
     }
 }
 
@@ -130,12 +146,19 @@ impl fmt::Display for Compiled {
         write!(f, "{}", self.neuron)?;
         writeln!(f, "{}", self.plan)?;
         writeln!(f, "forward (training) also saves:")?;
-        for line in self.equations(&self.forward_train).into_iter().filter(|l| l.starts_with("save ")) {
+        for line in self
+            .equations(&self.forward_train)
+            .into_iter()
+            .filter(|l| l.starts_with("save "))
+        {
             writeln!(f, "  {line}")?;
         }
         writeln!(f, "backward, for t = T-1 down to 0:")?;
         if !self.prev_states.is_empty() {
-            writeln!(f, "  states before step t, rebuilt from step t-1 (initial states at t = 0):")?;
+            writeln!(
+                f,
+                "  states before step t, rebuilt from step t-1 (initial states at t = 0):"
+            )?;
             for line in self.equations(&self.prev_states) {
                 writeln!(f, "    {line}")?;
             }

@@ -71,14 +71,24 @@ pub struct Storage {
 
 impl Storage {
     /// Everything in f32.
-    pub const F32: Storage = Storage { io: Dtype::F32, spikes: Dtype::F32, saves: Dtype::F32 };
+    pub const F32: Storage = Storage {
+        io: Dtype::F32,
+        spikes: Dtype::F32,
+        saves: Dtype::F32,
+    };
     /// Everything in f64 (CPU reference runs for gradient checks).
-    pub const F64: Storage = Storage { io: Dtype::F64, spikes: Dtype::F64, saves: Dtype::F64 };
+    pub const F64: Storage = Storage {
+        io: Dtype::F64,
+        spikes: Dtype::F64,
+        saves: Dtype::F64,
+    };
 
     /// Checks that each dtype is allowed in its role.
     pub fn check(&self) -> Result<(), String> {
         if self.io == Dtype::U8 {
-            return Err("u8 can only store spikes; use f32, f16 or bf16 for inputs and gradients".into());
+            return Err(
+                "u8 can only store spikes; use f32, f16 or bf16 for inputs and gradients".into(),
+            );
         }
         if self.saves == Dtype::U8 {
             return Err("saved tensors hold real values; store them as f32, bf16 or f16".into());
@@ -95,6 +105,10 @@ impl Default for Storage {
 
 impl fmt::Display for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "io {}, spikes {}, saves {}", self.io, self.spikes, self.saves)
+        write!(
+            f,
+            "io {}, spikes {}, saves {}",
+            self.io, self.spikes, self.saves
+        )
     }
 }

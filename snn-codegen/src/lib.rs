@@ -10,14 +10,14 @@ pub mod interp;
 pub mod ir;
 pub mod neuron;
 pub mod passes;
-pub mod zoo;
 pub mod plan;
 pub mod print;
+pub mod zoo;
 
 pub use builder::{IntoInit, IntoValue, NeuronBuilder, ParamDecl, Value};
 pub use compile::{Compiled, compile};
 pub use dtype::{Dtype, Storage};
 pub use error::IrError;
-pub use plan::MemoryPlan;
-pub use neuron::Neuron;
 pub use ir::{Init, NeuronIr, ParamShape, ParamSpec, StateSpec, Surrogate};
+pub use neuron::Neuron;
+pub use plan::MemoryPlan;

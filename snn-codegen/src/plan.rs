@@ -10,6 +10,8 @@
 //! are the initial states), so no state needs a tensor of its own unless nothing cheaper
 //! rebuilds it. The plan searches the subsets of candidate values by increasing size and
 //! keeps the cheapest feasible one (ties: the first found, so plans are deterministic).
+//! The search is exhaustive for small subsets and bounded in total work, so a very large
+//! neuron gets a good plan rather than a provably minimal one.
 //!
 //! With saves narrower than f32, recomputing a spike or comparison from a rounded value
 //! could disagree with the forward pass; such plans are rejected and the spike itself is
@@ -144,13 +146,20 @@ impl<'a> Search<'a> {
         let fwd = &ir.graph;
         let next_state: Vec<NodeId> = (0..ir.states.len() as u32)
             .map(|j| {
-                let f = fwd.sink_value(Sink::NextState(j)).unwrap_or_else(|| fwd.nodes()[0]);
+                let f = fwd
+                    .sink_value(Sink::NextState(j))
+                    .unwrap_or_else(|| fwd.nodes()[0]);
                 adj.copy[&f]
             })
             .collect();
         // Values the backward or the state rebuild may read.
         let mut live = BTreeSet::new();
-        let mut stack: Vec<NodeId> = g.sinks().into_iter().map(|(_, n)| n).chain(next_state.iter().copied()).collect();
+        let mut stack: Vec<NodeId> = g
+            .sinks()
+            .into_iter()
+            .map(|(_, n)| n)
+            .chain(next_state.iter().copied())
+            .collect();
         while let Some(n) = stack.pop() {
             if live.insert(n) {
                 stack.extend(g.operands(n));
@@ -174,14 +183,27 @@ impl<'a> Search<'a> {
         for m in 0..ir.outputs.len() as u32 {
             if let Some(f) = fwd.sink_value(Sink::Output(m)) {
                 let n = adj.copy[&f];
-                let dtype = if ir.output_is_spike(m as usize) { st.spikes } else { st.io };
+                let dtype = if ir.output_is_spike(m as usize) {
+                    st.spikes
+                } else {
+                    st.io
+                };
                 if live.contains(&n) && !matches!(fwd.op(f), Op::Leaf(_) | Op::Const(_)) {
                     candidates.push((Candidate::Reread(m), n, dtype.size()));
                 }
             }
         }
         let forward = adj.copy.values().copied().collect();
-        Search { ir, storage, ops, operands, roots, next_state, candidates, forward }
+        Search {
+            ir,
+            storage,
+            ops,
+            operands,
+            roots,
+            next_state,
+            candidates,
+            forward,
+        }
     }
 
     fn binary(&self, n: NodeId) -> bool {
@@ -196,7 +218,12 @@ impl<'a> Search<'a> {
             let (c, n, _) = self.candidates[i];
             subst.entry(n).or_insert(c);
         }
-        let mut w = Walk { s: self, subst, memo: [BTreeMap::new(), BTreeMap::new()], inputs: BTreeSet::new() };
+        let mut w = Walk {
+            s: self,
+            subst,
+            memo: [BTreeMap::new(), BTreeMap::new()],
+            inputs: BTreeSet::new(),
+        };
         for &r in &self.roots {
             w.visit(r, false)?;
         }
@@ -210,8 +237,16 @@ impl<'a> Search<'a> {
         let all: Vec<usize> = (0..self.candidates.len()).collect();
         let mut best = all.clone();
         let mut best_cost = self.cost(&all).map_or(usize::MAX, |c| c.0);
-        let unit = self.candidates.iter().map(|c| c.2).min().unwrap_or(1).max(1);
-        let mut budget: usize = 4_000_000;
+        let unit = self
+            .candidates
+            .iter()
+            .map(|c| c.2)
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        // Plans are found among small subsets; the budget bounds compile time for large
+        // neurons (the search is exhaustive up to the size where it runs out).
+        let mut budget: usize = 50_000;
         for k in 0..=all.len() {
             if k * unit >= best_cost || budget == 0 {
                 break;
@@ -280,24 +315,48 @@ pub fn plan(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> MemoryPlan {
                 name = format!("{base}_{i}");
                 i += 1;
             }
-            SavedValue { name, node: f, binary: matches!(fwd.op(f), Op::Spike(_)) }
+            SavedValue {
+                name,
+                node: f,
+                binary: matches!(fwd.op(f), Op::Spike(_)),
+            }
         })
         .collect();
     let reread_inputs: Vec<u32> = inputs.into_iter().collect();
     let bytes = bytes(ir, storage, &saves, &reread_inputs, &reread_outputs);
-    MemoryPlan { storage, saves, reread_inputs, reread_outputs, bytes }
+    MemoryPlan {
+        storage,
+        saves,
+        reread_inputs,
+        reread_outputs,
+        bytes,
+    }
 }
 
 fn output_size(ir: &NeuronIr, st: Storage, m: usize) -> usize {
-    if ir.output_is_spike(m) { st.spikes.size() } else { st.io.size() }
+    if ir.output_is_spike(m) {
+        st.spikes.size()
+    } else {
+        st.io.size()
+    }
 }
 
-fn bytes(ir: &NeuronIr, st: Storage, saves: &[SavedValue], inputs: &[u32], outputs: &[u32]) -> Bytes {
+fn bytes(
+    ir: &NeuronIr,
+    st: Storage,
+    saves: &[SavedValue],
+    inputs: &[u32],
+    outputs: &[u32],
+) -> Bytes {
     let io = st.io.size();
     let outs: usize = (0..ir.outputs.len()).map(|m| output_size(ir, st, m)).sum();
     let forward_inference = ir.inputs.len() * io + outs;
     let save_bytes = saves.len() * st.saves.size();
-    let rereads = inputs.len() * io + outputs.iter().map(|&m| output_size(ir, st, m as usize)).sum::<usize>();
+    let rereads = inputs.len() * io
+        + outputs
+            .iter()
+            .map(|&m| output_size(ir, st, m as usize))
+            .sum::<usize>();
     Bytes {
         forward_inference,
         forward_train: forward_inference + save_bytes,
@@ -310,13 +369,29 @@ impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let saves: Vec<String> = self.saves.iter().map(|s| s.name.clone()).collect();
         writeln!(f, "memory plan ({})", self.storage)?;
-        writeln!(f, "  saves: {}", if saves.is_empty() { "nothing".into() } else { saves.join(", ") })?;
-        writeln!(f, "  backward re-reads {} input(s), {} output(s)", self.reread_inputs.len(), self.reread_outputs.len())?;
+        writeln!(
+            f,
+            "  saves: {}",
+            if saves.is_empty() {
+                "nothing".into()
+            } else {
+                saves.join(", ")
+            }
+        )?;
+        writeln!(
+            f,
+            "  backward re-reads {} input(s), {} output(s)",
+            self.reread_inputs.len(),
+            self.reread_outputs.len()
+        )?;
         let b = self.bytes;
         write!(
             f,
             "  bytes per element-step: forward {} (inference {}), backward {}, training total {}",
-            b.forward_train, b.forward_inference, b.backward, b.train()
+            b.forward_train,
+            b.forward_inference,
+            b.backward,
+            b.train()
         )
     }
 }

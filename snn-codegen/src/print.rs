@@ -114,6 +114,10 @@ impl<'a> Printer<'a> {
             }
         }
         let args = g.operands(n);
+        if args.len() < g.op(n).arity() {
+            // Malformed (validation reports it): print the op without its operands.
+            return (format!("{:?}(..)", g.op(n)), ATOM);
+        }
         let arg = |i: usize| self.render(args[i], bound, false);
         let paren = |(s, p): (String, u8), min: u8| if p < min { format!("({s})") } else { s };
         let call = |f: &str| {
@@ -127,7 +131,11 @@ impl<'a> Printer<'a> {
             Op::Unary(u) => call(u.name()),
             Op::Binary(b @ (Binary::Min | Binary::Max)) => call(b.symbol()),
             Op::Binary(b) => {
-                let p = if matches!(b, Binary::Add | Binary::Sub) { SUM } else { PRODUCT };
+                let p = if matches!(b, Binary::Add | Binary::Sub) {
+                    SUM
+                } else {
+                    PRODUCT
+                };
                 // Left-associative: the right operand of `-` and `/` needs parentheses at
                 // equal strength, and so, for readability, does the right of `+` and `*`.
                 let l = paren(arg(0), p);

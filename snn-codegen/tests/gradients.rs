@@ -2,7 +2,7 @@
 //! forward-mode duals (spike differentiated as its surrogate), finite differences on the
 //! smooth variant (spike replaced by its surrogate's primitive), and, for the paper's LIF,
 //! the paper's closed-form backward.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
 mod common;
 
@@ -32,17 +32,33 @@ fn problem(ir: &NeuronIr, range: (f64, f64), explicit_init: bool, rng: &mut Rng)
     let params = jittered_params::<f64>(ir, rng);
     let scale = range.1 - range.0;
     Problem {
-        inputs: (0..ir.inputs.len()).map(|_| rng.seq(T, N, range.0, range.1)).collect(),
+        inputs: (0..ir.inputs.len())
+            .map(|_| rng.seq(T, N, range.0, range.1))
+            .collect(),
         init: explicit_init.then(|| initial_states(ir, &params, N, scale, rng)),
-        w_out: (0..ir.outputs.len()).map(|_| rng.seq(T, N, -1.0, 1.0)).collect(),
-        w_final: (0..ir.states.len()).map(|_| rng.vec(N, -1.0, 1.0)).collect(),
+        w_out: (0..ir.outputs.len())
+            .map(|_| rng.seq(T, N, -1.0, 1.0))
+            .collect(),
+        w_final: (0..ir.states.len())
+            .map(|_| rng.vec(N, -1.0, 1.0))
+            .collect(),
         params,
     }
 }
 
 fn reverse(r: &Reference, p: &Problem) -> Gradients<f64> {
-    let fwd = r.forward(&p.params, &p.inputs, p.init.as_deref(), Mode::Train).unwrap();
-    r.backward(&p.params, &p.inputs, p.init.as_deref(), &fwd, &p.w_out, Some(&p.w_final)).unwrap()
+    let fwd = r
+        .forward(&p.params, &p.inputs, p.init.as_deref(), Mode::Train)
+        .unwrap();
+    r.backward(
+        &p.params,
+        &p.inputs,
+        p.init.as_deref(),
+        &fwd,
+        &p.w_out,
+        Some(&p.w_final),
+    )
+    .unwrap()
 }
 
 /// Which quantity a dual run differentiates with respect to.
@@ -57,11 +73,17 @@ enum Wrt {
 /// gives every element's derivative at once).
 fn dual_derivatives(r: &Reference, p: &Problem, wrt: Wrt) -> Vec<f64> {
     let ir = &r.compiled().neuron;
-    let lift = |v: &[f64], on: bool| -> Vec<Dual> { v.iter().map(|&x| Dual::new(x, f64::from(u8::from(on)))).collect() };
+    let lift = |v: &[f64], on: bool| -> Vec<Dual> {
+        v.iter()
+            .map(|&x| Dual::new(x, f64::from(u8::from(on))))
+            .collect()
+    };
     let mut params = Params::<Dual>::defaults(ir, p.params.layout);
     for (q, spec) in ir.params.iter().enumerate() {
         let on = matches!(wrt, Wrt::Param(w) if w == q);
-        params.set(&spec.name, lift(p.params.get(&spec.name).unwrap(), on)).unwrap();
+        params
+            .set(&spec.name, lift(p.params.get(&spec.name).unwrap(), on))
+            .unwrap();
     }
     let inputs: Vec<Seq<Dual>> = p
         .inputs
@@ -80,9 +102,14 @@ fn dual_derivatives(r: &Reference, p: &Problem, wrt: Wrt) -> Vec<f64> {
         })
         .collect();
     let init: Option<Vec<Vec<Dual>>> = p.init.as_ref().map(|s| {
-        s.iter().enumerate().map(|(j, v)| lift(v, matches!(wrt, Wrt::Init(w) if w == j))).collect()
+        s.iter()
+            .enumerate()
+            .map(|(j, v)| lift(v, matches!(wrt, Wrt::Init(w) if w == j)))
+            .collect()
     });
-    let fwd: Forward<Dual> = r.forward(&params, &inputs, init.as_deref(), Mode::Inference).unwrap();
+    let fwd: Forward<Dual> = r
+        .forward(&params, &inputs, init.as_deref(), Mode::Inference)
+        .unwrap();
     let mut d = vec![0.0; N];
     for (y, w) in fwd.outputs.iter().zip(&p.w_out) {
         for (idx, (y, w)) in y.data.iter().zip(&w.data).enumerate() {
@@ -113,7 +140,13 @@ fn check_against_duals(ir: &NeuronIr, range: (f64, f64), explicit_init: bool, se
         for t in 0..T {
             let d = dual_derivatives(&r, &p, Wrt::Input(k, t));
             for i in 0..N {
-                assert_close(&format!("{name}: dL/dx{k}[{t}, {i}]"), g.inputs[k].data[t * N + i], d[i], rel, floor);
+                assert_close(
+                    &format!("{name}: dL/dx{k}[{t}, {i}]"),
+                    g.inputs[k].data[t * N + i],
+                    d[i],
+                    rel,
+                    floor,
+                );
             }
         }
     }
@@ -122,7 +155,13 @@ fn check_against_duals(ir: &NeuronIr, range: (f64, f64), explicit_init: bool, se
             let d = dual_derivatives(&r, &p, Wrt::Init(j));
             let floor = 1e-6 * max_abs(&g.init_states[j]);
             for i in 0..N {
-                assert_close(&format!("{name}: dL/ds{j}[-1, {i}]"), g.init_states[j][i], d[i], rel, floor);
+                assert_close(
+                    &format!("{name}: dL/ds{j}[-1, {i}]"),
+                    g.init_states[j][i],
+                    d[i],
+                    rel,
+                    floor,
+                );
             }
         }
     }
@@ -135,7 +174,13 @@ fn check_against_duals(ir: &NeuronIr, range: (f64, f64), explicit_init: bool, se
         }
         let floor = 1e-6 * max_abs(grad);
         for (c, (a, b)) in grad.iter().zip(&want).enumerate() {
-            assert_close(&format!("{name}: dL/d{}[{c}]", spec.name), *a, *b, rel, floor);
+            assert_close(
+                &format!("{name}: dL/d{}[{c}]", spec.name),
+                *a,
+                *b,
+                rel,
+                floor,
+            );
         }
     }
 }
@@ -178,7 +223,9 @@ fn smooth_variant(ir: &NeuronIr) -> NeuronIr {
 }
 
 fn loss(r: &Reference, p: &Problem) -> f64 {
-    let fwd = r.forward(&p.params, &p.inputs, p.init.as_deref(), Mode::Inference).unwrap();
+    let fwd = r
+        .forward(&p.params, &p.inputs, p.init.as_deref(), Mode::Inference)
+        .unwrap();
     let mut l = 0.0;
     for (y, w) in fwd.outputs.iter().zip(&p.w_out) {
         l += y.data.iter().zip(&w.data).map(|(a, b)| a * b).sum::<f64>();
@@ -191,15 +238,38 @@ fn loss(r: &Reference, p: &Problem) -> f64 {
 
 /// `p + eps * d` for a direction `d` over inputs, initial states and params.
 fn shifted(ir: &NeuronIr, p: &Problem, d: &Problem, eps: f64) -> Problem {
-    let add = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a + eps * b).collect::<Vec<_>>();
+    let add = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| a + eps * b)
+            .collect::<Vec<_>>()
+    };
     let mut params = p.params.clone();
     for spec in &ir.params {
-        params.set(&spec.name, add(p.params.get(&spec.name).unwrap(), d.params.get(&spec.name).unwrap())).unwrap();
+        params
+            .set(
+                &spec.name,
+                add(
+                    p.params.get(&spec.name).unwrap(),
+                    d.params.get(&spec.name).unwrap(),
+                ),
+            )
+            .unwrap();
     }
     Problem {
         params,
-        inputs: p.inputs.iter().zip(&d.inputs).map(|(a, b)| Seq::new(T, N, add(&a.data, &b.data)).unwrap()).collect(),
-        init: p.init.as_ref().map(|s| s.iter().zip(d.init.as_ref().unwrap()).map(|(a, b)| add(a, b)).collect()),
+        inputs: p
+            .inputs
+            .iter()
+            .zip(&d.inputs)
+            .map(|(a, b)| Seq::new(T, N, add(&a.data, &b.data)).unwrap())
+            .collect(),
+        init: p.init.as_ref().map(|s| {
+            s.iter()
+                .zip(d.init.as_ref().unwrap())
+                .map(|(a, b)| add(a, b))
+                .collect()
+        }),
         w_out: p.w_out.clone(),
         w_final: p.w_final.clone(),
     }
@@ -209,14 +279,32 @@ fn shifted(ir: &NeuronIr, p: &Problem, d: &Problem, eps: f64) -> Problem {
 fn smooth_variants_match_finite_differences() {
     // Izhikevich's fast-sigmoid primitive is unbounded enough to make its reset diverge;
     // its smooth variant uses a sigmoid (whose primitive stays in (0, 1)) instead.
-    let izhikevich = zoo::Izhikevich { surrogate: Surrogate::sigmoid(0.1), ..Default::default() };
+    let izhikevich = zoo::Izhikevich {
+        surrogate: Surrogate::sigmoid(0.1),
+        ..Default::default()
+    };
     let cases = zoo_with_inputs()
         .into_iter()
-        .map(|(ir, range)| if ir.name == "izhikevich" { (izhikevich.ir().unwrap(), (0.0, 6.0)) } else { (ir, range) })
-        .chain(surrogate_variants().into_iter().filter(|(ir, _)| ir.name != "lif_custom"));
+        .map(|(ir, range)| {
+            if ir.name == "izhikevich" {
+                (izhikevich.ir().unwrap(), (0.0, 6.0))
+            } else {
+                (ir, range)
+            }
+        })
+        .chain(
+            surrogate_variants()
+                .into_iter()
+                .filter(|(ir, _)| ir.name != "lif_custom"),
+        );
     for (seed, (ir, range)) in cases.enumerate() {
         let ir = smooth_variant(&all_learnable(&ir));
-        assert!(ir.graph.nodes().iter().all(|&n| !matches!(ir.graph.op(n), Op::Spike(_))));
+        assert!(
+            ir.graph
+                .nodes()
+                .iter()
+                .all(|&n| !matches!(ir.graph.op(n), Op::Spike(_)))
+        );
         let r = Reference::new(compile(&ir, Storage::F64).unwrap());
         let mut rng = Rng::new(1000 + seed as u64);
         let p = problem(&ir, range, true, &mut rng);
@@ -229,26 +317,57 @@ fn smooth_variants_match_finite_differences() {
                 if part != 0 {
                     x.data.fill(0.0);
                 }
-                expected += x.data.iter().zip(&g.inputs[k].data).map(|(a, b)| a * b).sum::<f64>();
+                expected += x
+                    .data
+                    .iter()
+                    .zip(&g.inputs[k].data)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
             }
             for (j, s) in d.init.as_mut().unwrap().iter_mut().enumerate() {
                 if part != 1 {
                     s.fill(0.0);
                 }
-                expected += s.iter().zip(&g.init_states[j]).map(|(a, b)| a * b).sum::<f64>();
+                expected += s
+                    .iter()
+                    .zip(&g.init_states[j])
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
             }
             for (q, spec) in ir.params.iter().enumerate() {
                 let base = p.params.get(&spec.name).unwrap();
                 // Relative steps, so that params of any magnitude move comparably.
-                let dir: Vec<f64> = base.iter().map(|b| if part == 2 { rng.uniform(-1.0, 1.0) * b.abs().max(0.1) } else { 0.0 }).collect();
-                expected += dir.iter().zip(g.params[q].as_ref().unwrap()).map(|(a, b)| a * b).sum::<f64>();
+                let dir: Vec<f64> = base
+                    .iter()
+                    .map(|b| {
+                        if part == 2 {
+                            rng.uniform(-1.0, 1.0) * b.abs().max(0.1)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                expected += dir
+                    .iter()
+                    .zip(g.params[q].as_ref().unwrap())
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
                 d.params.set(&spec.name, dir).unwrap();
             }
             // Central differences with one Richardson step: error O(eps^4).
-            let central = |eps: f64| (loss(&r, &shifted(&ir, &p, &d, eps)) - loss(&r, &shifted(&ir, &p, &d, -eps))) / (2.0 * eps);
+            let central = |eps: f64| {
+                (loss(&r, &shifted(&ir, &p, &d, eps)) - loss(&r, &shifted(&ir, &p, &d, -eps)))
+                    / (2.0 * eps)
+            };
             let eps = 1e-5;
             let fd = (4.0 * central(eps / 2.0) - central(eps)) / 3.0;
-            assert_close(&format!("{} (smooth), direction {part}", ir.name), expected, fd, 1e-5, 1e-3);
+            assert_close(
+                &format!("{} (smooth), direction {part}", ir.name),
+                expected,
+                fd,
+                1e-5,
+                1e-3,
+            );
         }
     }
 }
@@ -265,8 +384,19 @@ fn paper_lif_backward_equals_the_papers_closed_form() {
     let x: Seq<f64> = rng.seq(steps, n, 0.0, 0.6);
     let dy: Seq<f64> = rng.seq(steps, n, -1.0, 1.0);
     let params = Params::defaults(&r.compiled().neuron, Layout::flat(n));
-    let fwd = r.forward(&params, std::slice::from_ref(&x), None, Mode::Train).unwrap();
-    let g = r.backward(&params, std::slice::from_ref(&x), None, &fwd, std::slice::from_ref(&dy), None).unwrap();
+    let fwd = r
+        .forward(&params, std::slice::from_ref(&x), None, Mode::Train)
+        .unwrap();
+    let g = r
+        .backward(
+            &params,
+            std::slice::from_ref(&x),
+            None,
+            &fwd,
+            std::slice::from_ref(&dy),
+            None,
+        )
+        .unwrap();
 
     let mut spikes = 0;
     for i in 0..n {
@@ -283,11 +413,24 @@ fn paper_lif_backward_equals_the_papers_closed_form() {
         // Backward: g = dy[t] r[t] + g_next decay (1 - y[t] - v[t] r[t]), dx[t] = g.
         let mut g_next = 0.0;
         for t in (0..steps).rev() {
-            let r = if (v[t] - threshold).abs() < 0.5 { 1.0 } else { 0.0 };
+            let r = if (v[t] - threshold).abs() < 0.5 {
+                1.0
+            } else {
+                0.0
+            };
             let gt = dy.data[t * n + i] * r + g_next * decay * (1.0 - y[t] - v[t] * r);
-            assert_close(&format!("dx[{t}, {i}]"), g.inputs[0].data[t * n + i], gt, 1e-12, 1e-12);
+            assert_close(
+                &format!("dx[{t}, {i}]"),
+                g.inputs[0].data[t * n + i],
+                gt,
+                1e-12,
+                1e-12,
+            );
             g_next = gt;
         }
     }
-    assert!(spikes > steps * n / 20 && spikes < steps * n * 9 / 10, "the test input should make the neurons spike sometimes ({spikes})");
+    assert!(
+        spikes > steps * n / 20 && spikes < steps * n * 9 / 10,
+        "the test input should make the neurons spike sometimes ({spikes})"
+    );
 }

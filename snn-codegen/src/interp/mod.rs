@@ -25,20 +25,50 @@ pub use tensor::{Layout, Params, Seq};
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum RunError {
     #[error("neuron `{neuron}` takes {expected} {what}, got {got}")]
-    Count { neuron: String, what: &'static str, expected: usize, got: usize },
+    Count {
+        neuron: String,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("{what} has shape [{got_steps}, {got_n}], expected [{steps}, {n}] (time-major [T, N])")]
-    Shape { what: String, steps: usize, n: usize, got_steps: usize, got_n: usize },
+    Shape {
+        what: String,
+        steps: usize,
+        n: usize,
+        got_steps: usize,
+        got_n: usize,
+    },
     #[error("{what} has {got} values, expected {expected}")]
-    Length { what: String, expected: usize, got: usize },
-    #[error("the layer has {n} elements, which is not a multiple of its {neurons} neurons (channels x inner); fix the layout or the tensor shape")]
+    Length {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error(
+        "the layer has {n} elements, which is not a multiple of its {neurons} neurons (channels x inner); fix the layout or the tensor shape"
+    )]
     Layout { n: usize, neurons: usize },
     #[error("param `{param}` is {shape} and needs {expected} values for this layout, got {got}")]
-    ParamLength { param: String, shape: String, expected: usize, got: usize },
+    ParamLength {
+        param: String,
+        shape: String,
+        expected: usize,
+        got: usize,
+    },
     #[error("no param named `{name}`; the neuron's params are: {known}")]
     UnknownParam { name: String, known: String },
-    #[error("these params belong to another neuron, not `{neuron}`; make them with `Params::defaults` of this neuron")]
+    #[error(
+        "these params belong to another neuron, not `{neuron}`; make them with `Params::defaults` of this neuron"
+    )]
     ParamsOfOtherNeuron { neuron: String },
-    #[error("backward needs the saved tensors of a training forward pass; run forward with `Mode::Train`")]
+    #[error(
+        "neuron `{neuron}` has no inputs, so the interpreter cannot tell the number of steps and elements; give the neuron an input (it may be a constant drive)"
+    )]
+    NoInputs { neuron: String },
+    #[error(
+        "backward needs the saved tensors of a training forward pass; run forward with `Mode::Train`"
+    )]
     NoSaves,
 }
 
@@ -106,7 +136,11 @@ fn check_seqs<T>(what: &str, seqs: &[Seq<T>], steps: usize, n: usize) -> Result<
                 steps,
                 n,
                 got_steps: s.steps,
-                got_n: if s.steps * s.n == s.data.len() { s.n } else { s.data.len() },
+                got_n: if s.steps * s.n == s.data.len() {
+                    s.n
+                } else {
+                    s.data.len()
+                },
             });
         }
     }
@@ -128,20 +162,42 @@ impl Reference {
         &self.compiled
     }
 
+    /// `[T, N]` of the run, from the first input.
+    fn shape<T>(&self, inputs: &[Seq<T>]) -> Result<(usize, usize), RunError> {
+        let first = inputs.first().ok_or_else(|| RunError::NoInputs {
+            neuron: self.compiled.neuron.name.clone(),
+        })?;
+        Ok((first.steps, first.n))
+    }
+
     fn count(&self, what: &'static str, expected: usize, got: usize) -> Result<(), RunError> {
         if expected == got {
             Ok(())
         } else {
-            Err(RunError::Count { neuron: self.compiled.neuron.name.clone(), what, expected, got })
+            Err(RunError::Count {
+                neuron: self.compiled.neuron.name.clone(),
+                what,
+                expected,
+                got,
+            })
         }
     }
 
-    fn check_states<T>(&self, what: &'static str, s: Option<&[Vec<T>]>, n: usize) -> Result<(), RunError> {
+    fn check_states<T>(
+        &self,
+        what: &'static str,
+        s: Option<&[Vec<T>]>,
+        n: usize,
+    ) -> Result<(), RunError> {
         if let Some(s) = s {
             self.count(what, self.compiled.neuron.states.len(), s.len())?;
             for v in s {
                 if v.len() != n {
-                    return Err(RunError::Length { what: what.into(), expected: n, got: v.len() });
+                    return Err(RunError::Length {
+                        what: what.into(),
+                        expected: n,
+                        got: v.len(),
+                    });
                 }
             }
         }
@@ -168,7 +224,11 @@ impl Reference {
 
     fn output_dtype(&self, m: usize) -> Dtype {
         let st = self.compiled.plan.storage;
-        if self.compiled.neuron.output_is_spike(m) { st.spikes } else { st.io }
+        if self.compiled.neuron.output_is_spike(m) {
+            st.spikes
+        } else {
+            st.io
+        }
     }
 
     /// Runs the neuron forward over `inputs` (each `[T, N]`), from `init` states (default:
@@ -182,19 +242,31 @@ impl Reference {
     ) -> Result<Forward<T>, RunError> {
         let ir = &self.compiled.neuron;
         self.count("inputs", ir.inputs.len(), inputs.len())?;
-        let (steps, n) = (inputs[0].steps, inputs[0].n);
+        let (steps, n) = self.shape(inputs)?;
         check_seqs("input", inputs, steps, n)?;
         self.check_params(params, n)?;
         self.check_states("initial states", init, n)?;
-        let prog = if mode == Mode::Train { &self.forward_train } else { &self.forward };
+        let prog = if mode == Mode::Train {
+            &self.forward_train
+        } else {
+            &self.forward
+        };
         let st = self.compiled.plan.storage;
-        let saves = if mode == Mode::Train { self.compiled.plan.saves.len() } else { 0 };
+        let saves = if mode == Mode::Train {
+            self.compiled.plan.saves.len()
+        } else {
+            0
+        };
         let mut out = Forward {
             outputs: vec![Seq::zeros(steps, n); ir.outputs.len()],
             saved: vec![Seq::zeros(steps, n); saves],
             final_states: vec![vec![T::from_f64(0.0); n]; ir.states.len()],
         };
-        let mut b = Block { regs: vec![T::from_f64(0.0); prog.registers.max(1) * LANES], start: 0, lanes: 0 };
+        let mut b = Block {
+            regs: vec![T::from_f64(0.0); prog.registers.max(1) * LANES],
+            start: 0,
+            lanes: 0,
+        };
         let mut state = vec![vec![T::from_f64(0.0); LANES]; ir.states.len()];
         for start in (0..n).step_by(LANES) {
             b.start = start;
@@ -219,17 +291,22 @@ impl Reference {
                 }
                 prog.run(&mut b.regs, b.lanes);
                 for &(sink, r) in &prog.sinks {
-                    for i in 0..b.lanes {
-                        let v = b.lane(r, i);
-                        let at = t * n + start + i;
-                        match sink {
-                            Sink::Output(m) => {
-                                out.outputs[m as usize].data[at] = v.stored(self.output_dtype(m as usize));
-                            }
-                            Sink::Save(k) => out.saved[k as usize].data[at] = v.stored(st.saves),
-                            Sink::NextState(j) => state[j as usize][i] = v,
-                            _ => {}
+                    let vals = &b.regs[r * LANES..r * LANES + b.lanes];
+                    let at = t * n + start..t * n + start + b.lanes;
+                    let (dst, dtype) = match sink {
+                        Sink::Output(m) => (
+                            &mut out.outputs[m as usize].data[at],
+                            self.output_dtype(m as usize),
+                        ),
+                        Sink::Save(k) => (&mut out.saved[k as usize].data[at], st.saves),
+                        Sink::NextState(j) => {
+                            state[j as usize][..b.lanes].copy_from_slice(vals);
+                            continue;
                         }
+                        _ => continue,
+                    };
+                    for (d, v) in dst.iter_mut().zip(vals) {
+                        *d = v.stored(dtype);
                     }
                 }
             }
@@ -258,7 +335,7 @@ impl Reference {
         let ir = &c.neuron;
         self.count("inputs", ir.inputs.len(), inputs.len())?;
         self.count("output gradients", ir.outputs.len(), grad_outputs.len())?;
-        let (steps, n) = (inputs[0].steps, inputs[0].n);
+        let (steps, n) = self.shape(inputs)?;
         check_seqs("input", inputs, steps, n)?;
         check_seqs("output gradient", grad_outputs, steps, n)?;
         check_seqs("forward output", &fwd.outputs, steps, n)?;
@@ -296,8 +373,16 @@ impl Reference {
             .iter()
             .map(|g| vec![0.0; g.as_ref().map_or(0, Vec::len)])
             .collect();
-        let mut b = Block { regs: vec![zero; bp.registers.max(1) * LANES], start: 0, lanes: 0 };
-        let mut pb = Block { regs: vec![zero; pp.registers.max(1) * LANES], start: 0, lanes: 0 };
+        let mut b = Block {
+            regs: vec![zero; bp.registers.max(1) * LANES],
+            start: 0,
+            lanes: 0,
+        };
+        let mut pb = Block {
+            regs: vec![zero; pp.registers.max(1) * LANES],
+            start: 0,
+            lanes: 0,
+        };
         let mut adj = vec![vec![zero; LANES]; ir.states.len()];
         for start in (0..n).step_by(LANES) {
             let lanes = LANES.min(n - start);
@@ -334,7 +419,9 @@ impl Reference {
                             let s = stream(leaf);
                             b.fill(r, |i| s.data[t * n + i]);
                         }
-                        Leaf::OutputGrad(m) => b.fill(r, |i| grad_outputs[m as usize].data[t * n + i]),
+                        Leaf::OutputGrad(m) => {
+                            b.fill(r, |i| grad_outputs[m as usize].data[t * n + i])
+                        }
                         Leaf::StateGrad(j) => b.fill(r, |i| adj[j as usize][i - start]),
                         Leaf::State(j) => {
                             if t > 0 {
@@ -353,15 +440,15 @@ impl Reference {
                 for &(sink, r) in &bp.sinks {
                     match sink {
                         Sink::InputGrad(k) => {
-                            let dst = &mut grads.inputs[k as usize].data[t * n + start..t * n + start + lanes];
+                            let dst = &mut grads.inputs[k as usize].data
+                                [t * n + start..t * n + start + lanes];
                             for (i, d) in dst.iter_mut().enumerate() {
                                 *d = b.lane(r, i).stored(st.io);
                             }
                         }
                         Sink::StateGradOut(j) => {
-                            for i in 0..lanes {
-                                adj[j as usize][i] = b.lane(r, i);
-                            }
+                            adj[j as usize][..lanes]
+                                .copy_from_slice(&b.regs[r * LANES..r * LANES + lanes]);
                         }
                         Sink::ParamGrad(p) => {
                             let shape = ir.params[p as usize].shape;
@@ -382,7 +469,8 @@ impl Reference {
                     let spec = &ir.params[p as usize];
                     if spec.learnable {
                         for (i, v) in a.iter().take(lanes).enumerate() {
-                            pacc[p as usize][params.layout.index(spec.shape, start + i)] += v.value();
+                            pacc[p as usize][params.layout.index(spec.shape, start + i)] +=
+                                v.value();
                         }
                     }
                 }

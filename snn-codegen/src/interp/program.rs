@@ -127,7 +127,8 @@ impl Program {
                 Instr::Cmp(c, a, b) => {
                     let (x, y) = (arg(a), arg(b));
                     for i in 0..lanes {
-                        out[i] = T::from_f64(f64::from(u8::from(c.eval(x[i].value(), y[i].value()))));
+                        out[i] =
+                            T::from_f64(f64::from(u8::from(c.eval(x[i].value(), y[i].value()))));
                     }
                 }
                 Instr::Powf(e, a) => {

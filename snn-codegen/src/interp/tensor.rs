@@ -15,20 +15,32 @@ pub struct Seq<T> {
 
 impl<T: Real> Seq<T> {
     pub fn zeros(steps: usize, n: usize) -> Self {
-        Self { steps, n, data: vec![T::from_f64(0.0); steps * n] }
+        Self {
+            steps,
+            n,
+            data: vec![T::from_f64(0.0); steps * n],
+        }
     }
 
     /// Wraps `data`, checking its length.
     pub fn new(steps: usize, n: usize, data: Vec<T>) -> Result<Self, RunError> {
         if data.len() != steps * n {
-            return Err(RunError::Length { what: "sequence data".into(), expected: steps * n, got: data.len() });
+            return Err(RunError::Length {
+                what: "sequence data".into(),
+                expected: steps * n,
+                got: data.len(),
+            });
         }
         Ok(Self { steps, n, data })
     }
 
     /// Steps `from..to`.
     pub fn steps(&self, from: usize, to: usize) -> Self {
-        Self { steps: to - from, n: self.n, data: self.data[from * self.n..to * self.n].to_vec() }
+        Self {
+            steps: to - from,
+            n: self.n,
+            data: self.data[from * self.n..to * self.n].to_vec(),
+        }
     }
 
     /// Joins sequences along time.
@@ -53,7 +65,10 @@ pub struct Layout {
 impl Layout {
     /// `neurons` independent neurons (a dense layer's features, no batch).
     pub fn flat(neurons: usize) -> Self {
-        Self { channels: neurons, inner: 1 }
+        Self {
+            channels: neurons,
+            inner: 1,
+        }
     }
 
     pub fn neurons(&self) -> usize {
@@ -106,7 +121,10 @@ impl<T: Real> Params<T> {
     /// Sets a parameter's values; their count must match its shape.
     pub fn set(&mut self, name: &str, values: Vec<T>) -> Result<(), RunError> {
         let Some(p) = self.names.iter().position(|n| n == name) else {
-            return Err(RunError::UnknownParam { name: name.into(), known: self.names.join(", ") });
+            return Err(RunError::UnknownParam {
+                name: name.into(),
+                known: self.names.join(", "),
+            });
         };
         let expected = self.layout.len(self.shapes[p]);
         if values.len() != expected {
@@ -132,8 +150,14 @@ impl<T: Real> Params<T> {
     }
 
     pub(crate) fn check(&self, ir: &NeuronIr) -> Result<(), RunError> {
-        if self.names.len() != ir.params.len() || self.names.iter().zip(&ir.params).any(|(n, p)| *n != p.name) {
-            return Err(RunError::ParamsOfOtherNeuron { neuron: ir.name.clone() });
+        if self.names.len() != ir.params.len()
+            || (self.names.iter().zip(&self.shapes))
+                .zip(&ir.params)
+                .any(|((n, s), p)| *n != p.name || *s != p.shape)
+        {
+            return Err(RunError::ParamsOfOtherNeuron {
+                neuron: ir.name.clone(),
+            });
         }
         for (p, v) in self.values.iter().enumerate() {
             let expected = self.layout.len(self.shapes[p]);

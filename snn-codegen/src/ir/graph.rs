@@ -223,8 +223,11 @@ impl Graph {
             .iter()
             .map(|&n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
             .collect();
-        let mut ready: std::collections::BTreeSet<NodeId> =
-            indeg.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indeg
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut order = Vec::with_capacity(nodes.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);

@@ -160,9 +160,8 @@ impl fmt::Display for NeuronIr {
         let params: Vec<String> = self.params.iter().map(|p| p.to_string()).collect();
         writeln!(f, "  params: {}", params.join(", "))?;
         writeln!(f, "  outputs: {}", self.outputs.join(", "))?;
-        let printer = crate::print::Printer::new(&self.graph, |l| self.leaf_name(l), |s| {
-            self.sink_label(s)
-        });
+        let printer =
+            crate::print::Printer::new(&self.graph, |l| self.leaf_name(l), |s| self.sink_label(s));
         for line in printer.lines() {
             writeln!(f, "  {line}")?;
         }

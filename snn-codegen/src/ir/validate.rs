@@ -9,7 +9,8 @@ use crate::print::Printer;
 
 fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -31,34 +32,54 @@ impl NeuronIr {
         let mut seen = BTreeSet::new();
         for (kind, name) in leaf_names.chain(self.outputs.iter().map(|n| ("output", n))) {
             if !is_ident(name) {
-                errs.push(IrError::BadName { neuron: neuron.clone(), name: name.clone() });
+                errs.push(IrError::BadName {
+                    neuron: neuron.clone(),
+                    name: name.clone(),
+                });
             }
             // Outputs have a namespace of their own: `output v` may export state `v`.
             let space = if kind == "output" { "output" } else { "leaf" };
             if !seen.insert((space, name.clone())) {
-                errs.push(IrError::DuplicateName { neuron: neuron.clone(), kind, name: name.clone() });
+                errs.push(IrError::DuplicateName {
+                    neuron: neuron.clone(),
+                    kind,
+                    name: name.clone(),
+                });
             }
         }
         if self.outputs.is_empty() {
-            errs.push(IrError::NoOutputs { neuron: neuron.clone() });
+            errs.push(IrError::NoOutputs {
+                neuron: neuron.clone(),
+            });
         }
 
         // Params, initial values and surrogates.
         for p in &self.params {
             if !p.default.is_finite() {
-                errs.push(IrError::BadDefault { neuron: neuron.clone(), param: p.name.clone(), value: p.default });
+                errs.push(IrError::BadDefault {
+                    neuron: neuron.clone(),
+                    param: p.name.clone(),
+                    value: p.default,
+                });
             }
         }
         for s in &self.states {
             if let Init::Param(p) = s.init {
                 if p as usize >= self.params.len() {
-                    errs.push(IrError::UndeclaredLeaf { neuron: neuron.clone(), leaf: format!("param #{p} (initial value of `{}`)", s.name) });
+                    errs.push(IrError::UndeclaredLeaf {
+                        neuron: neuron.clone(),
+                        leaf: format!("param #{p} (initial value of `{}`)", s.name),
+                    });
                 }
             }
         }
         for s in g.surrogates() {
             if let Err(problem) = s.check() {
-                errs.push(IrError::BadSurrogate { neuron: neuron.clone(), surrogate: s.to_string(), problem });
+                errs.push(IrError::BadSurrogate {
+                    neuron: neuron.clone(),
+                    surrogate: s.to_string(),
+                    problem,
+                });
             }
         }
 
@@ -69,7 +90,12 @@ impl NeuronIr {
             let args = g.operands(n);
             let node = || printer.expr(n);
             if args.len() != op.arity() {
-                errs.push(IrError::Arity { neuron: neuron.clone(), node: node(), expected: op.arity(), found: args.len() });
+                errs.push(IrError::Arity {
+                    neuron: neuron.clone(),
+                    node: node(),
+                    expected: op.arity(),
+                    found: args.len(),
+                });
                 continue;
             }
             match op {
@@ -81,7 +107,10 @@ impl NeuronIr {
                         _ => (u32::MAX, 0),
                     };
                     if i as usize >= count {
-                        errs.push(IrError::UndeclaredLeaf { neuron: neuron.clone(), leaf: l.to_string() });
+                        errs.push(IrError::UndeclaredLeaf {
+                            neuron: neuron.clone(),
+                            leaf: l.to_string(),
+                        });
                     }
                 }
                 Op::Sink(s) => {
@@ -91,59 +120,101 @@ impl NeuronIr {
                         _ => (u32::MAX, 0),
                     };
                     if i as usize >= count {
-                        errs.push(IrError::BadSink { neuron: neuron.clone(), sink: s.to_string() });
+                        errs.push(IrError::BadSink {
+                            neuron: neuron.clone(),
+                            sink: s.to_string(),
+                        });
                     }
                     *sinks.entry(s).or_default() += 1;
                 }
                 Op::Const(c) if !c.is_finite() => {
-                    errs.push(IrError::NonFiniteConst { neuron: neuron.clone(), value: c });
+                    errs.push(IrError::NonFiniteConst {
+                        neuron: neuron.clone(),
+                        value: c,
+                    });
                 }
                 Op::Powf(e) if !e.is_finite() => {
-                    errs.push(IrError::NonFiniteConst { neuron: neuron.clone(), value: e });
+                    errs.push(IrError::NonFiniteConst {
+                        neuron: neuron.clone(),
+                        value: e,
+                    });
                 }
                 Op::Spike(k) if g.surrogate(k).is_none() => {
-                    errs.push(IrError::NoSurrogate { neuron: neuron.clone() });
+                    errs.push(IrError::NoSurrogate {
+                        neuron: neuron.clone(),
+                    });
                 }
                 _ => {}
             }
             for (slot, &a) in args.iter().enumerate() {
                 let Some(found) = g.op(a).ty() else {
                     let sink = g.op(a).sink().map(|s| s.to_string()).unwrap_or_default();
-                    errs.push(IrError::SinkAsOperand { neuron: neuron.clone(), sink });
+                    errs.push(IrError::SinkAsOperand {
+                        neuron: neuron.clone(),
+                        sink,
+                    });
                     continue;
                 };
                 match (op.operand_ty(slot), found) {
-                    (Ty::Real, Ty::Bool) => errs.push(IrError::BoolAsReal { neuron: neuron.clone(), node: printer.expr(a) }),
-                    (Ty::Bool, Ty::Real) => errs.push(IrError::RealAsBool { neuron: neuron.clone(), node: node() }),
+                    (Ty::Real, Ty::Bool) => errs.push(IrError::BoolAsReal {
+                        neuron: neuron.clone(),
+                        node: printer.expr(a),
+                    }),
+                    (Ty::Bool, Ty::Real) => errs.push(IrError::RealAsBool {
+                        neuron: neuron.clone(),
+                        node: node(),
+                    }),
                     _ => {}
                 }
             }
         }
         if let Err(n) = g.topo_order() {
-            let node = g.name(n).map_or_else(|| format!("{:?}", g.op(n)), str::to_string);
-            errs.push(IrError::Cycle { neuron: neuron.clone(), node });
+            let node = g
+                .name(n)
+                .map_or_else(|| format!("{:?}", g.op(n)), str::to_string);
+            errs.push(IrError::Cycle {
+                neuron: neuron.clone(),
+                node,
+            });
         }
 
         // Every state updated once, every output set once, every input used.
         for (j, s) in self.states.iter().enumerate() {
             match sinks.get(&Sink::NextState(j as u32)).copied().unwrap_or(0) {
-                0 => errs.push(IrError::StateNotUpdated { neuron: neuron.clone(), state: s.name.clone() }),
+                0 => errs.push(IrError::StateNotUpdated {
+                    neuron: neuron.clone(),
+                    state: s.name.clone(),
+                }),
                 1 => {}
-                _ => errs.push(IrError::StateUpdatedTwice { neuron: neuron.clone(), state: s.name.clone() }),
+                _ => errs.push(IrError::StateUpdatedTwice {
+                    neuron: neuron.clone(),
+                    state: s.name.clone(),
+                }),
             }
         }
         for (m, o) in self.outputs.iter().enumerate() {
             match sinks.get(&Sink::Output(m as u32)).copied().unwrap_or(0) {
-                0 => errs.push(IrError::OutputNotSet { neuron: neuron.clone(), output: o.clone() }),
+                0 => errs.push(IrError::OutputNotSet {
+                    neuron: neuron.clone(),
+                    output: o.clone(),
+                }),
                 1 => {}
-                _ => errs.push(IrError::OutputSetTwice { neuron: neuron.clone(), output: o.clone() }),
+                _ => errs.push(IrError::OutputSetTwice {
+                    neuron: neuron.clone(),
+                    output: o.clone(),
+                }),
             }
         }
         let live = g.live();
         for (k, name) in self.inputs.iter().enumerate() {
-            let used = live.iter().any(|&n| g.op(n) == Op::Leaf(Leaf::Input(k as u32)));
+            let used = live
+                .iter()
+                .any(|&n| g.op(n) == Op::Leaf(Leaf::Input(k as u32)));
             if !used {
-                errs.push(IrError::UnusedInput { neuron: neuron.clone(), input: name.clone() });
+                errs.push(IrError::UnusedInput {
+                    neuron: neuron.clone(),
+                    input: name.clone(),
+                });
             }
         }
         IrError::from_list(errs)

@@ -24,7 +24,9 @@ impl Rng {
         lo + (hi - lo) * (self.u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     pub fn seq<T: Real>(&mut self, steps: usize, n: usize, lo: f64, hi: f64) -> Seq<T> {
-        let data = (0..steps * n).map(|_| T::from_f64(self.uniform(lo, hi))).collect();
+        let data = (0..steps * n)
+            .map(|_| T::from_f64(self.uniform(lo, hi)))
+            .collect();
         Seq::new(steps, n, data).unwrap()
     }
     pub fn vec<T: Real>(&mut self, n: usize, lo: f64, hi: f64) -> Vec<T> {
@@ -54,13 +56,20 @@ pub fn all_learnable(ir: &NeuronIr) -> NeuronIr {
     let mut ir = ir.clone();
     for (p, spec) in ir.params.iter_mut().enumerate() {
         spec.learnable = true;
-        spec.shape = [ParamShape::Scalar, ParamShape::PerChannel, ParamShape::PerNeuron][p % 3];
+        spec.shape = [
+            ParamShape::Scalar,
+            ParamShape::PerChannel,
+            ParamShape::PerNeuron,
+        ][p % 3];
     }
     ir
 }
 
 /// A layout of 3 channels of 4, so that per-channel and per-neuron params differ.
-pub const LAYOUT: Layout = Layout { channels: 3, inner: 4 };
+pub const LAYOUT: Layout = Layout {
+    channels: 3,
+    inner: 4,
+};
 
 /// Defaults perturbed by up to 5%, so that per-channel values differ.
 pub fn jittered_params<T: Real>(ir: &NeuronIr, rng: &mut Rng) -> Params<T> {
@@ -76,15 +85,25 @@ pub fn jittered_params<T: Real>(ir: &NeuronIr, rng: &mut Rng) -> Params<T> {
 }
 
 /// Initial states near the declared ones.
-pub fn initial_states<T: Real>(ir: &NeuronIr, params: &Params<T>, n: usize, scale: f64, rng: &mut Rng) -> Vec<Vec<T>> {
+pub fn initial_states<T: Real>(
+    ir: &NeuronIr,
+    params: &Params<T>,
+    n: usize,
+    scale: f64,
+    rng: &mut Rng,
+) -> Vec<Vec<T>> {
     ir.states
         .iter()
         .map(|s| {
             let base = match s.init {
                 snn_codegen::Init::Const(c) => c,
-                snn_codegen::Init::Param(p) => params.get(&ir.params[p as usize].name).unwrap()[0].value(),
+                snn_codegen::Init::Param(p) => {
+                    params.get(&ir.params[p as usize].name).unwrap()[0].value()
+                }
             };
-            (0..n).map(|_| T::from_f64(base + scale * rng.uniform(-0.1, 0.1))).collect()
+            (0..n)
+                .map(|_| T::from_f64(base + scale * rng.uniform(-0.1, 0.1)))
+                .collect()
         })
         .collect()
 }
@@ -115,7 +134,12 @@ pub fn surrogate_variants() -> Vec<(NeuronIr, (f64, f64))> {
     ]
     .into_iter()
     .map(|(name, surrogate)| {
-        let mut ir = zoo::Lif { surrogate, ..Default::default() }.ir().unwrap();
+        let mut ir = zoo::Lif {
+            surrogate,
+            ..Default::default()
+        }
+        .ir()
+        .unwrap();
         ir.name = format!("lif_{name}");
         (ir, (-0.2, 1.2))
     })
