@@ -14,13 +14,20 @@ fn paper_lif_saves_one_tensor_and_meets_the_24_byte_floor() {
     assert!(c.plan.reread_inputs.is_empty() && c.plan.reread_outputs.is_empty());
     let b = c.plan.bytes;
     // Forward: read x, write s, write h. Backward: read dL/ds, read h, write dL/dx.
-    assert_eq!((b.forward_inference, b.forward_train, b.backward), (8, 12, 12));
+    assert_eq!(
+        (b.forward_inference, b.forward_train, b.backward),
+        (8, 12, 12)
+    );
     assert_eq!(b.train(), 24);
 }
 
 #[test]
 fn narrow_storage_cuts_bytes_and_never_recomputes_spikes_from_rounded_values() {
-    let st = Storage { io: Dtype::F32, spikes: Dtype::U8, saves: Dtype::BF16 };
+    let st = Storage {
+        io: Dtype::F32,
+        spikes: Dtype::U8,
+        saves: Dtype::BF16,
+    };
     let c = compile(&zoo::PaperLif::default(), st).unwrap();
     // h in bf16 would round, and spike(h - threshold) recomputed from it could flip; so the
     // last step's spike is re-read (exact in u8) instead of recomputed.
@@ -50,8 +57,14 @@ fn every_zoo_neuron_moves_at_most_its_naive_bytes() {
         let c = compile(n.as_ref(), Storage::F32).unwrap();
         let ir = &c.neuron;
         // Naive: save every state before each step, re-read every input.
-        let naive = 4 * (2 * ir.inputs.len() + 2 * ir.outputs.len() + 2 * ir.states.len() + ir.inputs.len());
-        assert!(c.plan.bytes.train() <= naive, "{}: {} > {naive}", ir.name, c.plan.bytes.train());
+        let naive = 4
+            * (2 * ir.inputs.len() + 2 * ir.outputs.len() + 2 * ir.states.len() + ir.inputs.len());
+        assert!(
+            c.plan.bytes.train() <= naive,
+            "{}: {} > {naive}",
+            ir.name,
+            c.plan.bytes.train()
+        );
         // Deterministic: compiling again gives the same plan and the same equations.
         let again = compile(n.as_ref(), Storage::F32).unwrap();
         assert_eq!(c.plan, again.plan);
