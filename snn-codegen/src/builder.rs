@@ -179,13 +179,19 @@ impl NeuronBuilder {
     /// Declares a state; the value returned is the state before the step. `init` is a number
     /// or a param value.
     pub fn state<'a>(&'a self, name: impl Into<String>, init: impl IntoInit<'a>) -> Value<'a> {
-        let init = init.into_init(self);
+        let name = name.into();
+        let init = init.into_init(self).unwrap_or_else(|value| {
+            let state = name.clone();
+            self.error(|neuron| IrError::InitNotParam {
+                neuron,
+                state,
+                value,
+            });
+            Init::Const(0.0)
+        });
         let k = {
             let mut inner = self.inner.borrow_mut();
-            inner.ir.states.push(StateSpec {
-                name: name.into(),
-                init,
-            });
+            inner.ir.states.push(StateSpec { name, init });
             inner.ir.states.len() - 1
         };
         self.leaf(Leaf::State(k as u32))
@@ -312,25 +318,22 @@ impl<'a> IntoValue<'a> for f64 {
 
 /// A state's initial value: a number or a param.
 pub trait IntoInit<'a> {
-    fn into_init(self, b: &'a NeuronBuilder) -> Init;
+    /// The initial value, or the printed value that cannot be one.
+    fn into_init(self, b: &'a NeuronBuilder) -> Result<Init, String>;
 }
 
 impl<'a> IntoInit<'a> for f64 {
-    fn into_init(self, _: &'a NeuronBuilder) -> Init {
-        Init::Const(self)
+    fn into_init(self, _: &'a NeuronBuilder) -> Result<Init, String> {
+        Ok(Init::Const(self))
     }
 }
 
 impl<'a> IntoInit<'a> for Value<'a> {
-    fn into_init(self, b: &'a NeuronBuilder) -> Init {
+    fn into_init(self, b: &'a NeuronBuilder) -> Result<Init, String> {
         let v = self.into_value(b);
         match v.op() {
-            Op::Leaf(Leaf::Param(p)) => Init::Param(p),
-            _ => {
-                let value = v.expr();
-                b.error(|neuron| IrError::InitNotParam { neuron, value });
-                Init::Const(0.0)
-            }
+            Op::Leaf(Leaf::Param(p)) => Ok(Init::Param(p)),
+            _ => Err(v.expr()),
         }
     }
 }
@@ -517,7 +520,7 @@ impl Surrogate {
         b.output("dh", d);
         let ir = b.finish()?;
         let out = ir.graph.sink_value(Sink::Output(0)).unwrap_or(h_node(&ir));
-        let text = Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s)).expr(out);
+        let text = Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s)).inline(out);
         let s = Surrogate::Custom(CustomSurrogate::new(ir.graph, text));
         s.check().map_err(|problem| IrError::BadSurrogate {
             neuron: "custom_surrogate".into(),

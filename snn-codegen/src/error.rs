@@ -6,7 +6,7 @@ use thiserror::Error;
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum IrError {
     #[error(
-        "neuron `{neuron}`: the step has a cycle through `{node}`; a value cannot depend on itself within one step, carry it to the next step through a state instead"
+        "neuron `{neuron}`: the step has a cycle through {node}; a value cannot depend on itself within one step, carry it to the next step through a state instead"
     )]
     Cycle { neuron: String, node: String },
     #[error(
@@ -21,7 +21,9 @@ pub enum IrError {
         "neuron `{neuron}`: output `{output}` is never set; give it a value with `output(\"{output}\", value)`"
     )]
     OutputNotSet { neuron: String, output: String },
-    #[error("neuron `{neuron}`: output `{output}` is set more than once")]
+    #[error(
+        "neuron `{neuron}`: output `{output}` is set more than once; give each output one value"
+    )]
     OutputSetTwice { neuron: String, output: String },
     #[error("neuron `{neuron}` has no outputs; a neuron must produce at least one value per step")]
     NoOutputs { neuron: String },
@@ -70,31 +72,56 @@ pub enum IrError {
         "neuron `{neuron}`: the condition of `{node}` is a number; compare it first, for example `select(x > 0.0, a, b)`"
     )]
     RealAsBool { neuron: String, node: String },
-    #[error("neuron `{neuron}`: `{node}` takes {expected} operands but has {found}")]
+    #[error(
+        "neuron `{neuron}`: `{node}` takes {expected} operand(s) but has {found}; connect exactly {expected}"
+    )]
     Arity {
         neuron: String,
         node: String,
         expected: usize,
         found: usize,
     },
-    #[error("neuron `{neuron}`: the step reads {leaf}, which the neuron does not declare")]
+    #[error(
+        "neuron `{neuron}`: the step reads {leaf}, which is not one of the neuron's declared inputs, states or params (saved tensors and gradients exist only in generated backward graphs)"
+    )]
     UndeclaredLeaf { neuron: String, leaf: String },
-    #[error("neuron `{neuron}`: the step writes {sink}, which a neuron step cannot write")]
+    #[error(
+        "neuron `{neuron}`: the step writes {sink}, which is not one of the neuron's declared outputs or states (saves and gradients exist only in generated graphs)"
+    )]
     BadSink { neuron: String, sink: String },
     #[error(
         "neuron `{neuron}`: a sink ({sink}) is used as an operand; sinks end the step and have no value"
     )]
     SinkAsOperand { neuron: String, sink: String },
-    #[error("neuron `{neuron}`: constant {value} is not a finite number")]
-    NonFiniteConst { neuron: String, value: f64 },
+    #[error(
+        "neuron `{neuron}`: {what} {value} in `{context}` is not a finite number; use a finite value"
+    )]
+    NonFiniteConst {
+        neuron: String,
+        what: &'static str,
+        value: f64,
+        context: String,
+    },
     #[error(
         "neuron `{neuron}`: `{value}` is not a state, so it cannot be `set`; declare it with `state(..)`"
     )]
     SetNonState { neuron: String, value: String },
     #[error(
-        "neuron `{neuron}`: a state's initial value must be a number or a param, not `{value}`"
+        "neuron `{neuron}`: state `{state}` starts from param #{param}, which the neuron does not declare"
     )]
-    InitNotParam { neuron: String, value: String },
+    InitUndeclared {
+        neuron: String,
+        state: String,
+        param: u32,
+    },
+    #[error(
+        "neuron `{neuron}`: state `{state}` starts from `{value}`; an initial value must be a number or a param"
+    )]
+    InitNotParam {
+        neuron: String,
+        state: String,
+        value: String,
+    },
     #[error(
         "neuron `{neuron}`: `spike` is used but no surrogate is set; give the neuron one (`NeuronBuilder::surrogate`) or use `spike_with(h, surrogate)`"
     )]

@@ -59,8 +59,17 @@ impl<'a> Printer<'a> {
         lines
     }
 
-    /// One value as a single expression, everything inlined (for error messages).
+    /// One value for an error message: its name if the user named it, else the expression
+    /// with everything inlined.
     pub fn expr(&self, n: NodeId) -> String {
+        match self.graph.name(n) {
+            Some(name) => name.to_string(),
+            None => self.inline(n),
+        }
+    }
+
+    /// One value as a single expression, everything inlined.
+    pub fn inline(&self, n: NodeId) -> String {
         if self.graph.topo_order().is_err() {
             return format!("{:?}", self.graph.op(n));
         }
@@ -116,7 +125,7 @@ impl<'a> Printer<'a> {
         let args = g.operands(n);
         if args.len() < g.op(n).arity() {
             // Malformed (validation reports it): print the op without its operands.
-            return (format!("{:?}(..)", g.op(n)), ATOM);
+            return (format!("{}(..)", g.op(n).describe()), ATOM);
         }
         let arg = |i: usize| self.render(args[i], bound, false);
         let paren = |(s, p): (String, u8), min: u8| if p < min { format!("({s})") } else { s };

@@ -24,7 +24,7 @@ pub use tensor::{Layout, Params, Seq};
 /// Bad arguments to the interpreter.
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum RunError {
-    #[error("neuron `{neuron}` takes {expected} {what}, got {got}")]
+    #[error("{what}: neuron `{neuron}` takes {expected}, got {got}")]
     Count {
         neuron: String,
         what: &'static str,
@@ -49,7 +49,7 @@ pub enum RunError {
         "the layer has {n} elements, which is not a multiple of its {neurons} neurons (channels x inner); fix the layout or the tensor shape"
     )]
     Layout { n: usize, neurons: usize },
-    #[error("param `{param}` is {shape} and needs {expected} values for this layout, got {got}")]
+    #[error("param `{param}` is {shape} and needs {expected} value(s) for this layout, got {got}")]
     ParamLength {
         param: String,
         shape: String,
@@ -128,19 +128,28 @@ impl<T: Real> Block<T> {
     }
 }
 
-fn check_seqs<T>(what: &str, seqs: &[Seq<T>], steps: usize, n: usize) -> Result<(), RunError> {
+/// Checks that each sequence is `[steps, n]`; `name(k)` names sequence `k` in errors.
+fn check_seqs<T>(
+    name: impl Fn(usize) -> String,
+    seqs: &[Seq<T>],
+    steps: usize,
+    n: usize,
+) -> Result<(), RunError> {
     for (k, s) in seqs.iter().enumerate() {
-        if s.steps != steps || s.n != n || s.data.len() != steps * n {
+        if s.data.len() != s.steps * s.n {
+            return Err(RunError::Length {
+                what: format!("{} (declared [{}, {}])", name(k), s.steps, s.n),
+                expected: s.steps * s.n,
+                got: s.data.len(),
+            });
+        }
+        if s.steps != steps || s.n != n {
             return Err(RunError::Shape {
-                what: format!("{what} #{k}"),
+                what: name(k),
                 steps,
                 n,
                 got_steps: s.steps,
-                got_n: if s.steps * s.n == s.data.len() {
-                    s.n
-                } else {
-                    s.data.len()
-                },
+                got_n: s.n,
             });
         }
     }
@@ -191,10 +200,11 @@ impl Reference {
     ) -> Result<(), RunError> {
         if let Some(s) = s {
             self.count(what, self.compiled.neuron.states.len(), s.len())?;
-            for v in s {
+            for (j, v) in s.iter().enumerate() {
                 if v.len() != n {
+                    let state = &self.compiled.neuron.states[j].name;
                     return Err(RunError::Length {
-                        what: what.into(),
+                        what: format!("{what}: state `{state}` (one value per element)"),
                         expected: n,
                         got: v.len(),
                     });
@@ -243,7 +253,7 @@ impl Reference {
         let ir = &self.compiled.neuron;
         self.count("inputs", ir.inputs.len(), inputs.len())?;
         let (steps, n) = self.shape(inputs)?;
-        check_seqs("input", inputs, steps, n)?;
+        check_seqs(|k| format!("input `{}`", ir.inputs[k]), inputs, steps, n)?;
         self.check_params(params, n)?;
         self.check_states("initial states", init, n)?;
         let prog = if mode == Mode::Train {
@@ -336,13 +346,19 @@ impl Reference {
         self.count("inputs", ir.inputs.len(), inputs.len())?;
         self.count("output gradients", ir.outputs.len(), grad_outputs.len())?;
         let (steps, n) = self.shape(inputs)?;
-        check_seqs("input", inputs, steps, n)?;
-        check_seqs("output gradient", grad_outputs, steps, n)?;
-        check_seqs("forward output", &fwd.outputs, steps, n)?;
+        check_seqs(|k| format!("input `{}`", ir.inputs[k]), inputs, steps, n)?;
+        let out = |what: &'static str| move |m: usize| format!("{what} `{}`", ir.outputs[m]);
+        check_seqs(out("gradient of output"), grad_outputs, steps, n)?;
+        check_seqs(out("forward output"), &fwd.outputs, steps, n)?;
         if fwd.saved.len() != c.plan.saves.len() {
             return Err(RunError::NoSaves);
         }
-        check_seqs("saved tensor", &fwd.saved, steps, n)?;
+        check_seqs(
+            |k| format!("saved tensor `{}`", c.plan.saves[k].name),
+            &fwd.saved,
+            steps,
+            n,
+        )?;
         self.check_params(params, n)?;
         self.check_states("initial states", init, n)?;
         self.check_states("final state gradients", grad_final_states, n)?;

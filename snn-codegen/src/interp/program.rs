@@ -19,7 +19,7 @@ enum Instr {
     Clamp(usize, usize, usize),
     Select(usize, usize, usize),
     Spike(usize, usize),
-    Copy(usize),
+    Detach(usize),
 }
 
 /// A flattened step graph. Register `r` holds lanes `r * LANES ..`.
@@ -67,7 +67,7 @@ impl Program {
                 Op::Clamp => Some(Instr::Clamp(a[0], a[1], a[2])),
                 Op::Select => Some(Instr::Select(a[0], a[1], a[2])),
                 Op::Spike(k) => Some(Instr::Spike(k as usize, a[0])),
-                Op::Detach => Some(Instr::Copy(a[0])),
+                Op::Detach => Some(Instr::Detach(a[0])),
             };
             if let Some(i) = instr {
                 p.code.push((r, i));
@@ -160,7 +160,7 @@ impl Program {
                         *o = h.spike(s);
                     }
                 }
-                Instr::Copy(a) => out.copy_from_slice(arg(a)),
+                Instr::Detach(a) => map1(out, arg(a), T::detach),
             }
         }
     }

@@ -38,6 +38,10 @@ pub trait Real:
     fn spike(self, _surrogate: &Surrogate) -> Self {
         Self::from_f64(if self.value() >= 0.0 { 1.0 } else { 0.0 })
     }
+    /// The same value with no derivative (`detach`). Plain numbers carry none anyway.
+    fn detach(self) -> Self {
+        self
+    }
     /// The value as it reads back after being stored in `dtype`.
     fn stored(self, dtype: Dtype) -> Self;
 }
@@ -168,6 +172,9 @@ impl Real for Dual {
     fn spike(self, surrogate: &Surrogate) -> Self {
         let s = if self.v >= 0.0 { 1.0 } else { 0.0 };
         self.chain(s, surrogate.derivative(self.v))
+    }
+    fn detach(self) -> Self {
+        Self::new(self.v, 0.0)
     }
     fn stored(self, _: Dtype) -> Self {
         self

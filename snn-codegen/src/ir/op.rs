@@ -159,6 +159,23 @@ impl Op {
         }
     }
 
+    /// A short name for messages: the operator symbol or function name.
+    pub fn describe(self) -> String {
+        match self {
+            Op::Leaf(l) => l.to_string(),
+            Op::Const(c) => c.to_string(),
+            Op::Unary(u) => u.name().to_string(),
+            Op::Binary(b) => b.symbol().to_string(),
+            Op::Cmp(c) => c.symbol().to_string(),
+            Op::Powf(_) => "pow".into(),
+            Op::Clamp => "clamp".into(),
+            Op::Select => "select".into(),
+            Op::Spike(_) => "spike".into(),
+            Op::Detach => "detach".into(),
+            Op::Sink(s) => s.to_string(),
+        }
+    }
+
     /// A hashable identity of the op, for common-subexpression elimination.
     pub(crate) fn key(self) -> OpKey {
         match self {

@@ -66,9 +66,10 @@ impl NeuronIr {
         for s in &self.states {
             if let Init::Param(p) = s.init {
                 if p as usize >= self.params.len() {
-                    errs.push(IrError::UndeclaredLeaf {
+                    errs.push(IrError::InitUndeclared {
                         neuron: neuron.clone(),
-                        leaf: format!("param #{p} (initial value of `{}`)", s.name),
+                        state: s.name.clone(),
+                        param: p,
                     });
                 }
             }
@@ -128,15 +129,20 @@ impl NeuronIr {
                     *sinks.entry(s).or_default() += 1;
                 }
                 Op::Const(c) if !c.is_finite() => {
+                    let user = g.users(n).first().copied().unwrap_or(n);
                     errs.push(IrError::NonFiniteConst {
                         neuron: neuron.clone(),
+                        what: "constant",
                         value: c,
+                        context: printer.expr(user),
                     });
                 }
                 Op::Powf(e) if !e.is_finite() => {
                     errs.push(IrError::NonFiniteConst {
                         neuron: neuron.clone(),
+                        what: "exponent",
                         value: e,
+                        context: node(),
                     });
                 }
                 Op::Spike(k) if g.surrogate(k).is_none() => {
@@ -169,9 +175,10 @@ impl NeuronIr {
             }
         }
         if let Err(n) = g.topo_order() {
-            let node = g
-                .name(n)
-                .map_or_else(|| format!("{:?}", g.op(n)), str::to_string);
+            let node = g.name(n).map_or_else(
+                || format!("a `{}` node", g.op(n).describe()),
+                |name| format!("`{name}`"),
+            );
             errs.push(IrError::Cycle {
                 neuron: neuron.clone(),
                 node,

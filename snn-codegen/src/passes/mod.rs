@@ -125,7 +125,7 @@ pub(crate) mod test_util {
 
     /// The value of `n`, fully inlined.
     pub fn expr(ir: &NeuronIr, n: NodeId) -> String {
-        Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s)).expr(n)
+        Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s)).inline(n)
     }
 
     /// Asserts that exactly one node is named `name` and that it computes `expected` (fully

@@ -21,7 +21,8 @@ use crate::ir::{NeuronIr, Surrogate};
 /// v <- h - s * v_threshold               // soft reset, v_reset = None
 /// ```
 ///
-/// Output `s`. As in SpikingJelly (`detach_reset = False`), gradients flow through the reset.
+/// Output `s`. As in SpikingJelly (`detach_reset = False` by default), gradients flow
+/// through the reset unless `detach_reset` is set.
 /// The membrane starts at `v_reset` (hard reset) or 0 (soft reset).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lif {
@@ -33,6 +34,8 @@ pub struct Lif {
     pub v_threshold: f64,
     /// `Some(r)`: hard reset to `r` after a spike; `None`: soft reset (subtract the threshold).
     pub v_reset: Option<f64>,
+    /// SpikingJelly's `detach_reset`: no gradient flows through the reset's spike.
+    pub detach_reset: bool,
     pub surrogate: Surrogate,
 }
 
@@ -48,6 +51,7 @@ impl Default for Lif {
             decay_input: true,
             v_threshold: 1.0,
             v_reset: Some(0.0),
+            detach_reset: false,
             surrogate: Surrogate::sigmoid(4.0),
         }
     }
@@ -78,7 +82,8 @@ impl crate::Neuron for Lif {
         };
         let h = h.named("h");
         let s = b.spike(h - v_threshold).named("s");
-        v.set(super::reset(h, s, v_threshold, v_reset));
+        let s_reset = if self.detach_reset { s.detach() } else { s };
+        v.set(super::reset(h, s_reset, v_threshold, v_reset));
         b.output("s", s);
         b.finish()
     }

@@ -119,7 +119,8 @@ pub fn assert_close(what: &str, a: f64, b: f64, rel: f64, floor: f64) {
 }
 
 /// SpikingJelly's LIF with each kind of surrogate (shape parameters chosen so that the
-/// surrogates' primitives stay bounded), to exercise every surrogate's derivative.
+/// surrogates' primitives stay bounded), to exercise every surrogate's derivative, and
+/// with a detached reset.
 pub fn surrogate_variants() -> Vec<(NeuronIr, (f64, f64))> {
     use snn_codegen::Surrogate;
     let custom = Surrogate::custom(|h| 1.0 / (1.0 + (3.0 * h) * (3.0 * h))).unwrap();
@@ -143,5 +144,15 @@ pub fn surrogate_variants() -> Vec<(NeuronIr, (f64, f64))> {
         ir.name = format!("lif_{name}");
         (ir, (-0.2, 1.2))
     })
+    .chain(std::iter::once({
+        let mut ir = zoo::Lif {
+            detach_reset: true,
+            ..Default::default()
+        }
+        .ir()
+        .unwrap();
+        ir.name = "lif_detach_reset".into();
+        (ir, (-0.2, 1.2))
+    }))
     .collect()
 }
