@@ -17,10 +17,12 @@
 //! ```
 
 pub use snn_codegen as codegen;
+pub use snn_dsl::{neuron, neuron_helper};
 pub use snn_runtime as runtime;
 
 /// The names most programs need.
 pub mod prelude {
+    pub use crate::{neuron, neuron_helper};
     pub use snn_codegen::interp::{Gradients, Layout, Mode, Params, Reference, Seq};
     pub use snn_codegen::{
         Compiled, Dtype, IrError, Neuron, NeuronBuilder, NeuronIr, ParamDecl, ParamShape, Storage,

@@ -344,6 +344,12 @@ impl<'a> Value<'a> {
         self.id
     }
 
+    /// The builder this value belongs to (the `#[neuron]` macro reaches it this way inside
+    /// custom surrogates).
+    pub fn builder(self) -> &'a NeuronBuilder {
+        self.b
+    }
+
     fn op(self) -> Op {
         self.b.inner.borrow().ir.graph.op(self.id)
     }
