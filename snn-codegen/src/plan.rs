@@ -174,10 +174,10 @@ impl<'a> Search<'a> {
                 Op::Leaf(_) | Op::Const(_) | Op::Sink(_) | Op::Cmp(_) => false,
                 _ => true,
             };
-            if let (true, Some(&n)) = (savable, adj.copy.get(&f)) {
-                if live.contains(&n) {
-                    candidates.push((Candidate::Save(f), n, 2 * st.saves.size()));
-                }
+            if let (true, Some(&n)) = (savable, adj.copy.get(&f))
+                && live.contains(&n)
+            {
+                candidates.push((Candidate::Save(f), n, 2 * st.saves.size()));
             }
         }
         for m in 0..ir.outputs.len() as u32 {
@@ -254,11 +254,11 @@ impl<'a> Search<'a> {
             let mut combo: Vec<usize> = (0..k).collect();
             loop {
                 budget = budget.saturating_sub(1);
-                if let Some((c, _)) = self.cost(&combo) {
-                    if c < best_cost {
-                        best_cost = c;
-                        best = combo.clone();
-                    }
+                if let Some((c, _)) = self.cost(&combo)
+                    && c < best_cost
+                {
+                    best_cost = c;
+                    best = combo.clone();
                 }
                 if !next_combination(&mut combo, all.len()) || budget == 0 {
                     break;

@@ -117,10 +117,8 @@ impl<'a> Printer<'a> {
     /// it is bound.
     fn render(&self, n: NodeId, bound: &BTreeMap<NodeId, String>, top: bool) -> (String, u8) {
         let g = self.graph;
-        if !top {
-            if let Some(name) = bound.get(&n) {
-                return (name.clone(), ATOM);
-            }
+        if !top && let Some(name) = bound.get(&n) {
+            return (name.clone(), ATOM);
         }
         let args = g.operands(n);
         if args.len() < g.op(n).arity() {

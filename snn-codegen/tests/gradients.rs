@@ -91,11 +91,11 @@ fn dual_derivatives(r: &Reference, p: &Problem, wrt: Wrt) -> Vec<f64> {
         .enumerate()
         .map(|(k, x)| {
             let mut d = Seq::new(T, N, lift(&x.data, false)).unwrap();
-            if let Wrt::Input(wk, t) = wrt {
-                if wk == k {
-                    for v in &mut d.data[t * N..(t + 1) * N] {
-                        v.d = 1.0;
-                    }
+            if let Wrt::Input(wk, t) = wrt
+                && wk == k
+            {
+                for v in &mut d.data[t * N..(t + 1) * N] {
+                    v.d = 1.0;
                 }
             }
             d

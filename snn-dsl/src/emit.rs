@@ -159,13 +159,7 @@ pub fn neuron(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     for o in &body.outputs {
-        if body
-            .outputs
-            .iter()
-            .filter(|p| p.to_string() == o.to_string())
-            .count()
-            > 1
-        {
+        if body.outputs.iter().filter(|p| *o == p.to_string()).count() > 1 {
             errors.at(o.span(), format!("output `{o}` is returned twice"));
         }
     }

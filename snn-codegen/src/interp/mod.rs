@@ -217,7 +217,7 @@ impl Reference {
     fn check_params<T: Real>(&self, params: &Params<T>, n: usize) -> Result<(), RunError> {
         params.check(&self.compiled.neuron)?;
         let neurons = params.layout.neurons();
-        if neurons == 0 || n % neurons != 0 {
+        if neurons == 0 || !n.is_multiple_of(neurons) {
             return Err(RunError::Layout { n, neurons });
         }
         Ok(())

@@ -64,14 +64,14 @@ impl NeuronIr {
             }
         }
         for s in &self.states {
-            if let Init::Param(p) = s.init {
-                if p as usize >= self.params.len() {
-                    errs.push(IrError::InitUndeclared {
-                        neuron: neuron.clone(),
-                        state: s.name.clone(),
-                        param: p,
-                    });
-                }
+            if let Init::Param(p) = s.init
+                && p as usize >= self.params.len()
+            {
+                errs.push(IrError::InitUndeclared {
+                    neuron: neuron.clone(),
+                    state: s.name.clone(),
+                    param: p,
+                });
             }
         }
         for s in g.surrogates() {
