@@ -4,8 +4,9 @@
 //! backward pass through time derived automatically, a memory plan that saves the fewest
 //! bytes, and (as the project grows) fused CUDA kernels for all time steps of a layer.
 //!
-//! This crate is the facade: it re-exports the compiler core ([`codegen`]) and the GPU
-//! runtime ([`runtime`]). Start with the [`prelude`]:
+//! This crate is the facade: it re-exports the compiler core ([`codegen`]), the
+//! [`neuron`] macro (see [`dsl`] for the guide) and the GPU runtime ([`runtime`]). Start
+//! with the [`prelude`]:
 //!
 //! ```
 //! use snn::prelude::*;
@@ -15,6 +16,8 @@
 //! assert_eq!(lif.plan.bytes.train(), 24);
 //! # Ok::<(), snn::codegen::IrError>(())
 //! ```
+
+pub mod dsl;
 
 pub use snn_codegen as codegen;
 pub use snn_dsl::{neuron, neuron_helper};

@@ -408,7 +408,7 @@ fn type_doc(name: &str, decls: &[Decl], outputs: &[syn::Ident], surrogate: &str)
 }
 
 /// `#[neuron_helper]`: `fn f(a: Real, k: f64) -> Real` becomes
-/// `fn f<'a>(b: &'a NeuronBuilder, a: Value<'a>, k: f64) -> Value<'a>`.
+/// `fn f<'a>(b: &'a NeuronBuilder, a: impl IntoValue<'a>, k: f64) -> Value<'a>`.
 pub fn helper(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
@@ -422,6 +422,7 @@ pub fn helper(attr: TokenStream, item: TokenStream) -> TokenStream {
     let opts = options(attr, false, &mut errors);
     let krate = &opts.krate;
     let lt = quote!('__snn);
+    let b = Step::helper(krate.clone()).builder();
     let real = |ty: &Type, errors: &mut Errors| -> TokenStream {
         match ty {
             Type::Path(p) if p.path.is_ident("Real") => quote!(#krate::Value<#lt>),
@@ -446,12 +447,19 @@ pub fn helper(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut params = Vec::new();
+    let mut prologue = Vec::new();
     for arg in &func.sig.inputs {
         match arg {
             syn::FnArg::Typed(pt) => {
                 let pat = &pt.pat;
-                let ty = real(&pt.ty, &mut errors);
-                params.push(quote!(#pat: #ty));
+                // `Real` parameters accept values and numbers alike.
+                if matches!(&*pt.ty, Type::Path(p) if p.path.is_ident("Real")) {
+                    params.push(quote!(#pat: impl #krate::IntoValue<#lt>));
+                    prologue.push(quote!(let #pat = #krate::IntoValue::into_value(#pat, #b);));
+                } else {
+                    let ty = real(&pt.ty, &mut errors);
+                    params.push(quote!(#pat: #ty));
+                }
             }
             syn::FnArg::Receiver(r) => {
                 errors.at(r.span(), "a helper is a free function, it takes no `self`")
@@ -473,13 +481,13 @@ pub fn helper(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let step = Step::helper(krate.clone());
     let body = step.block(&func.block, &mut errors);
-    let b = step.builder();
     let (vis, name, attrs) = (&func.vis, &func.sig.ident, &func.attrs);
     let (stmts, tail) = (&body.stmts, &body.tail);
     let out = quote! {
         #(#attrs)*
         #[allow(clippy::all)]
         #vis fn #name<#lt>(#b: &#lt #krate::NeuronBuilder, #(#params),*) -> #ret {
+            #(#prologue)*
             #stmts
             #tail
         }
