@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod builder;
 pub mod compile;
+pub mod cuda;
 pub mod dtype;
 pub mod error;
 pub mod interp;

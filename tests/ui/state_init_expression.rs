@@ -1,0 +1,16 @@
+use snn::prelude::*;
+
+#[neuron(surrogate = sigmoid(alpha = 4.0))]
+fn lif(
+    x: Input,
+    #[param(default = 0.1)] rest: Param,
+    #[state(init = -rest)] v: State,
+    #[param(default = 0.9)] decay: Param,
+) -> Spike {
+    let h = decay * (v - rest) + rest + x;
+    let s = spike(h - 1.0);
+    v.set(h - s);
+    s
+}
+
+fn main() {}

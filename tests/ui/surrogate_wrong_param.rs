@@ -1,0 +1,11 @@
+use snn::prelude::*;
+
+#[neuron(surrogate = rect(alpha = 1.0))]
+fn lif(x: Input, v: State, #[param(default = 0.9)] decay: Param) -> Spike {
+    let h = decay * v + x;
+    let s = spike(h - 1.0);
+    v.set(h - s);
+    s
+}
+
+fn main() {}
