@@ -907,3 +907,35 @@ fn tuple_helper() -> R {
     assert_eq!(fwd.outputs[1].data, [-2.0, 0.0, 0.0]);
     Ok(())
 }
+
+/// A step destructures a tuple-returning helper with `let (a, b) = ..`.
+#[neuron(surrogate = sigmoid(alpha = 4.0))]
+fn split_drive(x: Input, v: State) -> (Spike, Real) {
+    let (p, n) = parts(x);
+    let h = v + p;
+    let s = spike(h - 1.0);
+    v.set(h * (1.0 - s));
+    (s, n)
+}
+
+#[test]
+fn a_step_destructures_a_tuple_helper() -> R {
+    let ir = SplitDrive::new().ir()?;
+    let text = ir.to_string();
+    assert!(text.contains("p = max(x, 0)"), "{text}");
+    assert!(
+        text.contains("output n = n") || text.contains("n = min(x, 0)"),
+        "{text}"
+    );
+    let r = Reference::new(compile(&ir, Storage::F64)?);
+    let params = Params::<f64>::defaults(&ir, Layout::flat(3));
+    let fwd = r.forward(
+        &params,
+        &[Seq::new(1, 3, vec![-2.0, 0.5, 3.0])?],
+        None,
+        Mode::Inference,
+    )?;
+    assert_eq!(fwd.outputs[0].data, [0.0, 0.0, 1.0]);
+    assert_eq!(fwd.outputs[1].data, [-2.0, 0.0, 0.0]);
+    Ok(())
+}

@@ -378,6 +378,13 @@ impl<'a> Value<'a> {
         self.b.push(Op::Cmp(op), &[self.id, o])
     }
 
+    /// Names the value unless it already has a name (what `let` does in `#[neuron]`: in
+    /// `let o = h;` the value keeps the name `h`).
+    pub fn or_named(self, name: impl Into<String>) -> Self {
+        let named = self.b.inner.borrow().ir.graph.name(self.id).is_some();
+        if named { self } else { self.named(name) }
+    }
+
     /// Names the value: the printer and generated code use the name.
     pub fn named(self, name: impl Into<String>) -> Self {
         self.b

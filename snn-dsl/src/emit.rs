@@ -2,7 +2,6 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
-use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ItemFn, ReturnType, Type};
 
 use crate::attrs::{Args, Errors, unknown_key};
@@ -58,6 +57,8 @@ fn idents(ts: TokenStream, out: &mut Vec<String>) {
 struct Options {
     krate: TokenStream,
     surrogate: Option<Surrogate>,
+    /// Whether a surrogate was given (even one with errors, reported already).
+    surrogate_given: bool,
 }
 
 fn options(attr: TokenStream, allow_surrogate: bool, errors: &mut Errors) -> Options {
@@ -77,12 +78,18 @@ fn options(attr: TokenStream, allow_surrogate: bool, errors: &mut Errors) -> Opt
         }
     }
     let mut surrogate = None;
+    let mut surrogate_given = false;
     for a in &args {
         match a.name().as_str() {
             "crate" => {}
             "surrogate" if allow_surrogate => {
-                if let Some(v) = errors.take(a.value()) {
-                    surrogate = errors.take(surrogate::parse(v, &krate));
+                surrogate_given = true;
+                match &a.value {
+                    Some(v) => surrogate = errors.take(surrogate::parse(v, &krate)),
+                    None => errors.at(
+                        a.key.span(),
+                        "`surrogate` needs a value, e.g. `surrogate = sigmoid(alpha = 4.0)`",
+                    ),
                 }
             }
             _ if allow_surrogate => {
@@ -91,7 +98,11 @@ fn options(attr: TokenStream, allow_surrogate: bool, errors: &mut Errors) -> Opt
             _ => errors.push(unknown_key(&a.key, "neuron_helper", &["crate"])),
         }
     }
-    Options { krate, surrogate }
+    Options {
+        krate,
+        surrogate,
+        surrogate_given,
+    }
 }
 
 fn with_errors(ts: TokenStream, errors: Errors) -> TokenStream {
@@ -120,14 +131,19 @@ pub fn neuron(attr: TokenStream, item: TokenStream) -> TokenStream {
     let opts = options(attr, true, &mut errors);
     let krate = &opts.krate;
     let decls = signature::parse(&func.sig, &mut errors);
-    check_decls(&decls, &mut errors);
+    let decls = check_decls(decls, &mut errors);
 
     let states: Vec<String> = decls
         .iter()
         .filter(|d| matches!(d.role, Role::State { .. }))
         .map(Decl::name)
         .collect();
-    let step = Step::neuron(krate.clone(), states, opts.surrogate.is_some());
+    let params: Vec<String> = decls
+        .iter()
+        .filter(|d| matches!(d.role, Role::Param { .. }))
+        .map(Decl::name)
+        .collect();
+    let step = Step::neuron(krate.clone(), states, params, opts.surrogate_given);
     let body = step.block(&func.block, &mut errors);
 
     // Every state updated exactly once, every input used.
@@ -158,8 +174,8 @@ pub fn neuron(attr: TokenStream, item: TokenStream) -> TokenStream {
             Role::Param { .. } => {}
         }
     }
-    for o in &body.outputs {
-        if body.outputs.iter().filter(|p| *o == p.to_string()).count() > 1 {
+    for (k, o) in body.outputs.iter().enumerate() {
+        if body.outputs[..k].iter().any(|p| p == o) {
             errors.at(o.span(), format!("output `{o}` is returned twice"));
         }
     }
@@ -246,7 +262,17 @@ pub fn neuron(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     if errors.finish_ref() {
-        return with_errors(ty_tokens, errors);
+        // The impl still exists, so the crate's other uses of it raise no errors of their
+        // own; its body never runs, the crate does not compile.
+        let stub = quote! {
+            #ty_tokens
+            impl #krate::Neuron for #ty {
+                fn ir(&self) -> ::core::result::Result<#krate::NeuronIr, #krate::IrError> {
+                    ::core::panic!("`#[neuron]` reported errors")
+                }
+            }
+        };
+        return with_errors(stub, errors);
     }
 
     // The `Neuron` impl: declarations in parameter order, the step, the outputs.
@@ -331,36 +357,58 @@ fn shape_text(s: Shape) -> &'static str {
     }
 }
 
-/// Names are unique, not reserved, and a state starts from a param declared before it.
-fn check_decls(decls: &[Decl], errors: &mut Errors) {
-    for (i, d) in decls.iter().enumerate() {
-        if decls[..i].iter().any(|e| e.name() == d.name()) {
+/// Names are unique and not reserved, and a state starts from a param declared before it.
+/// Returns the declarations that can go into the generated type.
+fn check_decls(decls: Vec<Decl>, errors: &mut Errors) -> Vec<Decl> {
+    let mut kept: Vec<Decl> = Vec::new();
+    for d in decls {
+        if kept.iter().any(|e| e.name() == d.name()) {
             errors.at(d.ident.span(), format!("`{}` is declared twice", d.ident));
+            continue;
         }
-        if matches!(d.role, Role::Param { .. })
-            && ["surrogate", "new", "with_surrogate"].contains(&d.name().as_str())
-        {
+        if matches!(d.role, Role::Param { .. }) && RESERVED.contains(&d.name().as_str()) {
             errors.at(
                 d.ident.span(),
                 format!(
-                    "`{}` is reserved for the generated type; rename the param",
+                    "`{}` is the name of a field or method of the generated type; rename the param",
                     d.ident
                 ),
             );
+            continue;
         }
         if let Role::State {
             init: Init::Param(p),
         } = &d.role
         {
-            let declared = decls[..i]
+            let declared = kept
                 .iter()
                 .any(|e| matches!(e.role, Role::Param { .. }) && e.ident == *p);
             if !declared {
                 errors.at(p.span(), format!("state `{}` starts from `{p}`, which is not a param declared before it; declare `#[param(default = ..)] {p}: Param` earlier in the list", d.ident));
             }
         }
+        kept.push(d);
     }
+    kept
 }
+
+/// Names a param cannot take: its setter would clash with the generated type's items or
+/// hide the methods of the traits it implements.
+const RESERVED: [&str; 13] = [
+    "surrogate",
+    "new",
+    "with_surrogate",
+    "NAME",
+    "ir",
+    "default",
+    "clone",
+    "clone_from",
+    "eq",
+    "ne",
+    "fmt",
+    "to_owned",
+    "into",
+];
 
 /// The generated type's documentation: what the macro made of the function.
 fn type_doc(name: &str, decls: &[Decl], outputs: &[syn::Ident], surrogate: &str) -> String {
@@ -423,73 +471,75 @@ pub fn helper(attr: TokenStream, item: TokenStream) -> TokenStream {
     let krate = &opts.krate;
     let lt = quote!('__snn);
     let b = Step::helper(krate.clone()).builder();
-    let real = |ty: &Type, errors: &mut Errors| -> TokenStream {
-        match ty {
-            Type::Path(p) if p.path.is_ident("Real") => quote!(#krate::Value<#lt>),
-            Type::Path(p) if p.path.is_ident("f64") => quote!(f64),
-            Type::Tuple(t) if !t.elems.is_empty() => {
-                let elems = t.elems.iter().map(|e| match e {
-                    Type::Path(p) if p.path.is_ident("Real") => quote!(#krate::Value<#lt>),
-                    other => {
-                        errors.at(other.span(), "a helper returns `Real` values");
-                        quote!(#other)
-                    }
-                });
-                quote!((#(#elems),*))
-            }
-            other => {
-                errors.at(
-                    other.span(),
-                    "helper parameters are `Real` (a traced value) or `f64` (a constant)",
-                );
-                quote!(#other)
-            }
-        }
-    };
+    let value_ty = quote!(#krate::Value<#lt>);
+    let is = |ty: &Type, name: &str| matches!(ty, Type::Path(p) if p.path.is_ident(name));
+
     let mut params = Vec::new();
     let mut prologue = Vec::new();
     for arg in &func.sig.inputs {
         match arg {
             syn::FnArg::Typed(pt) => {
                 let pat = &pt.pat;
-                // `Real` parameters accept values and numbers alike.
-                if matches!(&*pt.ty, Type::Path(p) if p.path.is_ident("Real")) {
+                if is(&pt.ty, "f64") {
+                    params.push(quote!(#pat: f64));
+                } else {
+                    if !is(&pt.ty, "Real") {
+                        errors.push(syn::Error::new_spanned(
+                            &pt.ty,
+                            "helper parameters are `Real` (a traced value) or `f64` (a constant)",
+                        ));
+                    }
+                    // `Real` parameters accept values and numbers alike.
                     params.push(quote!(#pat: impl #krate::IntoValue<#lt>));
                     prologue.push(quote!(let #pat = #krate::IntoValue::into_value(#pat, #b);));
-                } else {
-                    let ty = real(&pt.ty, &mut errors);
-                    params.push(quote!(#pat: #ty));
                 }
             }
-            syn::FnArg::Receiver(r) => {
-                errors.at(r.span(), "a helper is a free function, it takes no `self`")
-            }
+            syn::FnArg::Receiver(r) => errors.push(syn::Error::new_spanned(
+                r,
+                "a helper is a free function, it takes no `self`",
+            )),
         }
     }
+    let returns = "a helper returns `Real`, or a tuple of `Real`s: `-> Real`, `-> (Real, Real)`";
     let ret = match &func.sig.output {
-        ReturnType::Type(_, ty) => real(ty, &mut errors),
+        ReturnType::Type(_, ty) if is(ty, "Real") => value_ty.clone(),
+        ReturnType::Type(_, ty) => match &**ty {
+            Type::Tuple(t) if !t.elems.is_empty() && t.elems.iter().all(|e| is(e, "Real")) => {
+                let elems = t.elems.iter().map(|_| value_ty.clone());
+                quote!((#(#elems),*))
+            }
+            other => {
+                errors.push(syn::Error::new_spanned(other, returns));
+                value_ty.clone()
+            }
+        },
         ReturnType::Default => {
-            errors.at(
-                func.sig.ident.span(),
-                "a helper returns its result: `-> Real`",
-            );
-            quote!(())
+            errors.at(func.sig.ident.span(), returns);
+            value_ty.clone()
         }
     };
     if !func.sig.generics.params.is_empty() {
-        errors.at(func.sig.generics.span(), "a helper cannot be generic");
+        errors.push(syn::Error::new_spanned(
+            &func.sig.generics,
+            "a helper cannot be generic",
+        ));
     }
     let step = Step::helper(krate.clone());
     let body = step.block(&func.block, &mut errors);
     let (vis, name, attrs) = (&func.vis, &func.sig.ident, &func.attrs);
-    let (stmts, tail) = (&body.stmts, &body.tail);
+    // With errors, only the signature matters (for the callers' sake): the crate does not
+    // compile anyway.
+    let block = if errors.finish_ref() {
+        quote! { ::core::panic!("`#[neuron_helper]` reported errors") }
+    } else {
+        let (stmts, tail) = (&body.stmts, &body.tail);
+        quote! { #(#prologue)* #stmts #tail }
+    };
     let out = quote! {
         #(#attrs)*
-        #[allow(clippy::all)]
+        #[allow(clippy::all, unused_variables)]
         #vis fn #name<#lt>(#b: &#lt #krate::NeuronBuilder, #(#params),*) -> #ret {
-            #(#prologue)*
-            #stmts
-            #tail
+            #block
         }
     };
     with_errors(out, errors)

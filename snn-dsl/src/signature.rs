@@ -3,7 +3,7 @@
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Ident, Pat, Signature, Type};
 
-use crate::attrs::{Args, Errors, expect_number, unknown_key};
+use crate::attrs::{Args, Errors, expect_number, number, unknown_key};
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Shape {
@@ -113,10 +113,9 @@ pub fn parse(sig: &Signature, errors: &mut Errors) -> Vec<Decl> {
                                             .cloned()
                                             .unwrap_or_else(|| ident.clone()),
                                     ),
-                                    other => match errors.take(expect_number(
-                                        other,
-                                        "an initial value (a number or a param's name)",
-                                    )) {
+                                    other => match errors.take(number(other).ok_or_else(|| {
+                                        syn::Error::new_spanned(other, "`init` is a number literal or a param's name, such as `init = -65.0` or `init = rest`")
+                                    })) {
                                         Some(x) => Init::Number(x),
                                         None => init,
                                     },

@@ -7,29 +7,29 @@
 use std::cell::RefCell;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{BinOp, Block, Expr, ExprLit, Ident, Lit, Pat, Stmt, UnOp};
 
 use crate::attrs::{Errors, number};
 
-/// Methods a traced value supports, with their argument counts.
-const METHODS: [(&str, usize); 11] = [
-    ("exp", 0),
-    ("ln", 0),
-    ("sqrt", 0),
-    ("tanh", 0),
-    ("atan", 0),
-    ("sigmoid", 0),
-    ("abs", 0),
-    ("detach", 0),
-    ("min", 1),
-    ("max", 1),
-    ("clamp", 2),
+/// Methods a traced value supports: name, usage.
+const METHODS: [(&str, &str); 11] = [
+    ("exp", ".exp()"),
+    ("ln", ".ln()"),
+    ("sqrt", ".sqrt()"),
+    ("tanh", ".tanh()"),
+    ("atan", ".atan()"),
+    ("sigmoid", ".sigmoid()"),
+    ("abs", ".abs()"),
+    ("detach", ".detach()"),
+    ("min", ".min(other)"),
+    ("max", ".max(other)"),
+    ("clamp", ".clamp(lo, hi)"),
 ];
 
 fn supported_methods() -> String {
-    let mut m: Vec<String> = METHODS.iter().map(|(n, _)| format!("`.{n}()`")).collect();
+    let mut m: Vec<String> = METHODS.iter().map(|(_, u)| format!("`{u}`")).collect();
     m.extend([
         "`.powf(constant)`".into(),
         "`.powi(constant)`".into(),
@@ -38,50 +38,70 @@ fn supported_methods() -> String {
     m.join(", ")
 }
 
+const NO_LOOPS: &str = "loops are not supported in a neuron step: the step is one time step of one neuron; unroll a fixed loop by hand";
+const IMMUTABLE: &str = "values in a neuron step are immutable; bind a new name with `let`, or update a state with `.set(..)`";
+
+/// An error covering all of `node`'s tokens.
+fn err<T>(node: impl ToTokens, msg: impl std::fmt::Display) -> syn::Result<T> {
+    Err(syn::Error::new_spanned(node, msg))
+}
+
+fn ident_of(e: &Expr) -> Option<Ident> {
+    match e {
+        Expr::Path(p) if p.qself.is_none() => p.path.get_ident().cloned(),
+        _ => None,
+    }
+}
+
 /// Rewrites step bodies for one neuron (or helper).
 pub struct Step {
     krate: TokenStream,
     /// States that `.set` may update (none in helpers).
     states: Vec<String>,
-    /// Whether `spike` has a surrogate to use (always true in helpers: the calling neuron's).
+    /// Params, named in messages about misuse.
+    params: Vec<String>,
+    /// Whether `spike` has a surrogate to use (always in helpers: the calling neuron's).
     spike_ok: bool,
     helper: bool,
     /// `.set` calls seen: (state, span).
     sets: RefCell<Vec<(String, Span)>>,
+    /// States that a `let` has rebound: `.set` on those names would not reach the state.
+    shadowed: RefCell<Vec<String>>,
 }
 
 /// A rewritten body.
 pub struct Body {
     /// The statements, as builder calls.
     pub stmts: TokenStream,
-    /// The tail: output names (neurons) or the returned expression (helpers).
+    /// Neurons: the outputs' names.
     pub outputs: Vec<Ident>,
+    /// Helpers: the returned expression.
     pub tail: TokenStream,
     pub sets: Vec<(String, Span)>,
 }
 
-fn err<T>(span: Span, msg: impl std::fmt::Display) -> syn::Result<T> {
-    Err(syn::Error::new(span, msg))
-}
-
 impl Step {
-    pub fn neuron(krate: TokenStream, states: Vec<String>, spike_ok: bool) -> Self {
+    pub fn neuron(
+        krate: TokenStream,
+        states: Vec<String>,
+        params: Vec<String>,
+        spike_ok: bool,
+    ) -> Self {
         Self {
             krate,
             states,
+            params,
             spike_ok,
             helper: false,
-            sets: RefCell::new(Vec::new()),
+            sets: RefCell::default(),
+            shadowed: RefCell::default(),
         }
     }
 
     pub fn helper(krate: TokenStream) -> Self {
         Self {
-            krate,
-            states: Vec::new(),
-            spike_ok: true,
             helper: true,
-            sets: RefCell::new(Vec::new()),
+            ..Self::neuron(krate, Vec::new(), Vec::new(), true)
         }
     }
 
@@ -106,10 +126,17 @@ impl Step {
         for (i, stmt) in block.stmts.iter().enumerate() {
             match stmt {
                 Stmt::Local(local) => {
-                    let r = self.local(local);
-                    if let Some(t) = errors.take(r) {
+                    if let Some(t) = errors.take(self.local(local)) {
                         stmts.extend(t);
                     }
+                }
+                // `s;` at the end: the output, with a stray `;`.
+                Stmt::Expr(e, Some(semi)) if Some(i) == last && !self.helper && output_names(e).is_ok() => {
+                    has_tail = true;
+                    errors.push(syn::Error::new_spanned(
+                        semi,
+                        "the step's output is its last expression, without `;`: remove this `;`",
+                    ));
                 }
                 Stmt::Expr(e, Some(_)) => {
                     if let Some(t) = errors.take(self.statement(e)) {
@@ -126,24 +153,30 @@ impl Step {
                         outputs = o;
                     }
                 }
-                Stmt::Expr(e, None) => errors.push(self.expr(e).err().unwrap_or_else(|| {
-                    syn::Error::new(e.span(), "expected `;` after this statement")
-                })),
-                Stmt::Item(item) => errors.at(item.span(), "items (functions, structs, `use`, ..) cannot be declared inside a neuron step; declare them outside (helpers with `#[neuron_helper]`)"),
-                Stmt::Macro(m) => errors.at(m.span(), "macros cannot be used inside a neuron step: the body is traced, not run"),
+                Stmt::Expr(e, None) => errors.push(
+                    self.expr(e).err().unwrap_or_else(|| syn::Error::new_spanned(e, "expected `;` after this statement")),
+                ),
+                Stmt::Item(item) => errors.push(syn::Error::new_spanned(
+                    item,
+                    "items (functions, structs, `use`, ..) cannot be declared inside a neuron step; declare them outside (helpers with `#[neuron_helper]`)",
+                )),
+                Stmt::Macro(m) => errors.push(syn::Error::new_spanned(
+                    m,
+                    "macros cannot be used inside a neuron step: the body is traced, not run",
+                )),
             }
         }
         if !has_tail {
             let what = if self.helper {
-                "its result"
+                "its result".to_string()
             } else {
-                "the neuron's output, a named value (`let s = spike(..); s`) or a tuple of them"
+                "the neuron's output: a named value (`let s = spike(..); s`) or a tuple of them"
+                    .to_string()
             };
-            let span = block
-                .stmts
-                .last()
-                .map_or_else(|| block.span(), |s| s.span());
-            errors.at(span, format!("the step must end with {what}"));
+            errors.push(syn::Error::new(
+                block.brace_token.span.close(),
+                format!("the step must end with {what}"),
+            ));
         }
         Body {
             stmts,
@@ -154,42 +187,59 @@ impl Step {
     }
 
     fn local(&self, local: &syn::Local) -> syn::Result<TokenStream> {
-        let ident = match &local.pat {
-            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                if let Some(m) = p.mutability {
-                    return err(
-                        m.span(),
+        let one = |p: &Pat| -> syn::Result<Ident> {
+            match p {
+                Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => match p.mutability {
+                    Some(m) => err(
+                        m,
                         "values in a neuron step are immutable; bind a new name with `let` instead of mutating",
-                    );
-                }
-                p.ident.clone()
-            }
-            Pat::Type(t) => {
-                return err(
-                    t.ty.span(),
+                    ),
+                    None => Ok(p.ident.clone()),
+                },
+                Pat::Type(t) => err(
+                    &t.ty,
                     "leave out the type: every value in a neuron step is a traced real number",
-                );
+                ),
+                other => err(
+                    other,
+                    "bind a name, `let h = ..;`, or a tuple of names, `let (a, b) = helper(..);`",
+                ),
             }
-            other => {
-                return err(
-                    other.span(),
-                    "bind one name: `let h = ..;` (patterns are not supported in a neuron step)",
-                );
-            }
+        };
+        let names: Vec<Ident> = match &local.pat {
+            Pat::Tuple(t) => t.elems.iter().map(one).collect::<syn::Result<_>>()?,
+            p => vec![one(p)?],
         };
         let Some(init) = &local.init else {
-            return err(local.span(), "give the value at once: `let h = ..;`");
+            return err(local, "give the value at once: `let h = ..;`");
         };
         if let Some((_, diverge)) = &init.diverge {
-            return err(
-                diverge.span(),
-                "`let .. else` is not supported in a neuron step",
-            );
+            return err(diverge, "`let .. else` is not supported in a neuron step");
+        }
+        for n in &names {
+            if self.states.contains(&n.to_string()) {
+                self.shadowed.borrow_mut().push(n.to_string());
+            }
         }
         let e = self.expr(&init.expr)?;
-        let v = self.value(e);
-        let name = ident.to_string();
-        Ok(quote! { let #ident = #v.named(#name); })
+        // In a step, each name also names its value in printed equations and kernels,
+        // unless the value already has a name (`let o = h;` keeps `h`). A helper's names
+        // stay its own: the caller's `let` names what it returns.
+        let bind = |n: &Ident, e: TokenStream| {
+            let v = self.value(e);
+            if self.helper {
+                quote! { let #n = #v; }
+            } else {
+                let name = n.to_string();
+                quote! { let #n = #v.or_named(#name); }
+            }
+        };
+        Ok(if let [n] = &names[..] {
+            bind(n, e)
+        } else {
+            let binds = names.iter().map(|n| bind(n, quote!(#n)));
+            quote! { let (#(#names),*) = #e; #(#binds)* }
+        })
     }
 
     /// A statement: only state updates make sense, everything else computes nothing.
@@ -199,7 +249,7 @@ impl Step {
             _ => {
                 self.expr(e)?;
                 err(
-                    e.span(),
+                    e,
                     "this statement computes a value and drops it; bind it with `let` or update a state with `.set(..)`",
                 )
             }
@@ -227,18 +277,15 @@ impl Step {
             Expr::Lit(ExprLit { lit, .. }) => match lit {
                 Lit::Int(_) | Lit::Float(_) => {
                     let v = number(e).ok_or_else(|| {
-                        syn::Error::new(lit.span(), "this number does not fit an f64")
+                        syn::Error::new_spanned(lit, "this number does not fit an f64")
                     })?;
                     quote_spanned! { lit.span()=> #v }
                 }
-                _ => return err(lit.span(), "only numbers can be used in a neuron step"),
+                _ => return err(lit, "only numbers can be used in a neuron step"),
             },
             Expr::Path(p) => {
                 if p.qself.is_some() {
-                    return err(
-                        p.span(),
-                        "qualified paths are not supported in a neuron step",
-                    );
+                    return err(p, "qualified paths are not supported in a neuron step");
                 }
                 quote! { #p }
             }
@@ -254,122 +301,23 @@ impl Step {
                 }
                 UnOp::Not(t) => {
                     return err(
-                        t.span(),
+                        t,
                         "`!` is not supported; swap the branches of the `if`, or use `1.0 - s` for a spike",
                     );
                 }
                 _ => {
                     return err(
-                        u.span(),
+                        u,
                         "references and dereferences are not supported in a neuron step",
                     );
                 }
             },
-            Expr::Binary(bin) => {
-                let l = self.expr(&bin.left)?;
-                let r = self.expr(&bin.right)?;
-                let cmp = |m: &str| {
-                    let m = Ident::new(m, bin.op.span());
-                    let lv = self.value(l.clone());
-                    quote! { #lv.#m(#r) }
-                };
-                match bin.op {
-                    BinOp::Add(_) | BinOp::Sub(_) | BinOp::Mul(_) | BinOp::Div(_) => {
-                        let op = bin.op;
-                        quote! { (#l #op #r) }
-                    }
-                    BinOp::Lt(_) => cmp("lt"),
-                    BinOp::Le(_) => cmp("le"),
-                    BinOp::Gt(_) => cmp("gt"),
-                    BinOp::Ge(_) => cmp("ge"),
-                    BinOp::Eq(_) => cmp("eq"),
-                    BinOp::Ne(_) => cmp("ne"),
-                    BinOp::And(_) | BinOp::Or(_) => {
-                        return err(
-                            bin.op.span(),
-                            "`&&` and `||` are not supported; nest `if`s, or combine spikes arithmetically (`a * b`, `a + b - a * b`)",
-                        );
-                    }
-                    BinOp::Rem(_) => {
-                        return err(bin.op.span(), "`%` is not supported in a neuron step");
-                    }
-                    BinOp::AddAssign(_)
-                    | BinOp::SubAssign(_)
-                    | BinOp::MulAssign(_)
-                    | BinOp::DivAssign(_)
-                    | BinOp::RemAssign(_) => {
-                        return err(
-                            bin.op.span(),
-                            "values in a neuron step are immutable; bind a new name with `let`, or update a state with `.set(..)`",
-                        );
-                    }
-                    _ => {
-                        return err(
-                            bin.op.span(),
-                            "bitwise operators are not supported in a neuron step",
-                        );
-                    }
-                }
-            }
-            Expr::MethodCall(m) => {
-                let name = m.method.to_string();
-                let args: Vec<&Expr> = m.args.iter().collect();
-                if name == "set" {
-                    return self.set(m, &args);
-                }
-                let recv = self.value(self.expr(&m.receiver)?);
-                let method = &m.method;
-                match name.as_str() {
-                    "powf" | "powi" => {
-                        let [arg] = args[..] else {
-                            return err(
-                                m.span(),
-                                format!("`.{name}` takes one argument, the exponent"),
-                            );
-                        };
-                        let Some(exponent) = number(arg) else {
-                            return err(
-                                arg.span(),
-                                format!(
-                                    "the exponent of `.{name}` must be a constant number, such as `.{name}(2.0)`; for a traced exponent write `(y * x.ln()).exp()`"
-                                ),
-                            );
-                        };
-                        quote_spanned! { method.span()=> #recv.powf(#exponent) }
-                    }
-                    _ => {
-                        let Some(&(_, arity)) = METHODS.iter().find(|(n, _)| *n == name) else {
-                            let hint = match name.as_str() {
-                                "log" => " (the natural logarithm is `.ln()`)".to_string(),
-                                "pow" => " (use `.powf(constant)`)".to_string(),
-                                _ => String::new(),
-                            };
-                            return err(
-                                method.span(),
-                                format!(
-                                    "unknown method `.{name}()`{hint}; a neuron step supports {}",
-                                    supported_methods()
-                                ),
-                            );
-                        };
-                        if args.len() != arity {
-                            return err(
-                                m.span(),
-                                format!("`.{name}` takes {arity} argument(s), got {}", args.len()),
-                            );
-                        }
-                        let args = args
-                            .iter()
-                            .map(|a| self.expr(a))
-                            .collect::<syn::Result<Vec<_>>>()?;
-                        quote_spanned! { method.span()=> #recv.#method(#(#args),*) }
-                    }
-                }
-            }
+            Expr::Binary(bin) => self.binary(bin)?,
+            Expr::MethodCall(m) => self.method(m)?,
             Expr::Call(call) => {
                 let Expr::Path(func) = &*call.func else {
                     return err(
-                        call.func.span(),
+                        &call.func,
                         "only named functions can be called in a neuron step",
                     );
                 };
@@ -383,9 +331,9 @@ impl Step {
                     .get_ident()
                     .map(|i| i.to_string())
                     .unwrap_or_default();
-                let one = |f: &str| -> syn::Result<TokenStream> {
+                let one = |f: &str, usage: &str| -> syn::Result<TokenStream> {
                     let [a] = &args[..] else {
-                        return err(call.span(), format!("`{f}` takes one argument"));
+                        return err(call, format!("`{f}` takes one argument: `{usage}`"));
                     };
                     let m = Ident::new(f, func.span());
                     let v = self.value(a.clone());
@@ -395,141 +343,245 @@ impl Step {
                     "spike" => {
                         if !self.spike_ok {
                             return err(
-                                func.span(),
+                                func,
                                 "`spike` needs a surrogate gradient: add one to the neuron, e.g. `#[neuron(surrogate = sigmoid(alpha = 4.0))]`",
                             );
                         }
                         let [h] = &args[..] else {
                             return err(
-                                call.span(),
+                                call,
                                 "`spike` takes one argument, the distance above threshold: `spike(v - threshold)`",
                             );
                         };
                         quote_spanned! { func.span()=> #b.spike(#h) }
                     }
-                    "detach" | "sigmoid" => one(&name)?,
+                    "detach" => one("detach", "detach(x)")?,
+                    "sigmoid" => one("sigmoid", "sigmoid(x)")?,
                     "select" => {
                         let [c, x, y] = &args[..] else {
                             return err(
-                                call.span(),
+                                call,
                                 "`select` takes three arguments: `select(condition, if_true, if_false)`",
                             );
                         };
                         let c = self.value(c.clone());
                         quote! { #c.select(#x, #y) }
                     }
-                    // Anything else is a helper, which gets the builder first.
-                    _ => quote! { #func(#b, #(#args),*) },
+                    // Anything else is a `#[neuron_helper]`, which takes the builder first.
+                    // (Spanned at the call, so a plain function's type error points there.)
+                    _ => quote_spanned! { func.span()=> #func(#b, #(#args),*) },
                 }
             }
             Expr::If(i) => self.if_else(i)?,
-            Expr::ForLoop(l) => {
-                return err(
-                    l.for_token.span(),
-                    "loops are not supported in a neuron step: the step is one time step of one neuron; unroll a fixed loop by hand or move it into a helper",
-                );
-            }
-            Expr::While(l) => {
-                return err(
-                    l.while_token.span(),
-                    "loops are not supported in a neuron step: the step is one time step of one neuron",
-                );
-            }
-            Expr::Loop(l) => {
-                return err(
-                    l.loop_token.span(),
-                    "loops are not supported in a neuron step: the step is one time step of one neuron",
-                );
-            }
+            Expr::ForLoop(l) => return err(l.for_token, NO_LOOPS),
+            Expr::While(l) => return err(l.while_token, NO_LOOPS),
+            Expr::Loop(l) => return err(l.loop_token, NO_LOOPS),
             Expr::Return(r) => {
                 return err(
-                    r.span(),
+                    r,
                     "`return` is not supported in a neuron step; end the step with its output as the last expression",
                 );
             }
             Expr::Match(m) => {
                 return err(
-                    m.match_token.span(),
+                    m.match_token,
                     "`match` is not supported in a neuron step; use `if` on a comparison (it becomes a select)",
                 );
             }
             Expr::Assign(a) => {
-                return err(
-                    a.span(),
-                    "values in a neuron step are immutable; bind a new name with `let`, or update a state with `.set(..)`",
-                );
+                if let Some(state) =
+                    ident_of(&a.left).filter(|s| self.states.contains(&s.to_string()))
+                {
+                    // Counted as the state's update, so that only this error is reported.
+                    self.sets.borrow_mut().push((state.to_string(), a.span()));
+                    return err(a, format!("update a state with `.set`: `{state}.set(..)`"));
+                }
+                return err(a, IMMUTABLE);
             }
             Expr::Cast(c) => {
                 return err(
-                    c.as_token.span(),
+                    c,
                     "casts are not needed: every value in a neuron step is a real number",
                 );
             }
             Expr::Block(b) => {
                 return err(
-                    b.span(),
+                    b,
                     "blocks are not supported in a neuron step; use `let` bindings",
                 );
             }
             Expr::Closure(c) => {
                 return err(
-                    c.span(),
+                    c,
                     "closures are not supported in a neuron step; write a `#[neuron_helper]` function",
                 );
             }
             Expr::Macro(m) => {
                 return err(
-                    m.span(),
+                    m,
                     "macros cannot be used inside a neuron step: the body is traced, not run",
                 );
             }
             Expr::Tuple(t) => {
                 return err(
-                    t.span(),
+                    t,
                     "tuples can only be the step's final expression (its outputs)",
                 );
             }
-            other => {
+            other => return err(other, "this expression is not supported in a neuron step"),
+        })
+    }
+
+    fn binary(&self, bin: &syn::ExprBinary) -> syn::Result<TokenStream> {
+        let l = self.expr(&bin.left)?;
+        let r = self.expr(&bin.right)?;
+        let cmp = |m: &str| {
+            let m = Ident::new(m, bin.op.span());
+            let lv = self.value(l.clone());
+            quote! { #lv.#m(#r) }
+        };
+        Ok(match bin.op {
+            BinOp::Add(_) | BinOp::Sub(_) | BinOp::Mul(_) | BinOp::Div(_) => {
+                let op = bin.op;
+                quote! { (#l #op #r) }
+            }
+            BinOp::Lt(_) => cmp("lt"),
+            BinOp::Le(_) => cmp("le"),
+            BinOp::Gt(_) => cmp("gt"),
+            BinOp::Ge(_) => cmp("ge"),
+            BinOp::Eq(_) => cmp("eq"),
+            BinOp::Ne(_) => cmp("ne"),
+            BinOp::And(_) | BinOp::Or(_) => {
                 return err(
-                    other.span(),
-                    "this expression is not supported in a neuron step",
+                    bin.op,
+                    "`&&` and `||` are not supported; nest `if`s, or combine spikes arithmetically (`a * b`, `a + b - a * b`)",
+                );
+            }
+            BinOp::Rem(_) => return err(bin.op, "`%` is not supported in a neuron step"),
+            BinOp::AddAssign(_)
+            | BinOp::SubAssign(_)
+            | BinOp::MulAssign(_)
+            | BinOp::DivAssign(_)
+            | BinOp::RemAssign(_) => {
+                if let Some(state) =
+                    ident_of(&bin.left).filter(|s| self.states.contains(&s.to_string()))
+                {
+                    self.sets.borrow_mut().push((state.to_string(), bin.span()));
+                    return err(
+                        bin,
+                        format!("update a state with `.set`: `{state}.set(..)`"),
+                    );
+                }
+                return err(bin, IMMUTABLE);
+            }
+            _ => {
+                return err(
+                    bin.op,
+                    "bitwise operators are not supported in a neuron step",
                 );
             }
         })
     }
 
+    fn method(&self, m: &syn::ExprMethodCall) -> syn::Result<TokenStream> {
+        let name = m.method.to_string();
+        let args: Vec<&Expr> = m.args.iter().collect();
+        if name == "set" {
+            return self.set(m, &args);
+        }
+        let recv = self.value(self.expr(&m.receiver)?);
+        let method = &m.method;
+        // The method and its arguments (their own tokens, for the span of messages).
+        let mut call = method.to_token_stream();
+        call.extend(m.args.to_token_stream());
+        Ok(match name.as_str() {
+            "powf" | "powi" => {
+                let [arg] = args[..] else {
+                    return err(
+                        call,
+                        format!("`.{name}` takes one argument, the exponent: `.{name}(2.0)`"),
+                    );
+                };
+                let Some(exponent) = number(arg) else {
+                    return err(
+                        arg,
+                        format!(
+                            "the exponent of `.{name}` must be a constant number, such as `.{name}(2.0)`; for a traced exponent write `(y * x.ln()).exp()`"
+                        ),
+                    );
+                };
+                quote_spanned! { method.span()=> #recv.powf(#exponent) }
+            }
+            _ => {
+                let Some(&(_, usage)) = METHODS.iter().find(|(n, _)| *n == name) else {
+                    let hint = match name.as_str() {
+                        "log" => " (the natural logarithm is `.ln()`)",
+                        "pow" => " (use `.powf(constant)`)",
+                        _ => "",
+                    };
+                    return err(
+                        method,
+                        format!(
+                            "unknown method `.{name}()`{hint}; a neuron step supports {}",
+                            supported_methods()
+                        ),
+                    );
+                };
+                let arity = usage.matches(',').count() + usize::from(!usage.ends_with("()"));
+                if args.len() != arity {
+                    return err(
+                        call,
+                        format!("`.{name}` takes {arity} argument(s): `{usage}`"),
+                    );
+                }
+                let args = args
+                    .iter()
+                    .map(|a| self.expr(a))
+                    .collect::<syn::Result<Vec<_>>>()?;
+                quote_spanned! { method.span()=> #recv.#method(#(#args),*) }
+            }
+        })
+    }
+
     fn set(&self, m: &syn::ExprMethodCall, args: &[&Expr]) -> syn::Result<TokenStream> {
-        let state = match &*m.receiver {
-            Expr::Path(p) => p.path.get_ident().cloned(),
-            _ => None,
-        };
-        let Some(state) = state else {
+        let Some(state) = ident_of(&m.receiver) else {
             return err(
-                m.receiver.span(),
+                &m.receiver,
                 "only a state can be set: `v.set(new_value)` where `v: State`",
             );
         };
         if self.helper {
             return err(
-                m.method.span(),
+                &m.method,
                 "helpers compute values; update states in the neuron's step",
             );
         }
-        if !self.states.contains(&state.to_string()) {
+        let name = state.to_string();
+        if !self.states.contains(&name) {
+            let what = if self.params.contains(&name) {
+                "a param"
+            } else {
+                "not a state"
+            };
             return err(
-                state.span(),
+                &state,
+                format!("`{state}` is {what}; only states (`{state}: State`) can be `set`"),
+            );
+        }
+        // Recorded before the rest is checked, so that the first problem is the only error.
+        self.sets.borrow_mut().push((name.clone(), m.method.span()));
+        if self.shadowed.borrow().contains(&name) {
+            return err(
+                &state,
                 format!(
-                    "`{state}` is not a state, so it cannot be `set`; declare it as `{state}: State`"
+                    "`{state}` was rebound by a `let`, so this `.set` would not reach the state; give the `let` another name"
                 ),
             );
         }
         let [arg] = args else {
-            return err(m.span(), "`.set` takes one argument, the new value");
+            return err(m, "`.set` takes one argument, the new value: `v.set(h)`");
         };
         let v = self.expr(arg)?;
-        self.sets
-            .borrow_mut()
-            .push((state.to_string(), m.method.span()));
         let method = &m.method;
         Ok(quote! { #state.#method(#v) })
     }
@@ -541,7 +593,7 @@ impl Step {
             match &block.stmts[..] {
                 [Stmt::Expr(e, None)] => self.expr(e),
                 _ => err(
-                    block.span(),
+                    block,
                     "an `if` on traced values becomes a select, which computes both branches; each branch must be a single expression (no `let`, no `.set`)",
                 ),
             }
@@ -549,14 +601,14 @@ impl Step {
         let then = branch(&i.then_branch)?;
         let Some((_, else_branch)) = &i.else_branch else {
             return err(
-                i.if_token.span(),
+                i.if_token,
                 "an `if` in a neuron step needs an `else`: it chooses between two values",
             );
         };
         let otherwise = match &**else_branch {
             Expr::Block(b) => branch(&b.block)?,
             Expr::If(nested) => self.if_else(nested)?,
-            other => return err(other.span(), "expected a block"),
+            other => return err(other, "expected a block"),
         };
         Ok(quote! { #cond.select(#then, #otherwise) })
     }
@@ -564,20 +616,16 @@ impl Step {
 
 /// The names of the outputs in a step's final expression.
 fn output_names(e: &Expr) -> syn::Result<Vec<Ident>> {
-    let name = |e: &Expr| match e {
-        Expr::Path(p) => p.path.get_ident().cloned(),
-        _ => None,
-    };
     let hint = "end the step with its output as a named value: `let s = spike(..); s`, or a tuple of named values `(s, v)`; the names become the outputs' names";
     match e {
         Expr::Tuple(t) => t
             .elems
             .iter()
-            .map(|x| name(x).ok_or_else(|| syn::Error::new(x.span(), hint)))
+            .map(|x| ident_of(x).ok_or_else(|| syn::Error::new_spanned(x, hint)))
             .collect(),
         Expr::Paren(p) => output_names(&p.expr),
-        other => name(other)
+        other => ident_of(other)
             .map(|i| vec![i])
-            .ok_or_else(|| syn::Error::new(other.span(), hint)),
+            .ok_or_else(|| syn::Error::new_spanned(other, hint)),
     }
 }

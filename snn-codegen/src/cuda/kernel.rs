@@ -985,12 +985,11 @@ impl<'a> Gen<'a> {
                         w.line(format!("if (dinit_{s}) dinit_{s}[i] = {lam};"));
                         // A state that starts from a learnable param passes it its gradient,
                         // unless the caller gave the initial state.
-                        if let Init::Param(p) = ir.states[j].init {
-                            if ir.params[p as usize].learnable {
-                                let acc =
-                                    Self::lane(&format!("acc_{}", self.param(p as usize)), vec);
-                                w.line(format!("if (!init_{s}) {acc} += {lam};"));
-                            }
+                        if let Init::Param(p) = ir.states[j].init
+                            && ir.params[p as usize].learnable
+                        {
+                            let acc = Self::lane(&format!("acc_{}", self.param(p as usize)), vec);
+                            w.line(format!("if (!init_{s}) {acc} += {lam};"));
                         }
                     }
                     for &p in &learnable {
