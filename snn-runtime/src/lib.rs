@@ -1,7 +1,12 @@
-//! GPU runtime of snn: device discovery, NVRTC compilation and caching of the kernels that
-//! `snn-codegen` generates, and fused neuron layers over device tensors.
+//! GPU runtime of snn: finding the CUDA libraries, compiling the kernels that `snn-codegen`
+//! generates with NVRTC, and (next) caching and launching them.
 //!
-//! This crate is still empty: the runtime issue fills it. It depends on `snn-codegen` and
-//! never the other way round, so everything about a neuron stays testable without a GPU.
+//! It depends on `snn-codegen` and never the other way round, so everything about a neuron
+//! stays testable without a GPU.
 
+pub mod error;
+pub mod libs;
+pub mod nvrtc;
+
+pub use error::RuntimeError;
 pub use snn_codegen as codegen;

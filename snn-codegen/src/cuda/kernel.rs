@@ -244,10 +244,9 @@ impl<'a> Gen<'a> {
         args: &[KernelArg],
         body: impl FnOnce(&mut Writer),
     ) {
-        w.line(format!(
-            "extern \"C\" __global__ void __launch_bounds__({}) {name}(",
-            self.opts.block_size
-        ));
+        // No `__launch_bounds__`: with it, ptxas aims at full occupancy (32 registers) and
+        // spills to local memory, which costs more than the occupancy gains.
+        w.line(format!("extern \"C\" __global__ void {name}("));
         for l in Self::params_decl(args) {
             w.line(format!("    {l}"));
         }

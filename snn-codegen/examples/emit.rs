@@ -1,0 +1,36 @@
+//! Prints the generated CUDA source of a zoo neuron's kernels.
+//!
+//! `cargo run -p snn-codegen --example emit -- paper_lif [forward_train|forward_inference|backward] [narrow]`
+//!
+//! `narrow` stores inputs and gradients in bf16, spikes in u8 and saves in bf16.
+
+use snn_codegen::cuda::{KernelOptions, generate};
+use snn_codegen::{Dtype, Storage, compile, zoo};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "paper_lif".into());
+    let kind = args.next().unwrap_or_else(|| "backward".into());
+    let neuron = zoo::by_name(&name).ok_or_else(|| format!("no zoo neuron named `{name}`"))?;
+    let storage = match args.next().as_deref() {
+        Some("narrow") => Storage {
+            io: Dtype::BF16,
+            spikes: Dtype::U8,
+            saves: Dtype::BF16,
+        },
+        _ => Storage::F32,
+    };
+    let kernels = generate(
+        &compile(neuron.as_ref(), storage)?,
+        &KernelOptions::default(),
+    );
+    let k = kernels
+        .all()
+        .into_iter()
+        .find(|k| k.kind.suffix() == kind)
+        .ok_or_else(|| {
+            format!("no kernel `{kind}`; use forward_train, forward_inference or backward")
+        })?;
+    print!("{}", k.source);
+    Ok(())
+}

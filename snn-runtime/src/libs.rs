@@ -1,0 +1,125 @@
+//! Finding the CUDA libraries at run time.
+//!
+//! cudarc loads each library by its bare name, so only the loader's path is searched, and
+//! it panics when the library is missing. Before cudarc's first use, we look in the usual
+//! places ourselves and load what we find by full path, globally, so that cudarc's load by
+//! name then finds it already loaded. A library found nowhere is an error that lists every
+//! place searched.
+#![allow(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::error::RuntimeError;
+
+/// A CUDA library: its file names (newest first) and the pip packages that ship it.
+struct Spec {
+    what: &'static str,
+    files: &'static [&'static str],
+    pip: &'static [&'static str],
+}
+
+const NVRTC: Spec = Spec {
+    what: "NVRTC",
+    files: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
+    pip: &["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
+};
+
+/// Directories to search, in order.
+fn search_dirs(spec: &Spec) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for var in ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"] {
+        if let Some(v) = std::env::var_os(var) {
+            let base = PathBuf::from(v);
+            dirs.push(base.join("lib64"));
+            dirs.push(base.join("lib"));
+        }
+    }
+    dirs.push("/usr/local/cuda/lib64".into());
+    dirs.push("/usr/lib/x86_64-linux-gnu".into());
+    // pip: every site-packages on the Python path, and the ones beside this executable.
+    let mut roots: Vec<PathBuf> = std::env::var_os("PYTHONPATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        roots.push(PathBuf::from(home).join(".local/lib"));
+    }
+    roots.push("/usr/local/lib".into());
+    roots.push("/usr/lib".into());
+    for root in roots {
+        let mut candidates = vec![root.clone()];
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+                {
+                    candidates.push(p.join("site-packages"));
+                    candidates.push(p.join("dist-packages"));
+                }
+            }
+        }
+        for c in candidates {
+            for sub in spec.pip {
+                dirs.push(c.join(sub));
+            }
+        }
+    }
+    dirs
+}
+
+/// Loads `spec` (once per process): by bare name if the loader finds it, else from the
+/// first search directory that has it.
+fn load(
+    spec: &Spec,
+    slot: &'static OnceLock<Result<String, RuntimeError>>,
+) -> Result<String, RuntimeError> {
+    slot.get_or_init(|| {
+        for file in spec.files {
+            // SAFETY: loading a CUDA library runs its initialisers, which have no
+            // preconditions; the handle is leaked so the library stays loaded.
+            if let Ok(lib) =
+                unsafe { libloading::os::unix::Library::open(Some(*file), libc_flags()) }
+            {
+                std::mem::forget(lib);
+                return Ok((*file).to_string());
+            }
+        }
+        let dirs = search_dirs(spec);
+        for dir in &dirs {
+            for file in spec.files {
+                let path = dir.join(file);
+                if path.is_file() {
+                    // SAFETY: as above.
+                    if let Ok(lib) =
+                        unsafe { libloading::os::unix::Library::open(Some(&path), libc_flags()) }
+                    {
+                        std::mem::forget(lib);
+                        return Ok(path.display().to_string());
+                    }
+                }
+            }
+        }
+        let mut searched: Vec<String> = vec![format!(
+            "{} on the loader's path (LD_LIBRARY_PATH)",
+            spec.files.join(", ")
+        )];
+        searched.extend(dirs.iter().map(|d| d.display().to_string()));
+        Err(RuntimeError::MissingLibrary {
+            what: spec.what,
+            searched,
+        })
+    })
+    .clone()
+}
+
+/// `RTLD_NOW | RTLD_GLOBAL`: resolve now, and let later loads by name find this library.
+fn libc_flags() -> std::ffi::c_int {
+    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL
+}
+
+/// Makes NVRTC available to cudarc; returns where it was found.
+pub fn nvrtc() -> Result<String, RuntimeError> {
+    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+    load(&NVRTC, &SLOT)
+}
