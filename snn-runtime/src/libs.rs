@@ -76,12 +76,7 @@ fn load(
 ) -> Result<String, RuntimeError> {
     slot.get_or_init(|| {
         for file in spec.files {
-            // SAFETY: loading a CUDA library runs its initialisers, which have no
-            // preconditions; the handle is leaked so the library stays loaded.
-            if let Ok(lib) =
-                unsafe { libloading::os::unix::Library::open(Some(*file), libc_flags()) }
-            {
-                std::mem::forget(lib);
+            if open_global(file) {
                 return Ok((*file).to_string());
             }
         }
@@ -89,14 +84,8 @@ fn load(
         for dir in &dirs {
             for file in spec.files {
                 let path = dir.join(file);
-                if path.is_file() {
-                    // SAFETY: as above.
-                    if let Ok(lib) =
-                        unsafe { libloading::os::unix::Library::open(Some(&path), libc_flags()) }
-                    {
-                        std::mem::forget(lib);
-                        return Ok(path.display().to_string());
-                    }
+                if path.is_file() && open_global(&path) {
+                    return Ok(path.display().to_string());
                 }
             }
         }
@@ -113,9 +102,19 @@ fn load(
     .clone()
 }
 
-/// `RTLD_NOW | RTLD_GLOBAL`: resolve now, and let later loads by name find this library.
-fn libc_flags() -> std::ffi::c_int {
-    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL
+/// Loads a library for good, `RTLD_NOW | RTLD_GLOBAL` (resolved now; later loads by name
+/// find it). Returns whether it loaded.
+fn open_global(file: impl libloading::AsFilename) -> bool {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // SAFETY: loading a CUDA library runs its initialisers, which have no preconditions.
+    match unsafe { Library::open(Some(file), RTLD_NOW | RTLD_GLOBAL) } {
+        Ok(lib) => {
+            // Leaked on purpose: the library must stay loaded for cudarc.
+            std::mem::forget(lib);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Makes NVRTC available to cudarc; returns where it was found.
