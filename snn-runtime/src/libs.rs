@@ -76,7 +76,7 @@ fn load(
 ) -> Result<String, RuntimeError> {
     slot.get_or_init(|| {
         for file in spec.files {
-            if open_global(file) {
+            if open_global(*file) {
                 return Ok((*file).to_string());
             }
         }

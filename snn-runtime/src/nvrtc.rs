@@ -117,10 +117,12 @@ fn with_source_lines(log: &str, source: &str) -> String {
         let Some(close) = rest.find(')') else {
             continue;
         };
-        if let Ok(n) = rest[..close].parse::<usize>() {
-            if shown.insert(n) && n >= 1 && n <= lines.len() {
-                out.push_str(&format!("\n  line {n}: {}", lines[n - 1].trim()));
-            }
+        if let Ok(n) = rest[..close].parse::<usize>()
+            && shown.insert(n)
+            && n >= 1
+            && n <= lines.len()
+        {
+            out.push_str(&format!("\n  line {n}: {}", lines[n - 1].trim()));
         }
     }
     out
