@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Every generated kernel compiles with NVRTC for sm_80 and sm_90, and ptxas reports no
 //! local memory (no stack frame, no spills). Needs NVRTC (no GPU): skipped with a notice
 //! when it is missing, unless `SNN_REQUIRE_NVRTC=1`.
