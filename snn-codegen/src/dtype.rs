@@ -33,8 +33,10 @@ impl Dtype {
         match self {
             Dtype::F64 => x,
             Dtype::F32 => f64::from(x as f32),
-            Dtype::F16 => half::f16::from_f64(x).to_f64(),
-            Dtype::BF16 => half::bf16::from_f64(x).to_f64(),
+            // Through f32, as the kernels store their f32 values (half's `from_f64` does not
+            // always round to nearest: 0x47828006 as f32 gives bf16 0x4782, not 0x4783).
+            Dtype::F16 => f64::from(half::f16::from_f32(x as f32)),
+            Dtype::BF16 => f64::from(half::bf16::from_f32(x as f32)),
             Dtype::U8 => {
                 if x >= 0.5 {
                     1.0

@@ -49,7 +49,7 @@ pub enum ArgType {
 
 /// What an argument means. Indices refer to the neuron's inputs, states, params, outputs
 /// and the memory plan's saves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ArgRole {
     /// `[T, N]` input `k`.
     Input(usize),

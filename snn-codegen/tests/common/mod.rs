@@ -73,7 +73,12 @@ pub const LAYOUT: Layout = Layout {
 
 /// Defaults perturbed by up to 5%, so that per-channel values differ.
 pub fn jittered_params<T: Real>(ir: &NeuronIr, rng: &mut Rng) -> Params<T> {
-    let mut params = Params::<T>::defaults(ir, LAYOUT);
+    jittered_params_for(ir, LAYOUT, rng)
+}
+
+/// [`jittered_params`] for another layout.
+pub fn jittered_params_for<T: Real>(ir: &NeuronIr, layout: Layout, rng: &mut Rng) -> Params<T> {
+    let mut params = Params::<T>::defaults(ir, layout);
     for spec in &ir.params {
         let len = params.get(&spec.name).unwrap().len();
         let v = (0..len)

@@ -1,0 +1,75 @@
+//! Snapshots of the generated CUDA sources: every zoo neuron and kernel kind, in f32 and
+//! in narrow storage (bf16 inputs and saves, u8 spikes) with the deterministic reduction.
+//! The shared prelude is checked once and cut from the snapshots.
+#![allow(clippy::unwrap_used)]
+
+use snn_codegen::cuda::{KernelOptions, PRELUDE, Reduction, generate};
+use snn_codegen::{Dtype, Storage, compile, zoo};
+
+fn without_prelude(source: &str) -> String {
+    let prelude = PRELUDE.trim_end();
+    assert_eq!(
+        source.matches(prelude).count(),
+        1,
+        "every source holds the prelude once"
+    );
+    source.replacen(prelude, "// (prelude)", 1)
+}
+
+#[test]
+fn generated_sources() {
+    let narrow = Storage {
+        io: Dtype::BF16,
+        spikes: Dtype::U8,
+        saves: Dtype::BF16,
+    };
+    let deterministic = KernelOptions {
+        reduction: Reduction::Deterministic,
+        ..Default::default()
+    };
+    for n in zoo::all() {
+        for (label, storage, opts) in [
+            ("f32", Storage::F32, KernelOptions::default()),
+            ("narrow", narrow, deterministic),
+        ] {
+            let c = compile(n.as_ref(), storage).unwrap();
+            for k in generate(&c, &opts).all() {
+                let name = format!("{}_{}_{label}", c.neuron.name, k.kind);
+                insta::assert_snapshot!(name, without_prelude(&k.source));
+            }
+        }
+    }
+}
+
+#[test]
+fn generation_is_deterministic() {
+    for n in zoo::all() {
+        let c = compile(n.as_ref(), Storage::F32).unwrap();
+        let opts = KernelOptions::default();
+        assert_eq!(
+            generate(&c, &opts),
+            generate(&compile(n.as_ref(), Storage::F32).unwrap(), &opts)
+        );
+    }
+}
+
+#[test]
+fn unrolled_kernels_take_no_steps_argument() {
+    let c = compile(&zoo::PaperLif::default(), Storage::F32).unwrap();
+    let set = generate(
+        &c,
+        &KernelOptions {
+            fixed_steps: Some(32),
+            ..Default::default()
+        },
+    );
+    for k in set.all() {
+        let sig = &k.signatures[0];
+        assert!(sig.name.ends_with("_t32"), "{}", sig.name);
+        assert!(!sig.args.iter().any(|a| a.name == "steps"));
+        assert!(
+            k.source.contains("const long long steps = 32;")
+                && k.source.contains("#pragma unroll\n")
+        );
+    }
+}
