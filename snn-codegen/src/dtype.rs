@@ -48,6 +48,38 @@ impl Dtype {
     }
 }
 
+impl Dtype {
+    /// `values` stored in this dtype, little-endian (what a kernel reads).
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(values.len() * self.size());
+        for &v in values {
+            match self {
+                Dtype::F64 => out.extend_from_slice(&f64::from(v).to_le_bytes()),
+                Dtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
+                Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                Dtype::U8 => out.push(u8::from(v >= 0.5)),
+            }
+        }
+        out
+    }
+
+    /// The values of little-endian `bytes` stored in this dtype (a trailing partial element
+    /// is ignored).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(self.size())
+            .map(|c| match self {
+                Dtype::F64 => f64::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
+                Dtype::F32 => f32::from_le_bytes(c.try_into().unwrap_or_default()),
+                Dtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
+                Dtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
+                Dtype::U8 => f32::from(c[0]),
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -1,12 +1,21 @@
 //! GPU runtime of snn: finding the CUDA libraries, compiling the kernels that `snn-codegen`
-//! generates with NVRTC, and (next) caching and launching them.
+//! generates with NVRTC, caching them in memory and on disk, and running fused neuron
+//! layers on device tensors.
 //!
 //! It depends on `snn-codegen` and never the other way round, so everything about a neuron
 //! stays testable without a GPU.
 
+pub mod cache;
+pub mod device;
 pub mod error;
+pub mod layer;
 pub mod libs;
 pub mod nvrtc;
+pub mod tensor;
 
+pub use cache::{CacheStats, KernelCache};
+pub use device::{Device, DeviceInfo};
 pub use error::RuntimeError;
+pub use layer::{LayerConfig, LayerForward, LayerGradients, NeuronLayer};
 pub use snn_codegen as codegen;
+pub use tensor::DeviceTensor;

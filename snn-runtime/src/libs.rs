@@ -25,6 +25,12 @@ const NVRTC: Spec = Spec {
     pip: &["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
 };
 
+const DRIVER: Spec = Spec {
+    what: "the CUDA driver (libcuda)",
+    files: &["libcuda.so.1", "libcuda.so"],
+    pip: &[],
+};
+
 /// Directories to search, in order.
 fn search_dirs(spec: &Spec) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -36,7 +42,9 @@ fn search_dirs(spec: &Spec) -> Vec<PathBuf> {
         }
     }
     dirs.push("/usr/local/cuda/lib64".into());
+    dirs.push("/usr/local/nvidia/lib64".into());
     dirs.push("/usr/lib/x86_64-linux-gnu".into());
+    dirs.push("/usr/lib64".into());
     // pip: every site-packages on the Python path, and the ones beside this executable.
     let mut roots: Vec<PathBuf> = std::env::var_os("PYTHONPATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -121,4 +129,10 @@ fn open_global(file: impl libloading::AsFilename) -> bool {
 pub fn nvrtc() -> Result<String, RuntimeError> {
     static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
     load(&NVRTC, &SLOT)
+}
+
+/// Makes the CUDA driver library available to cudarc; returns where it was found.
+pub fn driver() -> Result<String, RuntimeError> {
+    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+    load(&DRIVER, &SLOT)
 }

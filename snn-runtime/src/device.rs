@@ -1,0 +1,100 @@
+//! GPUs: discovery, and one context and stream per device.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaStream, sys};
+
+use crate::cache::KernelCache;
+use crate::error::RuntimeError;
+use crate::libs;
+
+/// What a device is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// `(major, minor)`, e.g. `(9, 0)` for an H100.
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: u32,
+    pub total_memory: usize,
+}
+
+impl DeviceInfo {
+    /// The NVRTC target for this device's own architecture (`sm_90`).
+    pub fn arch(&self) -> String {
+        format!(
+            "sm_{}{}",
+            self.compute_capability.0, self.compute_capability.1
+        )
+    }
+}
+
+/// One GPU: its context, the stream all work is issued on, and the kernel cache.
+#[derive(Debug)]
+pub struct Device {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub info: DeviceInfo,
+    pub cache: KernelCache,
+}
+
+impl Device {
+    /// How many CUDA devices there are (an error if the driver is missing).
+    pub fn count() -> Result<usize, RuntimeError> {
+        libs::driver()?;
+        CudaContext::device_count()
+            .map(|c| c.max(0) as usize)
+            .map_err(|e| RuntimeError::driver("counting devices", e))
+    }
+
+    /// Opens device `ordinal`, with the kernel cache configured from the environment.
+    pub fn open(ordinal: usize) -> Result<Arc<Device>, RuntimeError> {
+        let count = Self::count()?;
+        if ordinal >= count {
+            return Err(RuntimeError::NoDevice { ordinal, count });
+        }
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| RuntimeError::driver("creating a context", e))?;
+        let attr = |a| {
+            ctx.attribute(a)
+                .map_err(|e| RuntimeError::driver("reading device attributes", e))
+        };
+        let info = DeviceInfo {
+            ordinal,
+            name: ctx
+                .name()
+                .map_err(|e| RuntimeError::driver("reading the device name", e))?,
+            compute_capability: ctx
+                .compute_capability()
+                .map_err(|e| RuntimeError::driver("reading the compute capability", e))?,
+            multiprocessors: attr(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )? as u32,
+            total_memory: ctx
+                .total_mem()
+                .map_err(|e| RuntimeError::driver("reading the memory size", e))?,
+        };
+        let stream = ctx.default_stream();
+        Ok(Arc::new(Device {
+            ctx,
+            stream,
+            info,
+            cache: KernelCache::from_env(),
+        }))
+    }
+
+    /// Waits for all work issued so far.
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream
+            .synchronize()
+            .map_err(|e| RuntimeError::driver("synchronizing", e))
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+}

@@ -1,0 +1,595 @@
+//! A fused neuron layer: all time steps of `N` neurons in one kernel launch, forward and
+//! backward, on device tensors.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use snn_codegen::cuda::{
+    ArgRole, COMPILE_OPTIONS, KernelKind, KernelOptions, KernelSet, KernelSignature, Reduction,
+    generate,
+};
+use snn_codegen::interp::Layout;
+use snn_codegen::ir::{NeuronIr, ParamShape};
+use snn_codegen::{Compiled, Dtype, Neuron, Storage, compile};
+
+use crate::device::Device;
+use crate::error::RuntimeError;
+use crate::tensor::DeviceTensor;
+
+/// How a layer stores its tensors, maps elements to params, and what kernels it uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerConfig {
+    pub storage: Storage,
+    pub layout: Layout,
+    pub options: KernelOptions,
+}
+
+impl LayerConfig {
+    /// f32 storage, atomic param-gradient reduction, run-time `T`.
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            storage: Storage::F32,
+            layout,
+            options: KernelOptions::default(),
+        }
+    }
+}
+
+/// What a forward pass produced, on the device.
+#[derive(Debug)]
+pub struct LayerForward {
+    pub outputs: Vec<DeviceTensor>,
+    /// The memory plan's saves (empty after an inference pass).
+    pub saves: Vec<DeviceTensor>,
+    /// `[N]` f32 each.
+    pub final_states: Vec<DeviceTensor>,
+}
+
+/// What a backward pass produced, on the device.
+#[derive(Debug)]
+pub struct LayerGradients {
+    pub inputs: Vec<DeviceTensor>,
+    /// `dL/ds` before the first step, `[N]` f32: the earlier chunk's final-state gradient.
+    pub init_states: Vec<DeviceTensor>,
+    /// Learnable params' gradients (`None` for fixed params), one value per param value.
+    pub params: Vec<Option<DeviceTensor>>,
+}
+
+/// A kernel argument's value.
+enum Arg {
+    Ptr(u64),
+    F32(f32),
+    I64(i64),
+    I32(i32),
+}
+
+/// A neuron layer on one device.
+#[derive(Debug)]
+pub struct NeuronLayer {
+    device: Arc<Device>,
+    compiled: Compiled,
+    kernels: KernelSet,
+    config: LayerConfig,
+    functions: [CudaFunction; 3],
+    reduce: Option<CudaFunction>,
+    /// Host values of every param, and device copies of the non-scalar ones.
+    params: Vec<(Vec<f32>, Option<DeviceTensor>)>,
+}
+
+impl NeuronLayer {
+    /// Compiles (or fetches from the cache) the neuron's kernels for this device.
+    pub fn new(
+        device: &Arc<Device>,
+        neuron: &dyn Neuron,
+        config: LayerConfig,
+    ) -> Result<Self, RuntimeError> {
+        let compiled = compile(neuron, config.storage)?;
+        let kernels = generate(&compiled, &config.options);
+        let arch = device.info.arch();
+        let mut functions = Vec::new();
+        let mut reduce = None;
+        for k in kernels.all() {
+            let module = device.cache.module(
+                &device.ctx,
+                &k.source,
+                &k.signatures[0].name,
+                &arch,
+                &COMPILE_OPTIONS,
+            )?;
+            for sig in &k.signatures {
+                let f = module.load_function(&sig.name).map_err(|e| {
+                    RuntimeError::driver(format!("loading kernel `{}`", sig.name), e)
+                })?;
+                if sig.kind == KernelKind::ReduceParamGrad {
+                    reduce = Some(f);
+                } else {
+                    functions.push(f);
+                }
+            }
+        }
+        let functions: [CudaFunction; 3] = functions
+            .try_into()
+            .map_err(|_| RuntimeError::Shape("expected three kernels".into()))?;
+        let mut layer = Self {
+            device: device.clone(),
+            compiled,
+            kernels,
+            config,
+            functions,
+            reduce,
+            params: Vec::new(),
+        };
+        let ir = &layer.compiled.neuron;
+        let defaults: Vec<(String, Vec<f32>)> = ir
+            .params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    vec![p.default as f32; config.layout.len(p.shape)],
+                )
+            })
+            .collect();
+        for (_, values) in &defaults {
+            layer.params.push((values.clone(), None));
+        }
+        for (name, values) in defaults {
+            layer.set_param(&name, &values)?;
+        }
+        Ok(layer)
+    }
+
+    pub fn neuron(&self) -> &NeuronIr {
+        &self.compiled.neuron
+    }
+
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    pub fn kernels(&self) -> &KernelSet {
+        &self.kernels
+    }
+
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    /// Sets a param's values (one per value of its shape under the layout).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let Some(p) = ir.param_index(name) else {
+            let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(RuntimeError::Shape(format!(
+                "no param named `{name}`; the neuron's params are: {}",
+                known.join(", ")
+            )));
+        };
+        let shape = ir.params[p].shape;
+        let expected = self.config.layout.len(shape);
+        if values.len() != expected {
+            return Err(RuntimeError::Shape(format!(
+                "param `{name}` is {shape} and needs {expected} value(s) for this layout, got {}",
+                values.len()
+            )));
+        }
+        let device = if shape == ParamShape::Scalar {
+            None
+        } else {
+            Some(DeviceTensor::from_f32(
+                &self.device,
+                Dtype::F32,
+                &[values.len()],
+                values,
+            )?)
+        };
+        self.params[p] = (values.to_vec(), device);
+        Ok(())
+    }
+
+    pub fn param(&self, name: &str) -> Option<&[f32]> {
+        let p = self.compiled.neuron.param_index(name)?;
+        Some(&self.params[p].0)
+    }
+
+    fn out_dtype(&self, m: usize) -> Dtype {
+        let st = self.config.storage;
+        if self.compiled.neuron.output_is_spike(m) {
+            st.spikes
+        } else {
+            st.io
+        }
+    }
+
+    /// `[T, N]` of the call, checking every sequence and state tensor.
+    fn check(
+        &self,
+        what: &str,
+        seqs: &[&DeviceTensor],
+        dtypes: &[Dtype],
+        states: Option<&[&DeviceTensor]>,
+    ) -> Result<(usize, usize), RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let Some(first) = seqs.first() else {
+            return Err(RuntimeError::Shape(format!(
+                "neuron `{}` has no {what}",
+                ir.name
+            )));
+        };
+        let [steps, n] = first.shape[..] else {
+            return Err(RuntimeError::Shape(format!(
+                "{what} must be [T, N], got {:?}",
+                first.shape
+            )));
+        };
+        for (k, (s, &d)) in seqs.iter().zip(dtypes).enumerate() {
+            if s.shape != [steps, n] || s.dtype != d {
+                return Err(RuntimeError::Shape(format!(
+                    "{what} #{k} is {} {:?}, expected {d} [{steps}, {n}]",
+                    s.dtype, s.shape
+                )));
+            }
+        }
+        let neurons = self.config.layout.neurons();
+        if neurons == 0 || n % neurons != 0 {
+            return Err(RuntimeError::Shape(format!(
+                "N = {n} is not a multiple of the layout's {neurons} neurons"
+            )));
+        }
+        if let Some(states) = states {
+            if states.len() != ir.states.len()
+                || states
+                    .iter()
+                    .any(|s| s.shape != [n] || s.dtype != Dtype::F32)
+            {
+                return Err(RuntimeError::Shape(format!(
+                    "states must be {} f32 tensors of shape [{n}]",
+                    ir.states.len()
+                )));
+            }
+        }
+        Ok((steps, n))
+    }
+
+    fn param_arg(&self, p: usize) -> Arg {
+        match &self.params[p] {
+            (_, Some(t)) => Arg::Ptr(t.ptr()),
+            (v, None) => Arg::F32(v[0]),
+        }
+    }
+
+    fn common(&self, role: ArgRole, steps: usize, n: usize) -> Option<Arg> {
+        Some(match role {
+            ArgRole::Param(p) => self.param_arg(p),
+            ArgRole::Steps => Arg::I64(steps as i64),
+            ArgRole::Elements => Arg::I64(n as i64),
+            ArgRole::Channels => Arg::I64(self.config.layout.channels as i64),
+            ArgRole::Inner => Arg::I64(self.config.layout.inner as i64),
+            _ => return None,
+        })
+    }
+
+    /// Launches an element-group kernel over `n` elements.
+    fn launch(
+        &self,
+        sig: &KernelSignature,
+        f: &CudaFunction,
+        n: usize,
+        arg: &dyn Fn(ArgRole) -> Arg,
+    ) -> Result<(), RuntimeError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let groups = n.div_ceil(4);
+        let block = sig.block_size;
+        let grid = groups
+            .div_ceil(block as usize)
+            .min(self.device.info.multiprocessors as usize * 32)
+            .max(1) as u32;
+        self.launch_with(
+            sig,
+            f,
+            LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (block, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            arg,
+        )
+    }
+
+    fn launch_with(
+        &self,
+        sig: &KernelSignature,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        arg: &dyn Fn(ArgRole) -> Arg,
+    ) -> Result<(), RuntimeError> {
+        let values: Vec<Arg> = sig.args.iter().map(|a| arg(a.role)).collect();
+        let mut b = self.device.stream.launch_builder(f);
+        for v in &values {
+            match v {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::F32(x) => b.arg(x),
+                Arg::I64(x) => b.arg(x),
+                Arg::I32(x) => b.arg(x),
+            };
+        }
+        // SAFETY: the arguments follow the kernel's own signature, in order and type; every
+        // pointer is null where the kernel allows it or addresses a tensor of the shape the
+        // kernel indexes (checked by the callers).
+        unsafe { b.launch(cfg) }
+            .map_err(|e| RuntimeError::driver(format!("launching `{}`", sig.name), e))?;
+        Ok(())
+    }
+
+    /// Allocates what a forward pass over `[steps, n]` writes.
+    pub fn alloc_forward(
+        &self,
+        steps: usize,
+        n: usize,
+        train: bool,
+    ) -> Result<LayerForward, RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let (dev, st) = (&self.device, self.config.storage);
+        let nsaves = if train {
+            self.compiled.plan.saves.len()
+        } else {
+            0
+        };
+        Ok(LayerForward {
+            outputs: (0..ir.outputs.len())
+                .map(|m| DeviceTensor::zeros(dev, self.out_dtype(m), &[steps, n]))
+                .collect::<Result<_, _>>()?,
+            saves: (0..nsaves)
+                .map(|_| DeviceTensor::zeros(dev, st.saves, &[steps, n]))
+                .collect::<Result<_, _>>()?,
+            final_states: (0..ir.states.len())
+                .map(|_| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Runs all `T` steps forward. `init`: the states before the first step (default: the
+    /// declared initial values).
+    pub fn forward(
+        &self,
+        inputs: &[&DeviceTensor],
+        init: Option<&[&DeviceTensor]>,
+        train: bool,
+    ) -> Result<LayerForward, RuntimeError> {
+        let (steps, n) = inputs
+            .first()
+            .and_then(|x| match x.shape[..] {
+                [t, n] => Some((t, n)),
+                _ => None,
+            })
+            .unwrap_or((0, 0));
+        let mut out = self.alloc_forward(steps, n, train)?;
+        self.forward_into(inputs, init, train, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`NeuronLayer::forward`] into tensors allocated by [`NeuronLayer::alloc_forward`].
+    pub fn forward_into(
+        &self,
+        inputs: &[&DeviceTensor],
+        init: Option<&[&DeviceTensor]>,
+        train: bool,
+        out: &mut LayerForward,
+    ) -> Result<(), RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let st = self.config.storage;
+        if inputs.len() != ir.inputs.len() {
+            return Err(RuntimeError::Shape(format!(
+                "neuron `{}` takes {} input(s), got {}",
+                ir.name,
+                ir.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let (steps, n) = self.check("inputs", inputs, &vec![st.io; inputs.len()], init)?;
+        let nsaves = if train {
+            self.compiled.plan.saves.len()
+        } else {
+            0
+        };
+        let fits = out
+            .outputs
+            .iter()
+            .chain(&out.saves)
+            .all(|t| t.shape == [steps, n])
+            && out.final_states.iter().all(|t| t.shape == [n])
+            && (out.outputs.len(), out.saves.len(), out.final_states.len())
+                == (ir.outputs.len(), nsaves, ir.states.len());
+        if !fits {
+            return Err(RuntimeError::Shape(format!(
+                "the output tensors do not fit [{steps}, {n}]; allocate them with `alloc_forward`"
+            )));
+        }
+        let LayerForward {
+            outputs,
+            saves,
+            final_states,
+        } = &*out;
+        let (kernel, f) = if train {
+            (&self.kernels.forward_train, &self.functions[0])
+        } else {
+            (&self.kernels.forward_inference, &self.functions[1])
+        };
+        self.launch(&kernel.signatures[0], f, n, &|role| {
+            self.common(role, steps, n).unwrap_or_else(|| match role {
+                ArgRole::Input(k) => Arg::Ptr(inputs[k].ptr()),
+                ArgRole::Output(m) => Arg::Ptr(outputs[m].ptr()),
+                ArgRole::Save(k) => Arg::Ptr(saves[k].ptr()),
+                ArgRole::InitState(j) => Arg::Ptr(init.map_or(0, |s| s[j].ptr())),
+                ArgRole::FinalState(j) => Arg::Ptr(final_states[j].ptr()),
+                _ => Arg::Ptr(0),
+            })
+        })
+    }
+
+    /// Allocates what a backward pass over `[steps, n]` writes, param gradients zeroed.
+    pub fn alloc_backward(&self, steps: usize, n: usize) -> Result<LayerGradients, RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let (dev, st, layout) = (&self.device, self.config.storage, self.config.layout);
+        Ok(LayerGradients {
+            inputs: (0..ir.inputs.len())
+                .map(|_| DeviceTensor::zeros(dev, st.io, &[steps, n]))
+                .collect::<Result<_, _>>()?,
+            init_states: (0..ir.states.len())
+                .map(|_| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
+                .collect::<Result<_, _>>()?,
+            params: ir
+                .params
+                .iter()
+                .map(|p| {
+                    p.learnable
+                        .then(|| DeviceTensor::zeros(dev, Dtype::F32, &[layout.len(p.shape)]))
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Runs one backward pass through time. `inputs`, `init` and `fwd` are the forward
+    /// pass's (which must have been a training pass); `grad_outputs` are `dL/dy`;
+    /// `grad_final` is `dL/ds[T-1]` from a later chunk (default zero).
+    pub fn backward(
+        &self,
+        inputs: &[&DeviceTensor],
+        init: Option<&[&DeviceTensor]>,
+        fwd: &LayerForward,
+        grad_outputs: &[&DeviceTensor],
+        grad_final: Option<&[&DeviceTensor]>,
+    ) -> Result<LayerGradients, RuntimeError> {
+        let (steps, n) = inputs
+            .first()
+            .and_then(|x| match x.shape[..] {
+                [t, n] => Some((t, n)),
+                _ => None,
+            })
+            .unwrap_or((0, 0));
+        let mut out = self.alloc_backward(steps, n)?;
+        self.backward_into(inputs, init, fwd, grad_outputs, grad_final, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`NeuronLayer::backward`] into tensors from [`NeuronLayer::alloc_backward`]: input
+    /// and initial-state gradients are overwritten, param gradients added to (so chunks of
+    /// one sequence accumulate into the same tensors).
+    pub fn backward_into(
+        &self,
+        inputs: &[&DeviceTensor],
+        init: Option<&[&DeviceTensor]>,
+        fwd: &LayerForward,
+        grad_outputs: &[&DeviceTensor],
+        grad_final: Option<&[&DeviceTensor]>,
+        out: &mut LayerGradients,
+    ) -> Result<(), RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let st = self.config.storage;
+        if fwd.saves.len() != self.compiled.plan.saves.len() {
+            return Err(RuntimeError::Shape(
+                "backward needs the saves of a training forward pass (`forward(.., train: true)`)"
+                    .into(),
+            ));
+        }
+        if inputs.len() != ir.inputs.len() || grad_outputs.len() != ir.outputs.len() {
+            return Err(RuntimeError::Shape(format!(
+                "neuron `{}` takes {} input(s) and {} output gradient(s)",
+                ir.name,
+                ir.inputs.len(),
+                ir.outputs.len()
+            )));
+        }
+        let (steps, n) = self.check("inputs", inputs, &vec![st.io; inputs.len()], init)?;
+        let (gsteps, gn) = self.check(
+            "output gradients",
+            grad_outputs,
+            &vec![st.io; grad_outputs.len()],
+            grad_final,
+        )?;
+        if (gsteps, gn) != (steps, n) {
+            return Err(RuntimeError::Shape(format!(
+                "output gradients are [{gsteps}, {gn}], inputs [{steps}, {n}]"
+            )));
+        }
+        let layout = self.config.layout;
+        let fits = out.inputs.iter().all(|t| t.shape == [steps, n])
+            && out.init_states.iter().all(|t| t.shape == [n])
+            && ir.params.iter().zip(&out.params).all(|(p, g)| {
+                g.as_ref().map(|g| g.shape == [layout.len(p.shape)]) == p.learnable.then_some(true)
+            });
+        if !fits {
+            return Err(RuntimeError::Shape(format!(
+                "the gradient tensors do not fit [{steps}, {n}]; allocate them with `alloc_backward`"
+            )));
+        }
+        let atomic = self.config.options.reduction == Reduction::Atomic;
+        let dev = &self.device;
+        let partials = ir
+            .params
+            .iter()
+            .map(|p| {
+                (p.learnable && !atomic)
+                    .then(|| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let LayerGradients {
+            inputs: dx,
+            init_states: dinit,
+            params: dparams,
+        } = &*out;
+        let sig = &self.kernels.backward.signatures[0];
+        self.launch(sig, &self.functions[2], n, &|role| {
+            self.common(role, steps, n).unwrap_or_else(|| match role {
+                ArgRole::OutputGrad(m) => Arg::Ptr(grad_outputs[m].ptr()),
+                ArgRole::Save(k) => Arg::Ptr(fwd.saves[k].ptr()),
+                ArgRole::Input(k) => Arg::Ptr(inputs[k].ptr()),
+                ArgRole::Output(m) => Arg::Ptr(fwd.outputs[m].ptr()),
+                ArgRole::InitState(j) => Arg::Ptr(init.map_or(0, |s| s[j].ptr())),
+                ArgRole::FinalStateGrad(j) => Arg::Ptr(grad_final.map_or(0, |s| s[j].ptr())),
+                ArgRole::InputGrad(k) => Arg::Ptr(dx[k].ptr()),
+                ArgRole::InitStateGrad(j) => Arg::Ptr(dinit[j].ptr()),
+                ArgRole::ParamGrad(p) => Arg::Ptr(
+                    partials[p]
+                        .as_ref()
+                        .or(dparams[p].as_ref())
+                        .map_or(0, DeviceTensor::ptr),
+                ),
+                _ => Arg::Ptr(0),
+            })
+        })?;
+        if let (false, Some(reduce)) = (atomic, &self.reduce) {
+            let rsig = &self.kernels.backward.signatures[1];
+            for (p, spec) in ir.params.iter().enumerate() {
+                let (Some(part), Some(out)) = (&partials[p], &dparams[p]) else {
+                    continue;
+                };
+                let shape = match spec.shape {
+                    ParamShape::Scalar => 0,
+                    ParamShape::PerChannel => 1,
+                    ParamShape::PerNeuron => 2,
+                };
+                let cfg = LaunchConfig {
+                    grid_dim: (layout.len(spec.shape) as u32, 1, 1),
+                    block_dim: (rsig.block_size, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                self.launch_with(rsig, reduce, cfg, &|role| match role {
+                    ArgRole::Partials => Arg::Ptr(part.ptr()),
+                    ArgRole::Reduced => Arg::Ptr(out.ptr()),
+                    ArgRole::Elements => Arg::I64(n as i64),
+                    ArgRole::Channels => Arg::I64(layout.channels as i64),
+                    ArgRole::Inner => Arg::I64(layout.inner as i64),
+                    ArgRole::Shape => Arg::I32(shape),
+                    _ => Arg::Ptr(0),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
