@@ -237,17 +237,16 @@ impl NeuronLayer {
                 "N = {n} is not a multiple of the layout's {neurons} neurons"
             )));
         }
-        if let Some(states) = states {
-            if states.len() != ir.states.len()
+        if let Some(states) = states
+            && (states.len() != ir.states.len()
                 || states
                     .iter()
-                    .any(|s| s.shape != [n] || s.dtype != Dtype::F32)
-            {
-                return Err(RuntimeError::Shape(format!(
-                    "states must be {} f32 tensors of shape [{n}]",
-                    ir.states.len()
-                )));
-            }
+                    .any(|s| s.shape != [n] || s.dtype != Dtype::F32))
+        {
+            return Err(RuntimeError::Shape(format!(
+                "states must be {} f32 tensors of shape [{n}]",
+                ir.states.len()
+            )));
         }
         Ok((steps, n))
     }
