@@ -1,4 +1,5 @@
 //! GPUs: discovery, and one context and stream per device.
+#![allow(unsafe_code)]
 
 use std::sync::Arc;
 
@@ -75,6 +76,9 @@ impl Device {
                 .map_err(|e| RuntimeError::driver("reading the memory size", e))?,
         };
         let stream = ctx.default_stream();
+        // SAFETY: all work of a `Device` is issued on this one stream, so cudarc's per-slice
+        // events (which order work across streams) are never needed.
+        unsafe { ctx.disable_event_tracking() };
         Ok(Arc::new(Device {
             ctx,
             stream,

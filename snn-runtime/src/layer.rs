@@ -54,6 +54,16 @@ pub struct LayerGradients {
     pub init_states: Vec<DeviceTensor>,
     /// Learnable params' gradients (`None` for fixed params), one value per param value.
     pub params: Vec<Option<DeviceTensor>>,
+    /// Deterministic reduction: per-element partials `[N]` of each learnable param, and
+    /// the sums of its chunks (see [`reduce_chunks`]).
+    partials: Vec<Option<(DeviceTensor, DeviceTensor)>>,
+}
+
+/// How many chunks the deterministic reduction splits each gradient value's elements into:
+/// blocks of at least 16k elements, enough to fill the device, few enough partial sums
+/// for one more fixed-order pass.
+fn reduce_chunks(n: usize, values: usize) -> usize {
+    (n / values.max(1) / 16384).clamp(1, 4096)
 }
 
 /// A kernel argument's value.
@@ -432,6 +442,7 @@ impl NeuronLayer {
     /// Allocates what a backward pass over `[steps, n]` writes, param gradients zeroed.
     pub fn alloc_backward(&self, steps: usize, n: usize) -> Result<LayerGradients, RuntimeError> {
         let ir = &self.compiled.neuron;
+        let atomic = self.config.options.reduction == Reduction::Atomic;
         let (dev, st, layout) = (&self.device, self.config.storage, self.config.layout);
         Ok(LayerGradients {
             inputs: (0..ir.inputs.len())
@@ -449,6 +460,21 @@ impl NeuronLayer {
                         .transpose()
                 })
                 .collect::<Result<_, _>>()?,
+            partials: ir
+                .params
+                .iter()
+                .map(|p| {
+                    let sums = reduce_chunks(n, layout.len(p.shape)) * layout.len(p.shape);
+                    (p.learnable && !atomic)
+                        .then(|| {
+                            Ok((
+                                DeviceTensor::zeros(dev, Dtype::F32, &[n])?,
+                                DeviceTensor::zeros(dev, Dtype::F32, &[sums])?,
+                            ))
+                        })
+                        .transpose()
+                })
+                .collect::<Result<_, RuntimeError>>()?,
         })
     }
 
@@ -527,20 +553,20 @@ impl NeuronLayer {
             )));
         }
         let atomic = self.config.options.reduction == Reduction::Atomic;
-        let dev = &self.device;
-        let partials = ir
-            .params
+        if out
+            .partials
             .iter()
-            .map(|p| {
-                (p.learnable && !atomic)
-                    .then(|| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .any(|p| p.as_ref().is_some_and(|p| p.0.shape != [n]))
+        {
+            return Err(RuntimeError::Shape(format!(
+                "the gradient tensors do not fit N = {n}; allocate them with `alloc_backward`"
+            )));
+        }
         let LayerGradients {
             inputs: dx,
             init_states: dinit,
             params: dparams,
+            partials,
         } = &*out;
         let sig = &self.kernels.backward.signatures[0];
         self.launch(sig, &self.functions[2], n, &|role| {
@@ -556,6 +582,7 @@ impl NeuronLayer {
                 ArgRole::ParamGrad(p) => Arg::Ptr(
                     partials[p]
                         .as_ref()
+                        .map(|p| &p.0)
                         .or(dparams[p].as_ref())
                         .map_or(0, DeviceTensor::ptr),
                 ),
@@ -565,7 +592,7 @@ impl NeuronLayer {
         if let (false, Some(reduce)) = (atomic, &self.reduce) {
             let rsig = &self.kernels.backward.signatures[1];
             for (p, spec) in ir.params.iter().enumerate() {
-                let (Some(part), Some(out)) = (&partials[p], &dparams[p]) else {
+                let (Some((part, scratch)), Some(out)) = (&partials[p], &dparams[p]) else {
                     continue;
                 };
                 let shape = match spec.shape {
@@ -573,20 +600,62 @@ impl NeuronLayer {
                     ParamShape::PerChannel => 1,
                     ParamShape::PerNeuron => 2,
                 };
-                let cfg = LaunchConfig {
-                    grid_dim: (layout.len(spec.shape) as u32, 1, 1),
-                    block_dim: (rsig.block_size, 1, 1),
-                    shared_mem_bytes: 0,
+                let values = layout.len(spec.shape);
+                let chunks = reduce_chunks(n, values);
+                let run = |grid: (u32, u32),
+                           src: &DeviceTensor,
+                           dst: &DeviceTensor,
+                           n: usize,
+                           channels: usize,
+                           inner: usize,
+                           shape: i32| {
+                    let cfg = LaunchConfig {
+                        grid_dim: (grid.0, grid.1, 1),
+                        block_dim: (rsig.block_size, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    self.launch_with(rsig, reduce, cfg, &|role| match role {
+                        ArgRole::Partials => Arg::Ptr(src.ptr()),
+                        ArgRole::Reduced => Arg::Ptr(dst.ptr()),
+                        ArgRole::Elements => Arg::I64(n as i64),
+                        ArgRole::Channels => Arg::I64(channels as i64),
+                        ArgRole::Inner => Arg::I64(inner as i64),
+                        ArgRole::Shape => Arg::I32(shape),
+                        _ => Arg::Ptr(0),
+                    })
                 };
-                self.launch_with(rsig, reduce, cfg, &|role| match role {
-                    ArgRole::Partials => Arg::Ptr(part.ptr()),
-                    ArgRole::Reduced => Arg::Ptr(out.ptr()),
-                    ArgRole::Elements => Arg::I64(n as i64),
-                    ArgRole::Channels => Arg::I64(layout.channels as i64),
-                    ArgRole::Inner => Arg::I64(layout.inner as i64),
-                    ArgRole::Shape => Arg::I32(shape),
-                    _ => Arg::Ptr(0),
-                })?;
+                if chunks == 1 {
+                    run(
+                        (values as u32, 1),
+                        part,
+                        out,
+                        n,
+                        layout.channels,
+                        layout.inner,
+                        shape,
+                    )?;
+                } else {
+                    // Chunk sums laid out [chunks, values]: per-neuron over `values` neurons.
+                    scratch.clear()?;
+                    run(
+                        (values as u32, chunks as u32),
+                        part,
+                        scratch,
+                        n,
+                        layout.channels,
+                        layout.inner,
+                        shape,
+                    )?;
+                    run(
+                        (values as u32, 1),
+                        scratch,
+                        out,
+                        chunks * values,
+                        values,
+                        1,
+                        2,
+                    )?;
+                }
             }
         }
         Ok(())

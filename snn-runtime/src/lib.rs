@@ -5,6 +5,7 @@
 //! It depends on `snn-codegen` and never the other way round, so everything about a neuron
 //! stays testable without a GPU.
 
+pub mod bench;
 pub mod cache;
 pub mod device;
 pub mod error;

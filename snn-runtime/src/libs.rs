@@ -20,7 +20,7 @@ struct Spec {
 }
 
 const NVRTC: Spec = Spec {
-    what: "NVRTC",
+    what: "the CUDA runtime compiler NVRTC (libnvrtc)",
     files: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
     pip: &["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
 };

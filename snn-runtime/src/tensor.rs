@@ -88,6 +88,18 @@ impl DeviceTensor {
             .map_err(|e| RuntimeError::driver("filling a tensor", e))
     }
 
+    /// Zeroes the tensor. Device memory is not Rust memory: kernels write through shared
+    /// references too, on the one stream of the device.
+    pub(crate) fn clear(&self) -> Result<(), RuntimeError> {
+        let stream = &self.device.stream;
+        let (ptr, _sync) = self.data.device_ptr(stream);
+        // SAFETY: `ptr` addresses this tensor's bytes, and work on it is ordered by the stream.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(ptr, 0, self.data.len(), stream.cu_stream())
+        }
+        .map_err(|e| RuntimeError::driver("zeroing a tensor", e))
+    }
+
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }

@@ -84,17 +84,21 @@ __device__ __forceinline__ void snn_atomic_add(float* dst, float v) {
 "#;
 
 /// The deterministic second phase of param-gradient reduction (backward sources only).
-pub const REDUCE: &str = r#"// Deterministic second phase: out[c] += the sum of the partials of the elements that
-// share gradient value c, in a fixed order. One block per value; blockDim.x a power of two
-// from 32 to 1024. shape: 0 scalar, 1 per-channel, 2 per-neuron.
+pub const REDUCE: &str = r#"// Deterministic second phase: reduced[y * gridDim.x + c] += the sum of the partials of the
+// elements that share gradient value c, over chunk y of them (gridDim.y chunks), in a fixed
+// order. One block per (value, chunk); blockDim.x a power of two from 32 to 1024. shape: 0
+// scalar, 1 per-channel, 2 per-neuron. With many chunks, a second launch (shape 2, with
+// `channels` = values and `inner` = 1) sums the chunks' results, again in a fixed order.
 extern "C" __global__ void snn_reduce_param_grad(
     const float* __restrict__ partials, float* __restrict__ reduced, const long long n,
     const long long channels, const long long inner, const int shape) {
     __shared__ float sums[1024];
     const long long c = blockIdx.x, neurons = channels * inner;
     const long long count = shape == 0 ? n : (shape == 1 ? n / channels : n / neurons);
+    const long long per = (count + gridDim.y - 1) / gridDim.y;
+    const long long q0 = blockIdx.y * per, q1 = q0 + per < count ? q0 + per : count;
     float v = 0.0f;
-    for (long long q = threadIdx.x; q < count; q += blockDim.x) {
+    for (long long q = q0 + threadIdx.x; q < q1; q += blockDim.x) {
         long long i = q;
         if (shape == 1) i = ((q / inner) * channels + c) * inner + q % inner;
         if (shape == 2) i = q * neurons + c;
@@ -106,6 +110,6 @@ extern "C" __global__ void snn_reduce_param_grad(
         if (threadIdx.x < s) sums[threadIdx.x] += sums[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) reduced[c] += sums[0];
+    if (threadIdx.x == 0) reduced[(long long)blockIdx.y * gridDim.x + c] += sums[0];
 }
 "#;

@@ -105,8 +105,9 @@ pub enum Launch {
     /// (`ceil(N / elements_per_thread)` groups); any grid size is correct, a block size
     /// that is a multiple of 32 and at most 1024 is required.
     ElementGroups { elements_per_thread: usize },
-    /// One block per gradient value of the param (`1`, `channels` or `channels * inner`
-    /// blocks), a power-of-two block size of at least 32 and at most 1024.
+    /// A `(values, chunks)` grid: one block per gradient value of the param (`1`,
+    /// `channels` or `channels * inner`) and chunk of its elements; a power-of-two block
+    /// size from 32 to 1024. With more than one chunk, a second launch sums the chunks.
     BlockPerValue,
 }
 

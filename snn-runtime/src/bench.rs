@@ -1,0 +1,284 @@
+//! Timing on the device, for the `snn bench` command and for notes in `BENCHMARKS.md`.
+//!
+//! The neuron kernels are memory-bound, so every result is also given as achieved bandwidth,
+//! to be read against what a plain device-to-device copy reaches on the same card in the
+//! same run ([`copy_bandwidth`]). Times come from CUDA events around each repeat, after a
+//! warm-up that keeps compilation, module loading and first-touch costs out; the median of
+//! the repeats is reported, so one slow repeat does not move it.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaEvent, sys};
+use snn_codegen::Neuron;
+
+use crate::device::Device;
+use crate::error::RuntimeError;
+use crate::layer::{LayerConfig, NeuronLayer};
+use crate::tensor::DeviceTensor;
+
+/// Untimed runs before the timed ones: the first launches pay for module loading, lazy
+/// allocation and cold caches.
+const WARMUP: usize = 5;
+
+/// Bytes of random data uploaded once and tiled over a copy buffer: enough to defeat any
+/// cache, small enough to generate on the host in milliseconds.
+const COPY_PATTERN_BYTES: usize = 16 << 20;
+
+/// One neuron layer's timings at one `[T, N]`.
+///
+/// Bytes are what the memory plan says the kernels must move (each tensor read or written
+/// once), so `*_gbps` is the achieved fraction of the card's bandwidth, not a count of
+/// what the hardware actually moved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NeuronBench {
+    /// The neuron's IR name.
+    pub name: String,
+    pub steps: usize,
+    pub n: usize,
+    /// Median time of one forward (training) launch, which writes outputs and saves.
+    pub forward_ms: f64,
+    /// Median time of one forward (training) plus one backward pass: a training step's
+    /// share of this layer.
+    pub train_ms: f64,
+    /// `plan.bytes.forward_train * T * N`.
+    pub forward_bytes: usize,
+    /// `plan.bytes.train() * T * N`.
+    pub train_bytes: usize,
+    pub forward_gbps: f64,
+    pub train_gbps: f64,
+}
+
+impl NeuronBench {
+    /// Bytes per element-step (forward, forward + backward), as the memory plan counts them.
+    pub fn bytes_per_element_step(&self) -> (usize, usize) {
+        let cells = (self.steps * self.n).max(1);
+        (self.forward_bytes / cells, self.train_bytes / cells)
+    }
+}
+
+/// The card's practical bandwidth ceiling: the median rate of a device-to-device copy of
+/// `bytes` bytes, in GB/s (1e9 bytes per second), counting each copied byte twice (read
+/// and write), as the neuron benchmarks count their traffic.
+///
+/// Use a buffer far larger than the L2 cache (1 GiB is safe on any current card), or the
+/// cache is measured instead. The source holds random bytes, not zeros.
+pub fn copy_bandwidth(
+    dev: &Arc<Device>,
+    bytes: usize,
+    repeats: usize,
+) -> Result<f64, RuntimeError> {
+    if bytes == 0 || repeats == 0 {
+        return Err(RuntimeError::Shape(
+            "copy_bandwidth needs at least one byte and one repeat".into(),
+        ));
+    }
+    let stream = dev.stream();
+    let doing = |what: &str| format!("{what} ({bytes} bytes) for the copy benchmark");
+    let mut src = stream
+        .alloc_zeros::<u8>(bytes)
+        .map_err(|e| RuntimeError::driver(doing("allocating the source"), e))?;
+    let mut dst = stream
+        .alloc_zeros::<u8>(bytes)
+        .map_err(|e| RuntimeError::driver(doing("allocating the destination"), e))?;
+    let pattern_len = bytes.min(COPY_PATTERN_BYTES);
+    let mut rng = SplitMix64(0x5eed_c0b1);
+    let pattern: Vec<u8> = (0..pattern_len.div_ceil(8))
+        .flat_map(|_| rng.next().to_le_bytes())
+        .take(pattern_len)
+        .collect();
+    let pattern = stream
+        .clone_htod(&pattern)
+        .map_err(|e| RuntimeError::driver(doing("uploading the pattern"), e))?;
+    let mut at = 0;
+    while at < bytes {
+        let len = pattern_len.min(bytes - at);
+        stream
+            .memcpy_dtod(&pattern.slice(..len), &mut src.slice_mut(at..at + len))
+            .map_err(|e| RuntimeError::driver(doing("filling the source"), e))?;
+        at += len;
+    }
+    let ms = median_ms(dev, repeats, || {
+        stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(|e| RuntimeError::driver(doing("copying"), e))
+    })?;
+    Ok(gbps(2 * bytes, ms))
+}
+
+/// Times one neuron's fused kernels over `[steps, n]`: forward (training) alone, and
+/// forward (training) followed by backward, the pair a training step runs.
+///
+/// Inputs and output gradients are random (uniform in `[0, 1)` and `[-1, 1)`, stored in
+/// the configured dtype), uploaded once; outputs, saves and gradients are allocated once,
+/// so the timed region holds kernel launches only (and whatever the layer itself does per
+/// call). Initial states are the declared defaults and final-state gradients zero.
+/// Parameter gradients accumulate over the repeats and are never read back.
+pub fn neuron(
+    dev: &Arc<Device>,
+    neuron: &dyn Neuron,
+    config: LayerConfig,
+    steps: usize,
+    n: usize,
+    repeats: usize,
+) -> Result<NeuronBench, RuntimeError> {
+    if steps == 0 || n == 0 || repeats == 0 {
+        return Err(RuntimeError::Shape(format!(
+            "a neuron benchmark needs T, N and repeats of at least 1, got T = {steps}, \
+             N = {n}, repeats = {repeats}"
+        )));
+    }
+    let cells = steps
+        .checked_mul(n)
+        .ok_or_else(|| RuntimeError::Shape(format!("T * N overflows: T = {steps}, N = {n}")))?;
+    let layer = NeuronLayer::new(dev, neuron, config)?;
+    let ir = layer.neuron();
+    let io = config.storage.io;
+    let mut rng = SplitMix64(0x5eed_0001);
+    let inputs = (0..ir.inputs.len())
+        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &rng.uniform(cells, 0.0, 1.0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grads = (0..ir.outputs.len())
+        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &rng.uniform(cells, -1.0, 1.0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<&DeviceTensor> = inputs.iter().collect();
+    let grads: Vec<&DeviceTensor> = grads.iter().collect();
+    let mut fwd = layer.alloc_forward(steps, n, true)?;
+    let mut bwd = layer.alloc_backward(steps, n)?;
+
+    let forward_ms = median_ms(dev, repeats, || {
+        layer.forward_into(&inputs, None, true, &mut fwd)
+    })?;
+    let train_ms = median_ms(dev, repeats, || {
+        layer.forward_into(&inputs, None, true, &mut fwd)?;
+        layer.backward_into(&inputs, None, &fwd, &grads, None, &mut bwd)
+    })?;
+
+    let per_step = layer.compiled().plan.bytes;
+    let forward_bytes = per_step.forward_train * cells;
+    let train_bytes = per_step.train() * cells;
+    Ok(NeuronBench {
+        name: ir.name.clone(),
+        steps,
+        n,
+        forward_ms,
+        train_ms,
+        forward_bytes,
+        train_bytes,
+        forward_gbps: gbps(forward_bytes, forward_ms),
+        train_gbps: gbps(train_bytes, train_ms),
+    })
+}
+
+/// GB/s (1e9 bytes per second) for `bytes` moved in `ms` milliseconds.
+fn gbps(bytes: usize, ms: f64) -> f64 {
+    bytes as f64 / (ms / 1e3) / 1e9
+}
+
+/// A timing event (cudarc's default event does not record time).
+fn timing_event(dev: &Device) -> Result<CudaEvent, RuntimeError> {
+    dev.context()
+        .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        .map_err(|e| RuntimeError::driver("creating a timing event", e))
+}
+
+/// Runs `work` [`WARMUP`] times untimed, then `repeats` times between event pairs, issued
+/// back to back so that the host never waits between repeats; the median in ms.
+fn median_ms(
+    dev: &Device,
+    repeats: usize,
+    mut work: impl FnMut() -> Result<(), RuntimeError>,
+) -> Result<f64, RuntimeError> {
+    for _ in 0..WARMUP {
+        work()?;
+    }
+    dev.synchronize()?;
+    let events = (0..repeats)
+        .map(|_| Ok((timing_event(dev)?, timing_event(dev)?)))
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
+    let record = |e: &CudaEvent| {
+        e.record(dev.stream())
+            .map_err(|e| RuntimeError::driver("recording a timing event", e))
+    };
+    for (start, end) in &events {
+        record(start)?;
+        work()?;
+        record(end)?;
+    }
+    let mut ms = events
+        .iter()
+        .map(|(start, end)| {
+            start
+                .elapsed_ms(end)
+                .map(f64::from)
+                .map_err(|e| RuntimeError::driver("reading a timing event", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ms.sort_by(f64::total_cmp);
+    let mid = ms.len() / 2;
+    Ok(if ms.len() % 2 == 1 {
+        ms[mid]
+    } else {
+        (ms[mid - 1] + ms[mid]) / 2.0
+    })
+}
+
+/// A small, fast generator for benchmark data (reproducible across runs; not for
+/// statistics that need quality randomness).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `len` values uniform in `[lo, hi)`.
+    fn uniform(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                // 23 random mantissa bits: a float uniform in [1, 2).
+                let unit = f32::from_bits(0x3f80_0000 | (self.next() >> 41) as u32) - 1.0;
+                lo + (hi - lo) * unit
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_stays_in_range_and_is_not_constant() {
+        let v = SplitMix64(1).uniform(10_000, -1.0, 1.0);
+        assert!(v.iter().all(|&x| (-1.0..1.0).contains(&x)));
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean.abs() < 0.05, "mean {mean}");
+        assert!(v.iter().any(|&x| x < -0.9) && v.iter().any(|&x| x > 0.9));
+    }
+
+    #[test]
+    fn gbps_counts_decimal_gigabytes() {
+        assert!((gbps(2_000_000_000, 1000.0) - 2.0).abs() < 1e-12);
+        assert!((gbps(24 * 32 * (1 << 21), 0.54) - 2982.6).abs() < 0.1);
+    }
+
+    #[test]
+    fn bytes_per_element_step_divides_back() {
+        let b = NeuronBench {
+            name: "paper_lif".into(),
+            steps: 32,
+            n: 1 << 21,
+            forward_ms: 1.0,
+            train_ms: 1.0,
+            forward_bytes: 12 * 32 * (1 << 21),
+            train_bytes: 24 * 32 * (1 << 21),
+            forward_gbps: 0.0,
+            train_gbps: 0.0,
+        };
+        assert_eq!(b.bytes_per_element_step(), (12, 24));
+    }
+}

@@ -1,0 +1,3 @@
+//! The subcommands of the `snn` binary.
+
+pub mod bench;

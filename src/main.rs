@@ -1,0 +1,56 @@
+//! `snn`: the command line of the snn compiler.
+//!
+//! `snn bench neuron` times the generated fused neuron kernels on a GPU and reports the
+//! achieved bandwidth against a device copy measured in the same run.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// snn: spiking neural networks with fused CUDA kernels, generated from one step function
+/// per neuron.
+#[derive(Debug, Parser)]
+#[command(
+    name = "snn",
+    version,
+    after_help = "`snn bench neuron` prints, per neuron and time-step count T: forward ms, \
+                  forward+backward ms, bytes per element-step, GB/s, and % of the card's \
+                  copy bandwidth (see `snn bench neuron --help`).\n\n\
+                  Example (time every zoo neuron on GPU 0):\n  snn bench neuron"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks on a GPU: fused neuron kernels (forward, forward + backward) against the
+    /// card's copy bandwidth.
+    #[command(subcommand)]
+    Bench(cli::bench::Bench),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Bench(b) => cli::bench::run(b),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error and its causes, one per line, without the backtrace that anyhow's
+/// `Debug` adds whenever `RUST_BACKTRACE` is set (the GPU runner sets it).
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {}", cause.to_string().replace('\n', "\n    "));
+    }
+}

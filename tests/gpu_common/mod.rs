@@ -1,0 +1,177 @@
+//! Helpers shared by the GPU tests (`gpu_layers`, `gpu_cache`): the device or a skip, a
+//! seeded generator, and the random problems of snn-codegen's own tests
+//! (snn-codegen/tests/common/mod.rs), restated here because that file belongs to another
+//! crate's test tree.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use snn::codegen::interp::{Layout, Params, Real, Seq};
+use snn::codegen::ir::{NeuronIr, ParamShape};
+use snn::codegen::{Dtype, Init, zoo};
+use snn::runtime::Device;
+
+/// Whether `SNN_REQUIRE_GPU` asks for a GPU (set, and neither empty nor `0`).
+pub fn gpu_required() -> bool {
+    std::env::var("SNN_REQUIRE_GPU").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Device 0, opened once per test binary (so that its in-memory kernel cache is shared by
+/// the tests), or `None` with a notice where there is no GPU. With `SNN_REQUIRE_GPU=1` a
+/// missing GPU is a failure instead.
+pub fn device(test: &str) -> Option<Arc<Device>> {
+    static DEVICE: OnceLock<Result<Arc<Device>, String>> = OnceLock::new();
+    let dev = DEVICE.get_or_init(|| match Device::count() {
+        Ok(c) if c > 0 => Device::open(0).map_err(|e| format!("opening device 0 failed: {e}")),
+        Ok(_) => Err("no CUDA device".into()),
+        Err(e) => Err(e.to_string()),
+    });
+    match dev {
+        Ok(d) => Some(d.clone()),
+        Err(why) => {
+            assert!(
+                !gpu_required(),
+                "SNN_REQUIRE_GPU is set but there is no usable GPU: {why}"
+            );
+            // Straight to stderr, past the test harness's output capture, so that the skip
+            // shows in a plain `cargo test`.
+            let first = why
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(" Searched:");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping {test}: no GPU ({first}); set SNN_REQUIRE_GPU=1 to fail instead"
+            );
+            None
+        }
+    }
+}
+
+/// SplitMix64: deterministic, dependency-free random numbers for tests.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.u64() % n as u64) as usize
+    }
+    /// `[steps, n]` uniform values, as they read back from `dtype`.
+    pub fn seq(&mut self, steps: usize, n: usize, lo: f64, hi: f64, dtype: Dtype) -> Seq<f32> {
+        let data = (0..steps * n)
+            .map(|_| (self.uniform(lo, hi) as f32).stored(dtype))
+            .collect();
+        Seq::new(steps, n, data).unwrap()
+    }
+    pub fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi) as f32).collect()
+    }
+}
+
+/// SplitMix64's finaliser: a good 64-bit integer hash.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Each zoo neuron with the input range that makes it spike often but not always (as in
+/// snn-codegen/tests/common/mod.rs).
+pub fn zoo_with_inputs() -> Vec<(NeuronIr, (f64, f64))> {
+    zoo::all()
+        .into_iter()
+        .map(|n| {
+            let ir = n.ir().unwrap();
+            let range = match ir.name.as_str() {
+                "izhikevich" => (0.0, 12.0),
+                "paper_lif" => (0.0, 0.5),
+                _ => (-0.2, 1.2),
+            };
+            (ir, range)
+        })
+        .collect()
+}
+
+/// The neuron with every param learnable, alternately scalar, per-channel and per-neuron.
+pub fn all_learnable(ir: &NeuronIr) -> NeuronIr {
+    let mut ir = ir.clone();
+    for (p, spec) in ir.params.iter_mut().enumerate() {
+        spec.learnable = true;
+        spec.shape = [
+            ParamShape::Scalar,
+            ParamShape::PerChannel,
+            ParamShape::PerNeuron,
+        ][p % 3];
+    }
+    ir
+}
+
+/// Every param's defaults perturbed by up to 5%, one draw per value (so per-channel and
+/// per-neuron values differ), as `(name, values)`.
+pub fn jittered(ir: &NeuronIr, layout: Layout, rng: &mut Rng) -> Vec<(String, Vec<f32>)> {
+    ir.params
+        .iter()
+        .map(|p| {
+            let values = (0..layout.len(p.shape))
+                .map(|_| (p.default * rng.uniform(0.95, 1.05)) as f32)
+                .collect();
+            (p.name.clone(), values)
+        })
+        .collect()
+}
+
+/// Reference params holding `values` (from [`jittered`]).
+pub fn params_of(ir: &NeuronIr, layout: Layout, values: &[(String, Vec<f32>)]) -> Params<f32> {
+    let mut params = Params::<f32>::defaults(ir, layout);
+    for (name, v) in values {
+        params.set(name, v.clone()).unwrap();
+    }
+    params
+}
+
+/// Initial states near the declared ones: the declared value plus up to `0.1 * scale`.
+pub fn initial_states(
+    ir: &NeuronIr,
+    values: &[(String, Vec<f32>)],
+    n: usize,
+    scale: f64,
+    rng: &mut Rng,
+) -> Vec<Vec<f32>> {
+    ir.states
+        .iter()
+        .map(|s| {
+            let base = match s.init {
+                Init::Const(c) => c,
+                Init::Param(p) => f64::from(values[p as usize].1[0]),
+            };
+            (0..n)
+                .map(|_| (base + scale * rng.uniform(-0.1, 0.1)) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+/// A unique, empty temporary directory.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("snn-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

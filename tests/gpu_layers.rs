@@ -1,0 +1,1343 @@
+//! Fused neuron layers on a GPU against the CPU reference interpreter.
+//!
+//! 1. `gpu_layers_match_the_reference`: every zoo neuron and a resonate-and-fire neuron
+//!    declared here with `#[neuron]`, every param learnable and alternately scalar,
+//!    per-channel and per-neuron with jittered values; T in {1, 7, 32, 128}; the 4-wide
+//!    vector path (3 channels of 4, N = 1032) and the scalar path (7 channels of 3,
+//!    N = 1029); f32 storage with atomic and with deterministic param-gradient reduction,
+//!    and narrow storage (bf16 io and saves, u8 spikes). Random initial states and
+//!    final-state gradients (except at T = 7, which runs from the declared initial states,
+//!    so that states initialised from learnable params pass their gradient to the param).
+//!    Outputs, saves, final states, input gradients, initial-state gradients and param
+//!    gradients are compared, with every output poisoned (0xFF bytes: NaN, or 255 for u8
+//!    spikes) before the launch, so that an element the kernel never writes fails.
+//! 2. `gpu_chunked_equals_unchunked`: T = 32 run as chunks [0, 11) and [11, 32), states and
+//!    state gradients handed across, param gradients accumulated into one tensor.
+//! 3. `gpu_paper_lif_beyond_2_31_element_steps`: T * N > 2^31 (64-bit indexing).
+//! 4. `gpu_bad_arguments_are_errors`: wrong inputs and params are errors, not panics.
+//!
+//! # Tolerances
+//!
+//! The kernels do the interpreter's f32 arithmetic in the interpreter's order (`--fmad=false`
+//! keeps products and sums apart), so integer-like neurons agree bit for bit. Where a neuron
+//! calls a transcendental function (`expf`, `tanhf`, ...) or divides (NVRTC's
+//! `--prec-div=false` division is within 2 ulp), the GPU's result is within a few ulp of the
+//! CPU's each step, so values agree to about 1e-6 relative. Hence:
+//!
+//! - **Divergence.** A few-ulp difference can move a pre-activation across the threshold:
+//!   one side spikes, the other does not, and the element's trajectory then legitimately
+//!   differs from that step on (and its whole backward pass with it). An element whose spike
+//!   output differs anywhere from the reference is *diverged*; at most 0.5% of N may
+//!   diverge (the count is printed), and diverged elements are left out of every other
+//!   comparison. Only spike flips count: a real-valued output that differs beyond the value
+//!   tolerance is a failure, not a divergence. Every GPU value, diverged or not, must still
+//!   be written (finite where the reference is finite, and spikes exactly 0 or 1).
+//! - **Values** (outputs, saves, final states, input and initial-state gradients):
+//!   `|gpu - cpu| <= rel * max(|cpu|, 1e-3 * max|cpu over the tensor|)`, with `rel = 1e-5`
+//!   in f32 storage (the bound: relative error at most 1e-5; the floor keeps values
+//!   near zero, where relative error means nothing, from failing on absolute noise far below
+//!   the tensor's scale). In narrow storage a value computed a few ulp apart can round to
+//!   neighbouring bf16 values, one bf16 step (2^-8 to 2^-7 relative) apart, and the backward
+//!   pass reads such saves, so values in bf16 and everything the backward computes get
+//!   `rel = 2^-7`, with the same floor; final states (f32, from f32 register arithmetic)
+//!   keep 1e-5.
+//! - **Param gradients** are sums over all `T * N` element-steps, in f32 and another order
+//!   on the GPU (per thread over time, then over elements, atomics in any order) than the
+//!   interpreter's f64 sum. Their rounding error is bounded relative to the sum of the
+//!   contributions' magnitudes, not to the (possibly cancelling) result: per thread
+//!   `T * 2^-24` (T <= 128), over elements `log2(N) * 2^-24`, about 1e-5 of `sum|c|` in the
+//!   worst case. So `|gpu - cpu| <= 1e-4 * max(|cpu|, 0.1 * sum_i |g_i|)` (2^-7 instead of
+//!   1e-4 in narrow storage), where `g_i` is element `i`'s own gradient (summed over time),
+//!   from a second reference run in which every param is per-element. A diverged element
+//!   contributes its own (different) gradient to the GPU's sum, so param gradients are
+//!   compared only where no element diverged (otherwise a note is printed).
+#![allow(clippy::unwrap_used)]
+
+mod gpu_common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gpu_common::{
+    Rng, all_learnable, device, initial_states, jittered, mix, params_of, zoo_with_inputs,
+};
+use snn::codegen::cuda::{KernelOptions, Reduction};
+use snn::codegen::interp::{Forward, Gradients, Layout, Mode, Params, Reference, Seq};
+use snn::codegen::ir::{NeuronIr, ParamShape};
+use snn::codegen::{Dtype, Neuron, Storage, compile, zoo};
+use snn::neuron;
+use snn::runtime::{
+    Device, DeviceTensor, LayerConfig, LayerForward, LayerGradients, NeuronLayer, RuntimeError,
+};
+
+/// Resonate-and-fire (Izhikevich, 2001), as in examples/resonate_and_fire.rs: a damped
+/// oscillator (`re + i im`) driven by the input, firing when its imaginary part crosses the
+/// threshold.
+#[neuron(surrogate = atan(alpha = 2.0))]
+pub fn resonate_and_fire(
+    i: Input,
+    re: State,
+    im: State,
+    #[param(default = -0.1)] damping: Param,
+    #[param(default = 0.6, learnable, per_channel)] omega: Param,
+    #[param(default = 1.0)] threshold: Param,
+    #[param(default = 0.5)] dt: Param,
+) -> Spike {
+    let re_next = re + dt * (damping * re - omega * im + i);
+    let im_next = im + dt * (omega * re + damping * im);
+    let s = spike(im_next - threshold);
+    // Reset both parts after a spike.
+    re.set(re_next * (1.0 - s));
+    im.set(im_next * (1.0 - s));
+    s
+}
+
+const F32_REL: f64 = 1e-5;
+const BF16_REL: f64 = 1.0 / 128.0;
+const FLOOR: f64 = 1e-3;
+const PARAM_REL: f64 = 1e-4;
+const PARAM_FLOOR: f64 = 0.1;
+const MAX_DIVERGED: f64 = 0.005;
+
+const NARROW: Storage = Storage {
+    io: Dtype::BF16,
+    spikes: Dtype::U8,
+    saves: Dtype::BF16,
+};
+
+/// 3 channels of 4: N = 1032 is a multiple of 4 (the vector path).
+const VECTOR: (Layout, usize) = (
+    Layout {
+        channels: 3,
+        inner: 4,
+    },
+    86,
+);
+/// 7 channels of 3: N = 1029 is not a multiple of 4 (the scalar path).
+const SCALAR: (Layout, usize) = (
+    Layout {
+        channels: 7,
+        inner: 3,
+    },
+    49,
+);
+
+/// How a layer stores and reduces.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    name: &'static str,
+    storage: Storage,
+    reduction: Reduction,
+}
+
+const VARIANTS: [Variant; 3] = [
+    Variant {
+        name: "f32/atomic",
+        storage: Storage::F32,
+        reduction: Reduction::Atomic,
+    },
+    Variant {
+        name: "f32/determ",
+        storage: Storage::F32,
+        reduction: Reduction::Deterministic,
+    },
+    Variant {
+        name: "narrow/atomic",
+        storage: NARROW,
+        reduction: Reduction::Atomic,
+    },
+];
+
+impl Variant {
+    fn config(&self, layout: Layout) -> LayerConfig {
+        LayerConfig {
+            storage: self.storage,
+            layout,
+            options: KernelOptions {
+                reduction: self.reduction,
+                ..Default::default()
+            },
+        }
+    }
+    fn narrow(&self) -> bool {
+        self.storage != Storage::F32
+    }
+}
+
+/// The zoo with its input ranges, and resonate-and-fire.
+fn neurons() -> Vec<(NeuronIr, (f64, f64))> {
+    let mut all = zoo_with_inputs();
+    all.push((ResonateAndFire::new().ir().unwrap(), (-0.2, 1.2)));
+    all
+}
+
+/// One random problem: params, inputs, states and gradients, as both sides read them.
+struct Problem {
+    steps: usize,
+    n: usize,
+    layout: Layout,
+    values: Vec<(String, Vec<f32>)>,
+    x: Vec<Seq<f32>>,
+    init: Option<Vec<Vec<f32>>>,
+    dy: Vec<Seq<f32>>,
+    dfinal: Option<Vec<Vec<f32>>>,
+}
+
+impl Problem {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ir: &NeuronIr,
+        range: (f64, f64),
+        storage: Storage,
+        steps: usize,
+        (layout, batch): (Layout, usize),
+        with_states: bool,
+        seed: u64,
+    ) -> Self {
+        let n = layout.neurons() * batch;
+        let mut rng = Rng::new(seed);
+        let values = jittered(ir, layout, &mut rng);
+        let x = (0..ir.inputs.len())
+            .map(|_| rng.seq(steps, n, range.0, range.1, storage.io))
+            .collect();
+        let dy = (0..ir.outputs.len())
+            .map(|_| rng.seq(steps, n, -1.0, 1.0, storage.io))
+            .collect();
+        let init = with_states.then(|| initial_states(ir, &values, n, range.1 - range.0, &mut rng));
+        let dfinal = with_states.then(|| {
+            (0..ir.states.len())
+                .map(|_| rng.vec(n, -1.0, 1.0))
+                .collect()
+        });
+        Self {
+            steps,
+            n,
+            layout,
+            values,
+            x,
+            init,
+            dy,
+            dfinal,
+        }
+    }
+}
+
+/// What the reference computes for a problem.
+struct Expected {
+    fwd: Forward<f32>,
+    grads: Gradients<f32>,
+    /// Per learnable param and value: the sum over the elements sharing it of the magnitude
+    /// of each element's own gradient.
+    grad_scale: Vec<Option<Vec<f64>>>,
+}
+
+/// The IR with every param per-neuron, so that a run over `Layout::flat(n)` gives each
+/// element's own param gradients.
+fn per_element(ir: &NeuronIr) -> NeuronIr {
+    let mut ir = ir.clone();
+    for p in &mut ir.params {
+        p.shape = ParamShape::PerNeuron;
+    }
+    ir
+}
+
+fn expected(reference: &Reference, flat: &Reference, p: &Problem) -> Expected {
+    let ir = &reference.compiled().neuron;
+    let params = params_of(ir, p.layout, &p.values);
+    let fwd = reference
+        .forward(&params, &p.x, p.init.as_deref(), Mode::Train)
+        .unwrap();
+    let grads = reference
+        .backward(
+            &params,
+            &p.x,
+            p.init.as_deref(),
+            &fwd,
+            &p.dy,
+            p.dfinal.as_deref(),
+        )
+        .unwrap();
+
+    // The same problem with one param value per element.
+    let flat_ir = &flat.compiled().neuron;
+    let mut flat_params = Params::<f32>::defaults(flat_ir, Layout::flat(p.n));
+    for (spec, (name, v)) in ir.params.iter().zip(&p.values) {
+        let each = (0..p.n).map(|i| v[p.layout.index(spec.shape, i)]).collect();
+        flat_params.set(name, each).unwrap();
+    }
+    let ffwd = flat
+        .forward(&flat_params, &p.x, p.init.as_deref(), Mode::Train)
+        .unwrap();
+    assert_eq!(ffwd.outputs, fwd.outputs, "per-element run: same forward");
+    let fgrads = flat
+        .backward(
+            &flat_params,
+            &p.x,
+            p.init.as_deref(),
+            &ffwd,
+            &p.dy,
+            p.dfinal.as_deref(),
+        )
+        .unwrap();
+    let grad_scale = ir
+        .params
+        .iter()
+        .enumerate()
+        .map(|(q, spec)| {
+            let (Some(each), Some(want)) = (&fgrads.params[q], &grads.params[q]) else {
+                return None;
+            };
+            let mut sum = vec![0.0f64; want.len()];
+            let mut scale = vec![0.0f64; want.len()];
+            for (i, g) in each.iter().enumerate() {
+                let j = p.layout.index(spec.shape, i);
+                sum[j] += f64::from(*g);
+                scale[j] += f64::from(g.abs());
+            }
+            // The per-element run must be the same computation.
+            for j in 0..want.len() {
+                assert!(
+                    (sum[j] - f64::from(want[j])).abs() <= 1e-6 * scale[j] + 1e-30,
+                    "per-element run of `{}`: param `{}`[{j}] sums to {}, the grouped run gives {}",
+                    ir.name,
+                    spec.name,
+                    sum[j],
+                    want[j]
+                );
+            }
+            Some(scale)
+        })
+        .collect();
+    Expected {
+        fwd,
+        grads,
+        grad_scale,
+    }
+}
+
+/// What the GPU computed, downloaded.
+struct Got {
+    /// Whether the inference forward gave the training forward's outputs and final states.
+    inference_matches: bool,
+    outputs: Vec<Vec<f32>>,
+    saves: Vec<Vec<f32>>,
+    final_states: Vec<Vec<f32>>,
+    dx: Vec<Vec<f32>>,
+    dinit: Vec<Vec<f32>>,
+    dparams: Vec<Option<Vec<f32>>>,
+}
+
+fn download(ts: &[DeviceTensor]) -> Result<Vec<Vec<f32>>, RuntimeError> {
+    ts.iter().map(DeviceTensor::to_f32).collect()
+}
+
+fn upload_all(
+    dev: &Arc<Device>,
+    dtype: Dtype,
+    shape: &[usize],
+    values: &[&[f32]],
+) -> Result<Vec<DeviceTensor>, RuntimeError> {
+    values
+        .iter()
+        .map(|v| DeviceTensor::from_f32(dev, dtype, shape, v))
+        .collect()
+}
+
+/// Fills what a forward pass writes with 0xFF bytes.
+fn poison_forward(f: &mut LayerForward) -> Result<(), RuntimeError> {
+    for t in f
+        .outputs
+        .iter_mut()
+        .chain(&mut f.saves)
+        .chain(&mut f.final_states)
+    {
+        t.fill_bytes(0xFF)?;
+    }
+    Ok(())
+}
+
+/// Fills the input and initial-state gradients with 0xFF bytes (not the param gradients,
+/// which the backward adds to).
+fn poison_backward(g: &mut LayerGradients) -> Result<(), RuntimeError> {
+    for t in g.inputs.iter_mut().chain(&mut g.init_states) {
+        t.fill_bytes(0xFF)?;
+    }
+    Ok(())
+}
+
+fn refs(ts: &[DeviceTensor]) -> Vec<&DeviceTensor> {
+    ts.iter().collect()
+}
+
+fn run_gpu(dev: &Arc<Device>, layer: &mut NeuronLayer, p: &Problem) -> Result<Got, RuntimeError> {
+    let st = layer.config().storage;
+    for (name, v) in &p.values {
+        layer.set_param(name, v)?;
+    }
+    let seq = [p.steps, p.n];
+    let x = upload_all(dev, st.io, &seq, &seqs(&p.x))?;
+    let dy = upload_all(dev, st.io, &seq, &seqs(&p.dy))?;
+    let states = |s: &Option<Vec<Vec<f32>>>| {
+        s.as_ref()
+            .map(|s| upload_all(dev, Dtype::F32, &[p.n], &slices(s)))
+            .transpose()
+    };
+    let (init, dfinal) = (states(&p.init)?, states(&p.dfinal)?);
+    let init = init.as_deref().map(refs);
+    let dfinal = dfinal.as_deref().map(refs);
+
+    let mut fwd = layer.alloc_forward(p.steps, p.n, true)?;
+    poison_forward(&mut fwd)?;
+    layer.forward_into(&refs(&x), init.as_deref(), true, &mut fwd)?;
+    let mut g = layer.alloc_backward(p.steps, p.n)?;
+    poison_backward(&mut g)?;
+    layer.backward_into(
+        &refs(&x),
+        init.as_deref(),
+        &fwd,
+        &refs(&dy),
+        dfinal.as_deref(),
+        &mut g,
+    )?;
+    // The inference kernel computes the same outputs and final states, bit for bit.
+    let mut inf = layer.alloc_forward(p.steps, p.n, false)?;
+    poison_forward(&mut inf)?;
+    layer.forward_into(&refs(&x), init.as_deref(), false, &mut inf)?;
+    let same = |a: &[DeviceTensor], b: &[DeviceTensor]| -> Result<bool, RuntimeError> {
+        Ok(bits(a)? == bits(b)?)
+    };
+    let inference_matches =
+        same(&inf.outputs, &fwd.outputs)? && same(&inf.final_states, &fwd.final_states)?;
+    Ok(Got {
+        inference_matches,
+        outputs: download(&fwd.outputs)?,
+        saves: download(&fwd.saves)?,
+        final_states: download(&fwd.final_states)?,
+        dx: download(&g.inputs)?,
+        dinit: download(&g.init_states)?,
+        dparams: g
+            .params
+            .iter()
+            .map(|t| t.as_ref().map(DeviceTensor::to_f32).transpose())
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Host copies of the tensors' values, as bits (for exact comparisons, NaN included).
+fn bits(ts: &[DeviceTensor]) -> Result<Vec<Vec<u32>>, RuntimeError> {
+    ts.iter()
+        .map(|t| Ok(t.to_f32()?.iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+fn seqs(s: &[Seq<f32>]) -> Vec<&[f32]> {
+    s.iter().map(|s| s.data.as_slice()).collect()
+}
+
+fn slices(v: &[Vec<f32>]) -> Vec<&[f32]> {
+    v.iter().map(Vec::as_slice).collect()
+}
+
+/// Comparisons of one configuration: failures, and the largest relative error seen.
+struct Compare {
+    label: String,
+    failures: Vec<String>,
+    failed: usize,
+    max_rel: f64,
+    worst: String,
+}
+
+impl Compare {
+    fn new(label: String) -> Self {
+        Self {
+            label,
+            failures: Vec::new(),
+            failed: 0,
+            max_rel: 0.0,
+            worst: String::new(),
+        }
+    }
+
+    fn fail(&mut self, msg: String) {
+        self.failed += 1;
+        if self.failures.len() < 8 {
+            self.failures.push(format!("{}: {msg}", self.label));
+        }
+    }
+
+    /// Compares a `[T, N]` or `[N]` tensor elementwise (element `k % n`), skipping the
+    /// elements marked in `skip` except for the check that every value was written.
+    #[allow(clippy::too_many_arguments)]
+    fn tensor(
+        &mut self,
+        what: &str,
+        gpu: &[f32],
+        cpu: &[f32],
+        n: usize,
+        rel: f64,
+        spikes: bool,
+        skip: &[bool],
+    ) {
+        if gpu.len() != cpu.len() {
+            self.fail(format!(
+                "{what}: {} values, expected {}",
+                gpu.len(),
+                cpu.len()
+            ));
+            return;
+        }
+        let scale = cpu
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+        for (k, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+            let (t, i) = (k / n, k % n);
+            let written = if spikes {
+                g == 0.0 || g == 1.0
+            } else {
+                g.is_finite() || !c.is_finite()
+            };
+            if !written {
+                self.fail(format!(
+                    "{what}[t = {t}, i = {i}]: GPU gives {g} (unwritten?), the reference {c}"
+                ));
+                continue;
+            }
+            if skip[i] {
+                continue;
+            }
+            if !c.is_finite() {
+                if g.is_finite() {
+                    self.fail(format!(
+                        "{what}[t = {t}, i = {i}]: GPU {g}, the reference {c}"
+                    ));
+                }
+                continue;
+            }
+            let (g, c) = (f64::from(g), f64::from(c));
+            let denom = c.abs().max(FLOOR * scale);
+            let diff = (g - c).abs();
+            if diff > rel * denom {
+                self.fail(format!(
+                    "{what}[t = {t}, i = {i}]: GPU {g}, the reference {c} (difference {diff:.3e}, tolerance {:.3e})",
+                    rel * denom
+                ));
+            }
+            if denom > 0.0 && diff / denom > self.max_rel {
+                self.max_rel = diff / denom;
+                self.worst = what.to_string();
+            }
+        }
+    }
+
+    /// Compares a param gradient with `|gpu - cpu| <= rel * max(|cpu|, 0.1 * scale)`.
+    fn param(&mut self, what: &str, gpu: &[f32], cpu: &[f32], scale: &[f64], rel: f64) {
+        for (j, ((&g, &c), &s)) in gpu.iter().zip(cpu).zip(scale).enumerate() {
+            let (g, c) = (f64::from(g), f64::from(c));
+            let denom = c.abs().max(PARAM_FLOOR * s);
+            let diff = (g - c).abs();
+            if diff.is_nan() || diff > rel * denom {
+                self.fail(format!(
+                    "{what}[{j}]: GPU {g}, the reference {c} (difference {diff:.3e}, tolerance {:.3e}, sum of |per-element gradients| {s:.3e})",
+                    rel * denom
+                ));
+            }
+            if denom > 0.0 && diff / denom > self.max_rel {
+                self.max_rel = diff / denom;
+                self.worst = what.to_string();
+            }
+        }
+    }
+}
+
+/// Elements whose spike outputs differ anywhere from the reference's.
+fn diverged(ir: &NeuronIr, got: &Got, want: &Forward<f32>, n: usize) -> Vec<bool> {
+    let mut div = vec![false; n];
+    for (m, out) in got.outputs.iter().enumerate() {
+        if !ir.output_is_spike(m) {
+            continue;
+        }
+        for (k, (g, c)) in out.iter().zip(&want.outputs[m].data).enumerate() {
+            if g != c {
+                div[k % n] = true;
+            }
+        }
+    }
+    div
+}
+
+/// Runs one configuration on the GPU and compares; returns the failures.
+fn check(
+    dev: &Arc<Device>,
+    layer: &mut NeuronLayer,
+    variant: &Variant,
+    p: &Problem,
+    want: &Expected,
+) -> Compare {
+    let ir = layer.neuron().clone();
+    let st = variant.storage;
+    let label = format!(
+        "{} {} T={} N={} states={}",
+        ir.name,
+        variant.name,
+        p.steps,
+        p.n,
+        if p.init.is_some() { "given" } else { "default" }
+    );
+    let mut cmp = Compare::new(label);
+    let got = match run_gpu(dev, layer, p) {
+        Ok(g) => g,
+        Err(e) => {
+            cmp.fail(format!("GPU run failed: {e}"));
+            return cmp;
+        }
+    };
+    let n = p.n;
+    if !got.inference_matches {
+        cmp.fail(
+            "the inference forward's outputs or final states differ from the training forward's"
+                .into(),
+        );
+    }
+    let div = diverged(&ir, &got, &want.fwd, n);
+    let ndiv = div.iter().filter(|&&d| d).count();
+    if ndiv as f64 > MAX_DIVERGED * n as f64 {
+        cmp.fail(format!(
+            "{ndiv} of {n} elements diverged (spike flips), more than {}%",
+            MAX_DIVERGED * 100.0
+        ));
+    }
+    let narrow = variant.narrow();
+    let back_rel = if narrow { BF16_REL } else { F32_REL };
+    let dtype_rel = |d: Dtype| if d.holds_f32() { F32_REL } else { BF16_REL };
+    for (m, g) in got.outputs.iter().enumerate() {
+        let spikes = ir.output_is_spike(m);
+        let rel = dtype_rel(if spikes { st.spikes } else { st.io });
+        let what = format!("output `{}`", ir.outputs[m]);
+        cmp.tensor(&what, g, &want.fwd.outputs[m].data, n, rel, spikes, &div);
+    }
+    for (k, g) in got.saves.iter().enumerate() {
+        let what = format!("save {k}");
+        let rel = dtype_rel(st.saves);
+        cmp.tensor(&what, g, &want.fwd.saved[k].data, n, rel, false, &div);
+    }
+    for (j, g) in got.final_states.iter().enumerate() {
+        let what = format!("final state `{}`", ir.states[j].name);
+        cmp.tensor(&what, g, &want.fwd.final_states[j], n, F32_REL, false, &div);
+    }
+    for (k, g) in got.dx.iter().enumerate() {
+        let what = format!("gradient of input `{}`", ir.inputs[k]);
+        cmp.tensor(
+            &what,
+            g,
+            &want.grads.inputs[k].data,
+            n,
+            back_rel,
+            false,
+            &div,
+        );
+    }
+    for (j, g) in got.dinit.iter().enumerate() {
+        let what = format!("gradient of initial state `{}`", ir.states[j].name);
+        cmp.tensor(
+            &what,
+            g,
+            &want.grads.init_states[j],
+            n,
+            back_rel,
+            false,
+            &div,
+        );
+    }
+    let param_rel = if narrow { BF16_REL } else { PARAM_REL };
+    let mut params_note = "params compared";
+    if ndiv > 0 {
+        params_note = "params NOT compared (diverged elements contribute to the sums)";
+    } else {
+        for (q, spec) in ir.params.iter().enumerate() {
+            match (&got.dparams[q], &want.grads.params[q], &want.grad_scale[q]) {
+                (Some(g), Some(c), Some(s)) => {
+                    let what = format!("gradient of param `{}` ({})", spec.name, spec.shape);
+                    cmp.param(&what, g, c, s, param_rel);
+                }
+                (None, None, _) => {}
+                _ => cmp.fail(format!("param `{}`: gradient presence differs", spec.name)),
+            }
+        }
+    }
+    let spikes: f64 = got
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(|(m, _)| ir.output_is_spike(*m))
+        .map(|(_, o)| o.iter().map(|&v| f64::from(v)).sum::<f64>() / o.len() as f64)
+        .sum();
+    eprintln!(
+        "{:<48} spike rate {spikes:.3}  max rel err {:.2e} ({})  diverged {ndiv}  {params_note}{}",
+        cmp.label,
+        cmp.max_rel,
+        if cmp.worst.is_empty() {
+            "-"
+        } else {
+            &cmp.worst
+        },
+        if cmp.failed > 0 {
+            format!("  FAILED ({} mismatches)", cmp.failed)
+        } else {
+            String::new()
+        }
+    );
+    cmp
+}
+
+#[test]
+fn gpu_layers_match_the_reference() {
+    let Some(dev) = device("gpu_layers_match_the_reference") else {
+        return;
+    };
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    let mut configs = 0;
+    for (g, (base, range)) in neurons().into_iter().enumerate() {
+        let ir = all_learnable(&base);
+        for (v, variant) in VARIANTS.iter().enumerate() {
+            let st = variant.storage;
+            let reference = Reference::new(compile(&ir, st).unwrap());
+            let flat = Reference::new(compile(&per_element(&ir), st).unwrap());
+            let mut problems = Vec::new();
+            for steps in [1, 7, 32, 128] {
+                for shape in [VECTOR, SCALAR] {
+                    let seed = mix((g * 1000 + v * 100 + steps) as u64 ^ shape.1 as u64);
+                    problems.push(Problem::new(&ir, range, st, steps, shape, steps != 7, seed));
+                }
+            }
+            // The reference runs on all cores while this thread builds the layers.
+            let (layers, wanted) = std::thread::scope(|s| {
+                let handles: Vec<_> = problems
+                    .iter()
+                    .map(|p| s.spawn(|| expected(&reference, &flat, p)))
+                    .collect();
+                let layers: Vec<Result<NeuronLayer, RuntimeError>> = [VECTOR, SCALAR]
+                    .iter()
+                    .map(|(layout, _)| NeuronLayer::new(&dev, &ir, variant.config(*layout)))
+                    .collect();
+                let wanted: Vec<Expected> =
+                    handles.into_iter().map(|h| h.join().unwrap()).collect();
+                (layers, wanted)
+            });
+            let mut layers: Vec<NeuronLayer> = match layers.into_iter().collect() {
+                Ok(l) => l,
+                Err(e) => {
+                    failures.push(format!(
+                        "{} {}: building the layer: {e}",
+                        ir.name, variant.name
+                    ));
+                    continue;
+                }
+            };
+            for (p, want) in problems.iter().zip(&wanted) {
+                let layer = if p.layout == VECTOR.0 {
+                    &mut layers[0]
+                } else {
+                    &mut layers[1]
+                };
+                configs += 1;
+                failures.extend(check(&dev, layer, variant, p, want).failures);
+            }
+        }
+    }
+    eprintln!(
+        "{configs} configurations in {:.1} s; kernel cache: {:?}",
+        start.elapsed().as_secs_f64(),
+        dev.cache.stats()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn gpu_chunked_equals_unchunked() {
+    let Some(dev) = device("gpu_chunked_equals_unchunked") else {
+        return;
+    };
+    const STEPS: usize = 32;
+    const SPLIT: usize = 11;
+    let mut failures = Vec::new();
+    for (g, (base, range)) in zoo_with_inputs().into_iter().enumerate() {
+        let ir = all_learnable(&base);
+        for reduction in [Reduction::Atomic, Reduction::Deterministic] {
+            for (layout, batch) in [VECTOR, SCALAR] {
+                let n = layout.neurons() * batch;
+                let label = format!("{} {reduction:?} N={n}", ir.name);
+                let mut rng = Rng::new(mix(g as u64 * 31 + n as u64));
+                let config = LayerConfig {
+                    storage: Storage::F32,
+                    layout,
+                    options: KernelOptions {
+                        reduction,
+                        ..Default::default()
+                    },
+                };
+                let mut layer = NeuronLayer::new(&dev, &ir, config).unwrap();
+                for (name, v) in jittered(&ir, layout, &mut rng) {
+                    layer.set_param(&name, &v).unwrap();
+                }
+                let x: Vec<Seq<f32>> = (0..ir.inputs.len())
+                    .map(|_| rng.seq(STEPS, n, range.0, range.1, Dtype::F32))
+                    .collect();
+                let dy: Vec<Seq<f32>> = (0..ir.outputs.len())
+                    .map(|_| rng.seq(STEPS, n, -1.0, 1.0, Dtype::F32))
+                    .collect();
+                let upload = |s: &[Seq<f32>], from: usize, to: usize| -> Vec<DeviceTensor> {
+                    s.iter()
+                        .map(|s| {
+                            let part = s.steps(from, to);
+                            DeviceTensor::from_f32(&dev, Dtype::F32, &[to - from, n], &part.data)
+                                .unwrap()
+                        })
+                        .collect()
+                };
+
+                // Whole.
+                let (xw, dyw) = (upload(&x, 0, STEPS), upload(&dy, 0, STEPS));
+                let mut fw = layer.alloc_forward(STEPS, n, true).unwrap();
+                poison_forward(&mut fw).unwrap();
+                layer.forward_into(&refs(&xw), None, true, &mut fw).unwrap();
+                let mut gw = layer.alloc_backward(STEPS, n).unwrap();
+                poison_backward(&mut gw).unwrap();
+                layer
+                    .backward_into(&refs(&xw), None, &fw, &refs(&dyw), None, &mut gw)
+                    .unwrap();
+
+                // Chunks: forward in order, each from the last one's final states.
+                let (x1, dy1) = (upload(&x, 0, SPLIT), upload(&dy, 0, SPLIT));
+                let (x2, dy2) = (upload(&x, SPLIT, STEPS), upload(&dy, SPLIT, STEPS));
+                let mut f1 = layer.alloc_forward(SPLIT, n, true).unwrap();
+                poison_forward(&mut f1).unwrap();
+                layer.forward_into(&refs(&x1), None, true, &mut f1).unwrap();
+                let init2 = refs(&f1.final_states);
+                let mut f2 = layer.alloc_forward(STEPS - SPLIT, n, true).unwrap();
+                poison_forward(&mut f2).unwrap();
+                layer
+                    .forward_into(&refs(&x2), Some(&init2), true, &mut f2)
+                    .unwrap();
+                // Backward in reverse: the later chunk's initial-state gradients are the
+                // earlier chunk's final-state gradients; param gradients accumulate in the
+                // same tensors (moved from one chunk's gradients to the next, since the
+                // input-gradient tensors of chunks of different lengths differ in shape).
+                let mut g2 = layer.alloc_backward(STEPS - SPLIT, n).unwrap();
+                poison_backward(&mut g2).unwrap();
+                layer
+                    .backward_into(&refs(&x2), Some(&init2), &f2, &refs(&dy2), None, &mut g2)
+                    .unwrap();
+                let mut g1 = layer.alloc_backward(SPLIT, n).unwrap();
+                poison_backward(&mut g1).unwrap();
+                g1.params = std::mem::take(&mut g2.params);
+                let dfinal1 = refs(&g2.init_states);
+                layer
+                    .backward_into(&refs(&x1), None, &f1, &refs(&dy1), Some(&dfinal1), &mut g1)
+                    .unwrap();
+
+                let b = |ts: &[DeviceTensor]| bits(ts).unwrap();
+                let mut same = |what: &str, got: Vec<Vec<u32>>, want: Vec<Vec<u32>>| {
+                    if let Some(msg) = first_difference(&got, &want, n) {
+                        failures.push(format!("{label}: chunked {what} differ: {msg}"));
+                    }
+                };
+                same(
+                    "outputs",
+                    joined(b(&f1.outputs), b(&f2.outputs)),
+                    b(&fw.outputs),
+                );
+                same("saves", joined(b(&f1.saves), b(&f2.saves)), b(&fw.saves));
+                same("final states", b(&f2.final_states), b(&fw.final_states));
+                same(
+                    "input gradients",
+                    joined(b(&g1.inputs), b(&g2.inputs)),
+                    b(&gw.inputs),
+                );
+                same(
+                    "initial-state gradients",
+                    b(&g1.init_states),
+                    b(&gw.init_states),
+                );
+                let mut max_rel = 0.0f64;
+                for (q, spec) in ir.params.iter().enumerate() {
+                    let (Some(a), Some(b)) = (&g1.params[q], &gw.params[q]) else {
+                        panic!("{label}: param `{}` has no gradient", spec.name);
+                    };
+                    let (a, b) = (a.to_f32().unwrap(), b.to_f32().unwrap());
+                    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    for (j, (a, b)) in a.iter().zip(&b).enumerate() {
+                        let denom = f64::from(a.abs().max(b.abs()).max(1e-3 * scale));
+                        let diff = f64::from((a - b).abs());
+                        if diff.is_nan() || diff > 1e-5 * denom {
+                            failures.push(format!(
+                                "{label}: gradient of `{}`[{j}]: chunked {a}, unchunked {b}",
+                                spec.name
+                            ));
+                        }
+                        if denom > 0.0 {
+                            max_rel = max_rel.max(diff / denom);
+                        }
+                    }
+                }
+                eprintln!(
+                    "{label:<40} chunked vs unchunked: param gradients max rel diff {max_rel:.2e}"
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Joins per-tensor values of two chunks along time.
+fn joined(a: Vec<Vec<u32>>, b: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
+    a.into_iter()
+        .zip(b)
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a
+        })
+        .collect()
+}
+
+/// Where two lists of tensors (as bits, element `k % n` at step `k / n`) first differ.
+fn first_difference(got: &[Vec<u32>], want: &[Vec<u32>], n: usize) -> Option<String> {
+    if got.len() != want.len() {
+        return Some(format!("{} tensors, expected {}", got.len(), want.len()));
+    }
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.len() != w.len() {
+            return Some(format!(
+                "tensor {j}: {} values, expected {}",
+                g.len(),
+                w.len()
+            ));
+        }
+        let differing = g.iter().zip(w).filter(|(a, b)| a != b).count();
+        if let Some(k) = g.iter().zip(w).position(|(a, b)| a != b) {
+            return Some(format!(
+                "tensor {j}: {differing} value(s) differ, first at t = {}, i = {}: {} vs {}",
+                k / n,
+                k % n,
+                f32::from_bits(g[k]),
+                f32::from_bits(w[k])
+            ));
+        }
+    }
+    None
+}
+
+/// `x` of the large test at flat index `k = t * N + i`: a multiple of 1/512 in [0, 0.5),
+/// exact in bf16.
+fn big_x(k: usize) -> f32 {
+    (mix(k as u64 ^ 0x5EED) >> 56) as f32 / 512.0
+}
+
+/// `dL/dy` of the large test: a multiple of 1/128 in [-1, 1), exact in bf16.
+fn big_dy(k: usize) -> f32 {
+    ((mix(k as u64 ^ 0xD1D1) >> 56) as f32 - 128.0) / 128.0
+}
+
+/// `[T, N]` values `f(t * N + i)`, filled on all cores.
+fn generate(steps: usize, n: usize, f: fn(usize) -> f32) -> Vec<f32> {
+    let mut data = vec![0.0f32; steps * n];
+    let threads = std::thread::available_parallelism().map_or(4, |p| p.get());
+    let chunk = data.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for (c, part) in data.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                for (j, v) in part.iter_mut().enumerate() {
+                    *v = f(c * chunk + j);
+                }
+            });
+        }
+    });
+    data
+}
+
+/// `[T, sample]`: the columns `idx` of a `[T, N]` tensor.
+fn gather(all: &[f32], steps: usize, n: usize, idx: &[usize]) -> Vec<f32> {
+    (0..steps)
+        .flat_map(|t| idx.iter().map(move |&i| all[t * n + i]))
+        .collect()
+}
+
+#[test]
+fn gpu_paper_lif_beyond_2_31_element_steps() {
+    let Some(dev) = device("gpu_paper_lif_beyond_2_31_element_steps") else {
+        return;
+    };
+    const STEPS: usize = 16;
+    const N: usize = (1 << 27) + 12;
+    const { assert!(STEPS * N > 1 << 31) };
+    let start = Instant::now();
+    let layout = Layout::flat(4);
+    // Every param learnable (and scalar), so that the backward also sums over all 2^31
+    // element-steps.
+    let mut ir = zoo::PaperLif::default().ir().unwrap();
+    for p in &mut ir.params {
+        p.learnable = true;
+    }
+    let config = LayerConfig {
+        storage: NARROW,
+        layout,
+        options: KernelOptions::default(),
+    };
+    let layer = NeuronLayer::new(&dev, &ir, config).unwrap();
+    let seq = [STEPS, N];
+    let x = {
+        let host = generate(STEPS, N, big_x);
+        DeviceTensor::from_f32(&dev, NARROW.io, &seq, &host).unwrap()
+    };
+    let mut fwd = layer.alloc_forward(STEPS, N, true).unwrap();
+    poison_forward(&mut fwd).unwrap();
+    layer.forward_into(&[&x], None, true, &mut fwd).unwrap();
+    let dy = {
+        let host = generate(STEPS, N, big_dy);
+        DeviceTensor::from_f32(&dev, NARROW.io, &seq, &host).unwrap()
+    };
+    let mut g = layer.alloc_backward(STEPS, N).unwrap();
+    poison_backward(&mut g).unwrap();
+    layer
+        .backward_into(&[&x], None, &fwd, &[&dy], None, &mut g)
+        .unwrap();
+    dev.synchronize().unwrap();
+    eprintln!(
+        "T = {STEPS}, N = {N} (T * N = {}): uploaded, ran forward and backward in {:.1} s",
+        STEPS * N,
+        start.elapsed().as_secs_f64()
+    );
+    drop((x, dy));
+
+    // 1500 random elements and the last 500 (whose late steps sit past index 2^31).
+    let mut rng = Rng::new(2026);
+    let mut idx: Vec<usize> = (0..1500).map(|_| rng.below(N - 500)).collect();
+    idx.extend(N - 500..N);
+    let m = idx.len();
+    assert!((STEPS - 1) * N + idx[m - 1] > 1 << 31);
+
+    // Download each [T, N] tensor once, check that every value was written, keep the sample.
+    let sample = |what: &str, t: &DeviceTensor, spikes: bool| -> Vec<f32> {
+        let all = t.to_f32().unwrap();
+        let bad = if spikes {
+            all.iter().position(|&v| v != 0.0 && v != 1.0)
+        } else {
+            all.iter().position(|v| !v.is_finite())
+        };
+        if let Some(k) = bad {
+            panic!(
+                "{what}[t = {}, i = {}] = {} was not written",
+                k / N,
+                k % N,
+                all[k]
+            );
+        }
+        let s = if all.len() == N {
+            idx.iter().map(|&i| all[i]).collect()
+        } else {
+            gather(&all, STEPS, N, &idx)
+        };
+        eprintln!("  {what}: all {} values written", all.len());
+        s
+    };
+    let out = sample("output", &fwd.outputs[0], true);
+    let saves: Vec<Vec<f32>> = fwd.saves.iter().map(|t| sample("save", t, false)).collect();
+    let finals: Vec<Vec<f32>> = fwd
+        .final_states
+        .iter()
+        .map(|t| sample("final state", t, false))
+        .collect();
+    let dx = sample("input gradient", &g.inputs[0], false);
+    let dinit: Vec<Vec<f32>> = g
+        .init_states
+        .iter()
+        .map(|t| sample("initial-state gradient", t, false))
+        .collect();
+    drop(fwd);
+    let dparams: Vec<f32> = g
+        .params
+        .iter()
+        .map(|t| t.as_ref().unwrap().to_f32().unwrap()[0])
+        .collect();
+    drop(g);
+
+    // The reference on the sampled elements (independent elements, scalar params).
+    let reference = Reference::new(compile(&ir, NARROW).unwrap());
+    let params = Params::<f32>::defaults(&ir, Layout::flat(1));
+    let column = |f: fn(usize) -> f32| -> Seq<f32> {
+        let data = (0..STEPS)
+            .flat_map(|t| idx.iter().map(move |&i| f(t * N + i)))
+            .collect();
+        Seq::new(STEPS, m, data).unwrap()
+    };
+    let xs = vec![column(big_x)];
+    let want = reference.forward(&params, &xs, None, Mode::Train).unwrap();
+    let wg = reference
+        .backward(&params, &xs, None, &want, &[column(big_dy)], None)
+        .unwrap();
+    let div = {
+        let mut d = vec![false; m];
+        for (k, (a, b)) in out.iter().zip(&want.outputs[0].data).enumerate() {
+            if a != b {
+                d[k % m] = true;
+            }
+        }
+        d
+    };
+    let ndiv = div.iter().filter(|&&d| d).count();
+    let mut cmp = Compare::new(format!("paper_lif narrow T={STEPS} N={N} (sample of {m})"));
+    cmp.tensor("output", &out, &want.outputs[0].data, m, 0.0, true, &div);
+    for (k, s) in saves.iter().enumerate() {
+        cmp.tensor("save", s, &want.saved[k].data, m, BF16_REL, false, &div);
+    }
+    for (j, s) in finals.iter().enumerate() {
+        cmp.tensor(
+            "final state",
+            s,
+            &want.final_states[j],
+            m,
+            F32_REL,
+            false,
+            &div,
+        );
+    }
+    cmp.tensor(
+        "input gradient",
+        &dx,
+        &wg.inputs[0].data,
+        m,
+        BF16_REL,
+        false,
+        &div,
+    );
+    for (j, s) in dinit.iter().enumerate() {
+        cmp.tensor(
+            "initial-state gradient",
+            s,
+            &wg.init_states[j],
+            m,
+            BF16_REL,
+            false,
+            &div,
+        );
+    }
+    eprintln!(
+        "{}: max rel err {:.2e} ({}), diverged {ndiv}",
+        cmp.label, cmp.max_rel, cmp.worst
+    );
+    assert!(
+        ndiv as f64 <= MAX_DIVERGED * m as f64,
+        "{ndiv} of {m} sampled elements diverged"
+    );
+    assert!(
+        cmp.failures.is_empty(),
+        "{} mismatches:\n{}",
+        cmp.failed,
+        cmp.failures.join("\n")
+    );
+
+    // The param gradients sum over every element: the reference over all N elements, in
+    // blocks of elements on all cores (each element's own gradient from a per-element run,
+    // for the sum of magnitudes that bounds the GPU's f32 rounding).
+    let flat = Reference::new(compile(&per_element(&ir), NARROW).unwrap());
+    let block = 1 << 16;
+    let blocks = N.div_ceil(block);
+    let threads = std::thread::available_parallelism().map_or(4, |p| p.get());
+    let nparams = ir.params.len();
+    let sums = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let flat = &flat;
+                s.spawn(move || {
+                    let mut acc = vec![(0.0f64, 0.0f64); nparams];
+                    for b in (w..blocks).step_by(threads) {
+                        let (lo, hi) = (b * block, ((b + 1) * block).min(N));
+                        let len = hi - lo;
+                        let col = |f: fn(usize) -> f32| {
+                            let data = (0..STEPS)
+                                .flat_map(|t| (lo..hi).map(move |i| f(t * N + i)))
+                                .collect();
+                            Seq::new(STEPS, len, data).unwrap()
+                        };
+                        let params =
+                            Params::<f32>::defaults(&flat.compiled().neuron, Layout::flat(len));
+                        let xs = vec![col(big_x)];
+                        let f = flat.forward(&params, &xs, None, Mode::Train).unwrap();
+                        let g = flat
+                            .backward(&params, &xs, None, &f, &[col(big_dy)], None)
+                            .unwrap();
+                        for (q, a) in acc.iter_mut().enumerate() {
+                            for v in g.params[q].as_ref().unwrap() {
+                                a.0 += f64::from(*v);
+                                a.1 += f64::from(v.abs());
+                            }
+                        }
+                    }
+                    acc
+                })
+            })
+            .collect();
+        let mut total = vec![(0.0f64, 0.0f64); nparams];
+        for h in handles {
+            for (t, a) in total.iter_mut().zip(h.join().unwrap()) {
+                t.0 += a.0;
+                t.1 += a.1;
+            }
+        }
+        total
+    });
+    for (q, spec) in ir.params.iter().enumerate() {
+        let (want, scale) = sums[q];
+        let got = f64::from(dparams[q]);
+        // f32 sums of up to ~2000 terms per thread, then over threads: generously 1e-3.
+        let tol = 1e-3 * want.abs().max(scale);
+        eprintln!(
+            "  gradient of `{}`: GPU {got}, reference {want} (sum of |per-element| {scale:.3e})",
+            spec.name
+        );
+        assert!(
+            (got - want).abs() <= tol,
+            "gradient of `{}` over all {N} elements: GPU {got}, reference {want} (tolerance {tol:.3e})",
+            spec.name
+        );
+    }
+    eprintln!("large test done in {:.1} s", start.elapsed().as_secs_f64());
+}
+
+#[test]
+fn gpu_bad_arguments_are_errors() {
+    let Some(dev) = device("gpu_bad_arguments_are_errors") else {
+        return;
+    };
+    let (layout, batch, steps) = (VECTOR.0, 2, 5);
+    let n = layout.neurons() * batch;
+    let lif = zoo::PaperLif::default();
+    let mut layer = NeuronLayer::new(&dev, &lif, LayerConfig::new(layout)).unwrap();
+    let t = |d: Dtype, shape: &[usize]| DeviceTensor::zeros(&dev, d, shape).unwrap();
+    let x = t(Dtype::F32, &[steps, n]);
+    let dy = t(Dtype::F32, &[steps, n]);
+    let expect_shape_error = |what: &str, r: Result<(), RuntimeError>| match r {
+        Err(RuntimeError::Shape(msg)) => eprintln!("{what}: {msg}"),
+        other => panic!("{what}: expected a shape error, got {other:?}"),
+    };
+    let fwd = |inputs: &[&DeviceTensor], init: Option<&[&DeviceTensor]>| {
+        layer.forward(inputs, init, true).map(|_| ())
+    };
+
+    expect_shape_error("no inputs", fwd(&[], None));
+    expect_shape_error("two inputs", fwd(&[&x, &x], None));
+    expect_shape_error(
+        "a bf16 input to an f32 layer",
+        fwd(&[&t(Dtype::BF16, &[steps, n])], None),
+    );
+    expect_shape_error("a 1-D input", fwd(&[&t(Dtype::F32, &[steps * n])], None));
+    expect_shape_error(
+        "a 3-D input",
+        fwd(&[&t(Dtype::F32, &[steps, n / 2, 2])], None),
+    );
+    expect_shape_error(
+        "N not a multiple of the layout",
+        fwd(&[&t(Dtype::F32, &[steps, n + 1])], None),
+    );
+    let s = t(Dtype::F32, &[n]);
+    expect_shape_error("one initial state of two", fwd(&[&x], Some(&[&s])));
+    expect_shape_error(
+        "initial states of the wrong length",
+        fwd(&[&x], Some(&[&t(Dtype::F32, &[n + 12]), &s])),
+    );
+    expect_shape_error(
+        "bf16 initial states",
+        fwd(&[&x], Some(&[&t(Dtype::BF16, &[n]), &s])),
+    );
+    let mut small = layer.alloc_forward(steps - 1, n, true).unwrap();
+    expect_shape_error(
+        "forward_into tensors of another T",
+        layer.forward_into(&[&x], None, true, &mut small),
+    );
+    let mut inference_sized = layer.alloc_forward(steps, n, false).unwrap();
+    expect_shape_error(
+        "a training forward into an inference allocation (no saves)",
+        layer.forward_into(&[&x], None, true, &mut inference_sized),
+    );
+
+    let inference = layer.forward(&[&x], None, false).unwrap();
+    assert!(inference.saves.is_empty());
+    expect_shape_error(
+        "backward after an inference forward",
+        layer
+            .backward(&[&x], None, &inference, &[&dy], None)
+            .map(|_| ()),
+    );
+    let train = layer.forward(&[&x], None, true).unwrap();
+    expect_shape_error(
+        "backward without output gradients",
+        layer.backward(&[&x], None, &train, &[], None).map(|_| ()),
+    );
+    expect_shape_error(
+        "backward with output gradients of another T",
+        layer
+            .backward(
+                &[&x],
+                None,
+                &train,
+                &[&t(Dtype::F32, &[steps + 1, n])],
+                None,
+            )
+            .map(|_| ()),
+    );
+    expect_shape_error(
+        "backward with bf16 output gradients",
+        layer
+            .backward(&[&x], None, &train, &[&t(Dtype::BF16, &[steps, n])], None)
+            .map(|_| ()),
+    );
+    expect_shape_error(
+        "backward with one final-state gradient of two",
+        layer
+            .backward(&[&x], None, &train, &[&dy], Some(&[&s]))
+            .map(|_| ()),
+    );
+    let mut small_g = layer.alloc_backward(steps - 1, n).unwrap();
+    expect_shape_error(
+        "backward_into tensors of another T",
+        layer.backward_into(&[&x], None, &train, &[&dy], None, &mut small_g),
+    );
+
+    expect_shape_error(
+        "set_param with an unknown name",
+        layer.set_param("tau", &[1.0]),
+    );
+    expect_shape_error(
+        "set_param with two values for a scalar",
+        layer.set_param("decay", &[0.1, 0.2]),
+    );
+    expect_shape_error("set_param with no values", layer.set_param("decay", &[]));
+    let per_channel = {
+        let mut ir = lif.ir().unwrap();
+        ir.params[0].shape = ParamShape::PerChannel;
+        ir
+    };
+    let mut pc = NeuronLayer::new(&dev, &per_channel, LayerConfig::new(layout)).unwrap();
+    expect_shape_error(
+        "set_param with one value for a per-channel param",
+        pc.set_param("decay", &[0.1]),
+    );
+    pc.set_param("decay", &[0.1, 0.2, 0.3]).unwrap();
+    assert_eq!(pc.param("decay"), Some(&[0.1f32, 0.2, 0.3][..]));
+    assert_eq!(layer.param("decay"), Some(&[0.2f32][..]));
+
+    // After all that, the layer still works.
+    let out = layer.forward(&[&x], None, true).unwrap();
+    assert_eq!(out.outputs[0].to_f32().unwrap(), vec![0.0; steps * n]);
+}
