@@ -12,17 +12,27 @@
 //!    gradients are compared, with every output poisoned (0xFF bytes: NaN, or 255 for u8
 //!    spikes) before the launch, so that an element the kernel never writes fails.
 //! 2. `gpu_chunked_equals_unchunked`: T = 32 run as chunks [0, 11) and [11, 32), states and
-//!    state gradients handed across, param gradients accumulated into one tensor.
-//! 3. `gpu_paper_lif_beyond_2_31_element_steps`: T * N > 2^31 (64-bit indexing).
+//!    state gradients handed across, param gradients accumulated into one tensor: outputs,
+//!    saves, final states, input and initial-state gradients equal the whole run's bit for
+//!    bit; param gradients agree to 1e-5 of the sum of their terms' magnitudes (below).
+//! 3. `gpu_paper_lif_beyond_2_31_element_steps`: T * N > 2^31 (64-bit indexing), narrow
+//!    storage: every value of every tensor written, a sample of 2000 elements (the last 500
+//!    among them) against the reference, and the param gradients (sums over all 2^31
+//!    element-steps, with the atomic and with the deterministic reduction) against the
+//!    reference run over all elements on all cores.
 //! 4. `gpu_bad_arguments_are_errors`: wrong inputs and params are errors, not panics.
+//!
+//! Each test prints one line per configuration. Without a GPU they print a notice and pass;
+//! with `SNN_REQUIRE_GPU=1` they fail instead.
 //!
 //! # Tolerances
 //!
 //! The kernels do the interpreter's f32 arithmetic in the interpreter's order (`--fmad=false`
-//! keeps products and sums apart), so integer-like neurons agree bit for bit. Where a neuron
-//! calls a transcendental function (`expf`, `tanhf`, ...) or divides (NVRTC's
-//! `--prec-div=false` division is within 2 ulp), the GPU's result is within a few ulp of the
-//! CPU's each step, so values agree to about 1e-6 relative. Hence:
+//! keeps products and sums apart), so neurons made of `+ - *` and comparisons (the paper's
+//! LIF, ALIF with its triangle surrogate, the leaky integrator) agree bit for bit. Where a
+//! neuron calls a transcendental function (`expf` in EIF and in the sigmoid surrogate) or
+//! divides (LIF's `/ tau`, the atan and fast-sigmoid surrogates; NVRTC's `--prec-div=false`
+//! division is within 2 ulp), the GPU's result differs by a few ulp per operation.
 //!
 //! - **Divergence.** A few-ulp difference can move a pre-activation across the threshold:
 //!   one side spikes, the other does not, and the element's trajectory then legitimately
@@ -32,25 +42,39 @@
 //!   comparison. Only spike flips count: a real-valued output that differs beyond the value
 //!   tolerance is a failure, not a divergence. Every GPU value, diverged or not, must still
 //!   be written (finite where the reference is finite, and spikes exactly 0 or 1).
-//! - **Values** (outputs, saves, final states, input and initial-state gradients):
-//!   `|gpu - cpu| <= rel * max(|cpu|, 1e-3 * max|cpu over the tensor|)`, with `rel = 1e-5`
-//!   in f32 storage (the bound: relative error at most 1e-5; the floor keeps values
-//!   near zero, where relative error means nothing, from failing on absolute noise far below
-//!   the tensor's scale). In narrow storage a value computed a few ulp apart can round to
-//!   neighbouring bf16 values, one bf16 step (2^-8 to 2^-7 relative) apart, and the backward
-//!   pass reads such saves, so values in bf16 and everything the backward computes get
-//!   `rel = 2^-7`, with the same floor; final states (f32, from f32 register arithmetic)
-//!   keep 1e-5.
+//! - **Values** (outputs, saves, final states, input and initial-state gradients) must
+//!   satisfy `|gpu - cpu| <= rel * max(|cpu|, 1e-3 * max|cpu over the tensor|)`, with
+//!   `rel = 1e-5` in f32 (the bound: relative error at most 1e-5; the floor keeps
+//!   values near zero from failing on absolute noise far below the tensor's scale), *or*
+//!   `|gpu - cpu| <= 4 * E`, where `E` is the f32 reference's own error on that tensor: the
+//!   largest `|f32 - f64|` between the reference run in f32 and the same run in f64 (over
+//!   elements that spike alike in both). The second bound is needed because many values are
+//!   small results of cancelling larger terms (a gradient summed over later steps with
+//!   random-signed `dL/dy`, a membrane just after a reset): their rounding error is a few
+//!   ulp of the *terms*, not of the result. Measured: the GPU differs from the CPU by up to
+//!   ~3e-4 relative (at the 1e-3 floor) in input and initial-state gradients of LIF, IF,
+//!   PLIF, Izhikevich, EIF and resonate-and-fire, and the CPU's own f32 result differs from
+//!   its f64 result by as much (up to ~5e-4), so no f32 implementation meets 1e-5 there;
+//!   every such GPU difference was within 1.6 E. A real bug (a wrong term, a missed step, an
+//!   unwritten element) is far outside both bounds.
+//!   In narrow storage a value computed a few ulp apart can round to neighbouring bf16
+//!   values, one bf16 step (2^-8 to 2^-7 relative) apart, and the backward pass reads such
+//!   saves, so values stored in bf16 and everything the backward computes get `rel = 2^-7`
+//!   (same floor, same `4 * E`, with the f64 run rounding to bf16 as the f32 one does);
+//!   final states (f32 registers) keep 1e-5.
 //! - **Param gradients** are sums over all `T * N` element-steps, in f32 and another order
 //!   on the GPU (per thread over time, then over elements, atomics in any order) than the
 //!   interpreter's f64 sum. Their rounding error is bounded relative to the sum of the
-//!   contributions' magnitudes, not to the (possibly cancelling) result: per thread
+//!   terms' magnitudes, not to the (possibly cancelling) result: per thread about
 //!   `T * 2^-24` (T <= 128), over elements `log2(N) * 2^-24`, about 1e-5 of `sum|c|` in the
 //!   worst case. So `|gpu - cpu| <= 1e-4 * max(|cpu|, 0.1 * sum_i |g_i|)` (2^-7 instead of
 //!   1e-4 in narrow storage), where `g_i` is element `i`'s own gradient (summed over time),
 //!   from a second reference run in which every param is per-element. A diverged element
 //!   contributes its own (different) gradient to the GPU's sum, so param gradients are
-//!   compared only where no element diverged (otherwise a note is printed).
+//!   compared only where no element diverged (otherwise a note is printed). Chunked and
+//!   whole GPU runs group the same terms differently: `1e-5 * max(|a|, |b|, sum_i |g_i|)`
+//!   (measured: at most 3e-7 of `sum_i |g_i|`, but up to 2e-4 of the value itself, for a
+//!   per-channel gradient that cancels).
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -98,6 +122,8 @@ const FLOOR: f64 = 1e-3;
 const PARAM_REL: f64 = 1e-4;
 const PARAM_FLOOR: f64 = 0.1;
 const MAX_DIVERGED: f64 = 0.005;
+const OWN_FACTOR: f64 = 4.0;
+const CHUNK_REL: f64 = 1e-5;
 
 const NARROW: Storage = Storage {
     io: Dtype::BF16,
@@ -229,6 +255,102 @@ struct Expected {
     /// Per learnable param and value: the sum over the elements sharing it of the magnitude
     /// of each element's own gradient.
     grad_scale: Vec<Option<Vec<f64>>>,
+    /// The f32 reference's own error: per tensor, the largest `|f32 - f64|` of the
+    /// reference run in f32 and in f64 (over the elements that spike alike in both).
+    own_error: OwnError,
+}
+
+/// Per tensor (in the order of [`Forward`] and [`Gradients`]), the f32 reference's largest
+/// absolute difference from the same run in f64.
+#[derive(Default)]
+struct OwnError {
+    outputs: Vec<f64>,
+    saves: Vec<f64>,
+    final_states: Vec<f64>,
+    dx: Vec<f64>,
+    dinit: Vec<f64>,
+}
+
+/// `Seq<f32>` as `Seq<f64>`.
+fn widen(s: &Seq<f32>) -> Seq<f64> {
+    Seq::new(s.steps, s.n, s.data.iter().map(|&v| f64::from(v)).collect()).unwrap()
+}
+
+fn widen_vec(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// The largest `|a - b|` over the elements (`k % n`) not in `skip`.
+fn worst(a: &[f32], b: &[f64], n: usize, skip: &[bool]) -> f64 {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(k, _)| !skip[k % n])
+        .map(|(_, (&a, &b))| (f64::from(a) - b).abs())
+        .filter(|d| d.is_finite())
+        .fold(0.0, f64::max)
+}
+
+/// How much the f32 reference itself differs from an f64 run of the same problem.
+fn own_error(
+    reference: &Reference,
+    p: &Problem,
+    fwd: &Forward<f32>,
+    grads: &Gradients<f32>,
+) -> OwnError {
+    let ir = &reference.compiled().neuron;
+    let mut params = Params::<f64>::defaults(ir, p.layout);
+    for (name, v) in &p.values {
+        params.set(name, widen_vec(v)).unwrap();
+    }
+    let x: Vec<Seq<f64>> = p.x.iter().map(widen).collect();
+    let dy: Vec<Seq<f64>> = p.dy.iter().map(widen).collect();
+    let init: Option<Vec<Vec<f64>>> = p
+        .init
+        .as_ref()
+        .map(|s| s.iter().map(|v| widen_vec(v)).collect());
+    let dfinal: Option<Vec<Vec<f64>>> = p
+        .dfinal
+        .as_ref()
+        .map(|s| s.iter().map(|v| widen_vec(v)).collect());
+    let f = reference
+        .forward(&params, &x, init.as_deref(), Mode::Train)
+        .unwrap();
+    let g = reference
+        .backward(&params, &x, init.as_deref(), &f, &dy, dfinal.as_deref())
+        .unwrap();
+    let n = p.n;
+    // Elements whose spikes differ between f32 and f64 (a legitimate flip) tell nothing
+    // about rounding.
+    let mut skip = vec![false; n];
+    for (m, (a, b)) in fwd.outputs.iter().zip(&f.outputs).enumerate() {
+        if ir.output_is_spike(m) {
+            for (k, (&a, &b)) in a.data.iter().zip(&b.data).enumerate() {
+                if f64::from(a) != b {
+                    skip[k % n] = true;
+                }
+            }
+        }
+    }
+    let seqs = |a: &[Seq<f32>], b: &[Seq<f64>]| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| worst(&a.data, &b.data, n, &skip))
+            .collect()
+    };
+    let vecs = |a: &[Vec<f32>], b: &[Vec<f64>]| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| worst(a, b, n, &skip))
+            .collect()
+    };
+    OwnError {
+        outputs: seqs(&fwd.outputs, &f.outputs),
+        saves: seqs(&fwd.saved, &f.saved),
+        final_states: vecs(&fwd.final_states, &f.final_states),
+        dx: seqs(&grads.inputs, &g.inputs),
+        dinit: vecs(&grads.init_states, &g.init_states),
+    }
 }
 
 /// The IR with every param per-neuron, so that a run over `Layout::flat(n)` gives each
@@ -308,10 +430,12 @@ fn expected(reference: &Reference, flat: &Reference, p: &Problem) -> Expected {
             Some(scale)
         })
         .collect();
+    let own_error = own_error(reference, p, &fwd, &grads);
     Expected {
         fwd,
         grads,
         grad_scale,
+        own_error,
     }
 }
 
@@ -445,6 +569,10 @@ struct Compare {
     failed: usize,
     max_rel: f64,
     worst: String,
+    /// Values beyond the relative tolerance but within the f32 reference's own error, and
+    /// the largest ratio of such a difference to that error.
+    widened: usize,
+    own_ratio: f64,
 }
 
 impl Compare {
@@ -455,6 +583,8 @@ impl Compare {
             failed: 0,
             max_rel: 0.0,
             worst: String::new(),
+            widened: 0,
+            own_ratio: 0.0,
         }
     }
 
@@ -467,6 +597,7 @@ impl Compare {
 
     /// Compares a `[T, N]` or `[N]` tensor elementwise (element `k % n`), skipping the
     /// elements marked in `skip` except for the check that every value was written.
+    /// `own`: the f32 reference's own error on this tensor (see the module docs).
     #[allow(clippy::too_many_arguments)]
     fn tensor(
         &mut self,
@@ -475,6 +606,7 @@ impl Compare {
         cpu: &[f32],
         n: usize,
         rel: f64,
+        own: f64,
         spikes: bool,
         skip: &[bool],
     ) {
@@ -517,11 +649,15 @@ impl Compare {
             let (g, c) = (f64::from(g), f64::from(c));
             let denom = c.abs().max(FLOOR * scale);
             let diff = (g - c).abs();
-            if diff > rel * denom {
+            let tol = (rel * denom).max(OWN_FACTOR * own);
+            if diff.is_nan() || diff > tol {
                 self.fail(format!(
-                    "{what}[t = {t}, i = {i}]: GPU {g}, the reference {c} (difference {diff:.3e}, tolerance {:.3e})",
+                    "{what}[t = {t}, i = {i}]: GPU {g}, the reference {c} (difference {diff:.3e}, tolerance {tol:.3e}: relative {:.3e}, {OWN_FACTOR} x the f32 reference's own error {own:.3e})",
                     rel * denom
                 ));
+            } else if diff > rel * denom {
+                self.widened += 1;
+                self.own_ratio = self.own_ratio.max(diff / own);
             }
             if denom > 0.0 && diff / denom > self.max_rel {
                 self.max_rel = diff / denom;
@@ -614,16 +750,37 @@ fn check(
         let spikes = ir.output_is_spike(m);
         let rel = dtype_rel(if spikes { st.spikes } else { st.io });
         let what = format!("output `{}`", ir.outputs[m]);
-        cmp.tensor(&what, g, &want.fwd.outputs[m].data, n, rel, spikes, &div);
+        let own = want.own_error.outputs[m];
+        cmp.tensor(
+            &what,
+            g,
+            &want.fwd.outputs[m].data,
+            n,
+            rel,
+            own,
+            spikes,
+            &div,
+        );
     }
     for (k, g) in got.saves.iter().enumerate() {
         let what = format!("save {k}");
         let rel = dtype_rel(st.saves);
-        cmp.tensor(&what, g, &want.fwd.saved[k].data, n, rel, false, &div);
+        let own = want.own_error.saves[k];
+        cmp.tensor(&what, g, &want.fwd.saved[k].data, n, rel, own, false, &div);
     }
     for (j, g) in got.final_states.iter().enumerate() {
         let what = format!("final state `{}`", ir.states[j].name);
-        cmp.tensor(&what, g, &want.fwd.final_states[j], n, F32_REL, false, &div);
+        let own = want.own_error.final_states[j];
+        cmp.tensor(
+            &what,
+            g,
+            &want.fwd.final_states[j],
+            n,
+            F32_REL,
+            own,
+            false,
+            &div,
+        );
     }
     for (k, g) in got.dx.iter().enumerate() {
         let what = format!("gradient of input `{}`", ir.inputs[k]);
@@ -633,6 +790,7 @@ fn check(
             &want.grads.inputs[k].data,
             n,
             back_rel,
+            want.own_error.dx[k],
             false,
             &div,
         );
@@ -645,6 +803,7 @@ fn check(
             &want.grads.init_states[j],
             n,
             back_rel,
+            want.own_error.dinit[j],
             false,
             &div,
         );
@@ -672,8 +831,16 @@ fn check(
         .filter(|(m, _)| ir.output_is_spike(*m))
         .map(|(_, o)| o.iter().map(|&v| f64::from(v)).sum::<f64>() / o.len() as f64)
         .sum();
+    let widened = if cmp.widened > 0 {
+        format!(
+            "  {} value(s) within {OWN_FACTOR} x the f32 reference's own error (at most {:.2} x)",
+            cmp.widened, cmp.own_ratio
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{:<48} spike rate {spikes:.3}  max rel err {:.2e} ({})  diverged {ndiv}  {params_note}{}",
+        "{:<48} spikes {spikes:.3}  max rel err {:.2e} ({})  diverged {ndiv}{widened}  {params_note}{}",
         cmp.label,
         cmp.max_rel,
         if cmp.worst.is_empty() {
@@ -769,11 +936,16 @@ fn gpu_chunked_equals_unchunked() {
     let mut failures = Vec::new();
     for (g, (base, range)) in zoo_with_inputs().into_iter().enumerate() {
         let ir = all_learnable(&base);
+        // The reference only gives the scale of the param gradients' terms (see below).
+        let reference = Reference::new(compile(&ir, Storage::F32).unwrap());
+        let flat = Reference::new(compile(&per_element(&ir), Storage::F32).unwrap());
         for reduction in [Reduction::Atomic, Reduction::Deterministic] {
-            for (layout, batch) in [VECTOR, SCALAR] {
-                let n = layout.neurons() * batch;
+            for shape in [VECTOR, SCALAR] {
+                let (layout, n) = (shape.0, shape.0.neurons() * shape.1);
                 let label = format!("{} {reduction:?} N={n}", ir.name);
-                let mut rng = Rng::new(mix(g as u64 * 31 + n as u64));
+                let seed = mix(g as u64 * 31 + n as u64);
+                let p = Problem::new(&ir, range, Storage::F32, STEPS, shape, false, seed);
+                let want = expected(&reference, &flat, &p);
                 let config = LayerConfig {
                     storage: Storage::F32,
                     layout,
@@ -783,15 +955,10 @@ fn gpu_chunked_equals_unchunked() {
                     },
                 };
                 let mut layer = NeuronLayer::new(&dev, &ir, config).unwrap();
-                for (name, v) in jittered(&ir, layout, &mut rng) {
-                    layer.set_param(&name, &v).unwrap();
+                for (name, v) in &p.values {
+                    layer.set_param(name, v).unwrap();
                 }
-                let x: Vec<Seq<f32>> = (0..ir.inputs.len())
-                    .map(|_| rng.seq(STEPS, n, range.0, range.1, Dtype::F32))
-                    .collect();
-                let dy: Vec<Seq<f32>> = (0..ir.outputs.len())
-                    .map(|_| rng.seq(STEPS, n, -1.0, 1.0, Dtype::F32))
-                    .collect();
+                let (x, dy) = (&p.x, &p.dy);
                 let upload = |s: &[Seq<f32>], from: usize, to: usize| -> Vec<DeviceTensor> {
                     s.iter()
                         .map(|s| {
@@ -803,7 +970,7 @@ fn gpu_chunked_equals_unchunked() {
                 };
 
                 // Whole.
-                let (xw, dyw) = (upload(&x, 0, STEPS), upload(&dy, 0, STEPS));
+                let (xw, dyw) = (upload(x, 0, STEPS), upload(dy, 0, STEPS));
                 let mut fw = layer.alloc_forward(STEPS, n, true).unwrap();
                 poison_forward(&mut fw).unwrap();
                 layer.forward_into(&refs(&xw), None, true, &mut fw).unwrap();
@@ -814,8 +981,8 @@ fn gpu_chunked_equals_unchunked() {
                     .unwrap();
 
                 // Chunks: forward in order, each from the last one's final states.
-                let (x1, dy1) = (upload(&x, 0, SPLIT), upload(&dy, 0, SPLIT));
-                let (x2, dy2) = (upload(&x, SPLIT, STEPS), upload(&dy, SPLIT, STEPS));
+                let (x1, dy1) = (upload(x, 0, SPLIT), upload(dy, 0, SPLIT));
+                let (x2, dy2) = (upload(x, SPLIT, STEPS), upload(dy, SPLIT, STEPS));
                 let mut f1 = layer.alloc_forward(SPLIT, n, true).unwrap();
                 poison_forward(&mut f1).unwrap();
                 layer.forward_into(&refs(&x1), None, true, &mut f1).unwrap();
@@ -865,29 +1032,50 @@ fn gpu_chunked_equals_unchunked() {
                     b(&g1.init_states),
                     b(&gw.init_states),
                 );
-                let mut max_rel = 0.0f64;
+                // Chunked and whole sum the same terms in another grouping (and the atomics
+                // in any order): compared relative to the sum of the terms' magnitudes, as in
+                // `gpu_layers_match_the_reference`; and both against the reference.
+                let (mut max_rel, mut max_scaled) = (0.0f64, 0.0f64);
                 for (q, spec) in ir.params.iter().enumerate() {
-                    let (Some(a), Some(b)) = (&g1.params[q], &gw.params[q]) else {
+                    let (Some(a), Some(b), Some(c), Some(scale)) = (
+                        &g1.params[q],
+                        &gw.params[q],
+                        &want.grads.params[q],
+                        &want.grad_scale[q],
+                    ) else {
                         panic!("{label}: param `{}` has no gradient", spec.name);
                     };
                     let (a, b) = (a.to_f32().unwrap(), b.to_f32().unwrap());
-                    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                    for (j, (a, b)) in a.iter().zip(&b).enumerate() {
-                        let denom = f64::from(a.abs().max(b.abs()).max(1e-3 * scale));
-                        let diff = f64::from((a - b).abs());
-                        if diff.is_nan() || diff > 1e-5 * denom {
+                    for (j, ((&a, &b), &s)) in a.iter().zip(&b).zip(scale).enumerate() {
+                        let (a, b) = (f64::from(a), f64::from(b));
+                        let diff = (a - b).abs();
+                        let tol = CHUNK_REL * a.abs().max(b.abs()).max(s);
+                        if diff.is_nan() || diff > tol {
                             failures.push(format!(
-                                "{label}: gradient of `{}`[{j}]: chunked {a}, unchunked {b}",
+                                "{label}: gradient of `{}`[{j}]: chunked {a}, unchunked {b} (difference {diff:.3e}, tolerance {tol:.3e}, sum of |per-element gradients| {s:.3e})",
                                 spec.name
                             ));
                         }
-                        if denom > 0.0 {
-                            max_rel = max_rel.max(diff / denom);
+                        if a.abs().max(b.abs()) > 0.0 {
+                            max_rel = max_rel.max(diff / a.abs().max(b.abs()));
+                        }
+                        if s > 0.0 {
+                            max_scaled = max_scaled.max(diff / s);
+                        }
+                        let c = f64::from(c[j]);
+                        let ctol = PARAM_REL * c.abs().max(PARAM_FLOOR * s);
+                        for (what, v) in [("chunked", a), ("whole", b)] {
+                            if (v - c).abs().is_nan() || (v - c).abs() > ctol {
+                                failures.push(format!(
+                                    "{label}: gradient of `{}`[{j}]: {what} {v}, the reference {c} (tolerance {ctol:.3e})",
+                                    spec.name
+                                ));
+                            }
                         }
                     }
                 }
                 eprintln!(
-                    "{label:<40} chunked vs unchunked: param gradients max rel diff {max_rel:.2e}"
+                    "{label:<40} chunked == whole (bit for bit); param gradients: max diff {max_rel:.2e} relative, {max_scaled:.2e} of the sum of |per-element gradients|"
                 );
             }
         }
@@ -995,11 +1183,14 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
         options: KernelOptions::default(),
     };
     let layer = NeuronLayer::new(&dev, &ir, config).unwrap();
+    let lap = |what: &str| eprintln!("  {:6.1} s  {what}", start.elapsed().as_secs_f64());
     let seq = [STEPS, N];
     let x = {
         let host = generate(STEPS, N, big_x);
+        lap("generated x");
         DeviceTensor::from_f32(&dev, NARROW.io, &seq, &host).unwrap()
     };
+    lap("uploaded x");
     let mut fwd = layer.alloc_forward(STEPS, N, true).unwrap();
     poison_forward(&mut fwd).unwrap();
     layer.forward_into(&[&x], None, true, &mut fwd).unwrap();
@@ -1013,11 +1204,31 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
         .backward_into(&[&x], None, &fwd, &[&dy], None, &mut g)
         .unwrap();
     dev.synchronize().unwrap();
-    eprintln!(
-        "T = {STEPS}, N = {N} (T * N = {}): uploaded, ran forward and backward in {:.1} s",
-        STEPS * N,
-        start.elapsed().as_secs_f64()
-    );
+    lap(&format!(
+        "T = {STEPS}, N = {N} (T * N = {}): uploaded dL/dy, ran forward and backward",
+        STEPS * N
+    ));
+    // The same backward with the deterministic reduction (per-element partials, then a
+    // fixed-order reduction over 2^27 of them); only its param gradients are checked.
+    let deterministic: Vec<f32> = {
+        let config = LayerConfig {
+            options: KernelOptions {
+                reduction: Reduction::Deterministic,
+                ..Default::default()
+            },
+            ..config
+        };
+        let det = NeuronLayer::new(&dev, &ir, config).unwrap();
+        let mut g = det.alloc_backward(STEPS, N).unwrap();
+        poison_backward(&mut g).unwrap();
+        det.backward_into(&[&x], None, &fwd, &[&dy], None, &mut g)
+            .unwrap();
+        g.params
+            .iter()
+            .map(|t| t.as_ref().unwrap().to_f32().unwrap()[0])
+            .collect()
+    };
+    lap("ran the backward with the deterministic reduction");
     drop((x, dy));
 
     // 1500 random elements and the last 500 (whose late steps sit past index 2^31).
@@ -1048,7 +1259,10 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
         } else {
             gather(&all, STEPS, N, &idx)
         };
-        eprintln!("  {what}: all {} values written", all.len());
+        lap(&format!(
+            "{what}: downloaded, all {} values written",
+            all.len()
+        ));
         s
     };
     let out = sample("output", &fwd.outputs[0], true);
@@ -1059,6 +1273,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
         .map(|t| sample("final state", t, false))
         .collect();
     let dx = sample("input gradient", &g.inputs[0], false);
+    lap("downloaded");
     let dinit: Vec<Vec<f32>> = g
         .init_states
         .iter()
@@ -1097,9 +1312,27 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
     };
     let ndiv = div.iter().filter(|&&d| d).count();
     let mut cmp = Compare::new(format!("paper_lif narrow T={STEPS} N={N} (sample of {m})"));
-    cmp.tensor("output", &out, &want.outputs[0].data, m, 0.0, true, &div);
+    cmp.tensor(
+        "output",
+        &out,
+        &want.outputs[0].data,
+        m,
+        0.0,
+        0.0,
+        true,
+        &div,
+    );
     for (k, s) in saves.iter().enumerate() {
-        cmp.tensor("save", s, &want.saved[k].data, m, BF16_REL, false, &div);
+        cmp.tensor(
+            "save",
+            s,
+            &want.saved[k].data,
+            m,
+            BF16_REL,
+            0.0,
+            false,
+            &div,
+        );
     }
     for (j, s) in finals.iter().enumerate() {
         cmp.tensor(
@@ -1108,6 +1341,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
             &want.final_states[j],
             m,
             F32_REL,
+            0.0,
             false,
             &div,
         );
@@ -1118,6 +1352,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
         &wg.inputs[0].data,
         m,
         BF16_REL,
+        0.0,
         false,
         &div,
     );
@@ -1128,6 +1363,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
             &wg.init_states[j],
             m,
             BF16_REL,
+            0.0,
             false,
             &div,
         );
@@ -1150,6 +1386,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
     // The param gradients sum over every element: the reference over all N elements, in
     // blocks of elements on all cores (each element's own gradient from a per-element run,
     // for the sum of magnitudes that bounds the GPU's f32 rounding).
+    lap("sample compared");
     let flat = Reference::new(compile(&per_element(&ir), NARROW).unwrap());
     let block = 1 << 16;
     let blocks = N.div_ceil(block);
@@ -1199,20 +1436,24 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
     });
     for (q, spec) in ir.params.iter().enumerate() {
         let (want, scale) = sums[q];
-        let got = f64::from(dparams[q]);
-        // f32 sums of up to ~2000 terms per thread, then over threads: generously 1e-3.
-        let tol = 1e-3 * want.abs().max(scale);
-        eprintln!(
-            "  gradient of `{}`: GPU {got}, reference {want} (sum of |per-element| {scale:.3e})",
-            spec.name
-        );
-        assert!(
-            (got - want).abs() <= tol,
-            "gradient of `{}` over all {N} elements: GPU {got}, reference {want} (tolerance {tol:.3e})",
-            spec.name
-        );
+        // As in `gpu_layers_match_the_reference`: relative to the larger of the result and a
+        // tenth of the sum of the terms' magnitudes.
+        let tol = PARAM_REL * want.abs().max(PARAM_FLOOR * scale);
+        for (how, got) in [("atomic", dparams[q]), ("deterministic", deterministic[q])] {
+            let got = f64::from(got);
+            eprintln!(
+                "  gradient of `{}` ({how}): GPU {got}, reference {want} (difference {:.2e}, tolerance {tol:.2e}; sum of |per-element| {scale:.3e})",
+                spec.name,
+                (got - want).abs()
+            );
+            assert!(
+                (got - want).abs() <= tol,
+                "gradient of `{}` over all {N} elements ({how} reduction): GPU {got}, reference {want} (tolerance {tol:.3e})",
+                spec.name
+            );
+        }
     }
-    eprintln!("large test done in {:.1} s", start.elapsed().as_secs_f64());
+    lap("reference param gradients over all elements compared; done");
 }
 
 #[test]

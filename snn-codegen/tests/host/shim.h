@@ -12,7 +12,7 @@
 #define __shared__ static
 #define SNN_PRELUDE
 
-struct snn_dim { unsigned x = 0; };
+struct snn_dim { unsigned x = 0, y = 0, z = 0; };
 static snn_dim threadIdx, blockIdx, blockDim, gridDim;
 static inline void __syncthreads() {}
 
