@@ -532,8 +532,13 @@ impl Surrogate {
         let d = f(h);
         b.output("dh", d);
         let ir = b.finish()?;
-        let out = ir.graph.sink_value(Sink::Output(0)).unwrap_or(h_node(&ir));
-        let text = Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s)).inline(out);
+        // `finish` validated the neuron, so its one output is set.
+        let text = {
+            let printer = Printer::new(&ir.graph, |l| ir.leaf_name(l), |s| ir.sink_label(s));
+            ir.graph
+                .sink_value(Sink::Output(0))
+                .map_or_else(String::new, |out| printer.inline(out))
+        };
         let s = Surrogate::Custom(CustomSurrogate::new(ir.graph, text));
         s.check().map_err(|problem| IrError::BadSurrogate {
             neuron: "custom_surrogate".into(),
@@ -542,8 +547,4 @@ impl Surrogate {
         })?;
         Ok(s)
     }
-}
-
-fn h_node(ir: &NeuronIr) -> NodeId {
-    ir.graph.nodes()[0]
 }

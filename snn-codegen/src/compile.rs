@@ -6,7 +6,7 @@ use std::fmt;
 use crate::autodiff::differentiate;
 use crate::dtype::Storage;
 use crate::error::IrError;
-use crate::ir::{Graph, Leaf, NeuronIr, NodeId, Op, Sink};
+use crate::ir::{Graph, Leaf, NeuronIr, NodeId, Sink};
 use crate::neuron::Neuron;
 use crate::passes::optimize;
 use crate::plan::{MemoryPlan, plan};
@@ -130,14 +130,6 @@ impl Compiled {
     /// Prints a graph of this neuron (forward, backward or prev-state) as equations.
     pub fn equations(&self, g: &Graph) -> Vec<String> {
         Printer::new(g, |l| self.leaf_name(l), |s| self.sink_label(s)).lines()
-    }
-
-    /// Whether `op` is a leaf the backward reads per step from memory.
-    pub fn is_stream(op: Op) -> bool {
-        matches!(
-            op,
-            Op::Leaf(Leaf::Saved(_) | Leaf::Input(_) | Leaf::OutputValue(_))
-        )
     }
 }
 

@@ -422,7 +422,7 @@ impl Reference {
                 // The states before step t.
                 if t > 0 {
                     for &(leaf, r) in &pp.leaves {
-                        if Compiled::is_stream(crate::ir::Op::Leaf(leaf)) {
+                        if leaf.is_stream() {
                             let s = stream(leaf);
                             pb.fill(r, |i| s.data[(t - 1) * n + i]);
                         }

@@ -193,6 +193,13 @@ pub(crate) enum OpKey {
     Other(String),
 }
 
+impl Leaf {
+    /// Whether the backward reads this leaf from a `[T, N]` tensor at each step.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Leaf::Saved(_) | Leaf::Input(_) | Leaf::OutputValue(_))
+    }
+}
+
 impl Unary {
     pub fn name(self) -> &'static str {
         match self {
