@@ -17,6 +17,7 @@
 //! # Ok::<(), snn::codegen::IrError>(())
 //! ```
 
+pub mod data;
 pub mod dsl;
 
 pub use snn_codegen as codegen;
