@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cache;
 pub mod device;
+pub mod encode;
 pub mod error;
 pub mod layer;
 pub mod libs;

@@ -101,12 +101,9 @@ fn to_unit(r: u32) -> f32 {
 }
 
 /// The random word of pixel `pixel` of sample `sample` at step `step` (module docs).
-///
-/// # Panics
-/// If `pixel >= 2^34`.
+/// Pixels are counted modulo 2^34 (the encoders refuse larger images).
 pub fn random_u32(seed: u64, sample: u64, step: u32, pixel: u64) -> u32 {
-    let group = u32::try_from(pixel >> 2).expect("rate encoding supports fewer than 2^34 pixels");
-    block(seed, sample, step, group)[(pixel & 3) as usize]
+    block(seed, sample, step, (pixel >> 2) as u32)[(pixel & 3) as usize]
 }
 
 /// The uniform number in `[0, 1)` of pixel `pixel` of sample `sample` at step `step`.
