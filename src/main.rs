@@ -1,7 +1,8 @@
 //! `snn`: the command line of the snn compiler.
 //!
 //! `snn bench neuron` times the generated fused neuron kernels on a GPU and reports the
-//! achieved bandwidth against a device copy measured in the same run.
+//! achieved bandwidth against a device copy measured in the same run. `snn data download`
+//! fetches and verifies datasets; `snn data path` prints where they live.
 
 use std::process::ExitCode;
 
@@ -18,7 +19,10 @@ mod cli;
     after_help = "`snn bench neuron` prints, per neuron and time-step count T: forward ms, \
                   forward+backward ms, bytes per element-step, GB/s, and % of the card's \
                   copy bandwidth (see `snn bench neuron --help`).\n\n\
-                  Example (time every zoo neuron on GPU 0):\n  snn bench neuron"
+                  Example (time every zoo neuron on GPU 0):\n  snn bench neuron\n\n\
+                  `snn data download <dataset>` fetches, verifies and unpacks a dataset \
+                  (mnist, cifar10, nmnist, dvs-gesture) into the data directory that \
+                  `snn data path` prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,11 +35,15 @@ enum Command {
     /// card's copy bandwidth.
     #[command(subcommand)]
     Bench(cli::bench::Bench),
+    /// Datasets: `snn data download <dataset>` fetches, verifies and unpacks one;
+    /// `snn data path` prints the data directory.
+    Data(cli::data::Data),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(b) => cli::bench::run(b),
+        Command::Data(d) => cli::data::run(d),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,4 @@
 //! The subcommands of the `snn` binary.
 
 pub mod bench;
+pub mod data;

@@ -18,6 +18,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub mod cifar;
+pub mod download;
 pub mod dvs_gesture;
 pub mod encode;
 pub mod error;

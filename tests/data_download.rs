@@ -1,0 +1,984 @@
+//! Dataset downloads against a local HTTP server on 127.0.0.1 that each test starts itself
+//! (never the internet): success, checksum mismatch, an interrupted transfer resumed with
+//! a Range request, servers without Range support, files already present, archives
+//! unpacked, DVS128 Gesture's manual-download error, and `snn data path`.
+//!
+//! The server serves fixture bytes, answers `Range: bytes=N-` with 206 (or ignores it, in
+//! one mode), redirects `/moved/<name>` to `/<name>`, can drop the first file transfer
+//! half-way through the body, records every request, and stops by itself: when its test drops it, after 64 connections, or after
+//! 30 seconds, whichever comes first.
+
+// Fixture helpers are not `#[test]` functions, so clippy.toml's test allowance does not
+// reach them; a failed fixture write should just fail the test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use snn::data::download::{
+    Dataset, DownloadError, DownloadOptions, Outcome, RemoteFile, Unpack, download_dataset,
+    download_file, install_file, verify_file,
+};
+use snn::data::{Cifar10, NMnist, Split};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------
+// The local server.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Honours `Range: bytes=N-`.
+    Normal,
+    /// Like `Normal`, but the first response stops half-way through its body and the
+    /// connection is closed.
+    DropFirstHalfway,
+    /// Ignores `Range` and always sends the whole file with 200.
+    IgnoreRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    path: String,
+    range: Option<String>,
+}
+
+struct Server {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const MAX_CONNECTIONS: usize = 64;
+const SERVER_LIFETIME: Duration = Duration::from_secs(30);
+
+impl Server {
+    fn start(files: &[(&str, &[u8])], mode: Mode) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files: HashMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(name, bytes)| (format!("/{name}"), bytes.to_vec()))
+            .collect();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            thread::spawn(move || {
+                let deadline = Instant::now() + SERVER_LIFETIME;
+                let mut served = 0;
+                let mut dropped = false;
+                while served < MAX_CONNECTIONS
+                    && Instant::now() < deadline
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            served += 1;
+                            // A broken connection is the client's business; keep serving.
+                            let _ = serve(stream, &files, mode, &mut dropped, &seen);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Server {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base())
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    files: &HashMap<String, Vec<u8>>,
+    mode: Mode,
+    dropped: &mut bool,
+    seen: &Mutex<Vec<Seen>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    let range = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("range")
+            .then(|| v.trim().to_string())
+    });
+    seen.lock().unwrap().push(Seen {
+        path: path.clone(),
+        range: range.clone(),
+    });
+
+    if let Some(target) = path.strip_prefix("/moved") {
+        write!(
+            stream,
+            "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )?;
+        return Ok(());
+    }
+    let Some(body) = files.get(&path) else {
+        let msg = b"not here";
+        write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            msg.len()
+        )?;
+        stream.write_all(msg)?;
+        return Ok(());
+    };
+    let len = body.len();
+    let start = range
+        .as_deref()
+        .filter(|_| mode != Mode::IgnoreRange)
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    let (status, extra, from) = match start {
+        Some(s) if s >= len => {
+            write!(
+                stream,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return Ok(());
+        }
+        Some(s) => (
+            "206 Partial Content",
+            format!("Content-Range: bytes {s}-{}/{len}\r\n", len - 1),
+            s,
+        ),
+        None => ("200 OK", String::new(), 0),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: \
+         bytes\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        len - from
+    )?;
+    let body = &body[from..];
+    if mode == Mode::DropFirstHalfway && !*dropped {
+        *dropped = true;
+        stream.write_all(&body[..body.len() / 2])?;
+        stream.flush()?;
+        // Give the client time to read what was sent before the connection goes.
+        thread::sleep(Duration::from_millis(100));
+        stream.shutdown(Shutdown::Both)?;
+        return Ok(());
+    }
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures.
+
+/// Deterministic bytes that compress poorly, like a real archive.
+fn fixture(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn md5(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn opts() -> DownloadOptions {
+    DownloadOptions {
+        mirror: None,
+        progress: false,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn part_of(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap().to_os_string();
+    name.push(".part");
+    path.with_file_name(name)
+}
+
+const LEN: usize = 300_000;
+
+// ---------------------------------------------------------------------------------------
+// Single files.
+
+#[test]
+fn a_file_arrives_verified_under_its_final_name() {
+    let bytes = fixture(LEN, 1);
+    let server = Server::start(&[("train-images-idx3-ubyte.gz", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let mut file = RemoteFile::new(
+        "train-images-idx3-ubyte.gz",
+        server.url("train-images-idx3-ubyte.gz"),
+        sha256(&bytes),
+    );
+    file.md5 = Some(md5(&bytes));
+    file.size = Some(LEN as u64);
+
+    let dest = dir.path().join("nested/mnist");
+    let outcome = download_file(&file, &dest, &opts()).unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: 0,
+            bytes: LEN as u64
+        }
+    );
+    let path = dest.join("train-images-idx3-ubyte.gz");
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    assert!(!part_of(&path).exists(), "the .part file was left behind");
+    verify_file(&path, &file).unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].range, None);
+}
+
+#[test]
+fn a_file_checked_by_md5_alone_arrives() {
+    let bytes = fixture(LEN, 2);
+    let server = Server::start(&[("Train.zip", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        name: "Train.zip".into(),
+        url: "https://example.invalid/not-used".into(),
+        size: None,
+        sha256: None,
+        md5: Some(md5(&bytes).to_uppercase()),
+        unpack: Unpack::Keep,
+    };
+    // The mirror replaces the canonical URL: <mirror>/<name>.
+    let opts = DownloadOptions {
+        mirror: Some(format!("{}/", server.base())),
+        ..opts()
+    };
+    download_file(&file, dir.path(), &opts).unwrap();
+    assert_eq!(fs::read(dir.path().join("Train.zip")).unwrap(), bytes);
+    assert_eq!(server.seen()[0].path, "/Train.zip");
+}
+
+#[test]
+fn a_checksum_mismatch_is_an_error_and_leaves_no_file() {
+    let bytes = fixture(LEN, 3);
+    let server = Server::start(&[("cifar-10-binary.tar.gz", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let expected = sha256(b"the published file");
+    let file = RemoteFile::new(
+        "cifar-10-binary.tar.gz",
+        server.url("cifar-10-binary.tar.gz"),
+        expected.clone(),
+    );
+
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+
+    let path = dir.path().join("cifar-10-binary.tar.gz");
+    let msg = err.to_string();
+    match &err {
+        DownloadError::DigestMismatch {
+            path: p,
+            algorithm,
+            expected: e,
+            actual,
+            ..
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!(*algorithm, "SHA-256");
+            assert_eq!(e, &expected);
+            assert_eq!(actual, &sha256(&bytes));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    for needle in [
+        path.display().to_string(),
+        expected,
+        sha256(&bytes),
+        "SHA-256".into(),
+        "deleted".into(),
+    ] {
+        assert!(msg.contains(&needle), "message lacks {needle:?}: {msg}");
+    }
+    assert!(
+        !path.exists(),
+        "a file that failed its check is under the final name"
+    );
+    assert!(!part_of(&path).exists(), "the failed .part file was kept");
+}
+
+#[test]
+fn an_md5_mismatch_names_md5() {
+    let bytes = fixture(1000, 4);
+    let server = Server::start(&[("Test.zip", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        md5: Some("69ca8762b2fe404d9b9bad1103e97832".into()),
+        sha256: None,
+        ..RemoteFile::new("Test.zip", server.url("Test.zip"), "")
+    };
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("MD5") && msg.contains("69ca8762b2fe404d9b9bad1103e97832"),
+        "{msg}"
+    );
+    assert!(msg.contains(&md5(&bytes)), "{msg}");
+    assert!(!dir.path().join("Test.zip").exists());
+    assert!(!dir.path().join("Test.zip.part").exists());
+}
+
+#[test]
+fn a_server_offering_the_wrong_size_is_refused_before_downloading() {
+    let bytes = fixture(LEN, 5);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        size: Some(LEN as u64 + 1),
+        ..RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes))
+    };
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, DownloadError::SizeMismatch { expected, actual, .. }
+            if expected == LEN as u64 + 1 && actual == LEN as u64),
+        "{msg}"
+    );
+    assert!(msg.contains("f.bin"), "{msg}");
+    assert!(!dir.path().join("f.bin").exists());
+    assert!(!dir.path().join("f.bin.part").exists());
+}
+
+#[test]
+fn an_interrupted_transfer_is_resumed_with_a_range_request() {
+    let bytes = fixture(LEN, 6);
+    let server = Server::start(
+        &[("t10k-images-idx3-ubyte.gz", &bytes)],
+        Mode::DropFirstHalfway,
+    );
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        size: Some(LEN as u64),
+        ..RemoteFile::new(
+            "t10k-images-idx3-ubyte.gz",
+            server.url("t10k-images-idx3-ubyte.gz"),
+            sha256(&bytes),
+        )
+    };
+    let path = dir.path().join("t10k-images-idx3-ubyte.gz");
+    let part = part_of(&path);
+
+    // First attempt: the server drops the connection half-way.
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    let DownloadError::Interrupted {
+        received,
+        total,
+        partial,
+        ..
+    } = &err
+    else {
+        panic!("expected an interrupted transfer, got {err:?}");
+    };
+    assert_eq!(*received, (LEN / 2) as u64, "{msg}");
+    assert_eq!(*total, Some(LEN as u64), "{msg}");
+    assert_eq!(partial, &part);
+    for needle in ["interrupted", "resume", &part.display().to_string()] {
+        assert!(msg.contains(needle), "message lacks {needle:?}: {msg}");
+    }
+    assert!(!path.exists(), "a partial file is under the final name");
+    assert_eq!(fs::read(&part).unwrap(), bytes[..LEN / 2]);
+
+    // Second attempt: asks for the rest only, and completes.
+    let outcome = download_file(&file, dir.path(), &opts()).unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: (LEN / 2) as u64,
+            bytes: LEN as u64
+        }
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    assert!(!part.exists());
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].range, None);
+    assert_eq!(
+        seen[1].range.as_deref(),
+        Some(format!("bytes={}-", LEN / 2).as_str())
+    );
+}
+
+#[test]
+fn a_redirected_download_is_resumed_at_its_target() {
+    // Like Mendeley's links to N-MNIST, which redirect to the file's storage.
+    let bytes = fixture(LEN, 13);
+    let server = Server::start(&[("Test.zip", &bytes)], Mode::DropFirstHalfway);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        md5: Some(md5(&bytes)),
+        sha256: None,
+        ..RemoteFile::new("Test.zip", server.url("moved/Test.zip"), "")
+    };
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+    assert!(matches!(err, DownloadError::Interrupted { .. }), "{err}");
+    let outcome = download_file(&file, dir.path(), &opts()).unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: (LEN / 2) as u64,
+            bytes: LEN as u64
+        }
+    );
+    assert_eq!(fs::read(dir.path().join("Test.zip")).unwrap(), bytes);
+    let seen = server.seen();
+    let range = Some(format!("bytes={}-", LEN / 2));
+    let expected = [
+        ("/moved/Test.zip", None),
+        ("/Test.zip", None),
+        ("/moved/Test.zip", range.clone()),
+        ("/Test.zip", range),
+    ];
+    assert_eq!(
+        seen,
+        expected.map(|(path, range)| Seen {
+            path: path.into(),
+            range
+        }),
+    );
+}
+
+#[test]
+fn a_server_without_range_support_gets_a_clean_restart() {
+    let bytes = fixture(LEN, 7);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::IgnoreRange);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    fs::write(dir.path().join("f.bin.part"), &bytes[..1000]).unwrap();
+
+    let outcome = download_file(&file, dir.path(), &opts()).unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: 0,
+            bytes: LEN as u64
+        }
+    );
+    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].range.as_deref(), Some("bytes=1000-"));
+}
+
+#[test]
+fn a_stale_partial_file_is_discarded_and_fetched_afresh() {
+    let bytes = fixture(LEN, 8);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    // A partial file from some other version of the file.
+    fs::write(dir.path().join("f.bin.part"), fixture(1000, 99)).unwrap();
+
+    let outcome = download_file(&file, dir.path(), &opts()).unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: 0,
+            bytes: LEN as u64
+        }
+    );
+    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    let ranges: Vec<_> = server.seen().into_iter().map(|s| s.range).collect();
+    assert_eq!(ranges, [Some("bytes=1000-".to_string()), None]);
+}
+
+#[test]
+fn a_complete_partial_file_is_verified_without_another_transfer() {
+    let bytes = fixture(LEN, 9);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    fs::write(dir.path().join("f.bin.part"), &bytes).unwrap();
+
+    let outcome = download_file(&file, dir.path(), &opts()).unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: LEN as u64,
+            bytes: LEN as u64
+        }
+    );
+    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].range, Some(format!("bytes={LEN}-")));
+}
+
+#[test]
+fn a_file_already_present_is_not_downloaded_again() {
+    let bytes = fixture(LEN, 10);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+
+    download_file(&file, dir.path(), &opts()).unwrap();
+    let again = download_file(&file, dir.path(), &opts()).unwrap();
+
+    assert_eq!(again, Outcome::AlreadyPresent);
+    assert_eq!(server.seen().len(), 1, "the second call went to the server");
+}
+
+#[test]
+fn a_damaged_file_already_present_is_reported_and_kept() {
+    let bytes = fixture(LEN, 11);
+    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let path = dir.path().join("f.bin");
+    fs::write(&path, b"something else").unwrap();
+
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+
+    let msg = err.to_string();
+    assert!(matches!(err, DownloadError::DigestMismatch { .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("delete it"), "{msg}");
+    assert_eq!(fs::read(&path).unwrap(), b"something else");
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn a_missing_file_on_the_server_is_an_http_error_naming_the_url() {
+    let server = Server::start(&[], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile::new("gone.bin", server.url("gone.bin"), sha256(b""));
+    let err = download_file(&file, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, DownloadError::Http { status: 404, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains(&server.url("gone.bin")), "{msg}");
+    assert!(msg.contains("SNN_DATA_MIRROR"), "{msg}");
+    assert!(!dir.path().join("gone.bin").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Archives.
+
+fn cifar_fixture() -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (i, name) in Cifar10::batch_names(Split::Train)
+        .iter()
+        .chain(Cifar10::batch_names(Split::Test))
+        .enumerate()
+    {
+        // Two records each: a label byte, then 3,072 pixel bytes.
+        let mut batch = Vec::new();
+        for r in 0..2u8 {
+            batch.push((i as u8 + r) % 10);
+            batch.extend(std::iter::repeat_n(
+                i as u8 * 10 + r,
+                Cifar10::RECORD_BYTES - 1,
+            ));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(batch.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            format!("cifar-10-batches-bin/{name}"),
+            &batch[..],
+        )
+        .unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_tar_gz_archive_is_unpacked_into_the_readers_layout() {
+    let archive = cifar_fixture();
+    let server = Server::start(&[("cifar-10-binary.tar.gz", &archive)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        md5: Some(md5(&archive)),
+        unpack: Unpack::TarGz {
+            creates: "cifar-10-batches-bin".into(),
+        },
+        ..RemoteFile::new(
+            "cifar-10-binary.tar.gz",
+            server.url("cifar-10-binary.tar.gz"),
+            sha256(&archive),
+        )
+    };
+
+    let outcome = install_file(&file, dir.path(), &opts()).unwrap();
+    assert!(matches!(outcome, Outcome::Downloaded { .. }), "{outcome:?}");
+
+    let test = Cifar10::load(dir.path(), Split::Test).unwrap();
+    assert_eq!(test.len(), 2);
+    assert_eq!(test.labels(), [5, 6]);
+    let train = Cifar10::load(dir.path(), Split::Train).unwrap();
+    assert_eq!(train.len(), 10);
+    // No scratch folder is left, and a second run neither fetches nor unpacks.
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "leftovers: {names:?}"
+    );
+    let again = install_file(&file, dir.path(), &opts()).unwrap();
+    assert_eq!(again, Outcome::AlreadyUnpacked);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn a_zip_archive_is_unpacked_into_the_readers_layout() {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for digit in 0..10u8 {
+        zip.start_file(format!("Train/{digit}/0000{digit}.bin"), options)
+            .unwrap();
+        // One event: x, y, polarity and timestamp 0x00_01_02 + digit.
+        zip.write_all(&[digit, digit + 1, 0x80, 0x01, 0x02 + digit])
+            .unwrap();
+    }
+    let archive = zip.finish().unwrap().into_inner();
+    let server = Server::start(&[("Train.zip", &archive)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        name: "Train.zip".into(),
+        url: server.url("Train.zip"),
+        size: Some(archive.len() as u64),
+        sha256: None,
+        md5: Some(md5(&archive)),
+        unpack: Unpack::Zip {
+            creates: "Train".into(),
+        },
+    };
+
+    install_file(&file, dir.path(), &opts()).unwrap();
+
+    let train = NMnist::open(dir.path(), Split::Train).unwrap();
+    assert_eq!(train.len(), 10);
+    assert_eq!(
+        fs::read(dir.path().join("Train/7/00007.bin")).unwrap(),
+        [7, 8, 0x80, 0x01, 0x09]
+    );
+}
+
+#[test]
+fn an_archive_without_the_expected_folder_is_a_clear_error() {
+    let archive = cifar_fixture();
+    let server = Server::start(&[("a.tar.gz", &archive)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let file = RemoteFile {
+        unpack: Unpack::TarGz {
+            creates: "somewhere-else".into(),
+        },
+        ..RemoteFile::new("a.tar.gz", server.url("a.tar.gz"), sha256(&archive))
+    };
+    let err = install_file(&file, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DownloadError::Unpack { .. }), "{msg}");
+    assert!(msg.contains("somewhere-else"), "{msg}");
+    assert!(msg.contains("a.tar.gz"), "{msg}");
+    assert!(!dir.path().join("somewhere-else").exists());
+    assert!(!dir.path().join(".somewhere-else.unpacking").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// The registry.
+
+#[test]
+fn every_downloadable_file_has_a_digest_and_a_distinct_name() {
+    let mut names = Vec::new();
+    for dataset in Dataset::ALL {
+        assert_eq!(dataset.name().parse::<Dataset>(), Ok(dataset));
+        assert_eq!(dataset.to_string(), dataset.name());
+        for file in dataset.files() {
+            assert!(file.sha256.is_some() || file.md5.is_some(), "{}", file.name);
+            for digest in file.sha256.iter().chain(&file.md5) {
+                assert!(
+                    digest
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_uppercase()),
+                    "{digest}"
+                );
+            }
+            assert_eq!(file.sha256.as_ref().map_or(64, String::len), 64);
+            assert_eq!(file.md5.as_ref().map_or(32, String::len), 32);
+            names.push(file.name);
+        }
+    }
+    let count = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), count, "two files share a name on a mirror");
+    assert_eq!("CIFAR-10".parse::<Dataset>(), Ok(Dataset::Cifar10));
+    assert_eq!("dvs128-gesture".parse::<Dataset>(), Ok(Dataset::DvsGesture));
+    assert!("imagenet".parse::<Dataset>().is_err());
+    // The published digests the issue names.
+    let cifar = &Dataset::Cifar10.files()[0];
+    assert_eq!(
+        cifar.md5.as_deref(),
+        Some("c32a1d4ab5d03f1284b67883e8d87530")
+    );
+}
+
+#[test]
+fn dvs_gesture_says_where_to_get_it_and_where_to_put_it() {
+    let dir = TempDir::new().unwrap();
+    let err = download_dataset(Dataset::DvsGesture, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DownloadError::ManualDownload { .. }), "{msg}");
+    let folder = dir.path().join("dvs-gesture");
+    for needle in [
+        "DVS128 Gesture cannot be downloaded automatically".to_string(),
+        "IBM's DVS128 Gesture dataset".into(),
+        "https://research.ibm.com/interactive/dvsgesture/".into(),
+        "`DvsGesture.tar.gz`".into(),
+        folder.join("DvsGesture.tar.gz").display().to_string(),
+        folder
+            .join("DvsGesture")
+            .join("trials_to_train.txt")
+            .display()
+            .to_string(),
+        "user01_fluorescent_labels.csv".into(),
+    ] {
+        assert!(msg.contains(&needle), "message lacks {needle:?}:\n{msg}");
+    }
+    assert!(folder.is_dir(), "the folder to drop the archive in exists");
+}
+
+#[test]
+fn a_dvs_gesture_archive_put_in_place_is_checked_before_unpacking() {
+    let dir = TempDir::new().unwrap();
+    let folder = dir.path().join("dvs-gesture");
+    fs::create_dir_all(&folder).unwrap();
+    let archive = folder.join("DvsGesture.tar.gz");
+    fs::write(&archive, b"not IBM's archive").unwrap();
+    let err = download_dataset(Dataset::DvsGesture, dir.path(), &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            DownloadError::DigestMismatch {
+                algorithm: "MD5",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains(&archive.display().to_string()), "{msg}");
+    assert!(msg.contains("8a5c71fb11e24e5ca5b11866ca6c00a1"), "{msg}");
+    assert!(archive.is_file(), "the user's file was deleted");
+    assert!(!folder.join("DvsGesture").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary.
+
+fn snn(args: &[&str], env: &[(&str, &Path)], remove: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snn"));
+    cmd.args(args).env("RUST_BACKTRACE", "1");
+    for key in remove {
+        cmd.env_remove(key);
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("the snn binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn data_path_honours_snn_data_dir() {
+    let dir = TempDir::new().unwrap();
+    let out = snn(&["data", "path"], &[("SNN_DATA_DIR", dir.path())], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{}\n", dir.path().display()));
+
+    let out = snn(
+        &["data", "path", "mnist"],
+        &[("SNN_DATA_DIR", dir.path())],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", dir.path().join("mnist").display())
+    );
+}
+
+#[test]
+fn data_path_prefers_the_flag_then_falls_back_to_xdg_and_home() {
+    let env_dir = TempDir::new().unwrap();
+    let flag_dir = TempDir::new().unwrap();
+    let flag = flag_dir.path().to_str().unwrap();
+    let out = snn(
+        &["data", "path", "--data-dir", flag],
+        &[("SNN_DATA_DIR", env_dir.path())],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{flag}\n"));
+
+    let xdg = TempDir::new().unwrap();
+    let out = snn(
+        &["data", "path"],
+        &[("XDG_DATA_HOME", xdg.path())],
+        &["SNN_DATA_DIR"],
+    );
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", xdg.path().join("snn").display())
+    );
+
+    let home = TempDir::new().unwrap();
+    let out = snn(
+        &["data", "path"],
+        &[("HOME", home.path())],
+        &["SNN_DATA_DIR", "XDG_DATA_HOME"],
+    );
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", home.path().join(".local/share/snn").display())
+    );
+}
+
+#[test]
+fn data_download_uses_snn_data_mirror_and_reports_a_bad_file() {
+    // The mirror serves something that is not MNIST's training images.
+    let bytes = fixture(1000, 12);
+    let server = Server::start(&[("train-images-idx3-ubyte.gz", &bytes)], Mode::Normal);
+    let dir = TempDir::new().unwrap();
+    let base = server.base();
+    let out = snn(
+        &["data", "download", "mnist"],
+        &[
+            ("SNN_DATA_DIR", dir.path()),
+            ("SNN_DATA_MIRROR", Path::new(&base)),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    for needle in [
+        "train-images-idx3-ubyte.gz",
+        "9912422",
+        base.as_str(),
+        "error:",
+    ] {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+    assert!(!err.contains("stack backtrace"), "{err}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/train-images-idx3-ubyte.gz");
+    let mnist = dir.path().join("mnist");
+    assert!(!mnist.join("train-images-idx3-ubyte.gz").exists());
+    assert!(!mnist.join("train-images-idx3-ubyte.gz.part").exists());
+}
+
+#[test]
+fn data_download_of_dvs_gesture_fails_with_the_manual_instructions() {
+    let dir = TempDir::new().unwrap();
+    let out = snn(
+        &["data", "download", "dvs-gesture"],
+        &[("SNN_DATA_DIR", dir.path())],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("DvsGesture.tar.gz"), "{err}");
+    assert!(
+        err.contains(&dir.path().join("dvs-gesture").display().to_string()),
+        "{err}"
+    );
+}
