@@ -17,7 +17,7 @@ use std::process::Command;
 
 use common::{Rng, all_learnable, jittered_params_for, zoo_with_inputs};
 use snn_codegen::cuda::{
-    ArgRole, ArgType, KernelOptions, KernelSet, KernelSignature, Reduction, generate,
+    ArgRole, ArgType, KernelOptions, KernelSet, KernelSignature, Reduction, ctype, generate,
 };
 use snn_codegen::interp::{Layout, Mode, Params, Real, Reference, Seq};
 use snn_codegen::ir::NeuronIr;
@@ -75,15 +75,6 @@ fn cases() -> Vec<Case> {
         }
     }
     out
-}
-
-fn ctype(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F64 => "double",
-        Dtype::F32 => "float",
-        Dtype::F16 | Dtype::BF16 => "unsigned short",
-        Dtype::U8 => "unsigned char",
-    }
 }
 
 /// A C++ launcher that unpacks `void** a` into the kernel's arguments and runs every
@@ -184,35 +175,18 @@ impl Buf {
     }
     fn from_f32(dtype: Dtype, values: &[f32]) -> Self {
         let mut b = Self::zeros(dtype, values.len());
-        let size = dtype.size();
-        let bytes = b.bytes();
-        for (i, &v) in values.iter().enumerate() {
-            let dst = &mut bytes[i * size..(i + 1) * size];
-            match dtype {
-                Dtype::F32 => dst.copy_from_slice(&v.to_le_bytes()),
-                Dtype::F64 => dst.copy_from_slice(&f64::from(v).to_le_bytes()),
-                Dtype::F16 => dst.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
-                Dtype::BF16 => dst.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
-                Dtype::U8 => dst[0] = u8::from(v >= 0.5),
-            }
-        }
+        b.bytes().copy_from_slice(&dtype.encode(values));
         b
     }
     fn values(&self) -> Vec<f32> {
-        let (dtype, size) = (self.dtype, self.dtype.size());
         // SAFETY: `data` holds at least `len * size` bytes.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), self.len * size) };
-        bytes
-            .chunks(size)
-            .map(|c| match dtype {
-                Dtype::F32 => f32::from_le_bytes(c.try_into().unwrap()),
-                Dtype::F64 => f64::from_le_bytes(c.try_into().unwrap()) as f32,
-                Dtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap()).to_f32(),
-                Dtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32(),
-                Dtype::U8 => f32::from(c[0]),
-            })
-            .collect()
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                self.data.as_ptr().cast::<u8>(),
+                self.len * self.dtype.size(),
+            )
+        };
+        self.dtype.decode(bytes)
     }
     fn ptr(&mut self) -> *mut c_void {
         self.data.as_mut_ptr().cast()

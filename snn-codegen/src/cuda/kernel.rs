@@ -29,7 +29,8 @@ pub fn dname(d: Dtype) -> &'static str {
     }
 }
 
-fn ctype(d: Dtype) -> &'static str {
+/// The C type a tensor of `d` is stored as (half precisions as raw 16-bit patterns).
+pub fn ctype(d: Dtype) -> &'static str {
     match d {
         Dtype::F64 => "double",
         Dtype::F32 => "float",

@@ -11,7 +11,7 @@ mod prelude;
 mod signature;
 mod writer;
 
-pub use kernel::dname;
+pub use kernel::{ctype, dname};
 pub use prelude::{PRELUDE, REDUCE};
 pub use signature::{ArgRole, ArgType, KernelArg, KernelKind, KernelSignature, Launch};
 
