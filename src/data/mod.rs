@@ -24,6 +24,7 @@ pub mod encode;
 pub mod error;
 pub mod events;
 pub mod frames;
+pub mod loader;
 pub mod mnist;
 pub mod nmnist;
 

@@ -1,0 +1,238 @@
+//! The CPU batch loader: coverage, batch sizes, determinism, shuffling, pixel values,
+//! prompt shutdown and (printed, never asserted) throughput.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use snn::data::ImageDataset;
+use snn::data::loader::{Batch, Loader, LoaderConfig, LoaderError};
+
+/// `n` images of `shape` whose pixels are a function of (image, position), labels `i % 10`.
+fn dataset(n: usize, shape: [usize; 3]) -> Arc<ImageDataset> {
+    let per: usize = shape.iter().product();
+    let images = (0..n * per)
+        .map(|k| ((k / per) * 7 + (k % per) * 13) as u8)
+        .collect();
+    let labels = (0..n).map(|i| (i % 10) as u8).collect();
+    Arc::new(ImageDataset::new(images, shape, labels, 10).expect("valid dataset"))
+}
+
+fn config(batch_size: usize, workers: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size,
+        shuffle: true,
+        seed: 42,
+        drop_last: false,
+        prefetch: 2,
+        workers,
+    }
+}
+
+fn collect(loader: &Loader, epoch: u64) -> Vec<Batch> {
+    loader.epoch(epoch).collect()
+}
+
+fn indices(batches: &[Batch]) -> Vec<u64> {
+    batches.iter().flat_map(|b| b.indices.clone()).collect()
+}
+
+#[test]
+fn zero_batch_size_or_workers_is_an_error() {
+    let ds = dataset(4, [1, 2, 2]);
+    let err = Loader::new(ds.clone(), config(0, 1)).expect_err("batch_size 0");
+    assert_eq!(err, LoaderError::ZeroBatchSize);
+    assert!(err.to_string().contains("batch_size"));
+    let err = Loader::new(ds, config(2, 0)).expect_err("workers 0");
+    assert_eq!(err, LoaderError::ZeroWorkers);
+    assert!(err.to_string().contains("workers"));
+}
+
+#[test]
+fn every_index_once_per_epoch() {
+    let ds = dataset(103, [1, 3, 3]);
+    for workers in [1, 3] {
+        let loader = Loader::new(ds.clone(), config(10, workers)).expect("loader");
+        for epoch in 0..3 {
+            let mut seen = indices(&collect(&loader, epoch));
+            seen.sort_unstable();
+            assert_eq!(seen, (0..103).collect::<Vec<u64>>());
+        }
+    }
+}
+
+#[test]
+fn batch_sizes_with_and_without_drop_last() {
+    let ds = dataset(23, [2, 2, 3]);
+    let mut cfg = config(5, 2);
+    let loader = Loader::new(ds.clone(), cfg).expect("loader");
+    let batches = collect(&loader, 0);
+    assert_eq!(loader.num_batches(), 5);
+    assert_eq!(
+        batches.iter().map(Batch::len).collect::<Vec<_>>(),
+        [5, 5, 5, 5, 3]
+    );
+    for b in &batches {
+        assert_eq!(b.shape, [b.len(), 2, 2, 3]);
+        assert_eq!(b.images.len(), b.len() * 12);
+        assert_eq!(b.indices.len(), b.len());
+    }
+
+    cfg.drop_last = true;
+    let loader = Loader::new(ds.clone(), cfg).expect("loader");
+    let batches = collect(&loader, 0);
+    assert_eq!(loader.num_batches(), 4);
+    assert!(batches.iter().all(|b| b.len() == 5 && b.shape[0] == 5));
+    assert_eq!(batches.len(), 4);
+
+    // An exact multiple has no partial batch either way; a batch larger than the dataset
+    // gives one partial batch, or none with drop_last.
+    let loader = Loader::new(dataset(20, [1, 1, 1]), config(5, 2)).expect("loader");
+    assert_eq!(collect(&loader, 0).len(), 4);
+    let loader = Loader::new(ds.clone(), config(100, 2)).expect("loader");
+    assert_eq!(collect(&loader, 0).len(), 1);
+    cfg.batch_size = 100;
+    let loader = Loader::new(ds, cfg).expect("loader");
+    assert_eq!(loader.epoch(0).len(), 0);
+    assert!(collect(&loader, 0).is_empty());
+
+    // An empty dataset gives an empty epoch.
+    let empty = Arc::new(ImageDataset::new(vec![], [1, 2, 2], vec![], 10).expect("empty"));
+    let loader = Loader::new(empty, config(4, 2)).expect("loader");
+    assert!(collect(&loader, 0).is_empty());
+}
+
+#[test]
+fn deterministic_across_worker_counts_and_runs() {
+    let ds = dataset(257, [3, 4, 4]);
+    let reference = collect(&Loader::new(ds.clone(), config(16, 1)).expect("loader"), 5);
+    for workers in [1, 2, 4] {
+        for prefetch in [0, 1, 8] {
+            for _run in 0..2 {
+                let mut cfg = config(16, workers);
+                cfg.prefetch = prefetch;
+                let loader = Loader::new(ds.clone(), cfg).expect("loader");
+                assert_eq!(
+                    collect(&loader, 5),
+                    reference,
+                    "workers {workers} prefetch {prefetch}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn epochs_and_seeds_differ() {
+    let ds = dataset(200, [1, 2, 2]);
+    let loader = Loader::new(ds.clone(), config(32, 2)).expect("loader");
+    let e0 = indices(&collect(&loader, 0));
+    let e1 = indices(&collect(&loader, 1));
+    let e2 = indices(&collect(&loader, 2));
+    assert_ne!(e0, e1);
+    assert_ne!(e1, e2);
+    assert_ne!(e0, e2);
+    assert_ne!(e0, (0..200).collect::<Vec<u64>>());
+    assert_eq!(loader.order(1), e1);
+
+    let mut cfg = config(32, 2);
+    cfg.seed = 43;
+    let other = Loader::new(ds, cfg).expect("loader");
+    assert_ne!(indices(&collect(&other, 0)), e0);
+}
+
+#[test]
+fn no_shuffle_is_identity_order() {
+    let mut cfg = config(7, 3);
+    cfg.shuffle = false;
+    let loader = Loader::new(dataset(50, [1, 2, 2]), cfg).expect("loader");
+    for epoch in [0, 9] {
+        assert_eq!(
+            indices(&collect(&loader, epoch)),
+            (0..50).collect::<Vec<u64>>()
+        );
+    }
+}
+
+#[test]
+fn pixels_and_labels_match_the_indices() {
+    let ds = dataset(61, [3, 2, 5]);
+    let loader = Loader::new(ds.clone(), config(8, 3)).expect("loader");
+    for batch in loader.epoch(3) {
+        for (b, &i) in batch.indices.iter().enumerate() {
+            let i = i as usize;
+            assert_eq!(batch.labels[b], ds.label(i).expect("label"));
+            let want: Vec<f32> = ds
+                .image(i)
+                .expect("image")
+                .iter()
+                .map(|&v| f32::from(v) / 255.0)
+                .collect();
+            assert_eq!(&batch.images[b * 30..(b + 1) * 30], &want[..]);
+        }
+        assert!(batch.images.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+    // The extremes map exactly.
+    let ds = Arc::new(ImageDataset::new(vec![0, 255], [1, 1, 2], vec![0], 1).expect("ds"));
+    let loader = Loader::new(ds, config(1, 1)).expect("loader");
+    assert_eq!(collect(&loader, 0)[0].images, [0.0, 1.0]);
+}
+
+/// Runs `f` on a thread and fails if it does not finish within `limit`.
+fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit)
+        .expect("the loader did not shut down in time");
+}
+
+#[test]
+fn dropping_the_iterator_early_returns_quickly() {
+    let ds = dataset(5_000, [3, 32, 32]);
+    for (workers, prefetch) in [(1, 0), (4, 2), (8, 16)] {
+        let mut cfg = config(64, workers);
+        cfg.prefetch = prefetch;
+        let loader = Loader::new(ds.clone(), cfg).expect("loader");
+        // Dropped after one batch, and before any.
+        let l = loader.clone();
+        within(Duration::from_secs(20), move || {
+            let mut it = l.epoch(0);
+            assert!(it.next().is_some());
+            std::thread::sleep(Duration::from_millis(20));
+            drop(it);
+        });
+        let l = loader.clone();
+        within(Duration::from_secs(20), move || drop(l.epoch(1)));
+        // Abandoned midway by a `take`.
+        within(Duration::from_secs(20), move || {
+            assert_eq!(loader.epoch(2).take(3).count(), 3);
+        });
+    }
+}
+
+#[test]
+fn throughput_is_printed() {
+    let ds = dataset(10_000, [3, 32, 32]);
+    for workers in [1, 4] {
+        let cfg = LoaderConfig {
+            batch_size: 128,
+            shuffle: true,
+            seed: 0,
+            drop_last: false,
+            prefetch: 4,
+            workers,
+        };
+        let loader = Loader::new(ds.clone(), cfg).expect("loader");
+        let start = Instant::now();
+        let samples: usize = loader.epoch(0).map(|b| b.len()).sum();
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(samples, 10_000);
+        println!(
+            "loader throughput, 10k x 3x32x32, batch 128, {workers} worker(s): {:.0} samples/s",
+            samples as f64 / secs
+        );
+    }
+}
