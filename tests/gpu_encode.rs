@@ -1,22 +1,16 @@
 //! Rate encoding on the GPU equals the CPU encoder bit for bit (same Philox draws).
 #![allow(clippy::unwrap_used)]
 
+mod gpu_common;
+
 use snn::codegen::Dtype;
 use snn::data::encode::rate_encode_batch;
-use snn::runtime::{Device, DeviceTensor, encode};
+use snn::runtime::{DeviceTensor, encode};
 
 #[test]
 fn gpu_rate_encoding_equals_the_cpu_encoder() {
-    let dev = match Device::count() {
-        Ok(c) if c > 0 => Device::open(0).unwrap(),
-        other => {
-            assert!(
-                std::env::var("SNN_REQUIRE_GPU").is_err(),
-                "SNN_REQUIRE_GPU=1 but no GPU: {other:?}"
-            );
-            eprintln!("skipping: no GPU ({other:?})");
-            return;
-        }
+    let Some(dev) = gpu_common::device("gpu_rate_encoding_equals_the_cpu_encoder") else {
+        return;
     };
     // 5 images of 3 x 7 x 9 pixels (not a multiple of 4), sample indices beyond 2^32.
     let (batch, pixels, steps, seed) = (5usize, 189usize, 13usize, 0x1234_5678_9abc_def0u64);

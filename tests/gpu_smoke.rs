@@ -2,22 +2,16 @@
 //! reference. Skipped without a GPU unless `SNN_REQUIRE_GPU=1`.
 #![allow(clippy::unwrap_used)]
 
+mod gpu_common;
+
 use snn::codegen::interp::{Layout, Mode, Params, Reference, Seq};
 use snn::codegen::{Storage, compile, zoo};
-use snn::runtime::{Device, DeviceTensor, LayerConfig, NeuronLayer};
+use snn::runtime::{DeviceTensor, LayerConfig, NeuronLayer};
 
 #[test]
 fn gpu_paper_lif_smoke() {
-    let dev = match Device::count() {
-        Ok(c) if c > 0 => Device::open(0).unwrap(),
-        other => {
-            assert!(
-                std::env::var("SNN_REQUIRE_GPU").is_err(),
-                "SNN_REQUIRE_GPU=1 but no GPU: {other:?}"
-            );
-            eprintln!("skipping: no GPU ({other:?})");
-            return;
-        }
+    let Some(dev) = gpu_common::device("gpu_paper_lif_smoke") else {
+        return;
     };
     eprintln!("device: {:?}", dev.info);
     let lif = zoo::PaperLif::default();

@@ -66,6 +66,15 @@ fn reduce_chunks(n: usize, values: usize) -> usize {
     (n / values.max(1) / 16384).clamp(1, 4096)
 }
 
+/// `[T, N]` of the first sequence (`(0, 0)` if there is none; the `_into` methods then
+/// report what is wrong).
+fn seq_shape(seqs: &[&DeviceTensor]) -> (usize, usize) {
+    match seqs.first().map(|x| &x.shape[..]) {
+        Some(&[t, n]) => (t, n),
+        _ => (0, 0),
+    }
+}
+
 /// A kernel argument's value.
 enum Arg {
     Ptr(u64),
@@ -368,13 +377,7 @@ impl NeuronLayer {
         init: Option<&[&DeviceTensor]>,
         train: bool,
     ) -> Result<LayerForward, RuntimeError> {
-        let (steps, n) = inputs
-            .first()
-            .and_then(|x| match x.shape[..] {
-                [t, n] => Some((t, n)),
-                _ => None,
-            })
-            .unwrap_or((0, 0));
+        let (steps, n) = seq_shape(inputs);
         let mut out = self.alloc_forward(steps, n, train)?;
         self.forward_into(inputs, init, train, &mut out)?;
         Ok(out)
@@ -489,13 +492,7 @@ impl NeuronLayer {
         grad_outputs: &[&DeviceTensor],
         grad_final: Option<&[&DeviceTensor]>,
     ) -> Result<LayerGradients, RuntimeError> {
-        let (steps, n) = inputs
-            .first()
-            .and_then(|x| match x.shape[..] {
-                [t, n] => Some((t, n)),
-                _ => None,
-            })
-            .unwrap_or((0, 0));
+        let (steps, n) = seq_shape(inputs);
         let mut out = self.alloc_backward(steps, n)?;
         self.backward_into(inputs, init, fwd, grad_outputs, grad_final, &mut out)?;
         Ok(out)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ir::{Binary, Cmp, Graph, Leaf, NodeId, Op, Sink, Ty, Unary};
+use crate::ir::{Binary, Graph, Leaf, NodeId, Op, Sink, Ty, Unary};
 
 /// The statements of a graph and the C expressions its sinks write.
 pub struct Statements {
@@ -80,17 +80,7 @@ pub fn statements(g: &Graph, prefix: &str, leaf: &dyn Fn(Leaf) -> String) -> Sta
                 Binary::Min => format!("{0} <= {1} ? {0} : {1}", a[0], a[1]),
                 Binary::Max => format!("{0} >= {1} ? {0} : {1}", a[0], a[1]),
             },
-            Op::Cmp(c) => {
-                let op = match c {
-                    Cmp::Lt => "<",
-                    Cmp::Le => "<=",
-                    Cmp::Gt => ">",
-                    Cmp::Ge => ">=",
-                    Cmp::Eq => "==",
-                    Cmp::Ne => "!=",
-                };
-                format!("{} {op} {}", a[0], a[1])
-            }
+            Op::Cmp(c) => format!("{} {} {}", a[0], c.symbol(), a[1]),
             Op::Powf(e) => format!("powf({}, {})", a[0], float(e)),
             Op::Clamp => format!(
                 "{0} < {1} ? {1} : ({0} > {2} ? {2} : {0})",

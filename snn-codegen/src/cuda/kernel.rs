@@ -419,54 +419,29 @@ impl<'a> Gen<'a> {
             .collect();
         let mut args = Vec::new();
         for (k, s) in inputs.iter().enumerate() {
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role: ArgRole::Input(k),
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(s.arg.clone(), ArgRole::Input(k), s.dtype, false));
         }
         for (m, s) in outputs.iter().enumerate() {
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role: ArgRole::Output(m),
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(s.arg.clone(), ArgRole::Output(m), s.dtype, true));
         }
         for (k, s) in saved.iter().enumerate() {
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role: ArgRole::Save(k),
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(s.arg.clone(), ArgRole::Save(k), s.dtype, true));
         }
         for j in 0..ir.states.len() {
-            args.push(KernelArg {
-                name: format!("init_{}", self.state(j)),
-                role: ArgRole::InitState(j),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(
+                format!("init_{}", self.state(j)),
+                ArgRole::InitState(j),
+                Dtype::F32,
+                false,
+            ));
         }
         for j in 0..ir.states.len() {
-            args.push(KernelArg {
-                name: format!("final_{}", self.state(j)),
-                role: ArgRole::FinalState(j),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(
+                format!("final_{}", self.state(j)),
+                ArgRole::FinalState(j),
+                Dtype::F32,
+                true,
+            ));
         }
         self.common_args(&mut args);
 
@@ -720,14 +695,12 @@ impl<'a> Gen<'a> {
             .collect();
         let mut args = Vec::new();
         for (m, s) in dys.iter().enumerate() {
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role: ArgRole::OutputGrad(m),
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(
+                s.arg.clone(),
+                ArgRole::OutputGrad(m),
+                s.dtype,
+                false,
+            ));
         }
         for (leaf, s) in &streams {
             let role = match *leaf {
@@ -736,64 +709,42 @@ impl<'a> Gen<'a> {
                 Leaf::OutputValue(m) => ArgRole::Output(m as usize),
                 _ => unreachable!("streams are saves and re-reads"),
             };
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role,
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(s.arg.clone(), role, s.dtype, false));
         }
         for j in 0..ir.states.len() {
-            args.push(KernelArg {
-                name: format!("init_{}", self.state(j)),
-                role: ArgRole::InitState(j),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(
+                format!("init_{}", self.state(j)),
+                ArgRole::InitState(j),
+                Dtype::F32,
+                false,
+            ));
         }
         for j in 0..ir.states.len() {
-            args.push(KernelArg {
-                name: format!("dfinal_{}", self.state(j)),
-                role: ArgRole::FinalStateGrad(j),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: false,
-                },
-            });
+            args.push(ptr_arg(
+                format!("dfinal_{}", self.state(j)),
+                ArgRole::FinalStateGrad(j),
+                Dtype::F32,
+                false,
+            ));
         }
         for (k, s) in dxs.iter().enumerate() {
-            args.push(KernelArg {
-                name: s.arg.clone(),
-                role: ArgRole::InputGrad(k),
-                ty: ArgType::Ptr {
-                    dtype: s.dtype,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(s.arg.clone(), ArgRole::InputGrad(k), s.dtype, true));
         }
         for j in 0..ir.states.len() {
-            args.push(KernelArg {
-                name: format!("dinit_{}", self.state(j)),
-                role: ArgRole::InitStateGrad(j),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(
+                format!("dinit_{}", self.state(j)),
+                ArgRole::InitStateGrad(j),
+                Dtype::F32,
+                true,
+            ));
         }
         for &p in &learnable {
-            args.push(KernelArg {
-                name: format!("grad_{}", self.param(p)),
-                role: ArgRole::ParamGrad(p),
-                ty: ArgType::Ptr {
-                    dtype: Dtype::F32,
-                    mutable: true,
-                },
-            });
+            args.push(ptr_arg(
+                format!("grad_{}", self.param(p)),
+                ArgRole::ParamGrad(p),
+                Dtype::F32,
+                true,
+            ));
         }
         self.common_args(&mut args);
 
@@ -1071,6 +1022,15 @@ impl<'a> Gen<'a> {
             });
         }
         (w.finish(), sigs)
+    }
+}
+
+/// A pointer argument.
+fn ptr_arg(name: impl Into<String>, role: ArgRole, dtype: Dtype, mutable: bool) -> KernelArg {
+    KernelArg {
+        name: name.into(),
+        role,
+        ty: ArgType::Ptr { dtype, mutable },
     }
 }
 
