@@ -1,0 +1,17 @@
+//! Networks of spiking layers: the static layer graph, the Spiking-ResNet family and small
+//! models, parameter names that match PyTorch's `state_dict`, a CPU reference for every
+//! layer, loss and optimizer, and safetensors checkpoints.
+//!
+//! Nothing here touches a GPU: the CPU reference is the test oracle and trains small models
+//! on a laptop, and `snn-runtime` runs the same graphs on GPUs.
+
+pub mod cpu;
+pub mod error;
+pub mod float;
+pub mod layers;
+pub mod params;
+
+pub use error::NnError;
+pub use float::Float;
+pub use layers::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d};
+pub use params::{ParamSet, Role, Tensor};
