@@ -22,6 +22,7 @@ pub mod dsl;
 
 pub use snn_codegen as codegen;
 pub use snn_dsl::{neuron, neuron_helper};
+pub use snn_nn as nn;
 pub use snn_runtime as runtime;
 
 /// The names most programs need.

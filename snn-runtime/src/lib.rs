@@ -12,6 +12,7 @@ pub mod encode;
 pub mod error;
 pub mod layer;
 pub mod libs;
+pub mod nn;
 pub mod nvrtc;
 pub mod tensor;
 
