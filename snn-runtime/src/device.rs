@@ -8,6 +8,7 @@ use cudarc::driver::{CudaContext, CudaStream, sys};
 use crate::cache::KernelCache;
 use crate::error::RuntimeError;
 use crate::libs;
+use crate::pool::{MemoryStats, Pool};
 
 /// What a device is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,7 @@ pub struct Device {
     pub(crate) stream: Arc<CudaStream>,
     pub info: DeviceInfo,
     pub cache: KernelCache,
+    pub(crate) pool: Pool,
 }
 
 impl Device {
@@ -84,6 +86,7 @@ impl Device {
             stream,
             info,
             cache: KernelCache::from_env(),
+            pool: Pool::default(),
         }))
     }
 
@@ -92,6 +95,21 @@ impl Device {
         self.stream
             .synchronize()
             .map_err(|e| RuntimeError::driver("synchronizing", e))
+    }
+
+    /// The memory pool's counters (bytes in use, peak, cached).
+    pub fn memory(&self) -> MemoryStats {
+        self.pool.stats()
+    }
+
+    /// Starts measuring the peak memory from what is in use now.
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak();
+    }
+
+    /// Returns the pool's cached buffers to the driver.
+    pub fn release_cached_memory(&self) {
+        self.pool.release_cached();
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

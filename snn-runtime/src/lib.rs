@@ -14,6 +14,8 @@ pub mod layer;
 pub mod libs;
 pub mod nn;
 pub mod nvrtc;
+pub mod pool;
+pub mod staging;
 pub mod tensor;
 
 pub use cache::{CacheStats, KernelCache};
@@ -21,4 +23,5 @@ pub use device::{Device, DeviceInfo};
 pub use error::RuntimeError;
 pub use layer::{LayerConfig, LayerForward, LayerGradients, NeuronLayer};
 pub use snn_codegen as codegen;
+pub use pool::MemoryStats;
 pub use tensor::DeviceTensor;

@@ -1,43 +1,80 @@
-//! A minimal device tensor: bytes on the GPU with a dtype and a shape.
+//! Device tensors: a shared buffer from the device's memory pool, an offset, a dtype and a
+//! shape. Views share the buffer, so folding time into the batch or addressing one
+//! parameter inside a flat parameter buffer costs nothing; the buffer returns to the pool
+//! when its last view is dropped.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr};
 use snn_codegen::Dtype;
 
 use crate::device::Device;
 use crate::error::RuntimeError;
 
-/// A contiguous tensor on a device. Time-major sequences are `[T, N]`, states `[N]`.
+/// Pool memory, handed back when the last tensor using it is dropped.
 #[derive(Debug)]
-pub struct DeviceTensor {
-    pub(crate) data: CudaSlice<u8>,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
+struct Buffer {
+    slice: Option<CudaSlice<u8>>,
     device: Arc<Device>,
 }
 
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(s) = self.slice.take() {
+            self.device.pool.free(s);
+        }
+    }
+}
+
+/// A contiguous tensor on a device (or a view of one). Time-major sequences are `[T, N]`,
+/// states `[N]`, images `[T * B, C, H, W]`.
+///
+/// Device memory is not Rust memory: kernels write through shared references, and all
+/// work on a device is ordered by its one stream.
+#[derive(Debug, Clone)]
+pub struct DeviceTensor {
+    buf: Arc<Buffer>,
+    /// Byte offset of the first element in the buffer.
+    offset: usize,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
 impl DeviceTensor {
+    /// A tensor whose contents are unspecified until a kernel writes them (outputs that
+    /// are overwritten in full).
+    pub fn empty(
+        device: &Arc<Device>,
+        dtype: Dtype,
+        shape: &[usize],
+    ) -> Result<Self, RuntimeError> {
+        let len: usize = shape.iter().product();
+        let what = || format!("allocating a {dtype} tensor of shape {shape:?}");
+        let bytes = len.checked_mul(dtype.size()).ok_or_else(|| {
+            RuntimeError::Shape(format!("{}: the size overflows", what()))
+        })?;
+        let slice = device.pool.alloc(&device.stream, bytes, &what)?;
+        Ok(Self {
+            buf: Arc::new(Buffer {
+                slice: Some(slice),
+                device: device.clone(),
+            }),
+            offset: 0,
+            dtype,
+            shape: shape.to_vec(),
+        })
+    }
+
     /// A zeroed tensor.
     pub fn zeros(
         device: &Arc<Device>,
         dtype: Dtype,
         shape: &[usize],
     ) -> Result<Self, RuntimeError> {
-        let len: usize = shape.iter().product();
-        let data = device
-            .stream
-            .alloc_zeros::<u8>(len * dtype.size())
-            .map_err(|e| {
-                RuntimeError::driver(format!("allocating a {dtype} tensor of shape {shape:?}"), e)
-            })?;
-        Ok(Self {
-            data,
-            dtype,
-            shape: shape.to_vec(),
-            device: device.clone(),
-        })
+        let t = Self::empty(device, dtype, shape)?;
+        t.clear()?;
+        Ok(t)
     }
 
     /// Uploads `values`, stored as `dtype`.
@@ -54,50 +91,131 @@ impl DeviceTensor {
                 values.len()
             )));
         }
-        let data = device
-            .stream
-            .clone_htod(&dtype.encode(values))
-            .map_err(|e| {
-                RuntimeError::driver(format!("uploading a {dtype} tensor of shape {shape:?}"), e)
-            })?;
-        Ok(Self {
-            data,
-            dtype,
-            shape: shape.to_vec(),
-            device: device.clone(),
-        })
+        let t = Self::empty(device, dtype, shape)?;
+        t.write_bytes(&dtype.encode(values))?;
+        Ok(t)
+    }
+
+    /// Copies `bytes` (this tensor's storage, as many bytes as it has) to the device.
+    pub fn write_bytes(&self, bytes: &[u8]) -> Result<(), RuntimeError> {
+        if bytes.len() != self.num_bytes() {
+            return Err(RuntimeError::Shape(format!(
+                "{} bytes for a {} tensor of shape {:?} ({} bytes)",
+                bytes.len(),
+                self.dtype,
+                self.shape,
+                self.num_bytes()
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let stream = &self.device().stream;
+        // SAFETY: the destination is this tensor's `num_bytes` bytes; the copy is ordered on
+        // the device's stream and the host slice outlives it because the call synchronizes
+        // (pageable memory) before returning.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(self.ptr(), bytes, stream.cu_stream())
+                .and_then(|()| stream.synchronize())
+        }
+        .map_err(|e| RuntimeError::driver(format!("uploading a {} tensor", self.dtype), e))
+    }
+
+    /// Copies the tensor's bytes to the host.
+    pub fn read_bytes(&self) -> Result<Vec<u8>, RuntimeError> {
+        let mut out = vec![0u8; self.num_bytes()];
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let stream = &self.device().stream;
+        // SAFETY: the source is this tensor's bytes, `out` has as many; the stream is
+        // synchronized before `out` is read or dropped.
+        unsafe {
+            cudarc::driver::result::memcpy_dtoh_async(&mut out, self.ptr(), stream.cu_stream())
+                .and_then(|()| stream.synchronize())
+        }
+        .map_err(|e| RuntimeError::driver(format!("downloading a {} tensor", self.dtype), e))?;
+        Ok(out)
     }
 
     /// Downloads the values as f32.
     pub fn to_f32(&self) -> Result<Vec<f32>, RuntimeError> {
-        let bytes = self
-            .device
-            .stream
-            .clone_dtoh(&self.data)
-            .map_err(|e| RuntimeError::driver("downloading a tensor", e))?;
-        Ok(self.dtype.decode(&bytes))
+        Ok(self.dtype.decode(&self.read_bytes()?))
     }
 
     /// Sets every byte to `byte` (tests poison outputs before kernels write them).
-    pub fn fill_bytes(&mut self, byte: u8) -> Result<(), RuntimeError> {
-        let stream = &self.device.stream;
-        let len = self.data.len();
-        let (ptr, _sync) = self.data.device_ptr_mut(stream);
+    pub fn fill_bytes(&self, byte: u8) -> Result<(), RuntimeError> {
+        let stream = &self.device().stream;
         // SAFETY: `ptr` addresses this tensor's `num_bytes` bytes, on this stream.
-        unsafe { cudarc::driver::result::memset_d8_async(ptr, byte, len, stream.cu_stream()) }
-            .map_err(|e| RuntimeError::driver("filling a tensor", e))
+        unsafe {
+            cudarc::driver::result::memset_d8_async(
+                self.ptr(),
+                byte,
+                self.num_bytes(),
+                stream.cu_stream(),
+            )
+        }
+        .map_err(|e| RuntimeError::driver("filling a tensor", e))
     }
 
-    /// Zeroes the tensor. Device memory is not Rust memory: kernels write through shared
-    /// references too, on the one stream of the device.
-    pub(crate) fn clear(&self) -> Result<(), RuntimeError> {
-        let stream = &self.device.stream;
-        let (ptr, _sync) = self.data.device_ptr(stream);
-        // SAFETY: `ptr` addresses this tensor's bytes, and work on it is ordered by the stream.
-        unsafe {
-            cudarc::driver::result::memset_d8_async(ptr, 0, self.data.len(), stream.cu_stream())
+    /// Zeroes the tensor.
+    pub fn clear(&self) -> Result<(), RuntimeError> {
+        self.fill_bytes(0)
+    }
+
+    /// Copies `src` (same dtype and element count) into this tensor, on the stream.
+    pub fn copy_from(&self, src: &DeviceTensor) -> Result<(), RuntimeError> {
+        if src.dtype != self.dtype || src.len() != self.len() {
+            return Err(RuntimeError::Shape(format!(
+                "copying a {} tensor of shape {:?} into a {} tensor of shape {:?}",
+                src.dtype, src.shape, self.dtype, self.shape
+            )));
         }
-        .map_err(|e| RuntimeError::driver("zeroing a tensor", e))
+        let stream = &self.device().stream;
+        // SAFETY: both addresses span `num_bytes` bytes of live buffers; ordered on the stream.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                self.ptr(),
+                src.ptr(),
+                self.num_bytes(),
+                stream.cu_stream(),
+            )
+        }
+        .map_err(|e| RuntimeError::driver("copying a tensor", e))
+    }
+
+    /// The same memory with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<DeviceTensor, RuntimeError> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(RuntimeError::Shape(format!(
+                "cannot view a tensor of shape {:?} as {shape:?}",
+                self.shape
+            )));
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// A view of `shape`'s elements starting at element `start` of this tensor.
+    pub fn view(&self, start: usize, shape: &[usize]) -> Result<DeviceTensor, RuntimeError> {
+        let len: usize = shape.iter().product();
+        if start.checked_add(len).is_none_or(|end| end > self.len()) {
+            return Err(RuntimeError::Shape(format!(
+                "a view of {len} elements at {start} does not fit a tensor of {} elements",
+                self.len()
+            )));
+        }
+        Ok(Self {
+            offset: self.offset + start * self.dtype.size(),
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.buf.device
     }
 
     pub fn len(&self) -> usize {
@@ -112,9 +230,14 @@ impl DeviceTensor {
         self.len() * self.dtype.size()
     }
 
-    /// The device address (for kernel arguments).
-    pub(crate) fn ptr(&self) -> u64 {
-        let (p, _sync) = self.data.device_ptr(&self.device.stream);
-        p
+    /// The device address of the first element (for kernel and library arguments).
+    pub fn ptr(&self) -> u64 {
+        match &self.buf.slice {
+            Some(s) => {
+                let (p, _sync) = s.device_ptr(&self.buf.device.stream);
+                p + self.offset as u64
+            }
+            None => 0,
+        }
     }
 }
