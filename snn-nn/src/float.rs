@@ -4,10 +4,15 @@
 
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
+pub use snn_codegen::Storage;
 pub use snn_codegen::interp::Real;
 
 /// A float the CPU layers compute in.
 pub trait Float: Real + Default + AddAssign + SubAssign + MulAssign + DivAssign + std::iter::Sum {
+    /// How neuron layers store their tensors when computing in this type (f64 keeps f64,
+    /// so gradient checks are not limited by f32 rounding).
+    const STORAGE: Storage;
+
     /// `c = alpha * a * b + beta * c` for row-major `a` `[m, k]`, `b` `[k, n]`, `c`
     /// `[m, n]`, each given with its row and column strides (so transposes are free).
     ///
@@ -44,8 +49,10 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 macro_rules! float {
-    ($t:ty, $gemm:ident) => {
+    ($t:ty, $gemm:ident, $storage:expr) => {
         impl Float for $t {
+            const STORAGE: Storage = $storage;
+
             fn gemm(
                 m: usize,
                 k: usize,
@@ -89,8 +96,8 @@ macro_rules! float {
         }
     };
 }
-float!(f32, sgemm);
-float!(f64, dgemm);
+float!(f32, sgemm, Storage::F32);
+float!(f64, dgemm, Storage::F64);
 
 #[cfg(test)]
 mod tests {
