@@ -358,13 +358,13 @@ impl NeuronLayer {
         };
         Ok(LayerForward {
             outputs: (0..ir.outputs.len())
-                .map(|m| DeviceTensor::zeros(dev, self.out_dtype(m), &[steps, n]))
+                .map(|m| DeviceTensor::empty(dev, self.out_dtype(m), &[steps, n]))
                 .collect::<Result<_, _>>()?,
             saves: (0..nsaves)
-                .map(|_| DeviceTensor::zeros(dev, st.saves, &[steps, n]))
+                .map(|_| DeviceTensor::empty(dev, st.saves, &[steps, n]))
                 .collect::<Result<_, _>>()?,
             final_states: (0..ir.states.len())
-                .map(|_| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
+                .map(|_| DeviceTensor::empty(dev, Dtype::F32, &[n]))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -449,10 +449,10 @@ impl NeuronLayer {
         let (dev, st, layout) = (&self.device, self.config.storage, self.config.layout);
         Ok(LayerGradients {
             inputs: (0..ir.inputs.len())
-                .map(|_| DeviceTensor::zeros(dev, st.io, &[steps, n]))
+                .map(|_| DeviceTensor::empty(dev, st.io, &[steps, n]))
                 .collect::<Result<_, _>>()?,
             init_states: (0..ir.states.len())
-                .map(|_| DeviceTensor::zeros(dev, Dtype::F32, &[n]))
+                .map(|_| DeviceTensor::empty(dev, Dtype::F32, &[n]))
                 .collect::<Result<_, _>>()?,
             params: ir
                 .params

@@ -1,0 +1,82 @@
+//! Training on the CPU: forward, loss, backward, optional gradient clipping, optimizer step.
+
+use snn_codegen::interp::Mode;
+
+use crate::cpu::model::CpuModel;
+use crate::error::NnError;
+use crate::float::Float;
+use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
+use crate::train::{Loss, StepStats};
+
+/// A model with its optimizer.
+#[derive(Clone, Debug)]
+pub struct CpuTrainer<T> {
+    pub model: CpuModel<T>,
+    pub optimizer: Optimizer,
+    pub state: OptimizerState<T>,
+    pub loss: Loss,
+    /// Clip the gradients' total L2 norm to this value before each step.
+    pub clip: Option<f64>,
+}
+
+impl<T: Float> CpuTrainer<T> {
+    pub fn new(model: CpuModel<T>, optimizer: Optimizer, loss: Loss) -> Result<Self, NnError> {
+        optimizer.validate()?;
+        let state = OptimizerState::new(&optimizer, &model.params);
+        Ok(Self {
+            model,
+            optimizer,
+            state,
+            loss,
+            clip: None,
+        })
+    }
+
+    /// One step on `x` (`[T, B, C, H, W]`) with `labels` (`B` of them) at learning rate
+    /// `lr`.
+    pub fn step(
+        &mut self,
+        x: &[T],
+        labels: &[usize],
+        steps: usize,
+        lr: f64,
+    ) -> Result<StepStats, NnError> {
+        let batch = labels.len();
+        let classes = self.model.network().output_shape().len();
+        let trace = self.model.forward(x, steps, batch, Mode::Train)?;
+        let out = self
+            .loss
+            .compute(steps, batch, classes, trace.output(), labels)?;
+        let mut grads = self.model.backward(&trace, &out.grad)?;
+        let grad_norm = self
+            .clip
+            .map(|max| clip_grad_norm(&mut grads, max).map(|n| n.value()))
+            .transpose()?;
+        step(
+            &self.optimizer,
+            lr,
+            &mut self.state,
+            &mut self.model.params,
+            &grads,
+        )?;
+        Ok(StepStats {
+            loss: out.loss.value(),
+            correct: out.correct,
+            batch,
+            grad_norm,
+        })
+    }
+
+    /// Predicted classes (argmax of the time-averaged output) in inference mode.
+    pub fn predict(&mut self, x: &[T], steps: usize, batch: usize) -> Result<Vec<usize>, NnError> {
+        let classes = self.model.network().output_shape().len();
+        let trace = self.model.forward(x, steps, batch, Mode::Inference)?;
+        let out = trace.output();
+        Ok((0..batch)
+            .map(|b| {
+                let mean = |k: usize| (0..steps).map(|t| out[(t * batch + b) * classes + k].value()).sum::<f64>();
+                (0..classes).fold(0, |best, k| if mean(k) > mean(best) { k } else { best })
+            })
+            .collect())
+    }
+}
