@@ -1,0 +1,101 @@
+//! Helpers shared by snn-nn's integration tests: a seeded generator and a finite-difference
+//! gradient check.
+
+/// SplitMix64 (Steele, Lea and Flood 2014): small, seeded, identical on every platform.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        lo + (hi - lo) * unit
+    }
+
+    /// `n` values uniform in `[lo, hi)`.
+    pub fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn index(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// A uniformly random permutation of `0..n` (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            p.swap(i, self.index(i + 1));
+        }
+        p
+    }
+}
+
+/// How many coordinates of each tensor a gradient check perturbs.
+const SAMPLES: usize = 24;
+
+/// Checks `analytic` = dL/dp at `point` against central differences of `loss`, with
+/// Richardson extrapolation (error O(h^4)), at up to `SAMPLES` coordinates chosen by `rng`.
+/// Fails when `|fd - analytic| > 1e-7 * max(|analytic|, 1)`.
+pub fn check_gradient(
+    what: &str,
+    point: &[f64],
+    analytic: &[f64],
+    rng: &mut SplitMix64,
+    mut loss: impl FnMut(&[f64]) -> f64,
+) {
+    assert_eq!(point.len(), analytic.len(), "{what}: gradient length");
+    let coords: Vec<usize> = if point.len() <= SAMPLES {
+        (0..point.len()).collect()
+    } else {
+        (0..SAMPLES).map(|_| rng.index(point.len())).collect()
+    };
+    let mut p = point.to_vec();
+    let mut central = |i: usize, h: f64| {
+        p[i] = point[i] + h;
+        let up = loss(&p);
+        p[i] = point[i] - h;
+        let down = loss(&p);
+        p[i] = point[i];
+        (up - down) / (2.0 * h)
+    };
+    let h = 1e-3;
+    for i in coords {
+        let fd = (4.0 * central(i, h / 2.0) - central(i, h)) / 3.0;
+        let an = analytic[i];
+        assert!(
+            (fd - an).abs() <= 1e-7 * an.abs().max(1.0),
+            "{what}[{i}]: analytic {an:e}, finite differences {fd:e}"
+        );
+    }
+}
+
+/// Asserts that two slices agree to `tol` relative to `max(|expected|, 1)`.
+pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tol * e.abs().max(1.0),
+            "{what}[{i}]: got {a:e}, expected {e:e}"
+        );
+    }
+}
+
+/// `sum(r * y)`: a random projection that turns an output into a scalar loss with
+/// `dL/dy = r`.
+pub fn project(r: &[f64], y: &[f64]) -> f64 {
+    r.iter().zip(y).map(|(a, b)| a * b).sum()
+}
