@@ -5,13 +5,26 @@
 //! Nothing here touches a GPU: the CPU reference is the test oracle and trains small models
 //! on a laptop, and `snn-runtime` runs the same graphs on GPUs.
 
+pub mod checkpoint;
 pub mod cpu;
 pub mod error;
 pub mod float;
+pub mod graph;
+pub mod init;
 pub mod layers;
+pub mod loss;
+pub mod models;
+pub mod optim;
 pub mod params;
+pub mod train;
 
+pub use checkpoint::Checkpoint;
 pub use error::NnError;
 pub use float::Float;
+pub use graph::{Network, NetworkBuilder, Node, NodeId, Op, ParamInfo};
+pub use init::{Rng, init_params};
 pub use layers::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d};
+pub use loss::LossOutput;
+pub use optim::{CosineSchedule, Optimizer, OptimizerState};
 pub use params::{ParamSet, Role, Tensor};
+pub use train::{Loss, StepStats};

@@ -49,3 +49,44 @@ fn small_spiking_cnn_learns_a_separable_task() {
     let correct = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
     assert!(correct >= 180, "{correct}/200 held-out images right (chance: 50)");
 }
+
+#[test]
+fn training_resumes_from_a_checkpoint_exactly() {
+    let lif = zoo::PaperLif::default();
+    let net = spiking_cnn(ImageShape::new(1, SIDE, SIDE), 4, 4, &lif).unwrap();
+    let new = || {
+        let model = CpuModel::new(&net, init_params::<f32>(&net, 1).unwrap()).unwrap();
+        CpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap()
+    };
+    let batches: Vec<_> = {
+        let mut rng = Rng::new(9);
+        (0..6).map(|_| batch(&mut rng, 8)).collect()
+    };
+    // Six steps straight through, and three + checkpoint + resume + three.
+    let mut straight = new();
+    for (x, l) in &batches {
+        straight.step(x, l, STEPS, 1e-2).unwrap();
+    }
+    let mut first = new();
+    for (x, l) in &batches[..3] {
+        first.step(x, l, STEPS, 1e-2).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    snn_nn::checkpoint::save(&path, &first.checkpoint(3, Default::default())).unwrap();
+    let ckpt = snn_nn::checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.epoch, 3);
+    let mut resumed =
+        CpuTrainer::from_checkpoint(&net, &ckpt, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
+            .unwrap();
+    for (x, l) in &batches[3..] {
+        resumed.step(x, l, STEPS, 1e-2).unwrap();
+    }
+    assert_eq!(resumed.model.params, straight.model.params);
+    assert_eq!(resumed.state, straight.state);
+    // A checkpoint of another network is refused, naming what differs.
+    let other = spiking_cnn(ImageShape::new(1, SIDE, SIDE), 6, 4, &lif).unwrap();
+    let e = CpuTrainer::from_checkpoint(&other, &ckpt, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
+        .unwrap_err();
+    assert!(e.to_string().contains("conv1.weight"), "{e}");
+}

@@ -183,7 +183,7 @@ fn timing_event(dev: &Device) -> Result<CudaEvent, RuntimeError> {
 
 /// Runs `work` [`WARMUP`] times untimed, then `repeats` times between event pairs, issued
 /// back to back so that the host never waits between repeats; the median in ms.
-fn median_ms(
+pub(crate) fn median_ms(
     dev: &Device,
     repeats: usize,
     mut work: impl FnMut() -> Result<(), RuntimeError>,
@@ -281,4 +281,91 @@ mod tests {
         };
         assert_eq!(b.bytes_per_element_step(), (12, 24));
     }
+}
+
+/// One training iteration of a network: median time and peak memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainBench {
+    pub network: String,
+    pub steps: usize,
+    pub batch: usize,
+    /// Median time of one iteration: forward, loss, backward, optimizer step.
+    pub iteration_ms: f64,
+    /// Median time of the forward pass alone (training mode).
+    pub forward_ms: f64,
+    /// The most device memory the pool had handed out at once during the timed
+    /// iterations: parameters, gradients, optimizer state, activations, workspaces.
+    pub peak_bytes: usize,
+    /// The parameters, gradients and optimizer state alone.
+    pub model_bytes: usize,
+}
+
+/// Times training iterations of `net` on synthetic rate-coded input (`[T, B, C, H, W]`
+/// spikes drawn once from random intensities with the GPU encoder; random labels), with
+/// Adam (lr 1e-3, the paper's) and the paper's loss. `progress` is told each finished
+/// repeat.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    device: &Arc<Device>,
+    net: &snn_nn::Network,
+    steps: usize,
+    batch: usize,
+    repeats: usize,
+    options: crate::nn::ModelOptions,
+    seed: u64,
+    progress: &dyn Fn(usize),
+) -> Result<TrainBench, RuntimeError> {
+    use crate::nn::{GpuModel, GpuTrainer};
+    use snn_codegen::interp::Mode;
+    let params = snn_nn::init_params::<f32>(net, seed)
+        .map_err(|e| RuntimeError::Shape(e.to_string()))?;
+    let model = GpuModel::new(device, net, &params, options)?;
+    let mut trainer = GpuTrainer::new(
+        model,
+        snn_nn::Optimizer::adam(1e-3),
+        snn_nn::Loss::CrossEntropyRate,
+    )?;
+    let pixels = net.input_shape().len();
+    let mut rng = SplitMix64(seed ^ 0x5eed);
+    let intensity: Vec<f32> = (0..batch * pixels)
+        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32)
+        .collect();
+    let intensity =
+        DeviceTensor::from_f32(device, snn_codegen::Dtype::F32, &[batch, pixels], &intensity)?;
+    let samples: Vec<u64> = (0..batch as u64).collect();
+    let x = crate::encode::rate_encode(device, &intensity, &samples, steps, seed)?;
+    drop(intensity);
+    let classes = net.output_shape().len() as u64;
+    let labels: Vec<usize> = (0..batch).map(|_| (rng.next() % classes) as usize).collect();
+    let model_bytes = trainer.model.params().num_bytes() * (2 + trainer.state().len());
+    // Warm-up (inside median_ms) chooses the convolution algorithms and fills the pool;
+    // the peak is measured over the timed repeats.
+    let mut done = 0;
+    let iteration_ms = median_ms(device, repeats, || {
+        trainer.step(&x, &labels, steps, 1e-3)?;
+        done += 1;
+        if done == WARMUP {
+            device.synchronize()?;
+            device.reset_peak_memory();
+        }
+        if done > WARMUP {
+            progress(done - WARMUP);
+        }
+        Ok(())
+    })?;
+    device.synchronize()?;
+    let peak_bytes = device.memory().peak;
+    let model = &mut trainer.model;
+    let forward_ms = median_ms(device, repeats, || {
+        model.forward(&x, steps, batch, Mode::Train).map(drop)
+    })?;
+    Ok(TrainBench {
+        network: net.name.clone(),
+        steps,
+        batch,
+        iteration_ms,
+        forward_ms,
+        peak_bytes,
+        model_bytes,
+    })
 }

@@ -90,6 +90,14 @@ impl Device {
         }))
     }
 
+    /// Makes this device's context current on the calling thread (the driver's raw calls
+    /// act on the thread's current context; cudarc's own calls do this themselves).
+    pub fn bind(&self) -> Result<(), RuntimeError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| RuntimeError::driver("making the device's context current", e))
+    }
+
     /// Waits for all work issued so far.
     pub fn synchronize(&self) -> Result<(), RuntimeError> {
         self.stream

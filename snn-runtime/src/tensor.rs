@@ -110,6 +110,7 @@ impl DeviceTensor {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.device().bind()?;
         let stream = &self.device().stream;
         // SAFETY: the destination is this tensor's `num_bytes` bytes; the copy is ordered on
         // the device's stream and the host slice outlives it because the call synchronizes
@@ -127,6 +128,7 @@ impl DeviceTensor {
         if out.is_empty() {
             return Ok(out);
         }
+        self.device().bind()?;
         let stream = &self.device().stream;
         // SAFETY: the source is this tensor's bytes, `out` has as many; the stream is
         // synchronized before `out` is read or dropped.
@@ -145,6 +147,7 @@ impl DeviceTensor {
 
     /// Sets every byte to `byte` (tests poison outputs before kernels write them).
     pub fn fill_bytes(&self, byte: u8) -> Result<(), RuntimeError> {
+        self.device().bind()?;
         let stream = &self.device().stream;
         // SAFETY: `ptr` addresses this tensor's `num_bytes` bytes, on this stream.
         unsafe {
@@ -171,6 +174,7 @@ impl DeviceTensor {
                 src.dtype, src.shape, self.dtype, self.shape
             )));
         }
+        self.device().bind()?;
         let stream = &self.device().stream;
         // SAFETY: both addresses span `num_bytes` bytes of live buffers; ordered on the stream.
         unsafe {

@@ -37,6 +37,10 @@ pub enum Bench {
     /// bandwidth with a device copy.
     #[command(after_help = NEURON_AFTER_HELP)]
     Neuron(NeuronArgs),
+    /// Time one training iteration of Spiking-ResNet18/34/50 (forward, loss, backward,
+    /// Adam) and its peak memory.
+    #[command(after_help = super::bench_train::TRAIN_AFTER_HELP)]
+    Train(super::bench_train::TrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,7 +110,7 @@ enum ReductionArg {
 }
 
 /// The zoo's neuron names, in the zoo's order.
-fn known_neurons() -> Vec<String> {
+pub(super) fn known_neurons() -> Vec<String> {
     zoo::all()
         .iter()
         .filter_map(|n| n.ir().ok())
@@ -136,6 +140,7 @@ fn parse_neuron(name: &str) -> Result<String, String> {
 pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Neuron(args) => neuron(args),
+        Bench::Train(args) => super::bench_train::train(args),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The subcommands of the `snn` binary.
 
 pub mod bench;
+pub mod bench_train;
 pub mod data;

@@ -3,7 +3,10 @@
 use snn_codegen::interp::Mode;
 
 use crate::cpu::model::CpuModel;
+use crate::checkpoint::{Checkpoint, check_compatible};
 use crate::error::NnError;
+use crate::graph::Network;
+use crate::init::init_params;
 use crate::float::Float;
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
 use crate::train::{Loss, StepStats};
@@ -78,5 +81,45 @@ impl<T: Float> CpuTrainer<T> {
                 (0..classes).fold(0, |best, k| if mean(k) > mean(best) { k } else { best })
             })
             .collect())
+    }
+}
+
+impl CpuTrainer<f32> {
+    /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
+    /// the epoch, and `metadata`.
+    pub fn checkpoint(
+        &self,
+        epoch: u64,
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Checkpoint {
+        Checkpoint {
+            params: self.model.params.clone(),
+            optimizer: Some((self.optimizer, self.state.clone())),
+            epoch,
+            metadata,
+        }
+    }
+
+    /// Resumes from a checkpoint of `net` (with its optimizer state, if it has one of
+    /// `optimizer`'s kind; else the optimizer starts fresh).
+    pub fn from_checkpoint(
+        net: &Network,
+        ckpt: &Checkpoint,
+        optimizer: Optimizer,
+        loss: Loss,
+    ) -> Result<Self, NnError> {
+        check_compatible(&init_params::<f32>(net, 0)?, &ckpt.params)?;
+        let mut trainer = Self::new(CpuModel::new(net, ckpt.params.clone())?, optimizer, loss)?;
+        if let Some((saved, state)) = &ckpt.optimizer {
+            if saved.kind() != optimizer.kind() {
+                return Err(NnError::Config(format!(
+                    "the checkpoint holds {} state; training asks for {}: resume with the same optimizer",
+                    saved.kind(),
+                    optimizer.kind()
+                )));
+            }
+            trainer.state = state.clone();
+        }
+        Ok(trainer)
     }
 }

@@ -6,4 +6,10 @@ pub mod conv;
 pub mod kernels;
 pub mod linear;
 pub mod loss;
+pub mod model;
 pub mod optim;
+pub mod train;
+
+pub use conv::ConvMath;
+pub use model::{GpuModel, GpuTrace, ModelOptions};
+pub use train::GpuTrainer;

@@ -1,0 +1,794 @@
+//! A whole network on one GPU: the `snn-nn` graph run layer by layer, forward and backward,
+//! with every trained tensor in one flat parameter buffer (and the gradients in another of
+//! the same layout), so that an optimizer step is one fused kernel over all of them.
+//!
+//! Memory: the forward pass keeps only what the backward pass reads (a convolution's and a
+//! linear layer's input, a batch-norm's input and statistics, a neuron's memory-plan
+//! saves, a max-pool's argmax) and returns everything else to the pool as soon as its
+//! last reader ran; the backward pass frees each saved tensor after its last use.
+
+use std::sync::Arc;
+
+use snn_codegen::Dtype;
+use snn_codegen::interp::Mode;
+use snn_nn::graph::{Network, Node, Op};
+use snn_nn::params::{ParamSet, Role, Tensor};
+use snn_nn::{ImageShape, NnError};
+
+use crate::device::Device;
+use crate::error::RuntimeError;
+use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
+use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
+use crate::nn::kernels::{
+    BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_forward_eval,
+    batchnorm_forward_train, global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
+    maxpool2d_forward,
+};
+use crate::nn::linear::{Cublas, linear_backward, linear_forward};
+use crate::tensor::DeviceTensor;
+
+/// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
+/// tensor is aligned for vector loads and for cuDNN.
+const ALIGN: usize = 64;
+
+fn nn_err(e: NnError) -> RuntimeError {
+    RuntimeError::Shape(e.to_string())
+}
+
+/// How the model computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32.
+    pub conv_math: ConvMath,
+    /// Keep every node's output in the trace ([`GpuTrace::value`]), for inspection and
+    /// debugging, at the cost of memory.
+    pub keep_activations: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            conv_math: ConvMath::Tf32,
+            keep_activations: false,
+        }
+    }
+}
+
+/// Where one trained tensor lives in the flat buffers.
+#[derive(Clone, Debug)]
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+/// Per-node state that lives as long as the model.
+enum Layer {
+    None,
+    Conv {
+        weight: usize,
+        bias: Option<usize>,
+        /// The convolution problem for the last batch size seen.
+        problem: Option<(usize, ConvGpu)>,
+    },
+    BatchNorm {
+        gamma: usize,
+        beta: usize,
+        running_mean: DeviceTensor,
+        running_var: DeviceTensor,
+        batches: u64,
+    },
+    Neuron {
+        layer: Box<NeuronLayer>,
+        /// Learnable params: (param name, slot).
+        learnable: Vec<(String, usize)>,
+    },
+    Linear {
+        weight: usize,
+        bias: Option<usize>,
+    },
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layer::None => "None",
+            Layer::Conv { .. } => "Conv",
+            Layer::BatchNorm { .. } => "BatchNorm",
+            Layer::Neuron { .. } => "Neuron",
+            Layer::Linear { .. } => "Linear",
+        })
+    }
+}
+
+/// What a node's forward pass kept for the backward pass.
+#[derive(Debug)]
+enum Saved {
+    None,
+    BatchNorm(BatchNormSaved),
+    Neuron(LayerForward),
+    MaxPool(DeviceTensor),
+}
+
+/// What a forward pass keeps for the backward pass.
+#[derive(Debug)]
+pub struct GpuTrace {
+    pub steps: usize,
+    pub batch: usize,
+    pub mode: Mode,
+    /// Node outputs still needed (by the backward pass, or the network's output).
+    values: Vec<Option<DeviceTensor>>,
+    saved: Vec<Saved>,
+}
+
+impl GpuTrace {
+    /// The network's output, `[T * B, K]` (time-major) for a classifier.
+    pub fn output(&self) -> Option<&DeviceTensor> {
+        self.values.last().and_then(|v| v.as_ref())
+    }
+
+    /// Node `id`'s output, if the trace kept it (all of them with
+    /// [`ModelOptions::keep_activations`]).
+    pub fn value(&self, id: usize) -> Option<&DeviceTensor> {
+        self.values.get(id).and_then(|v| v.as_ref())
+    }
+}
+
+/// A network with its parameters on one GPU.
+#[derive(Debug)]
+pub struct GpuModel {
+    device: Arc<Device>,
+    net: Network,
+    options: ModelOptions,
+    cudnn: Option<Arc<Cudnn>>,
+    cublas: Option<Arc<Cublas>>,
+    slots: Vec<Slot>,
+    params: DeviceTensor,
+    grads: DeviceTensor,
+    layers: Vec<Layer>,
+    /// Whether the backward pass reads each node's output.
+    keep_output: Vec<bool>,
+}
+
+impl GpuModel {
+    /// Uploads `params` (every tensor of the network, e.g. from `snn_nn::init_params` or a
+    /// checkpoint) and compiles the neuron kernels.
+    pub fn new(
+        device: &Arc<Device>,
+        net: &Network,
+        params: &ParamSet<f32>,
+        options: ModelOptions,
+    ) -> Result<Self, RuntimeError> {
+        // The CPU model checks names and shapes in both directions; reuse it.
+        snn_nn::cpu::CpuModel::new(net, params.clone()).map_err(nn_err)?;
+        let mut slots = Vec::new();
+        let mut total = 0;
+        for t in params.weights() {
+            slots.push(Slot {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                offset: total,
+            });
+            total += t.data.len().next_multiple_of(ALIGN);
+        }
+        let mut flat = vec![0f32; total.max(1)];
+        for (s, t) in slots.iter().zip(params.weights()) {
+            flat[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
+        }
+        let params_dev = DeviceTensor::from_f32(device, Dtype::F32, &[flat.len()], &flat)?;
+        let grads = DeviceTensor::zeros(device, Dtype::F32, &[flat.len()])?;
+        let slot = |name: String| {
+            slots
+                .iter()
+                .position(|s| s.name == name)
+                .ok_or_else(|| RuntimeError::Shape(format!("no trained tensor `{name}`")))
+        };
+        let data = |name: String| params.data(&name).map_err(nn_err);
+        let needs_conv = net.nodes().iter().any(|n| matches!(n.op, Op::Conv2d(_)));
+        let needs_blas = net.nodes().iter().any(|n| matches!(n.op, Op::Linear(_)));
+        let mut layers = Vec::new();
+        let mut keep_output = vec![false; net.nodes().len()];
+        for node in net.nodes() {
+            let name = |f: &str| format!("{}.{f}", node.name);
+            let layer = match &node.op {
+                Op::Conv2d(c) => Layer::Conv {
+                    weight: slot(name("weight"))?,
+                    bias: c.bias.then(|| slot(name("bias"))).transpose()?,
+                    problem: None,
+                },
+                Op::BatchNorm2d(bn) => {
+                    let c = bn.channels;
+                    let stat = |f: &str| {
+                        DeviceTensor::from_f32(device, Dtype::F32, &[c], data(name(f))?)
+                    };
+                    let batches = data(name("num_batches_tracked"))?[0] as u64;
+                    Layer::BatchNorm {
+                        gamma: slot(name("weight"))?,
+                        beta: slot(name("bias"))?,
+                        running_mean: stat("running_mean")?,
+                        running_var: stat("running_var")?,
+                        batches,
+                    }
+                }
+                Op::Neuron(ir) => {
+                    let layer = NeuronLayer::new(
+                        device,
+                        ir.as_ref(),
+                        LayerConfig::new(Network::layout(node.shape)),
+                    )?;
+                    let plan = &layer.compiled().plan;
+                    if !plan.reread_outputs.is_empty() {
+                        keep_output[layers.len()] = true;
+                    }
+                    let learnable = ir
+                        .params
+                        .iter()
+                        .filter(|p| p.learnable)
+                        .map(|p| Ok((p.name.clone(), slot(name(&p.name))?)))
+                        .collect::<Result<_, RuntimeError>>()?;
+                    Layer::Neuron {
+                        layer: Box::new(layer),
+                        learnable,
+                    }
+                }
+                Op::Linear(l) => Layer::Linear {
+                    weight: slot(name("weight"))?,
+                    bias: l.bias.then(|| slot(name("bias"))).transpose()?,
+                },
+                _ => Layer::None,
+            };
+            layers.push(layer);
+        }
+        // A node's input is kept when the node's backward reads it.
+        for (id, node) in net.nodes().iter().enumerate() {
+            let reads_input = match (&node.op, &layers[id]) {
+                (Op::Conv2d(_) | Op::BatchNorm2d(_) | Op::Linear(_), _) => true,
+                (Op::Neuron(_), Layer::Neuron { layer, .. }) => {
+                    !layer.compiled().plan.reread_inputs.is_empty()
+                }
+                _ => false,
+            };
+            if reads_input {
+                for &i in &node.inputs {
+                    keep_output[i] = true;
+                }
+            }
+        }
+        // Flatten is a view: keeping its output keeps its input.
+        for id in (0..net.nodes().len()).rev() {
+            if matches!(net.node(id).op, Op::Flatten) && keep_output[id] {
+                keep_output[net.node(id).inputs[0]] = true;
+            }
+        }
+        Ok(Self {
+            device: device.clone(),
+            net: net.clone(),
+            options,
+            cudnn: needs_conv.then(|| Cudnn::new(device)).transpose()?,
+            cublas: needs_blas.then(|| Cublas::new(device)).transpose()?,
+            slots,
+            params: params_dev,
+            grads,
+            layers,
+            keep_output,
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// The flat buffer of every trained tensor.
+    pub fn params(&self) -> &DeviceTensor {
+        &self.params
+    }
+
+    /// The flat gradient buffer (same layout as [`GpuModel::params`]).
+    pub fn grads(&self) -> &DeviceTensor {
+        &self.grads
+    }
+
+    fn weight(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
+        let s = &self.slots[slot];
+        self.params.view(s.offset, &s.shape)
+    }
+
+    fn grad(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
+        let s = &self.slots[slot];
+        self.grads.view(s.offset, &s.shape)
+    }
+
+    /// The convolution problem of node `id` for `images` images (built once per size).
+    fn conv_problem(&mut self, id: usize, images: usize) -> Result<&ConvGpu, RuntimeError> {
+        let node = self.net.node(id).clone();
+        let input = node.input_shape(&self.net);
+        let (cudnn, math) = (self.cudnn.clone(), self.options.conv_math);
+        let Layer::Conv { problem, .. } = &mut self.layers[id] else {
+            return Err(RuntimeError::Shape(format!("`{}` is not a convolution", node.name)));
+        };
+        let Op::Conv2d(conv) = &node.op else {
+            return Err(RuntimeError::Shape(format!("`{}` is not a convolution", node.name)));
+        };
+        if problem.as_ref().is_none_or(|(n, _)| *n != images) {
+            let cudnn = cudnn.ok_or_else(|| RuntimeError::Shape("no cuDNN handle".into()))?;
+            *problem = Some((images, ConvGpu::new(&cudnn, conv, input, images, math)?));
+        }
+        match problem {
+            Some((_, p)) => Ok(p),
+            None => Err(RuntimeError::Shape("no convolution problem".into())),
+        }
+    }
+
+    /// Learnable neuron params live in the flat buffer (the optimizer updates them there);
+    /// the neuron layer takes them as host values, so copy the few values over.
+    fn sync_neuron_params(&mut self, id: usize) -> Result<(), RuntimeError> {
+        let Layer::Neuron { learnable, .. } = &self.layers[id] else {
+            return Ok(());
+        };
+        let values = learnable
+            .iter()
+            .map(|(name, slot)| Ok((name.clone(), self.weight(*slot)?.to_f32()?)))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        if let Layer::Neuron { layer, .. } = &mut self.layers[id] {
+            for (name, v) in values {
+                layer.set_param(&name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the network on `x`, `[T, B, C, H, W]` (or any shape of that many f32
+    /// values), time-major. In [`Mode::Train`] batch-norm uses batch statistics and
+    /// updates its running ones, and the trace keeps what [`GpuModel::backward`] needs.
+    pub fn forward(
+        &mut self,
+        x: &DeviceTensor,
+        steps: usize,
+        batch: usize,
+        mode: Mode,
+    ) -> Result<GpuTrace, RuntimeError> {
+        self.device.bind()?;
+        let images = steps * batch;
+        let input = self.net.input_shape();
+        if x.dtype != Dtype::F32 || x.len() != images * input.len() || images == 0 {
+            return Err(RuntimeError::Shape(format!(
+                "the input is {} {:?}; {steps} steps x {batch} images of {input} need f32 [{steps}, {batch}, {}, {}, {}] (and neither may be 0)",
+                x.dtype, x.shape, input.channels, input.height, input.width
+            )));
+        }
+        let train = mode == Mode::Train;
+        let n = self.net.nodes().len();
+        let mut uses = self.net.uses();
+        let mut trace = GpuTrace {
+            steps,
+            batch,
+            mode,
+            values: vec![None; n],
+            saved: (0..n).map(|_| Saved::None).collect(),
+        };
+        let dev = self.device.clone();
+        for id in 0..n {
+            let node = self.net.node(id).clone();
+            let in_shape = node.input_shape(&self.net);
+            let shape4 = |s: ImageShape| [images, s.channels, s.height, s.width];
+            let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
+                trace.values[node.inputs[k]].clone().ok_or_else(|| {
+                    RuntimeError::Shape(format!("the input of `{}` was freed", node.name))
+                })
+            };
+            let y = match &node.op {
+                Op::Input => x.reshape(&shape4(input))?,
+                Op::Flatten => xin(0)?.reshape(&shape4(node.shape))?,
+                op => {
+                    let y = DeviceTensor::empty(&dev, Dtype::F32, &shape4(node.shape))?;
+                    self.forward_node(id, &node, op, in_shape, images, steps, &xin(0)?, node.inputs.get(1).map(|_| xin(1)).transpose()?.as_ref(), &y, train, &mut trace)?;
+                    y
+                }
+            };
+            trace.values[id] = Some(y);
+            // Free inputs nobody reads any more (unless the backward pass needs them).
+            for &i in &node.inputs {
+                uses[i] -= 1;
+                if uses[i] == 0 && !(train && self.keep_output[i]) && !self.options.keep_activations {
+                    trace.values[i] = None;
+                }
+            }
+        }
+        Ok(trace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_node(
+        &mut self,
+        id: usize,
+        node: &Node,
+        op: &Op,
+        in_shape: ImageShape,
+        images: usize,
+        steps: usize,
+        x: &DeviceTensor,
+        x2: Option<&DeviceTensor>,
+        y: &DeviceTensor,
+        train: bool,
+        trace: &mut GpuTrace,
+    ) -> Result<(), RuntimeError> {
+        let dev = self.device.clone();
+        match op {
+            Op::Input | Op::Flatten => {}
+            Op::Conv2d(_) => {
+                let (w, b) = match &self.layers[id] {
+                    Layer::Conv { weight, bias, .. } => (*weight, *bias),
+                    _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                };
+                let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
+                self.conv_problem(id, images)?.forward(x, &w, b.as_ref(), y)?;
+            }
+            Op::BatchNorm2d(bn) => {
+                let Layer::BatchNorm {
+                    gamma,
+                    beta,
+                    running_mean,
+                    running_var,
+                    ..
+                } = &self.layers[id]
+                else {
+                    return Err(RuntimeError::Shape("batch-norm layer state".into()));
+                };
+                let (g, b) = (self.weight(*gamma)?, self.weight(*beta)?);
+                if train {
+                    let c = bn.channels;
+                    let saved = BatchNormSaved {
+                        mean: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
+                        inv_std: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
+                    };
+                    batchnorm_forward_train(
+                        &dev, bn, in_shape, images, x, &g, &b, running_mean, running_var, y,
+                        &saved,
+                    )?;
+                    trace.saved[id] = Saved::BatchNorm(saved);
+                    if let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {
+                        *batches += 1;
+                    }
+                } else {
+                    batchnorm_forward_eval(
+                        &dev, bn, in_shape, images, x, &g, &b, running_mean, running_var, y,
+                    )?;
+                }
+            }
+            Op::Neuron(_) => {
+                self.sync_neuron_params(id)?;
+                let Layer::Neuron { layer, .. } = &self.layers[id] else {
+                    return Err(RuntimeError::Shape("neuron layer state".into()));
+                };
+                let n = images / steps * node.shape.len();
+                let xs = x.reshape(&[steps, n])?;
+                let mut fwd = LayerForward {
+                    outputs: vec![y.reshape(&[steps, n])?],
+                    saves: if train {
+                        layer
+                            .compiled()
+                            .plan
+                            .saves
+                            .iter()
+                            .map(|_| {
+                                DeviceTensor::empty(&dev, layer.config().storage.saves, &[steps, n])
+                            })
+                            .collect::<Result<_, _>>()?
+                    } else {
+                        vec![]
+                    },
+                    final_states: (0..layer.neuron().states.len())
+                        .map(|_| DeviceTensor::empty(&dev, Dtype::F32, &[n]))
+                        .collect::<Result<_, _>>()?,
+                };
+                layer.forward_into(&[&xs], None, train, &mut fwd)?;
+                if train {
+                    fwd.final_states.clear();
+                    trace.saved[id] = Saved::Neuron(fwd);
+                }
+            }
+            Op::MaxPool2d(pool) => {
+                let argmax = DeviceTensor::empty(&dev, Dtype::U8, &y.shape)?;
+                maxpool2d_forward(&dev, pool, in_shape, images, x, y, &argmax)?;
+                if train {
+                    trace.saved[id] = Saved::MaxPool(argmax);
+                }
+            }
+            Op::GlobalAvgPool => global_avgpool_forward(&dev, in_shape, images, x, y)?,
+            Op::Linear(l) => {
+                let (w, b) = match &self.layers[id] {
+                    Layer::Linear { weight, bias } => (*weight, *bias),
+                    _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                };
+                let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
+                let blas = self.cublas.as_ref().ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                linear_forward(blas, l, images, x, &w, b.as_ref(), y)?;
+            }
+            Op::Add => {
+                let b = x2.ok_or_else(|| RuntimeError::Shape("add needs two inputs".into()))?;
+                add(&dev, x, b, y)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the gradient of every trained tensor into [`GpuModel::grads`] (overwriting
+    /// it), from `grad_output` = dL/d(output), `[T * B, K]`. Consumes the trace: its
+    /// tensors return to the pool as soon as the backward pass is done with them.
+    pub fn backward(
+        &mut self,
+        mut trace: GpuTrace,
+        grad_output: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        self.device.bind()?;
+        let nodes = self.net.nodes().to_vec();
+        if trace.mode != Mode::Train || trace.values.len() != nodes.len() {
+            return Err(RuntimeError::Shape(
+                "backward needs the trace of a training forward pass (`Mode::Train`) of this model".into(),
+            ));
+        }
+        let images = trace.steps * trace.batch;
+        let out = self.net.output();
+        let out_len = images * nodes[out].shape.len();
+        if grad_output.len() != out_len || grad_output.dtype != Dtype::F32 {
+            return Err(RuntimeError::Shape(format!(
+                "the output gradient is {} {:?}; the output has {out_len} f32 values",
+                grad_output.dtype, grad_output.shape
+            )));
+        }
+        let dev = self.device.clone();
+        // Tensors not written below (neuron params of fixed-free layers, padding) stay 0.
+        self.grads.clear()?;
+        // The last node (in reverse order, the first) to read each value frees it.
+        let mut first_reader = vec![usize::MAX; nodes.len()];
+        for (id, n) in nodes.iter().enumerate().rev() {
+            for &i in &n.inputs {
+                first_reader[i] = id;
+            }
+        }
+        let mut dvals: Vec<Option<DeviceTensor>> = vec![None; nodes.len()];
+        dvals[out] = Some(grad_output.reshape(&trace.values[out].as_ref().map_or(vec![out_len], |v| v.shape.clone()))?);
+        for id in (1..nodes.len()).rev() {
+            let node = &nodes[id];
+            let Some(dy) = dvals[id].take() else {
+                continue;
+            };
+            let in_shape = node.input_shape(&self.net);
+            let shape4 = [images, in_shape.channels, in_shape.height, in_shape.width];
+            let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
+            let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
+                trace.values[node.inputs[k]].clone().ok_or_else(|| {
+                    RuntimeError::Shape(format!("the input of `{}` was not kept", node.name))
+                })
+            };
+            let saved = std::mem::replace(&mut trace.saved[id], Saved::None);
+            let dxs: Vec<DeviceTensor> = match (&node.op, saved) {
+                (Op::Input, _) => vec![],
+                (Op::Conv2d(_), _) => {
+                    let (w, b) = match &self.layers[id] {
+                        Layer::Conv { weight, bias, .. } => (*weight, *bias),
+                        _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                    };
+                    let (wt, dw) = (self.weight(w)?, self.grad(w)?);
+                    let db = b.map(|b| self.grad(b)).transpose()?;
+                    let x = xin(0)?;
+                    let p = self.conv_problem(id, images)?;
+                    p.backward_filter(&x, &dy, &dw, db.as_ref())?;
+                    if wants_dx {
+                        let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                        p.backward_data(&dy, &wt, &dx)?;
+                        vec![dx]
+                    } else {
+                        vec![]
+                    }
+                }
+                (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
+                    let (g, b) = match &self.layers[id] {
+                        Layer::BatchNorm { gamma, beta, .. } => (*gamma, *beta),
+                        _ => return Err(RuntimeError::Shape("batch-norm layer state".into())),
+                    };
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    batchnorm_backward(
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        &xin(0)?,
+                        &self.weight(g)?,
+                        &saved,
+                        &dy,
+                        &dx,
+                        &self.grad(g)?,
+                        &self.grad(b)?,
+                    )?;
+                    vec![dx]
+                }
+                (Op::Neuron(_), Saved::Neuron(fwd)) => {
+                    let Layer::Neuron { layer, learnable } = &self.layers[id] else {
+                        return Err(RuntimeError::Shape("neuron layer state".into()));
+                    };
+                    let n = trace.batch * node.shape.len();
+                    let steps = trace.steps;
+                    let x = match trace.values[node.inputs[0]].as_ref() {
+                        Some(x) => x.reshape(&[steps, n])?,
+                        // Not re-read by this plan: any tensor of the right shape will do.
+                        None => dy.reshape(&[steps, n])?,
+                    };
+                    let mut g = layer.alloc_backward(steps, n)?;
+                    layer.backward_into(&[&x], None, &fwd, &[&dy.reshape(&[steps, n])?], None, &mut g)?;
+                    let ir = layer.neuron();
+                    for (name, slot) in learnable {
+                        let k = ir.param_index(name).ok_or_else(|| RuntimeError::Shape(format!("no param `{name}`")))?;
+                        if let Some(pg) = &g.params[k] {
+                            self.grad(*slot)?.reshape(&pg.shape)?.copy_from(pg)?;
+                        }
+                    }
+                    let dx = g.inputs.swap_remove(0);
+                    vec![dx.reshape(&shape4)?]
+                }
+                (Op::MaxPool2d(pool), Saved::MaxPool(argmax)) => {
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    maxpool2d_backward(&dev, pool, in_shape, images, &argmax, &dy, &dx)?;
+                    vec![dx]
+                }
+                (Op::GlobalAvgPool, _) => {
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    global_avgpool_backward(&dev, in_shape, images, &dy, &dx)?;
+                    vec![dx]
+                }
+                (Op::Flatten, _) => vec![dy.reshape(&shape4)?],
+                (Op::Linear(l), _) => {
+                    let (w, b) = match &self.layers[id] {
+                        Layer::Linear { weight, bias } => (*weight, *bias),
+                        _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                    };
+                    let dx = wants_dx.then(|| DeviceTensor::empty(&dev, Dtype::F32, &shape4)).transpose()?;
+                    let blas = self.cublas.as_ref().ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                    linear_backward(
+                        blas,
+                        l,
+                        images,
+                        &xin(0)?,
+                        &self.weight(w)?,
+                        &dy,
+                        dx.as_ref(),
+                        &self.grad(w)?,
+                        b.map(|b| self.grad(b)).transpose()?.as_ref(),
+                    )?;
+                    dx.into_iter().collect()
+                }
+                (Op::Add, _) => vec![dy.clone(), dy],
+                (op, _) => {
+                    return Err(RuntimeError::Shape(format!(
+                        "`{}` ({}) kept nothing for the backward pass",
+                        node.name,
+                        op.kind()
+                    )));
+                }
+            };
+            for (&src, d) in node.inputs.iter().zip(dxs) {
+                if src == 0 {
+                    continue;
+                }
+                match &dvals[src] {
+                    Some(acc) => add_assign(&dev, acc, &d)?,
+                    None => dvals[src] = Some(d),
+                }
+            }
+            for &i in &node.inputs {
+                if first_reader[i] == id {
+                    trace.values[i] = None;
+                }
+            }
+            trace.values[id] = None;
+        }
+        Ok(())
+    }
+
+    /// The trained tensors of a flat buffer in this model's layout (parameters, gradients,
+    /// optimizer state), as a named set.
+    pub fn weights_to_host(&self, flat: &DeviceTensor) -> Result<ParamSet<f32>, RuntimeError> {
+        if flat.len() != self.params.len() {
+            return Err(RuntimeError::Shape(format!(
+                "a flat buffer of {} values; this model's has {}",
+                flat.len(),
+                self.params.len()
+            )));
+        }
+        let all = flat.to_f32()?;
+        let mut set = ParamSet::new();
+        for s in &self.slots {
+            let len: usize = s.shape.iter().product();
+            set.push(Tensor {
+                name: s.name.clone(),
+                shape: s.shape.clone(),
+                role: Role::Weight,
+                data: all[s.offset..s.offset + len].to_vec(),
+            })
+            .map_err(nn_err)?;
+        }
+        Ok(set)
+    }
+
+    /// Writes the trained tensors of `set` (every one of this model's, by name) into a
+    /// flat buffer of this model's layout.
+    pub fn weights_from_host(
+        &self,
+        set: &ParamSet<f32>,
+        flat: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        let mut all = vec![0f32; self.params.len()];
+        for s in &self.slots {
+            let t = set.get(&s.name).ok_or_else(|| {
+                RuntimeError::Shape(format!("no tensor `{}` to load", s.name))
+            })?;
+            if t.shape != s.shape {
+                return Err(RuntimeError::Shape(format!(
+                    "tensor `{}` is {:?}; the model needs {:?}",
+                    s.name, t.shape, s.shape
+                )));
+            }
+            all[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
+        }
+        if flat.len() != all.len() || flat.dtype != Dtype::F32 {
+            return Err(RuntimeError::Shape(format!(
+                "a flat buffer of {} {} values; this model's has {} f32",
+                flat.len(),
+                flat.dtype,
+                all.len()
+            )));
+        }
+        flat.write_bytes(&Dtype::F32.encode(&all))
+    }
+
+    /// Every tensor of the network (weights, batch-norm statistics and counters) on the
+    /// host, named as in PyTorch.
+    pub fn to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
+        self.collect(&self.params, true)
+    }
+
+    /// The gradients on the host, as a set with the network's names (buffers zero).
+    pub fn grads_to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
+        self.collect(&self.grads, false)
+    }
+
+    fn collect(&self, flat: &DeviceTensor, buffers: bool) -> Result<ParamSet<f32>, RuntimeError> {
+        let all = flat.to_f32()?;
+        let mut set = ParamSet::new();
+        for info in self.net.params() {
+            let len: usize = info.shape.iter().product();
+            let data = match info.role {
+                Role::Weight => {
+                    let s = self
+                        .slots
+                        .iter()
+                        .find(|s| s.name == info.name)
+                        .ok_or_else(|| RuntimeError::Shape(format!("no slot for `{}`", info.name)))?;
+                    all[s.offset..s.offset + len].to_vec()
+                }
+                _ if !buffers => vec![0.0; len],
+                role => {
+                    let field = &info.name[self.net.node(info.node).name.len() + 1..];
+                    match (&self.layers[info.node], role, field) {
+                        (Layer::BatchNorm { running_mean, .. }, Role::Buffer, "running_mean") => running_mean.to_f32()?,
+                        (Layer::BatchNorm { running_var, .. }, Role::Buffer, "running_var") => running_var.to_f32()?,
+                        (Layer::BatchNorm { batches, .. }, Role::Counter, _) => vec![*batches as f32],
+                        _ => return Err(RuntimeError::Shape(format!("no storage for `{}`", info.name))),
+                    }
+                }
+            };
+            set.push(Tensor {
+                name: info.name,
+                shape: info.shape,
+                role: info.role,
+                data,
+            })
+            .map_err(nn_err)?;
+        }
+        Ok(set)
+    }
+}

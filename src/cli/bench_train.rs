@@ -1,0 +1,182 @@
+//! `snn bench train`: one training iteration of a Spiking-ResNet on a GPU.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use snn::codegen::zoo;
+use snn::nn::ImageShape;
+use snn::nn::models::spiking_resnet;
+use snn::runtime::bench::{self, TrainBench};
+use snn::runtime::nn::{ConvMath, ModelOptions};
+use snn::runtime::Device;
+
+/// What `snn bench train --help` prints after the options.
+pub const TRAIN_AFTER_HELP: &str = "\
+Times one training iteration (forward, cross-entropy of the time-averaged logits, backward
+through time and layers, Adam) of Spiking-ResNets on synthetic rate-coded 3x32x32 input
+(spikes drawn once on the GPU from random intensities; random labels). Times are
+CUDA-event medians over --repeats iterations after a warm-up that also lets cuDNN choose
+its algorithms.
+
+Columns:
+  network      Spiking-ResNet depth and neuron
+  T, B         time steps and batch size
+  iter ms      one training iteration
+  fwd ms       the forward pass alone (training mode)
+  peak GiB     the most device memory held at once by tensors during the timed
+               iterations (parameters, gradients, Adam state, activations, workspaces)
+
+Anchor (DESIGN.md, one H100): PyTorch 2.11 + the paper's fused LIF kernel, ResNet18,
+T = 32, B = 100: 21.1 ms per iteration, 2.13 GiB peak.
+
+Example:
+  snn bench train --depth 18,34,50 --steps 32 --batch 100";
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Spiking-ResNet depths to time (18, 34, 50; comma-separated).
+    #[arg(long, value_name = "D,..", value_delimiter = ',', default_value = "18")]
+    depth: Vec<usize>,
+    /// Time steps T.
+    #[arg(long, value_name = "T", default_value_t = 32)]
+    steps: usize,
+    /// Batch size B.
+    #[arg(long, value_name = "B", default_value_t = 100)]
+    batch: usize,
+    /// The neuron after every batch-norm (a zoo name).
+    #[arg(long, value_name = "NAME", default_value = "paper_lif")]
+    neuron: String,
+    /// Convolution arithmetic: `tf32` (PyTorch's default for cuDNN) or `f32`.
+    #[arg(long, value_enum, default_value_t = MathArg::Tf32)]
+    conv_math: MathArg,
+    /// Timed iterations (the median is reported).
+    #[arg(long, value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    repeats: u64,
+    /// CUDA device ordinal.
+    #[arg(long, value_name = "ORDINAL", default_value_t = 0)]
+    device: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MathArg {
+    Tf32,
+    F32,
+}
+
+const ANCHOR_MS: f64 = 21.1;
+const ANCHOR_GIB: f64 = 2.13;
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    if args.steps == 0 || args.batch == 0 {
+        bail!("--steps and --batch must be at least 1");
+    }
+    let Some(neuron) = zoo::by_name(&args.neuron) else {
+        bail!(
+            "unknown neuron `{}`; known neurons: {}",
+            args.neuron,
+            super::bench::known_neurons().join(", ")
+        );
+    };
+    let nets = args
+        .depth
+        .iter()
+        .map(|&d| spiking_resnet(d, ImageShape::new(3, 32, 32), 10, neuron.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let repeats = usize::try_from(args.repeats).context("--repeats is too large")?;
+    let options = ModelOptions {
+        conv_math: match args.conv_math {
+            MathArg::Tf32 => ConvMath::Tf32,
+            MathArg::F32 => ConvMath::F32,
+        },
+        keep_activations: false,
+    };
+    let dev = Device::open(args.device)
+        .with_context(|| format!("opening CUDA device {}", args.device))?;
+    println!(
+        "device {}: {}; convolutions: {:?}; neuron: {}; repeats: {repeats} (median)\n",
+        dev.info.ordinal, dev.info.name, options.conv_math, args.neuron
+    );
+    println!("{}", header());
+    let progress = ProgressBar::new((nets.len() * repeats) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .context("progress bar template")?,
+    );
+    let mut results = Vec::new();
+    for net in &nets {
+        progress.set_message(format!("{} (warming up)", net.name));
+        let r = bench::train(
+            &dev,
+            net,
+            args.steps,
+            args.batch,
+            repeats,
+            options,
+            0,
+            &|_| progress.inc(1),
+        )
+        .inspect_err(|_| progress.finish_and_clear())
+        .with_context(|| format!("benchmarking {}", net.name))?;
+        dev.release_cached_memory();
+        progress.suspend(|| println!("{}", row(&r, &args.neuron)));
+        results.push(r);
+    }
+    progress.finish_and_clear();
+    println!(
+        "\nAnchor (DESIGN.md, one H100): PyTorch 2.11 + the paper's LIF kernel, ResNet18, T = 32, B = 100: {ANCHOR_MS} ms, {ANCHOR_GIB} GiB peak"
+    );
+    if let Some(r) = results
+        .iter()
+        .find(|r| r.network == "spiking_resnet18" && r.steps == 32 && r.batch == 100)
+    {
+        println!(
+            "this run: {:.2} ms ({:.2}x the anchor's time), {:.2} GiB peak",
+            r.iteration_ms,
+            r.iteration_ms / ANCHOR_MS,
+            gib(r.peak_bytes)
+        );
+    }
+    Ok(())
+}
+
+fn gib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn header() -> String {
+    format!(
+        "{:<30} {:>4} {:>5} {:>9} {:>9} {:>9}",
+        "network", "T", "B", "iter ms", "fwd ms", "peak GiB"
+    )
+}
+
+fn row(r: &TrainBench, neuron: &str) -> String {
+    format!(
+        "{:<30} {:>4} {:>5} {:>9.2} {:>9.2} {:>9.2}",
+        format!("{} ({neuron})", r.network),
+        r.steps,
+        r.batch,
+        r.iteration_ms,
+        r.forward_ms,
+        gib(r.peak_bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_line_up_with_the_header() {
+        let r = TrainBench {
+            network: "spiking_resnet18".into(),
+            steps: 32,
+            batch: 100,
+            iteration_ms: 13.5,
+            forward_ms: 4.2,
+            peak_bytes: 2 << 30,
+            model_bytes: 1 << 27,
+        };
+        assert_eq!(header().len(), row(&r, "paper_lif").len());
+    }
+}

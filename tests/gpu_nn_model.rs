@@ -1,0 +1,215 @@
+//! Whole networks on the GPU against the CPU reference: a Spiking-ResNet18 training step
+//! (forward, loss, backward, Adam) on a tiny input, several steps of a small spiking CNN
+//! with a learnable neuron parameter, inference mode, and memory returning to the pool.
+#![allow(clippy::unwrap_used)]
+
+mod gpu_common;
+
+use gpu_common::{Rng, device};
+use snn::codegen::interp::Mode;
+use snn::codegen::{Dtype, zoo};
+use snn::nn::cpu::{CpuModel, CpuTrainer};
+use snn::nn::models::{spiking_cnn, spiking_resnet};
+use snn::nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, init_params};
+use snn::runtime::DeviceTensor;
+use snn::runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
+
+const F32_CONV: ModelOptions = ModelOptions {
+    conv_math: ConvMath::F32,
+    keep_activations: false,
+};
+
+/// `[T, B, C, H, W]` spikes with firing probability `p`.
+fn spikes(rng: &mut Rng, len: usize, p: f64) -> Vec<f32> {
+    (0..len)
+        .map(|_| if rng.uniform(0.0, 1.0) < p { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// The largest `|a - b|` relative to the largest `|b|` of the tensor (gradients of a
+/// tensor share one scale: relative error per element is meaningless where they cancel).
+fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())).max(1e-30);
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn compare_sets(what: &str, gpu: &ParamSet<f32>, cpu: &ParamSet<f32>, tol: f64) {
+    for t in cpu {
+        let g = gpu.get(&t.name).unwrap();
+        assert_eq!(g.shape, t.shape, "{what} {}", t.name);
+        let e = rel_max_err(&g.data, &t.data);
+        assert!(e <= tol, "{what} `{}`: max error {e:.2e} of its largest value (tolerance {tol:.0e})", t.name);
+    }
+}
+
+/// One ResNet18 training step on both sides. Both compute in f32 (cuDNN without TF32);
+/// they differ only in summation order (cuDNN's algorithms vs im2col + GEMM, tree vs
+/// sequential batch-norm sums), about 1e-7 relative per operation. Through 20 layers and
+/// 2 time steps that stays below 1e-4 of each tensor's scale, as long as no membrane lands
+/// within that distance of the threshold (a flipped spike would change everything
+/// after it): the test checks the spikes agree exactly, so a flip would be reported as
+/// such, not as a tolerance failure.
+#[test]
+fn gpu_resnet18_training_step_matches_the_cpu() {
+    let Some(dev) = device("gpu_resnet18_training_step_matches_the_cpu") else {
+        return;
+    };
+    let (steps, batch) = (2, 2);
+    let lif = zoo::PaperLif::default();
+    let net = spiking_resnet(18, ImageShape::new(3, 32, 32), 10, &lif).unwrap();
+    let params = init_params::<f32>(&net, 3).unwrap();
+    let mut rng = Rng::new(11);
+    let x = spikes(&mut rng, steps * batch * 3 * 32 * 32, 0.4);
+    let labels = vec![3, 7];
+    let lr = 1e-3;
+
+    let mut cpu = CpuTrainer::new(
+        CpuModel::new(&net, params.clone()).unwrap(),
+        Optimizer::adam(lr),
+        Loss::CrossEntropyRate,
+    )
+    .unwrap();
+    let cpu_trace = cpu.model.clone().forward(&x, steps, batch, Mode::Train).unwrap();
+    let cpu_grads = {
+        let out = Loss::CrossEntropyRate
+            .compute(steps, batch, 10, cpu_trace.output(), &labels)
+            .unwrap();
+        cpu.model.clone().backward(&cpu_trace, &out.grad).unwrap()
+    };
+    let cpu_stats = cpu.step(&x, &labels, steps, lr).unwrap();
+
+    let model = GpuModel::new(&dev, &net, &params, F32_CONV).unwrap();
+    let mut gpu = GpuTrainer::new(model, Optimizer::adam(lr), Loss::CrossEntropyRate).unwrap();
+    let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, 3, 32, 32], &x).unwrap();
+    // Every node's output first (a separate model, so the trainer's BN state stays at the
+    // initial values): the first node that differs names the culprit.
+    let keep = ModelOptions {
+        keep_activations: true,
+        ..F32_CONV
+    };
+    let mut probe = GpuModel::new(&dev, &net, &params, keep).unwrap();
+    let gpu_trace = probe.forward(&xd, steps, batch, Mode::Train).unwrap();
+    for (id, node) in net.nodes().iter().enumerate() {
+        let g = gpu_trace.value(id).unwrap().to_f32().unwrap();
+        let c = &cpu_trace.values[id];
+        if node.name.contains("sn") {
+            let flips = g.iter().zip(c).filter(|(a, b)| a != b).count();
+            assert_eq!(flips, 0, "`{}`: {flips} of {} spikes differ", node.name, c.len());
+        }
+        let e = rel_max_err(&g, c);
+        assert!(e < 1e-4, "`{}` output differs by {e:.2e} of its scale", node.name);
+    }
+    let gpu_stats = gpu.step(&xd, &labels, steps, lr).unwrap();
+    assert_eq!(gpu_stats.correct, cpu_stats.correct);
+    assert!(
+        (gpu_stats.loss - cpu_stats.loss).abs() < 1e-4 * cpu_stats.loss.abs().max(1.0),
+        "loss {} vs {}",
+        gpu_stats.loss,
+        cpu_stats.loss
+    );
+    compare_sets("gradient", &gpu.model.grads_to_host().unwrap(), &cpu_grads, 1e-3);
+
+    // After Adam's first step each weight moved by lr * g / (|g| + eps), about lr *
+    // sign(g): equal wherever the gradient is clearly nonzero; where it is within the
+    // summation noise of zero, both moves are still bounded by lr.
+    let after = gpu.model.to_host().unwrap();
+    for t in cpu.model.params.iter() {
+        let g = after.get(&t.name).unwrap();
+        let before = params.get(&t.name).unwrap();
+        match t.role {
+            Role::Weight => {
+                let grad = cpu_grads.get(&t.name).unwrap();
+                let scale = grad.data.iter().fold(0f32, |m, &x| m.max(x.abs()));
+                for i in 0..t.data.len() {
+                    let (dg, dc) = (g.data[i] - before.data[i], t.data[i] - before.data[i]);
+                    assert!(dg.abs() <= 1.001 * lr as f32 + 1e-7, "{}[{i}] moved {dg}", t.name);
+                    if grad.data[i].abs() > 1e-2 * scale {
+                        assert!(
+                            (dg - dc).abs() <= 1e-3 * lr as f32,
+                            "{}[{i}]: GPU moved {dg}, CPU {dc} (gradient {})",
+                            t.name,
+                            grad.data[i]
+                        );
+                    }
+                }
+            }
+            Role::Buffer => {
+                let e = rel_max_err(&g.data, &t.data);
+                assert!(e < 1e-4, "`{}` differs by {e:.2e}", t.name);
+            }
+            Role::Counter => assert_eq!(g.data, t.data, "{}", t.name),
+        }
+    }
+}
+
+/// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training
+/// steps on both sides, then inference.
+#[test]
+fn gpu_small_cnn_trains_like_the_cpu() {
+    let Some(dev) = device("gpu_small_cnn_trains_like_the_cpu") else {
+        return;
+    };
+    let plif = zoo::Plif {
+        shape: snn::codegen::ParamShape::PerChannel,
+        ..zoo::Plif::default()
+    };
+    let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, &plif).unwrap();
+    let params = init_params::<f32>(&net, 5).unwrap();
+    assert!(params.get("sn1.w").is_some());
+    let (steps, batch) = (3, 4);
+    let mut rng = Rng::new(2);
+    let mut cpu = CpuTrainer::new(
+        CpuModel::new(&net, params.clone()).unwrap(),
+        Optimizer::sgd(0.05, 0.9),
+        Loss::MseRate,
+    )
+    .unwrap();
+    let model = GpuModel::new(&dev, &net, &params, F32_CONV).unwrap();
+    let mut gpu = GpuTrainer::new(model, Optimizer::sgd(0.05, 0.9), Loss::MseRate).unwrap();
+    for _ in 0..5 {
+        let x = spikes(&mut rng, steps * batch * net.input_shape().len(), 0.3);
+        let labels: Vec<usize> = (0..batch).map(|_| rng.below(5)).collect();
+        let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[x.len()], &x).unwrap();
+        let c = cpu.step(&x, &labels, steps, 0.05).unwrap();
+        let g = gpu.step(&xd, &labels, steps, 0.05).unwrap();
+        assert!((c.loss - g.loss).abs() < 1e-4 * c.loss.max(1e-3), "{c:?} vs {g:?}");
+    }
+    compare_sets("parameters", &gpu.model.to_host().unwrap(), &cpu.model.params, 1e-3);
+    let x = spikes(&mut rng, steps * batch * net.input_shape().len(), 0.3);
+    let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[x.len()], &x).unwrap();
+    let g = gpu.model.forward(&xd, steps, batch, Mode::Inference).unwrap();
+    let c = cpu.model.forward(&x, steps, batch, Mode::Inference).unwrap();
+    let e = rel_max_err(&g.output().unwrap().to_f32().unwrap(), c.output());
+    assert!(e < 1e-4, "inference outputs differ by {e:.2e}");
+}
+
+/// Backward returns every activation to the pool, and a second iteration allocates
+/// nothing new from the driver.
+#[test]
+fn gpu_training_memory_is_reused() {
+    let Some(dev) = device("gpu_training_memory_is_reused") else {
+        return;
+    };
+    let lif = zoo::PaperLif::default();
+    let net: Network = spiking_cnn(ImageShape::new(1, 16, 16), 8, 10, &lif).unwrap();
+    let params = init_params::<f32>(&net, 0).unwrap();
+    let model = GpuModel::new(&dev, &net, &params, ModelOptions::default()).unwrap();
+    let mut gpu = GpuTrainer::new(model, Optimizer::adam(1e-3), Loss::CrossEntropyRate).unwrap();
+    let mut rng = Rng::new(0);
+    let x = spikes(&mut rng, 4 * 8 * 256, 0.3);
+    let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[4, 8, 1, 16, 16], &x).unwrap();
+    let labels: Vec<usize> = (0..8).map(|i| i % 10).collect();
+    gpu.step(&xd, &labels, 4, 1e-3).unwrap();
+    let before = dev.memory();
+    gpu.step(&xd, &labels, 4, 1e-3).unwrap();
+    let after = dev.memory();
+    assert_eq!(after.in_use, before.in_use, "{before:?} -> {after:?}");
+    assert_eq!(after.driver_allocs, before.driver_allocs, "{before:?} -> {after:?}");
+    // Bad input is an error, not a crash.
+    let e = gpu.step(&xd, &labels[..3], 4, 1e-3).unwrap_err();
+    assert!(e.to_string().contains("need f32"), "{e}");
+}
