@@ -16,6 +16,8 @@ use snn::runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 
 const F32_CONV: ModelOptions = ModelOptions {
     conv_math: ConvMath::F32,
+    deterministic: true,
+    conv_workspace: snn::runtime::nn::conv::DEFAULT_SEARCH_WORKSPACE,
     keep_activations: false,
 };
 
@@ -46,23 +48,39 @@ fn compare_sets(what: &str, gpu: &ParamSet<f32>, cpu: &ParamSet<f32>, tol: f64) 
     }
 }
 
-/// One ResNet18 training step on both sides. Both compute in f32 (cuDNN without TF32);
-/// they differ only in summation order (cuDNN's algorithms vs im2col + GEMM, tree vs
-/// sequential batch-norm sums), about 1e-7 relative per operation. Through 20 layers and
-/// 2 time steps that stays below 1e-4 of each tensor's scale, as long as no membrane lands
-/// within that distance of the threshold (a flipped spike would change everything
-/// after it): the test checks the spikes agree exactly, so a flip would be reported as
-/// such, not as a tolerance failure.
-#[test]
-fn gpu_resnet18_training_step_matches_the_cpu() {
-    let Some(dev) = device("gpu_resnet18_training_step_matches_the_cpu") else {
-        return;
-    };
+/// `|h - threshold|` of the paper's LIF (default parameters) at every element-step of an
+/// input `[T, N]`, recomputed in f64: how far each spike decision was from flipping.
+fn paper_lif_margins(x: &[f32], steps: usize) -> Vec<f64> {
+    let lif = zoo::PaperLif::default();
+    let n = x.len() / steps;
+    let (mut v, mut y) = (vec![0f64; n], vec![0f64; n]);
+    let mut margins = Vec::with_capacity(x.len());
+    for t in 0..steps {
+        for i in 0..n {
+            let h = lif.decay * v[i] * (1.0 - y[i]) + lif.rest * y[i] + f64::from(x[t * n + i]);
+            margins.push((h - lif.threshold).abs());
+            v[i] = h;
+            y[i] = if h >= lif.threshold { 1.0 } else { 0.0 };
+        }
+    }
+    margins
+}
+
+/// One ResNet18 training step on both sides, from `seed`; `false` if a spike flipped
+/// legitimately (see below) so the step cannot be compared.
+///
+/// Both sides compute in f32 (cuDNN without TF32) and differ only in summation order
+/// (cuDNN's algorithms vs im2col + GEMM, tree vs sequential batch-norm sums), about 1e-7
+/// relative per operation; through 20 layers and 2 time steps that stays below 1e-4 of
+/// each tensor's scale. A membrane within that distance of the threshold can spike on one
+/// side and not the other, which changes everything after it: such a flip is accepted
+/// only where the CPU membrane is within 1e-4 of the threshold (anything else fails).
+fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool {
     let (steps, batch) = (2, 2);
     let lif = zoo::PaperLif::default();
     let net = spiking_resnet(18, ImageShape::new(3, 32, 32), 10, &lif).unwrap();
-    let params = init_params::<f32>(&net, 3).unwrap();
-    let mut rng = Rng::new(11);
+    let params = init_params::<f32>(&net, seed).unwrap();
+    let mut rng = Rng::new(seed);
     let x = spikes(&mut rng, steps * batch * 3 * 32 * 32, 0.4);
     let labels = vec![3, 7];
     let lr = 1e-3;
@@ -80,29 +98,48 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
             .unwrap();
         cpu.model.clone().backward(&cpu_trace, &out.grad).unwrap()
     };
-    let cpu_stats = cpu.step(&x, &labels, steps, lr).unwrap();
 
-    let model = GpuModel::new(&dev, &net, &params, F32_CONV).unwrap();
-    let mut gpu = GpuTrainer::new(model, Optimizer::adam(lr), Loss::CrossEntropyRate).unwrap();
-    let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, 3, 32, 32], &x).unwrap();
+    let xd = DeviceTensor::from_f32(dev, Dtype::F32, &[steps, batch, 3, 32, 32], &x).unwrap();
     // Every node's output first (a separate model, so the trainer's BN state stays at the
     // initial values): the first node that differs names the culprit.
     let keep = ModelOptions {
         keep_activations: true,
         ..F32_CONV
     };
-    let mut probe = GpuModel::new(&dev, &net, &params, keep).unwrap();
+    let mut probe = GpuModel::new(dev, &net, &params, keep).unwrap();
     let gpu_trace = probe.forward(&xd, steps, batch, Mode::Train).unwrap();
     for (id, node) in net.nodes().iter().enumerate() {
         let g = gpu_trace.value(id).unwrap().to_f32().unwrap();
         let c = &cpu_trace.values[id];
-        if node.name.contains("sn") {
-            let flips = g.iter().zip(c).filter(|(a, b)| a != b).count();
-            assert_eq!(flips, 0, "`{}`: {flips} of {} spikes differ", node.name, c.len());
+        if matches!(node.op, snn::nn::Op::Neuron(_)) {
+            let flipped: Vec<usize> = (0..c.len()).filter(|&i| g[i] != c[i]).collect();
+            if !flipped.is_empty() {
+                let margins = paper_lif_margins(&cpu_trace.values[node.inputs[0]], steps);
+                for &i in &flipped {
+                    assert!(
+                        margins[i] < 1e-4,
+                        "`{}`: spike {i} differs, {:.2e} away from the threshold",
+                        node.name,
+                        margins[i]
+                    );
+                }
+                eprintln!(
+                    "seed {seed}: `{}` flipped {} spike(s) within {:.1e} of the threshold; trying another seed",
+                    node.name,
+                    flipped.len(),
+                    flipped.iter().map(|&i| margins[i]).fold(0.0, f64::max)
+                );
+                return false;
+            }
         }
         let e = rel_max_err(&g, c);
         assert!(e < 1e-4, "`{}` output differs by {e:.2e} of its scale", node.name);
     }
+    drop(gpu_trace);
+
+    let cpu_stats = cpu.step(&x, &labels, steps, lr).unwrap();
+    let model = GpuModel::new(dev, &net, &params, F32_CONV).unwrap();
+    let mut gpu = GpuTrainer::new(model, Optimizer::adam(lr), Loss::CrossEntropyRate).unwrap();
     let gpu_stats = gpu.step(&xd, &labels, steps, lr).unwrap();
     assert_eq!(gpu_stats.correct, cpu_stats.correct);
     assert!(
@@ -144,6 +181,16 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
             Role::Counter => assert_eq!(g.data, t.data, "{}", t.name),
         }
     }
+    true
+}
+
+#[test]
+fn gpu_resnet18_training_step_matches_the_cpu() {
+    let Some(dev) = device("gpu_resnet18_training_step_matches_the_cpu") else {
+        return;
+    };
+    let compared = (11..17).filter(|&seed| resnet18_step(&dev, seed)).count();
+    assert!(compared >= 2, "only {compared} of 6 seeds ran without a near-threshold flip");
 }
 
 /// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training

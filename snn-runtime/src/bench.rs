@@ -298,6 +298,11 @@ pub struct TrainBench {
     pub peak_bytes: usize,
     /// The parameters, gradients and optimizer state alone.
     pub model_bytes: usize,
+    /// With profiling: per layer kind, the forward and backward ms of one iteration
+    /// (profiled iterations run separately from the timed ones).
+    pub breakdown: Vec<crate::nn::model::NodeTime>,
+    /// With profiling: the same per node.
+    pub nodes: Vec<crate::nn::model::NodeTime>,
 }
 
 /// Times training iterations of `net` on synthetic rate-coded input (`[T, B, C, H, W]`
@@ -313,6 +318,7 @@ pub fn train(
     repeats: usize,
     options: crate::nn::ModelOptions,
     seed: u64,
+    profile: bool,
     progress: &dyn Fn(usize),
 ) -> Result<TrainBench, RuntimeError> {
     use crate::nn::{GpuModel, GpuTrainer};
@@ -355,6 +361,31 @@ pub fn train(
     })?;
     device.synchronize()?;
     let peak_bytes = device.memory().peak;
+    let mut breakdown: Vec<crate::nn::model::NodeTime> = Vec::new();
+    let mut nodes = Vec::new();
+    if profile {
+        const PROFILED: usize = 3;
+        trainer.model.set_profiling(true);
+        for _ in 0..PROFILED {
+            trainer.step(&x, &labels, steps, 1e-3)?;
+        }
+        for mut t in trainer.model.take_profile()? {
+            t.forward_ms /= PROFILED as f64;
+            t.backward_ms /= PROFILED as f64;
+            nodes.push(t.clone());
+            match breakdown.iter_mut().find(|b| b.kind == t.kind) {
+                Some(b) => {
+                    b.forward_ms += t.forward_ms;
+                    b.backward_ms += t.backward_ms;
+                }
+                None => breakdown.push(crate::nn::model::NodeTime {
+                    name: t.kind.to_string(),
+                    ..t
+                }),
+            }
+        }
+        trainer.model.set_profiling(false);
+    }
     let model = &mut trainer.model;
     let forward_ms = median_ms(device, repeats, || {
         model.forward(&x, steps, batch, Mode::Train).map(drop)
@@ -367,5 +398,7 @@ pub fn train(
         forward_ms,
         peak_bytes,
         model_bytes,
+        breakdown,
+        nodes,
     })
 }

@@ -52,6 +52,17 @@ pub struct TrainArgs {
     /// Timed iterations (the median is reported).
     #[arg(long, value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     repeats: u64,
+    /// Only deterministic convolution algorithms (bit-reproducible gradients); by default
+    /// the fastest, as PyTorch's default.
+    #[arg(long)]
+    deterministic: bool,
+    /// The most workspace a convolution algorithm may use, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    conv_workspace: usize,
+    /// Also time every layer (CUDA events around each node, in separate iterations) and
+    /// print the forward and backward ms per layer kind.
+    #[arg(long)]
+    profile: bool,
     /// CUDA device ordinal.
     #[arg(long, value_name = "ORDINAL", default_value_t = 0)]
     device: usize,
@@ -88,13 +99,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
             MathArg::Tf32 => ConvMath::Tf32,
             MathArg::F32 => ConvMath::F32,
         },
+        deterministic: args.deterministic,
+        conv_workspace: args.conv_workspace << 20,
         keep_activations: false,
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;
     println!(
-        "device {}: {}; convolutions: {:?}; neuron: {}; repeats: {repeats} (median)\n",
-        dev.info.ordinal, dev.info.name, options.conv_math, args.neuron
+        "device {}: {}; convolutions: {:?}{}; neuron: {}; repeats: {repeats} (median)\n",
+        dev.info.ordinal,
+        dev.info.name,
+        options.conv_math,
+        if options.deterministic { ", deterministic" } else { "" },
+        args.neuron
     );
     println!("{}", header());
     let progress = ProgressBar::new((nets.len() * repeats) as u64);
@@ -113,12 +130,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
             repeats,
             options,
             0,
+            args.profile,
             &|_| progress.inc(1),
         )
         .inspect_err(|_| progress.finish_and_clear())
         .with_context(|| format!("benchmarking {}", net.name))?;
         dev.release_cached_memory();
-        progress.suspend(|| println!("{}", row(&r, &args.neuron)));
+        progress.suspend(|| {
+            println!("{}", row(&r, &args.neuron));
+            if !r.breakdown.is_empty() {
+                print!("{}", breakdown(&r));
+            }
+        });
         results.push(r);
     }
     progress.finish_and_clear();
@@ -137,6 +160,31 @@ pub fn train(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Per layer kind: forward and backward ms of one iteration, and what is left of the
+/// iteration (loss, optimizer, launch gaps).
+fn breakdown(r: &TrainBench) -> String {
+    let mut s = format!("  {:<20} {:>8} {:>8}\n", "layer kind", "fwd ms", "bwd ms");
+    let (mut f, mut b) = (0.0, 0.0);
+    for t in &r.breakdown {
+        s += &format!("  {:<20} {:>8.3} {:>8.3}\n", t.kind, t.forward_ms, t.backward_ms);
+        f += t.forward_ms;
+        b += t.backward_ms;
+    }
+    s += &format!("  {:<20} {:>8.3} {:>8.3}\n", "all layers", f, b);
+    s += &format!(
+        "  {:<20} {:>8.3}   (loss, optimizer, gaps: iteration - layers)\n",
+        "rest",
+        r.iteration_ms - f - b
+    );
+    let mut slow = r.nodes.clone();
+    slow.sort_by(|a, b| (b.forward_ms + b.backward_ms).total_cmp(&(a.forward_ms + a.backward_ms)));
+    s += "  slowest layers:\n";
+    for t in slow.iter().take(12) {
+        s += &format!("  {:<28} {:>8.3} {:>8.3}\n", t.name, t.forward_ms, t.backward_ms);
+    }
+    s
 }
 
 fn gib(bytes: usize) -> f64 {
@@ -176,6 +224,8 @@ mod tests {
             forward_ms: 4.2,
             peak_bytes: 2 << 30,
             model_bytes: 1 << 27,
+            breakdown: vec![],
+            nodes: vec![],
         };
         assert_eq!(header().len(), row(&r, "paper_lif").len());
     }

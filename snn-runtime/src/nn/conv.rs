@@ -5,9 +5,9 @@
 //! fastest for the problem. The search runs on the first call of the pass with that call's
 //! tensors, as PyTorch's `cudnn.benchmark` does, so it needs no buffers of its own beyond a
 //! scratch workspace; its result is remembered in [`Cudnn`] per problem, so every layer of
-//! the same shape shares it. Only deterministic algorithms are taken when one of them runs
-//! (gradients then repeat bit for bit), and [`ConvMath::F32`] takes only algorithms without
-//! tensor cores.
+//! the same shape shares it. By default only deterministic algorithms are taken when one of
+//! them runs (gradients then repeat bit for bit; [`Cudnn::set_deterministic`] lifts this),
+//! and [`ConvMath::F32`] takes only algorithms without tensor cores.
 //!
 //! cudarc loads cuDNN and cuBLAS by name and panics when they are missing, so
 //! [`cudnn_library`] and [`cublas_library`] look for them first and turn a missing library
@@ -43,13 +43,13 @@ struct LibSpec {
 }
 
 const CUDNN_LIB: LibSpec = LibSpec {
-    what: "cuDNN 9 (libcudnn.so.9), which runs the convolutions on the GPU; install cuDNN 9 for CUDA 13 (NVIDIA's `cudnn9-cuda-13` package or the `nvidia-cudnn-cu13` wheel)",
+    what: "cuDNN 9 (libcudnn.so.9, for the convolutions; from NVIDIA's `cudnn9-cuda-13` package or the `nvidia-cudnn-cu13` wheel)",
     files: &["libcudnn.so.9"],
     pip: &["nvidia/cudnn/lib", "nvidia/cu13/lib"],
 };
 
 const CUBLAS_LIB: LibSpec = LibSpec {
-    what: "cuBLAS 13 (libcublas.so.13), which runs the linear layers on the GPU; install the CUDA 13 toolkit's cuBLAS (`libcublas-13-0`) or the `nvidia-cublas` wheel",
+    what: "cuBLAS 13 (libcublas.so.13, for the linear layers; from the CUDA 13 toolkit's `libcublas-13-0` package or the `nvidia-cublas` wheel)",
     files: &["libcublas.so.13"],
     pip: &["nvidia/cu13/lib", "nvidia/cublas/lib"],
 };
@@ -653,6 +653,7 @@ struct ProblemKey {
     images: usize,
     math: ConvMath,
     pass: ConvPass,
+    deterministic: bool,
 }
 
 /// The raw cuDNN handle.
@@ -676,6 +677,8 @@ struct State {
     /// Bytes from the device's pool, so that its statistics count them.
     workspace: Option<DeviceTensor>,
     search_limit: usize,
+    /// Take only deterministic algorithms (when any runs).
+    deterministic: bool,
     chosen: HashMap<ProblemKey, Vec<Candidate>>,
     bias: Option<Arc<BiasKernels>>,
 }
@@ -765,6 +768,7 @@ impl Cudnn {
                 handle,
                 workspace: None,
                 search_limit: DEFAULT_SEARCH_WORKSPACE,
+                deterministic: true,
                 chosen: HashMap::new(),
                 bias: None,
             }),
@@ -786,6 +790,13 @@ impl Cudnn {
     /// faster algorithms, e.g. FFT ones, at the cost of memory).
     pub fn set_search_limit(&self, bytes: usize) {
         self.lock().search_limit = bytes;
+    }
+
+    /// Whether only deterministic algorithms are taken (when any runs; the default), so
+    /// gradients repeat bit for bit, or the fastest of all (PyTorch's default,
+    /// `cudnn.deterministic = False`). Applies to problems searched from now on.
+    pub fn set_deterministic(&self, on: bool) {
+        self.lock().deterministic = on;
     }
 
     pub fn device(&self) -> &Arc<Device> {
@@ -1036,7 +1047,7 @@ impl ConvGpu {
     /// The algorithm `pass` runs with, once its first call has searched for it.
     pub fn algorithm(&self, pass: ConvPass) -> Option<ConvAlgorithm> {
         let st = self.cudnn.lock();
-        let c = st.chosen.get(&self.key(pass))?.first()?;
+        let c = st.chosen.get(&self.key(pass, st.deterministic))?.first()?;
         Some(ConvAlgorithm {
             name: c.algo.name(),
             math: format!("{:?}", self.math_for(c)),
@@ -1183,8 +1194,9 @@ impl ConvGpu {
         )
     }
 
-    fn key(&self, pass: ConvPass) -> ProblemKey {
+    fn key(&self, pass: ConvPass, deterministic: bool) -> ProblemKey {
         ProblemKey {
+            deterministic,
             conv: Conv2d {
                 bias: false,
                 ..self.conv
@@ -1206,7 +1218,7 @@ impl ConvGpu {
             .bind_to_thread()
             .map_err(|e| RuntimeError::driver("binding the context for cuDNN", e))?;
         let pass = ptrs.pass();
-        let key = self.key(pass);
+        let key = self.key(pass, st.deterministic);
         if !st.chosen.contains_key(&key) {
             let found = self.search(st, ptrs)?;
             st.chosen.insert(key, found);
@@ -1509,7 +1521,7 @@ impl ConvGpu {
             ),
         };
         drop(scratch);
-        let candidates = choose(self.math, &found);
+        let candidates = choose(self.math, st.deterministic, &found);
         if candidates.is_empty() {
             let tried: Vec<String> = found
                 .iter()
@@ -1570,23 +1582,28 @@ new_unrun!(
     sys::cudnnConvolutionBwdFilterAlgo_t
 );
 
-/// The search results that may run, fastest first: those that succeeded, without tensor
-/// cores for [`ConvMath::F32`], and only the deterministic ones when any is.
-fn choose(math: ConvMath, found: &[(Candidate, sys::cudnnStatus_t)]) -> Vec<Candidate> {
+/// The search results that may run, fastest first: those that succeeded, never with
+/// conversion to f16 (`CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION`), without tensor cores for
+/// [`ConvMath::F32`], and only the deterministic ones when any is.
+fn choose(
+    math: ConvMath,
+    deterministic: bool,
+    found: &[(Candidate, sys::cudnnStatus_t)],
+) -> Vec<Candidate> {
     use sys::cudnnMathType_t::{CUDNN_TENSOR_OP_MATH, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION};
     let mut ok: Vec<Candidate> = found
         .iter()
         .filter(|(_, status)| *status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
         .map(|(c, _)| *c)
-        .filter(|c| {
-            math == ConvMath::Tf32
-                || !matches!(
-                    c.math,
-                    CUDNN_TENSOR_OP_MATH | CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
-                )
+        .filter(|c| match math {
+            ConvMath::Tf32 => c.math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+            ConvMath::F32 => !matches!(
+                c.math,
+                CUDNN_TENSOR_OP_MATH | CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+            ),
         })
         .collect();
-    if ok.iter().any(|c| c.deterministic) {
+    if deterministic && ok.iter().any(|c| c.deterministic) {
         ok.retain(|c| c.deterministic);
     }
     // cuDNN sorts by time already; a stable sort keeps its order for ties.
@@ -1643,11 +1660,18 @@ mod tests {
             found(1, CUDNN_STATUS_SUCCESS, 0.4, true, CUDNN_FMA_MATH),
             found(2, CUDNN_STATUS_NOT_SUPPORTED, 0.0, true, CUDNN_FMA_MATH),
             found(5, CUDNN_STATUS_SUCCESS, 0.2, true, CUDNN_DEFAULT_MATH),
+            found(
+                6,
+                CUDNN_STATUS_SUCCESS,
+                0.05,
+                true,
+                CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+            ),
         ];
         let names = |v: Vec<Candidate>| v.iter().map(|c| c.algo).collect::<Vec<_>>();
         use sys::cudnnConvolutionBwdFilterAlgo_t::*;
         assert_eq!(
-            names(choose(ConvMath::Tf32, &results)),
+            names(choose(ConvMath::Tf32, true, &results)),
             [
                 Algo::Filter(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED),
                 Algo::Filter(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3),
@@ -1655,7 +1679,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(choose(ConvMath::F32, &results)),
+            names(choose(ConvMath::F32, true, &results)),
             [
                 Algo::Filter(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED),
                 Algo::Filter(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1),
@@ -1663,9 +1687,9 @@ mod tests {
         );
         // With no deterministic success, the non-deterministic ones are still taken.
         assert_eq!(
-            names(choose(ConvMath::F32, &results[..1])),
+            names(choose(ConvMath::F32, true, &results[..1])),
             [Algo::Filter(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0)]
         );
-        assert!(choose(ConvMath::F32, &results[3..4]).is_empty());
+        assert!(choose(ConvMath::F32, true, &results[3..4]).is_empty());
     }
 }

@@ -163,6 +163,14 @@ impl Cublas {
     }
 }
 
+impl Drop for Cublas {
+    fn drop(&mut self) {
+        // cuBLAS frees its resources in the current context: make it the device's before the
+        // handle is dropped. A failure here cannot be acted on.
+        let _ = self.device.ctx.bind_to_thread();
+    }
+}
+
 /// A linear problem's extents, checked to fit cuBLAS's `int`s.
 #[derive(Clone, Copy)]
 struct Dims {

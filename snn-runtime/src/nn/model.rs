@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::{CudaEvent, sys};
 use snn_codegen::Dtype;
 use snn_codegen::interp::Mode;
 use snn_nn::graph::{Network, Node, Op};
@@ -40,6 +41,12 @@ fn nn_err(e: NnError) -> RuntimeError {
 pub struct ModelOptions {
     /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32.
     pub conv_math: ConvMath,
+    /// Only deterministic convolution algorithms (gradients repeat bit for bit), or the
+    /// fastest ones (PyTorch's default).
+    pub deterministic: bool,
+    /// The most workspace a convolution algorithm may use, in bytes (more can be faster,
+    /// and costs memory).
+    pub conv_workspace: usize,
     /// Keep every node's output in the trace ([`GpuTrace::value`]), for inspection and
     /// debugging, at the cost of memory.
     pub keep_activations: bool,
@@ -49,6 +56,8 @@ impl Default for ModelOptions {
     fn default() -> Self {
         Self {
             conv_math: ConvMath::Tf32,
+            deterministic: false,
+            conv_workspace: crate::nn::conv::DEFAULT_SEARCH_WORKSPACE,
             keep_activations: false,
         }
     }
@@ -101,6 +110,20 @@ impl std::fmt::Debug for Layer {
     }
 }
 
+/// The time one node took in the forward and backward passes, summed over the passes
+/// since profiling started (see [`GpuModel::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeTime {
+    pub name: String,
+    /// The PyTorch class of the node (`Conv2d`, `BatchNorm2d`, ...).
+    pub kind: &'static str,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+/// CUDA events around every node launch: (node, backward?, start, end).
+type Events = Vec<(usize, bool, CudaEvent, CudaEvent)>;
+
 /// What a node's forward pass kept for the backward pass.
 #[derive(Debug)]
 enum Saved {
@@ -148,6 +171,8 @@ pub struct GpuModel {
     layers: Vec<Layer>,
     /// Whether the backward pass reads each node's output.
     keep_output: Vec<bool>,
+    /// Timing events, while profiling.
+    profile: Option<Events>,
 }
 
 impl GpuModel {
@@ -264,14 +289,89 @@ impl GpuModel {
             device: device.clone(),
             net: net.clone(),
             options,
-            cudnn: needs_conv.then(|| Cudnn::new(device)).transpose()?,
+            cudnn: needs_conv
+                .then(|| {
+                    let c = Cudnn::new(device)?;
+                    c.set_deterministic(options.deterministic);
+                    c.set_search_limit(options.conv_workspace);
+                    Ok::<_, RuntimeError>(c)
+                })
+                .transpose()?,
             cublas: needs_blas.then(|| Cublas::new(device)).transpose()?,
             slots,
             params: params_dev,
             grads,
             layers,
             keep_output,
+            profile: None,
         })
+    }
+
+    /// Starts (or stops) timing every node with CUDA events. Timing adds a little
+    /// overhead per node; [`GpuModel::take_profile`] reads the times.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Vec::new);
+    }
+
+    /// The time each node took since profiling started (or since the last call), in
+    /// node order; waits for the device.
+    pub fn take_profile(&mut self) -> Result<Vec<NodeTime>, RuntimeError> {
+        let Some(events) = self.profile.as_mut() else {
+            return Err(RuntimeError::Shape(
+                "profiling is off: call `set_profiling(true)` first".into(),
+            ));
+        };
+        let events = std::mem::take(events);
+        self.device.synchronize()?;
+        let mut times: Vec<NodeTime> = self
+            .net
+            .nodes()
+            .iter()
+            .map(|n| NodeTime {
+                name: n.name.clone(),
+                kind: n.op.kind(),
+                forward_ms: 0.0,
+                backward_ms: 0.0,
+            })
+            .collect();
+        for (id, backward, start, end) in events {
+            let ms = f64::from(
+                start
+                    .elapsed_ms(&end)
+                    .map_err(|e| RuntimeError::driver("reading a timing event", e))?,
+            );
+            if backward {
+                times[id].backward_ms += ms;
+            } else {
+                times[id].forward_ms += ms;
+            }
+        }
+        Ok(times)
+    }
+
+    /// Records a timing event, while profiling.
+    fn mark(&self) -> Result<Option<CudaEvent>, RuntimeError> {
+        if self.profile.is_none() {
+            return Ok(None);
+        }
+        let e = self
+            .device
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| RuntimeError::driver("creating a timing event", e))?;
+        e.record(self.device.stream())
+            .map_err(|e| RuntimeError::driver("recording a timing event", e))?;
+        Ok(Some(e))
+    }
+
+    fn record(&mut self, id: usize, backward: bool, start: Option<CudaEvent>) -> Result<(), RuntimeError> {
+        if let Some(start) = start {
+            let end = self.mark()?;
+            if let (Some(p), Some(end)) = (self.profile.as_mut(), end) {
+                p.push((id, backward, start, end));
+            }
+        }
+        Ok(())
     }
 
     pub fn network(&self) -> &Network {
@@ -385,7 +485,9 @@ impl GpuModel {
                 Op::Flatten => xin(0)?.reshape(&shape4(node.shape))?,
                 op => {
                     let y = DeviceTensor::empty(&dev, Dtype::F32, &shape4(node.shape))?;
+                    let start = self.mark()?;
                     self.forward_node(id, &node, op, in_shape, images, steps, &xin(0)?, node.inputs.get(1).map(|_| xin(1)).transpose()?.as_ref(), &y, train, &mut trace)?;
+                    self.record(id, false, start)?;
                     y
                 }
             };
@@ -550,13 +652,18 @@ impl GpuModel {
                 first_reader[i] = id;
             }
         }
-        let mut dvals: Vec<Option<DeviceTensor>> = vec![None; nodes.len()];
-        dvals[out] = Some(grad_output.reshape(&trace.values[out].as_ref().map_or(vec![out_len], |v| v.shape.clone()))?);
+        // Each value's gradient, and whether its memory is shared with another value's
+        // (an add passes one gradient to both inputs): shared ones are never added to in
+        // place.
+        let mut dvals: Vec<Option<(DeviceTensor, bool)>> = vec![None; nodes.len()];
+        dvals[out] = Some((grad_output.reshape(&trace.values[out].as_ref().map_or(vec![out_len], |v| v.shape.clone()))?, true));
         for id in (1..nodes.len()).rev() {
             let node = &nodes[id];
-            let Some(dy) = dvals[id].take() else {
+            let Some((dy, dy_shared)) = dvals[id].take() else {
                 continue;
             };
+            // Gradients passed on as they are (flatten, add) keep sharing their memory.
+            let passes_dy = matches!(node.op, Op::Flatten | Op::Add);
             let in_shape = node.input_shape(&self.net);
             let shape4 = [images, in_shape.channels, in_shape.height, in_shape.width];
             let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
@@ -566,6 +673,7 @@ impl GpuModel {
                 })
             };
             let saved = std::mem::replace(&mut trace.saved[id], Saved::None);
+            let start = self.mark()?;
             let dxs: Vec<DeviceTensor> = match (&node.op, saved) {
                 (Op::Input, _) => vec![],
                 (Op::Conv2d(_), _) => {
@@ -670,15 +778,25 @@ impl GpuModel {
                     )));
                 }
             };
+            let shared = passes_dy && (dy_shared || node.inputs.len() > 1);
             for (&src, d) in node.inputs.iter().zip(dxs) {
                 if src == 0 {
                     continue;
                 }
-                match &dvals[src] {
-                    Some(acc) => add_assign(&dev, acc, &d)?,
-                    None => dvals[src] = Some(d),
-                }
+                dvals[src] = Some(match dvals[src].take() {
+                    None => (d, shared),
+                    Some((acc, false)) => {
+                        add_assign(&dev, &acc, &d)?;
+                        (acc, false)
+                    }
+                    Some((acc, true)) => {
+                        let sum = DeviceTensor::empty(&dev, Dtype::F32, &acc.shape)?;
+                        add(&dev, &acc, &d, &sum)?;
+                        (sum, false)
+                    }
+                });
             }
+            self.record(id, true, start)?;
             for &i in &node.inputs {
                 if first_reader[i] == id {
                     trace.values[i] = None;
