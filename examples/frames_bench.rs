@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use snn::data::encode::rate_encode;
-use snn::data::frames::{CacheKey, FrameCache, FrameSpec, RawEvent, SplitBy, integrate};
+use snn::data::frames::{
+    CacheKey, FrameCache, FrameError, FrameSpec, RawEvent, SplitBy, integrate,
+};
 
 /// A sorted stream of `n` events over `span_us` microseconds on a `w x h` sensor.
 fn stream(n: usize, w: u16, h: u16, span_us: u64, seed: u64) -> Vec<RawEvent> {
@@ -87,7 +89,7 @@ fn main() {
         let t = best_of(budget, || {
             black_box(
                 cache
-                    .get_or_compute(&key, || unreachable!("a hit"))
+                    .get_or_compute::<_, FrameError>(&key, || unreachable!("a hit"))
                     .expect("cache read"),
             );
         });

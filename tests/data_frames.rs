@@ -696,7 +696,7 @@ fn cache_recomputes_corrupt_and_truncated_files() {
     // And the rewritten file is a hit again.
     let hits = cache.stats().hits;
     cache
-        .get_or_compute(&key, || panic!("a whole file must not be recomputed"))
+        .get_or_compute::<_, FrameError>(&key, || panic!("a whole file must not be recomputed"))
         .unwrap();
     assert_eq!(cache.stats().hits, hits + 1);
     assert_no_temp_files(&tmp.0);

@@ -1,12 +1,13 @@
-//! The CPU batch loader: coverage, batch sizes, determinism, shuffling, pixel values,
-//! prompt shutdown and (printed, never asserted) throughput.
+//! The CPU batch loader over image datasets: coverage, batch sizes, determinism,
+//! shuffling, pixel values, errors from samples, worker panics, prompt shutdown and
+//! (printed, never asserted) throughput. Event datasets: tests/data_event_loader.rs.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use snn::data::ImageDataset;
-use snn::data::loader::{Batch, Loader, LoaderConfig, LoaderError};
+use snn::data::loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
+use snn::data::{DataError, ImageDataset};
 
 /// `n` images of `shape` whose pixels are a function of (image, position), labels `i % 10`.
 fn dataset(n: usize, shape: [usize; 3]) -> Arc<ImageDataset> {
@@ -29,8 +30,11 @@ fn config(batch_size: usize, workers: usize) -> LoaderConfig {
     }
 }
 
-fn collect(loader: &Loader, epoch: u64) -> Vec<Batch> {
-    loader.epoch(epoch).collect()
+fn collect<D: Dataset>(loader: &Loader<D>, epoch: u64) -> Vec<Batch<D::Elem>> {
+    loader
+        .epoch(epoch)
+        .collect::<Result<_, _>>()
+        .expect("every batch reads")
 }
 
 fn indices(batches: &[Batch]) -> Vec<u64> {
@@ -74,7 +78,8 @@ fn batch_sizes_with_and_without_drop_last() {
     );
     for b in &batches {
         assert_eq!(b.shape, [b.len(), 2, 2, 3]);
-        assert_eq!(b.images.len(), b.len() * 12);
+        assert_eq!(b.layout, BatchLayout::SampleMajor);
+        assert_eq!(b.data.len(), b.len() * 12);
         assert_eq!(b.indices.len(), b.len());
     }
 
@@ -158,24 +163,22 @@ fn no_shuffle_is_identity_order() {
 fn pixels_and_labels_match_the_indices() {
     let ds = dataset(61, [3, 2, 5]);
     let loader = Loader::new(ds.clone(), config(8, 3)).expect("loader");
-    for batch in loader.epoch(3) {
+    for batch in collect(&loader, 3) {
+        let unit = batch.unit();
         for (b, &i) in batch.indices.iter().enumerate() {
             let i = i as usize;
             assert_eq!(batch.labels[b], ds.label(i).expect("label"));
-            let want: Vec<f32> = ds
-                .image(i)
-                .expect("image")
-                .iter()
-                .map(|&v| f32::from(v) / 255.0)
-                .collect();
-            assert_eq!(&batch.images[b * 30..(b + 1) * 30], &want[..]);
+            let image = ds.image(i).expect("image");
+            assert_eq!(&batch.data[b * 30..(b + 1) * 30], image);
+            let want: Vec<f32> = image.iter().map(|&v| f32::from(v) / 255.0).collect();
+            assert_eq!(&unit[b * 30..(b + 1) * 30], &want[..]);
         }
-        assert!(batch.images.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(unit.iter().all(|v| (0.0..=1.0).contains(v)));
     }
     // The extremes map exactly.
     let ds = Arc::new(ImageDataset::new(vec![0, 255], [1, 1, 2], vec![0], 1).expect("ds"));
     let loader = Loader::new(ds, config(1, 1)).expect("loader");
-    assert_eq!(collect(&loader, 0)[0].images, [0.0, 1.0]);
+    assert_eq!(collect(&loader, 0)[0].unit(), [0.0, 1.0]);
 }
 
 /// Runs `f` on a thread and fails if it does not finish within `limit`.
@@ -227,7 +230,7 @@ fn throughput_is_printed() {
         };
         let loader = Loader::new(ds.clone(), cfg).expect("loader");
         let start = Instant::now();
-        let samples: usize = loader.epoch(0).map(|b| b.len()).sum();
+        let samples: usize = loader.epoch(0).map(|b| b.expect("batch").len()).sum();
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(samples, 10_000);
         println!(
@@ -235,4 +238,172 @@ fn throughput_is_printed() {
             samples as f64 / secs
         );
     }
+}
+
+/// A synthetic dataset: sample `i` is `[steps, width]` with value `i * 100 + t * 10 + j`;
+/// reading the samples in `fail` is an error and reading `panic_at` panics.
+struct Synthetic {
+    n: usize,
+    steps: usize,
+    width: usize,
+    layout: BatchLayout,
+    fail: Vec<usize>,
+    panic_at: Option<usize>,
+}
+
+impl Synthetic {
+    fn new(n: usize, steps: usize, width: usize, layout: BatchLayout) -> Self {
+        Self {
+            n,
+            steps,
+            width,
+            layout,
+            fail: vec![],
+            panic_at: None,
+        }
+    }
+}
+
+impl Dataset for Synthetic {
+    type Elem = f32;
+
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![self.steps, self.width]
+    }
+
+    fn layout(&self) -> BatchLayout {
+        self.layout
+    }
+
+    fn sample(&self, index: usize, out: &mut [f32]) -> Result<u8, DataError> {
+        assert_eq!(out.len(), self.steps * self.width);
+        if self.panic_at == Some(index) {
+            panic!("synthetic panic at sample {index}");
+        }
+        if self.fail.contains(&index) {
+            return Err(DataError::Request(format!("sample {index} is unreadable")));
+        }
+        for t in 0..self.steps {
+            for j in 0..self.width {
+                out[t * self.width + j] = (index * 100 + t * 10 + j) as f32;
+            }
+        }
+        Ok((index % 7) as u8)
+    }
+}
+
+#[test]
+fn time_major_batches_put_time_first() {
+    let ds = Arc::new(Synthetic::new(11, 3, 2, BatchLayout::TimeMajor));
+    for workers in [1, 3] {
+        let loader = Loader::new(ds.clone(), config(4, workers)).expect("loader");
+        let batches = collect(&loader, 1);
+        assert_eq!(
+            batches.iter().map(Batch::len).collect::<Vec<_>>(),
+            [4, 4, 3]
+        );
+        for batch in &batches {
+            let n = batch.len();
+            assert_eq!(batch.shape, [3, n, 2]);
+            assert_eq!(batch.layout, BatchLayout::TimeMajor);
+            for (b, &i) in batch.indices.iter().enumerate() {
+                assert_eq!(batch.labels[b], (i % 7) as u8);
+                for t in 0..3 {
+                    for j in 0..2 {
+                        let want = (i as usize * 100 + t * 10 + j) as f32;
+                        assert_eq!(batch.data[(t * n + b) * 2 + j], want, "[{t}, {b}, {j}]");
+                    }
+                }
+            }
+        }
+    }
+    // Sample-major, the same samples are contiguous.
+    let ds = Arc::new(Synthetic::new(5, 3, 2, BatchLayout::SampleMajor));
+    let batch = &collect(&Loader::new(ds, config(5, 1)).expect("loader"), 0)[0];
+    assert_eq!(batch.shape, [5, 3, 2]);
+    for (b, &i) in batch.indices.iter().enumerate() {
+        assert_eq!(batch.data[b * 6 + 5], (i as usize * 100 + 21) as f32);
+    }
+}
+
+#[test]
+fn a_failing_sample_fails_only_its_batch() {
+    let mut ds = Synthetic::new(20, 1, 1, BatchLayout::SampleMajor);
+    ds.fail = vec![13];
+    let mut cfg = config(5, 2);
+    cfg.shuffle = false;
+    let loader = Loader::new(Arc::new(ds), cfg).expect("loader");
+    for _ in 0..2 {
+        let results: Vec<_> = loader.epoch(0).collect();
+        assert_eq!(results.len(), 4);
+        for (k, r) in results.iter().enumerate() {
+            match (k, r) {
+                (2, Err(e)) => assert!(e.to_string().contains("sample 13"), "{e}"),
+                (2, Ok(_)) => panic!("batch 2 holds sample 13 and must fail"),
+                (_, r) => assert!(r.is_ok(), "batch {k}: {r:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_worker_panic_reaches_the_consumer() {
+    let mut ds = Synthetic::new(40, 1, 1, BatchLayout::SampleMajor);
+    ds.panic_at = Some(17);
+    let mut cfg = config(4, 2);
+    cfg.shuffle = false;
+    let loader = Loader::new(Arc::new(ds), cfg).expect("loader");
+    let caught = std::panic::catch_unwind(|| loader.epoch(0).count());
+    let payload = caught.expect_err("the panic of the worker must reach the consumer");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(message, "synthetic panic at sample 17");
+}
+
+#[test]
+fn unbatchable_samples_and_bad_requests_are_errors() {
+    let err = Loader::new(
+        Arc::new(Synthetic::new(3, 0, 2, BatchLayout::TimeMajor)),
+        config(2, 1),
+    )
+    .expect_err("T = 0");
+    assert!(matches!(err, LoaderError::SampleShape(_)), "{err:?}");
+    assert!(err.to_string().contains("T >= 1"), "{err}");
+    let err = Loader::new(
+        Arc::new(Synthetic::new(
+            3,
+            1 << 40,
+            1 << 30,
+            BatchLayout::SampleMajor,
+        )),
+        config(2, 1),
+    )
+    .expect_err("too large");
+    assert!(err.to_string().contains("too large"), "{err}");
+
+    let ds = dataset(3, [1, 2, 2]);
+    let mut out = [0u8; 4];
+    let err = ds.sample(3, &mut out).expect_err("past the end");
+    assert!(matches!(err, DataError::Request(_)), "{err:?}");
+    assert!(err.to_string().contains("holds 3 images"), "{err}");
+    let err = ds.sample(0, &mut out[..3]).expect_err("short buffer");
+    assert!(err.to_string().contains("holds 3"), "{err}");
+    assert_eq!(ds.sample(2, &mut out).expect("sample"), 2);
+    assert_eq!(&out[..], ds.image(2).expect("image"));
+
+    // An uploader for this loader needs its largest batch's values plus its labels.
+    let loader = Loader::new(ds, config(2, 1)).expect("loader");
+    assert_eq!(loader.max_batch_bytes(), 2 * 4 + 2);
+    let loader = Loader::new(
+        Arc::new(Synthetic::new(3, 3, 5, BatchLayout::TimeMajor)),
+        config(2, 1),
+    )
+    .expect("loader");
+    assert_eq!(loader.max_batch_bytes(), 2 * 15 * 4 + 2);
 }

@@ -35,10 +35,21 @@
 //! - global average: `1e-5 * S(plane) / plane`; its backward `dy / plane` is one division:
 //!   `1e-6` relative (NVRTC's `--prec-div=false` division is within 2 ulp).
 //!
+//! The fused path's pieces: `batchnorm_statistics` must equal what the training forward
+//! saves and does to the running statistics bit for bit (one code path); `batchnorm_scale`
+//! is one f32 product in training (exact) and within 1e-6 relative in eval (an approximate
+//! reciprocal square root), and both forwards' `y` equal `(x - mean) * scale + beta` in f32
+//! from it exactly (the kernels contract no products). `batchnorm_backward_fused` gets its
+//! statistics and the fused neuron's outputs from the host (f64, stored as f32), and the
+//! oracle uses the same stored statistics, so only the kernel's f32 arithmetic and the
+//! rounding of its inputs differ: the `dx` bound above holds with a wide margin (a CPU
+//! emulation stayed under 0.01 of it); `dgamma` is one f32 product and `dbeta` a copy, so
+//! both are exact.
+//!
 //! Max pooling only selects: `y` and the chosen index must equal the reference exactly,
 //! ties included (0/1 spike inputs tie everywhere), and its backward adds in the reference's
-//! order, so it equals the f32 reference bit for bit. The sums equal the f32 host sums bit
-//! for bit.
+//! order, so it equals the f32 reference bit for bit, at the full stem size too. The sums
+//! equal the f32 host sums bit for bit.
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -414,14 +425,424 @@ fn gpu_batchnorm_at_the_resnet18_stem_scale() {
     check_batchnorm(&dev, &case, &mut Rng::new(0x57E3));
 }
 
+/// The running statistics and saved statistics after one call, as bits.
+type StatsBits = [Vec<u32>; 4];
+
+/// `batchnorm_statistics` and `batchnorm_forward_train` on the same `x` and running
+/// statistics (each on its own copy, saved statistics poisoned): must agree bit for bit.
+fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut Rng) {
+    let c = case.shape.channels;
+    let bn = BatchNorm2d {
+        channels: c,
+        eps: 1e-5,
+        momentum: 0.3,
+    };
+    eprintln!(
+        "batch-norm statistics: {} images of {}, x shifted by {}, y by {y_shift}",
+        case.images, case.shape, case.shift
+    );
+    let [x, gamma, beta, rm, rv, _] = bn_inputs(case, rng);
+    let xt = upload_at(dev, &x, case.shift);
+    let (gt, bt) = (upload(dev, &gamma), upload(dev, &beta));
+    let fresh = || {
+        let saved = BatchNormSaved {
+            mean: poisoned(dev, Dtype::F32, c),
+            inv_std: poisoned(dev, Dtype::F32, c),
+        };
+        (upload(dev, &rm), upload(dev, &rv), saved)
+    };
+    let get = |t: &DeviceTensor| bits(&t.to_f32().unwrap());
+    let collect = |rm: &DeviceTensor, rv: &DeviceTensor, saved: &BatchNormSaved| -> StatsBits {
+        [get(&saved.mean), get(&saved.inv_std), get(rm), get(rv)]
+    };
+
+    let (rmt, rvt, saved) = fresh();
+    let y = poisoned_at(dev, Dtype::F32, x.len(), y_shift);
+    kernels::batchnorm_forward_train(
+        dev,
+        &bn,
+        case.shape,
+        case.images,
+        &xt,
+        &gt,
+        &bt,
+        &rmt,
+        &rvt,
+        &y,
+        &saved,
+    )
+    .unwrap();
+    let want = collect(&rmt, &rvt, &saved);
+    let stats = || {
+        let (rmt, rvt, saved) = fresh();
+        kernels::batchnorm_statistics(dev, &bn, case.shape, case.images, &xt, &rmt, &rvt, &saved)
+            .unwrap();
+        collect(&rmt, &rvt, &saved)
+    };
+    let got = stats();
+    for (what, g, w) in [
+        ("saved.mean", &got[0], &want[0]),
+        ("saved.inv_std", &got[1], &want[1]),
+        ("running_mean", &got[2], &want[2]),
+        ("running_var", &got[3], &want[3]),
+    ] {
+        assert_bits(what, g, w);
+    }
+    assert!(stats() == got, "two runs differ");
+    // The running statistics did move (momentum 0.3 towards the batch).
+    assert_ne!(got[2], bits(&rm), "running_mean unchanged");
+    assert_ne!(got[3], bits(&rv), "running_var unchanged");
+}
+
+#[test]
+fn gpu_batchnorm_statistics_equal_the_training_forward() {
+    let Some(dev) = gpu_common::device("gpu_batchnorm_statistics_equal_the_training_forward")
+    else {
+        return;
+    };
+    let mut rng = Rng::new(0x57A7);
+    let case = |images, c, h, w, offset, shift| BnCase {
+        images,
+        shape: ImageShape::new(c, h, w),
+        offset,
+        spread: 1.0,
+        shift,
+    };
+    for (case, y_shift) in [
+        (case(3, 5, 7, 9, 0.0, 0), 0),
+        (case(6, 3, 4, 5, 1000.0, 0), 0),
+        (case(24, 64, 16, 16, 0.3, 0), 0),
+        (case(50, 128, 4, 4, -1.0, 0), 0),
+        (case(100, 512, 1, 1, 5.0, 0), 0),
+        (case(2, 600, 1, 1, 0.0, 0), 0),
+        // Unaligned `x`: the scalar split in both.
+        (case(10, 16, 8, 8, 0.0, 1), 1),
+        // Aligned `x` but unaligned `y`: the statistics must not depend on `y`.
+        (case(10, 16, 8, 8, 0.0, 0), 1),
+    ] {
+        check_statistics(&dev, &case, y_shift, &mut rng);
+    }
+}
+
+#[test]
+fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
+    let Some(dev) =
+        gpu_common::device("gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with")
+    else {
+        return;
+    };
+    let mut rng = Rng::new(0x5CA1E);
+    // 600 channels: three blocks, the last one partly idle.
+    for c in [3, 64, 600] {
+        let bn = BatchNorm2d {
+            channels: c,
+            eps: 1e-5,
+            momentum: 0.1,
+        };
+        let gamma = rng.vec(c, -1.5, 1.5);
+        let inv_std = rng.vec(c, 0.2, 5.0);
+        let var = rng.vec(c, 0.0, 3.0);
+        let (gt, ist, vt) = (
+            upload(&dev, &gamma),
+            upload(&dev, &inv_std),
+            upload(&dev, &var),
+        );
+
+        // Training: one f32 product, so exactly the host's.
+        let scale = poisoned(&dev, Dtype::F32, c);
+        kernels::batchnorm_scale(&dev, &bn, &gt, &ist, false, &scale).unwrap();
+        let want: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+        assert_bits(
+            "training scale",
+            &bits(&scale.to_f32().unwrap()),
+            &bits(&want),
+        );
+        // In place over `spread`.
+        let in_place = upload(&dev, &inv_std);
+        kernels::batchnorm_scale(&dev, &bn, &gt, &in_place, false, &in_place).unwrap();
+        assert_bits(
+            "training scale in place",
+            &bits(&in_place.to_f32().unwrap()),
+            &bits(&want),
+        );
+
+        // Eval: gamma / sqrt(var + eps), an approximate reciprocal (within 2 ulp) of a
+        // correctly rounded square root: 1e-6 relative leaves room.
+        let eval = poisoned(&dev, Dtype::F32, c);
+        kernels::batchnorm_scale(&dev, &bn, &gt, &vt, true, &eval).unwrap();
+        let eval = eval.to_f32().unwrap();
+        let want64: Vec<f64> = (0..c)
+            .map(|i| f64::from(gamma[i]) / (f64::from(var[i]) + bn.eps).sqrt())
+            .collect();
+        assert_close("eval scale", &eval, &want64, |i| 1e-6 * want64[i].abs());
+        let again = poisoned(&dev, Dtype::F32, c);
+        kernels::batchnorm_scale(&dev, &bn, &gt, &vt, true, &again).unwrap();
+        assert_bits(
+            "eval scale rerun",
+            &bits(&again.to_f32().unwrap()),
+            &bits(&eval),
+        );
+
+        // The forward passes normalise with exactly this factor: `(x - mean) * scale + beta`
+        // in f32 (the kernels contract no products), from the GPU's scale, is their `y`.
+        let images = 3;
+        let shape = ImageShape::new(c, 2, 3);
+        let x = rng.vec(images * shape.len(), -2.0, 2.0);
+        let beta = rng.vec(c, -0.5, 0.5);
+        let mean = rng.vec(c, -0.3, 0.3);
+        let (xt, bt, mt) = (upload(&dev, &x), upload(&dev, &beta), upload(&dev, &mean));
+        let apply = |m: &[f32], scale: &[f32]| -> Vec<f32> {
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = (i / shape.plane()) % c;
+                    (v - m[ch]) * scale[ch] + beta[ch]
+                })
+                .collect()
+        };
+        let y = poisoned(&dev, Dtype::F32, x.len());
+        kernels::batchnorm_forward_eval(&dev, &bn, shape, images, &xt, &gt, &bt, &mt, &vt, &y)
+            .unwrap();
+        assert_bits(
+            "eval y from the scale",
+            &bits(&y.to_f32().unwrap()),
+            &bits(&apply(&mean, &eval)),
+        );
+        let saved = BatchNormSaved {
+            mean: poisoned(&dev, Dtype::F32, c),
+            inv_std: poisoned(&dev, Dtype::F32, c),
+        };
+        let (rm, rv) = (upload(&dev, &mean), upload(&dev, &var));
+        let y = poisoned(&dev, Dtype::F32, x.len());
+        kernels::batchnorm_forward_train(
+            &dev, &bn, shape, images, &xt, &gt, &bt, &rm, &rv, &y, &saved,
+        )
+        .unwrap();
+        let train_scale = poisoned(&dev, Dtype::F32, c);
+        kernels::batchnorm_scale(&dev, &bn, &gt, &saved.inv_std, false, &train_scale).unwrap();
+        assert_bits(
+            "training y from the scale",
+            &bits(&y.to_f32().unwrap()),
+            &bits(&apply(
+                &saved.mean.to_f32().unwrap(),
+                &train_scale.to_f32().unwrap(),
+            )),
+        );
+    }
+}
+
+/// What the fused backward wrote, as bits: `g` (now dx), dgamma, dbeta.
+type FusedBits = [Vec<u32>; 3];
+
+/// The fused path's backward on one problem: statistics, scale, the neuron's `g`,
+/// `grad_scale` and `grad_shift` made on the host (f64, stored as f32), then
+/// `batchnorm_backward_fused` twice (bit-identical) against `cpu::batchnorm_backward` in
+/// f64 with the same statistics.
+fn check_backward_fused(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
+    let (c, plane) = (case.shape.channels, case.shape.plane());
+    let bn = BatchNorm2d {
+        channels: c,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    eprintln!(
+        "fused batch-norm backward: {} images of {}, inputs {} +- {}, shifted by {}",
+        case.images, case.shape, case.offset, case.spread, case.shift
+    );
+    let [x, gamma, _, _, _, dy] = bn_inputs(case, rng);
+    let n = case.images * plane;
+    let channel = |i: usize| (i / plane) % c;
+    let (x64, g64, dy64) = (f64s(&x), f64s(&gamma), f64s(&dy));
+
+    // Batch statistics in f64, stored as f32; the oracle uses the stored values.
+    let mut sum = vec![0.0; c];
+    for (i, v) in x64.iter().enumerate() {
+        sum[channel(i)] += v;
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n as f64) as f32).collect();
+    let mut squares = vec![0.0; c];
+    for (i, v) in x64.iter().enumerate() {
+        squares[channel(i)] += (v - f64::from(mean[channel(i)])).powi(2);
+    }
+    let inv_std: Vec<f32> = squares
+        .iter()
+        .map(|q| (1.0 / (q / n as f64 + bn.eps).sqrt()) as f32)
+        .collect();
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| (g64[ch] * f64::from(inv_std[ch])) as f32)
+        .collect();
+    // What the fused neuron's backward hands over.
+    let g: Vec<f32> = (0..x.len())
+        .map(|i| (f64::from(scale[channel(i)]) * dy64[i]) as f32)
+        .collect();
+    let (mut grad_scale, mut grad_shift) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for i in 0..x.len() {
+        let ch = channel(i);
+        grad_scale[ch] += dy64[i] * (x64[i] - f64::from(mean[ch]));
+        grad_shift[ch] += dy64[i];
+    }
+    let grad_scale: Vec<f32> = grad_scale.iter().map(|&v| v as f32).collect();
+    let grad_shift: Vec<f32> = grad_shift.iter().map(|&v| v as f32).collect();
+
+    let xt = upload_at(dev, &x, case.shift);
+    let saved = BatchNormSaved {
+        mean: upload(dev, &mean),
+        inv_std: upload(dev, &inv_std),
+    };
+    let (st, gst, gtt) = (
+        upload(dev, &scale),
+        upload(dev, &grad_scale),
+        upload(dev, &grad_shift),
+    );
+    let run = || -> FusedBits {
+        // `g` with guards on both sides, which must stay as they are. `shift` 1 leaves it
+        // 4 bytes past a 16-byte boundary; 0 starts it on one (after 4 guards).
+        let guard = [f32::NAN, 7.0, -3.0, 11.0];
+        let start = if case.shift == 0 { 4 } else { case.shift };
+        let mut buf = vec![f32::NAN; start];
+        buf.extend_from_slice(&g);
+        buf.extend_from_slice(&guard);
+        let whole = DeviceTensor::from_f32(dev, Dtype::F32, &[buf.len()], &buf).unwrap();
+        let gt = whole.view(start, &[g.len()]).unwrap();
+        let (dgamma, dbeta) = (poisoned(dev, Dtype::F32, c), poisoned(dev, Dtype::F32, c));
+        kernels::batchnorm_backward_fused(
+            dev,
+            &bn,
+            case.shape,
+            case.images,
+            &xt,
+            &saved,
+            &st,
+            &gst,
+            &gtt,
+            &gt,
+            &dgamma,
+            &dbeta,
+        )
+        .unwrap();
+        let all = whole.to_f32().unwrap();
+        let outside: Vec<u32> = bits(&all[..start])
+            .into_iter()
+            .chain(bits(&all[start + g.len()..]))
+            .collect();
+        let want_outside: Vec<u32> = bits(&vec![f32::NAN; start])
+            .into_iter()
+            .chain(bits(&guard))
+            .collect();
+        assert_bits("memory around g", &outside, &want_outside);
+        [
+            bits(&all[start..start + g.len()]),
+            bits(&dgamma.to_f32().unwrap()),
+            bits(&dbeta.to_f32().unwrap()),
+        ]
+    };
+    let got = run();
+    assert!(run() == got, "two runs on the same inputs differ");
+
+    // dgamma is one f32 product, dbeta a copy: exact.
+    let dgamma_f32: Vec<f32> = (0..c).map(|ch| inv_std[ch] * grad_scale[ch]).collect();
+    assert_bits("dgamma (f32 product)", &got[1], &bits(&dgamma_f32));
+    assert_bits("dbeta (copy)", &got[2], &bits(&grad_shift));
+
+    let stats = cpu::BatchStats {
+        mean: f64s(&mean),
+        inv_std: f64s(&inv_std),
+    };
+    let (mut dx64, mut dg64, mut db64) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+    let grads = cpu::BatchNormGrads {
+        input: &mut dx64,
+        gamma: &mut dg64,
+        beta: &mut db64,
+    };
+    cpu::batchnorm_backward(
+        &bn,
+        case.shape,
+        case.images,
+        &x64,
+        &g64,
+        &stats,
+        &dy64,
+        grads,
+    )
+    .unwrap();
+
+    // The bounds of `check_batchnorm`, with the statistics the oracle shares.
+    let (mut abs_x, mut abs_dy, mut abs_dyxh) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+    for i in 0..x.len() {
+        let ch = channel(i);
+        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
+        abs_x[ch] += x64[i].abs();
+        abs_dy[ch] += dy64[i].abs();
+        abs_dyxh[ch] += (dy64[i] * x_hat).abs();
+    }
+    let (rel, nf) = (1e-5, n as f64);
+    let mean_hat = |ch: usize| abs_x[ch] / nf * stats.inv_std[ch];
+    let dgamma_terms = |ch: usize| abs_dyxh[ch] + mean_hat(ch) * abs_dy[ch];
+    assert_close("fused dbeta", &as_f32(&got[2]), &db64, |ch| {
+        rel * abs_dy[ch]
+    });
+    assert_close("fused dgamma", &as_f32(&got[1]), &dg64, |ch| {
+        rel * dgamma_terms(ch)
+    });
+    assert_close("fused dx", &as_f32(&got[0]), &dx64, |i| {
+        let ch = channel(i);
+        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
+        let terms =
+            dy64[i].abs() + (abs_dy[ch] + (x_hat.abs() + mean_hat(ch)) * dgamma_terms(ch)) / nf;
+        rel * g64[ch].abs() * stats.inv_std[ch] * terms
+    });
+}
+
+#[test]
+fn gpu_batchnorm_backward_fused_matches_the_cpu_reference() {
+    let Some(dev) = gpu_common::device("gpu_batchnorm_backward_fused_matches_the_cpu_reference")
+    else {
+        return;
+    };
+    let mut rng = Rng::new(0xF05E);
+    let case = |images, c, h, w, offset, spread| BnCase {
+        images,
+        shape: ImageShape::new(c, h, w),
+        offset,
+        spread,
+        shift: 0,
+    };
+    for case in [
+        // Odd planes: the scalar path, groups that do not divide the block, odd image
+        // counts (the unrolled pair's tail).
+        case(3, 5, 7, 9, 0.0, 1.0),
+        case(7, 5, 3, 5, 0.5, 2.0),
+        // A mean 1000 times the spread.
+        case(6, 3, 4, 5, 1000.0, 1.0),
+        // Planes over 256 float4s.
+        case(3, 2, 40, 36, -2.0, 3.0),
+        // Spiking-ResNet18's shapes on fewer images.
+        case(24, 64, 16, 16, 0.3, 1.0),
+        case(40, 64, 8, 8, 0.0, 1.0),
+        case(50, 128, 4, 4, -1.0, 2.0),
+        case(60, 256, 2, 2, 0.0, 1.0),
+        case(100, 512, 1, 1, 5.0, 1.0),
+        case(2, 600, 1, 1, 0.0, 1.0),
+        // Not 16-byte aligned: the scalar path on planes of 64.
+        BnCase {
+            shift: 1,
+            ..case(10, 16, 8, 8, 0.0, 1.0)
+        },
+    ] {
+        check_backward_fused(&dev, &case, &mut rng);
+    }
+}
+
 /// Max-pools `x` on the GPU (twice: bit-identical) and checks `y`, the chosen indices and
-/// the backward against the f32 reference, exactly.
+/// the backward against the f32 reference, exactly. Every tensor starts `shift` elements
+/// into its buffer (1: not aligned for the 16-byte and 4-byte stores).
 fn check_maxpool(
     dev: &Arc<Device>,
     pool: MaxPool2d,
     images: usize,
     input: ImageShape,
     x: &[f32],
+    shift: usize,
     rng: &mut Rng,
 ) {
     let output = pool.output(input).unwrap();
@@ -434,13 +855,13 @@ fn check_maxpool(
     cpu::maxpool2d_backward(&pool, input, images, &argmax_ref, &dy, &mut dx_ref).unwrap();
 
     let run = || {
-        let (xt, dyt) = (upload(dev, x), upload(dev, &dy));
+        let (xt, dyt) = (upload_at(dev, x, shift), upload_at(dev, &dy, shift));
         let (y, argmax) = (
-            poisoned(dev, Dtype::F32, out_len),
-            poisoned(dev, Dtype::U8, out_len),
+            poisoned_at(dev, Dtype::F32, out_len, shift),
+            poisoned_at(dev, Dtype::U8, out_len, shift),
         );
         kernels::maxpool2d_forward(dev, &pool, input, images, &xt, &y, &argmax).unwrap();
-        let dx = poisoned(dev, Dtype::F32, x.len());
+        let dx = poisoned_at(dev, Dtype::F32, x.len(), shift);
         kernels::maxpool2d_backward(dev, &pool, input, images, &argmax, &dyt, &dx).unwrap();
         (
             bits(&y.to_f32().unwrap()),
@@ -475,29 +896,64 @@ fn gpu_maxpool_matches_the_cpu_reference_ties_included() {
         return;
     };
     let mut rng = Rng::new(0x9001);
-    for (images, input, pool) in [
-        // The ResNet stem's pool, on fewer images.
-        (8, ImageShape::new(64, 16, 16), MaxPool2d::new(3, 2, 1)),
-        // Odd extents; overlapping windows (stride 1); no padding; a wide window.
-        (3, ImageShape::new(5, 7, 9), MaxPool2d::new(3, 2, 1)),
-        (2, ImageShape::new(3, 7, 9), MaxPool2d::new(3, 1, 1)),
-        (2, ImageShape::new(4, 11, 10), MaxPool2d::new(2, 2, 0)),
-        (2, ImageShape::new(3, 11, 10), MaxPool2d::new(5, 3, 2)),
+    // The kernels give each thread a strip of 4 values of a row; planes of at most 256
+    // strips go to a block whole, larger ones 256 strips at a time. 3x3 stride 2 and 2x2
+    // stride 2 have unrolled code, other windows a general loop.
+    for (images, input, pool, shift) in [
+        // The ResNet stem's pool, on fewer images: 16-byte stores, then unaligned.
+        (8, ImageShape::new(64, 16, 16), MaxPool2d::new(3, 2, 1), 0),
+        (3, ImageShape::new(64, 16, 16), MaxPool2d::new(3, 2, 1), 1),
+        // Odd extents (short strips); overlapping windows (stride 1); no padding; a wide
+        // window.
+        (3, ImageShape::new(5, 7, 9), MaxPool2d::new(3, 2, 1), 0),
+        (2, ImageShape::new(3, 7, 9), MaxPool2d::new(3, 1, 1), 0),
+        (2, ImageShape::new(4, 11, 10), MaxPool2d::new(2, 2, 0), 0),
+        (2, ImageShape::new(3, 11, 10), MaxPool2d::new(5, 3, 2), 0),
+        // The general loop with rows of whole strips; an even window.
+        (2, ImageShape::new(3, 12, 12), MaxPool2d::new(2, 1, 0), 0),
+        (3, ImageShape::new(2, 9, 13), MaxPool2d::new(4, 2, 2), 0),
+        // Planes of more than 256 strips: the input (backward) only, then both.
+        (2, ImageShape::new(2, 40, 36), MaxPool2d::new(3, 2, 1), 0),
+        (1, ImageShape::new(2, 70, 66), MaxPool2d::new(2, 2, 0), 0),
+        // Single-column planes and windows larger than the stride.
+        (4, ImageShape::new(3, 17, 1), MaxPool2d::new(3, 2, 1), 0),
     ] {
-        eprintln!("max-pool {pool:?} on {images} images of {input}");
+        eprintln!("max-pool {pool:?} on {images} images of {input}, shifted by {shift}");
         let len = images * input.len();
         // Continuous values, with NaNs (which count as maxima).
         let mut x = rng.vec(len, -1.0, 1.0);
         for i in (0..len).step_by(97) {
             x[i] = f32::NAN;
         }
-        check_maxpool(&dev, pool, images, input, &x, &mut rng);
+        check_maxpool(&dev, pool, images, input, &x, shift, &mut rng);
         // Spikes: ties in nearly every window, and all-zero windows.
         let spikes: Vec<f32> = (0..len)
             .map(|_| f32::from(u8::from(rng.uniform(0.0, 1.0) < 0.3)))
             .collect();
-        check_maxpool(&dev, pool, images, input, &spikes, &mut rng);
+        check_maxpool(&dev, pool, images, input, &spikes, shift, &mut rng);
     }
+}
+
+#[test]
+fn gpu_maxpool_at_the_resnet18_stem_scale() {
+    let Some(dev) = gpu_common::device("gpu_maxpool_at_the_resnet18_stem_scale") else {
+        return;
+    };
+    // T = 32, B = 100 after the stem: every block strides over many planes.
+    let (images, input) = (3200, ImageShape::new(64, 16, 16));
+    let mut rng = Rng::new(0x5E3);
+    let spikes: Vec<f32> = (0..images * input.len())
+        .map(|_| f32::from(u8::from(rng.uniform(0.0, 1.0) < 0.2)))
+        .collect();
+    check_maxpool(
+        &dev,
+        MaxPool2d::new(3, 2, 1),
+        images,
+        input,
+        &spikes,
+        0,
+        &mut rng,
+    );
 }
 
 #[test]
@@ -634,6 +1090,60 @@ fn gpu_nn_kernels_reject_bad_arguments() {
         ),
         "batch-norm over 4 channels",
     );
+
+    // The fused path's pieces.
+    kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rv, &saved).unwrap();
+    shape_error(
+        kernels::batchnorm_statistics(&dev, &bn, one, 1, &t(3), &rm, &rv, &saved),
+        "more than one value per channel",
+    );
+    shape_error(
+        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &t(2), &saved),
+        "`running_var` must be f32 with 3 values",
+    );
+    shape_error(
+        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rm, &saved),
+        "`running_mean` and `running_var` share device memory",
+    );
+    let scale = t(3);
+    kernels::batchnorm_scale(&dev, &bn, &g, &saved.inv_std, false, &scale).unwrap();
+    shape_error(
+        kernels::batchnorm_scale(&dev, &bn, &g, &t(4), true, &scale),
+        "`spread` must be f32 with 3 values",
+    );
+    // In place exactly is allowed; overlapping otherwise is not.
+    let six = t(6);
+    let (first, middle) = (six.view(0, &[3]).unwrap(), six.view(1, &[3]).unwrap());
+    kernels::batchnorm_scale(&dev, &bn, &g, &first, false, &first).unwrap();
+    shape_error(
+        kernels::batchnorm_scale(&dev, &bn, &g, &first, false, &middle),
+        "`spread` and `scale` share device memory",
+    );
+    let (grad_scale, grad_shift, dg, db) = (t(3), t(3), t(3), t(3));
+    let fused = |x: &DeviceTensor, g: &DeviceTensor, dgamma: &DeviceTensor| {
+        kernels::batchnorm_backward_fused(
+            &dev,
+            &bn,
+            input,
+            images,
+            x,
+            &saved,
+            &scale,
+            &grad_scale,
+            &grad_shift,
+            g,
+            dgamma,
+            &db,
+        )
+    };
+    fused(&x, &y, &dg).unwrap();
+    shape_error(fused(&x, &t(95), &dg), "`g` must be f32 with 96 values");
+    shape_error(fused(&x, &x, &dg), "`x` and `g` share device memory");
+    shape_error(
+        fused(&x, &y, &grad_scale),
+        "`grad_scale` and `dgamma` share device memory",
+    );
+    shape_error(fused(&x, &y, &t(4)), "`dgamma` must be f32 with 3 values");
 
     let pool = MaxPool2d::new(3, 2, 1);
     let argmax = DeviceTensor::zeros(&dev, Dtype::U8, &[2 * 3 * 4]).unwrap();

@@ -19,6 +19,7 @@ const F32_CONV: ModelOptions = ModelOptions {
     deterministic: true,
     conv_workspace: snn::runtime::nn::conv::DEFAULT_SEARCH_WORKSPACE,
     keep_activations: false,
+    fuse: true,
 };
 
 /// `[T, B, C, H, W]` spikes with firing probability `p`.
@@ -31,7 +32,10 @@ fn spikes(rng: &mut Rng, len: usize, p: f64) -> Vec<f32> {
 /// The largest `|a - b|` relative to the largest `|b|` of the tensor (gradients of a
 /// tensor share one scale: relative error per element is meaningless where they cancel).
 fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
-    let scale = b.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())).max(1e-30);
+    let scale = b
+        .iter()
+        .fold(0f64, |m, &x| m.max(f64::from(x).abs()))
+        .max(1e-30);
     a.iter()
         .zip(b)
         .map(|(&x, &y)| f64::from(x - y).abs())
@@ -44,7 +48,11 @@ fn compare_sets(what: &str, gpu: &ParamSet<f32>, cpu: &ParamSet<f32>, tol: f64) 
         let g = gpu.get(&t.name).unwrap();
         assert_eq!(g.shape, t.shape, "{what} {}", t.name);
         let e = rel_max_err(&g.data, &t.data);
-        assert!(e <= tol, "{what} `{}`: max error {e:.2e} of its largest value (tolerance {tol:.0e})", t.name);
+        assert!(
+            e <= tol,
+            "{what} `{}`: max error {e:.2e} of its largest value (tolerance {tol:.0e})",
+            t.name
+        );
     }
 }
 
@@ -91,7 +99,11 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
         Loss::CrossEntropyRate,
     )
     .unwrap();
-    let cpu_trace = cpu.model.clone().forward(&x, steps, batch, Mode::Train).unwrap();
+    let cpu_trace = cpu
+        .model
+        .clone()
+        .forward(&x, steps, batch, Mode::Train)
+        .unwrap();
     let cpu_grads = {
         let out = Loss::CrossEntropyRate
             .compute(steps, batch, 10, cpu_trace.output(), &labels)
@@ -100,10 +112,12 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
     };
 
     let xd = DeviceTensor::from_f32(dev, Dtype::F32, &[steps, batch, 3, 32, 32], &x).unwrap();
-    // Every node's output first (a separate model, so the trainer's BN state stays at the
-    // initial values): the first node that differs names the culprit.
+    // Every node's output first, unfused so that every node has one (a separate model, so
+    // the trainer's BN state stays at the initial values): the first node that differs
+    // names the culprit. The training step below runs fused.
     let keep = ModelOptions {
         keep_activations: true,
+        fuse: false,
         ..F32_CONV
     };
     let mut probe = GpuModel::new(dev, &net, &params, keep).unwrap();
@@ -133,7 +147,11 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
             }
         }
         let e = rel_max_err(&g, c);
-        assert!(e < 1e-4, "`{}` output differs by {e:.2e} of its scale", node.name);
+        assert!(
+            e < 1e-4,
+            "`{}` output differs by {e:.2e} of its scale",
+            node.name
+        );
     }
     drop(gpu_trace);
 
@@ -148,7 +166,12 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
         gpu_stats.loss,
         cpu_stats.loss
     );
-    compare_sets("gradient", &gpu.model.grads_to_host().unwrap(), &cpu_grads, 1e-3);
+    compare_sets(
+        "gradient",
+        &gpu.model.grads_to_host().unwrap(),
+        &cpu_grads,
+        1e-3,
+    );
 
     // After Adam's first step each weight moved by lr * g / (|g| + eps), about lr *
     // sign(g): equal wherever the gradient is clearly nonzero; where it is within the
@@ -163,7 +186,11 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
                 let scale = grad.data.iter().fold(0f32, |m, &x| m.max(x.abs()));
                 for i in 0..t.data.len() {
                     let (dg, dc) = (g.data[i] - before.data[i], t.data[i] - before.data[i]);
-                    assert!(dg.abs() <= 1.001 * lr as f32 + 1e-7, "{}[{i}] moved {dg}", t.name);
+                    assert!(
+                        dg.abs() <= 1.001 * lr as f32 + 1e-7,
+                        "{}[{i}] moved {dg}",
+                        t.name
+                    );
                     if grad.data[i].abs() > 1e-2 * scale {
                         assert!(
                             (dg - dc).abs() <= 1e-3 * lr as f32,
@@ -190,7 +217,10 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
         return;
     };
     let compared = (11..17).filter(|&seed| resnet18_step(&dev, seed)).count();
-    assert!(compared >= 2, "only {compared} of 6 seeds ran without a near-threshold flip");
+    assert!(
+        compared >= 2,
+        "only {compared} of 6 seeds ran without a near-threshold flip"
+    );
 }
 
 /// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training
@@ -223,13 +253,27 @@ fn gpu_small_cnn_trains_like_the_cpu() {
         let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[x.len()], &x).unwrap();
         let c = cpu.step(&x, &labels, steps, 0.05).unwrap();
         let g = gpu.step(&xd, &labels, steps, 0.05).unwrap();
-        assert!((c.loss - g.loss).abs() < 1e-4 * c.loss.max(1e-3), "{c:?} vs {g:?}");
+        assert!(
+            (c.loss - g.loss).abs() < 1e-4 * c.loss.max(1e-3),
+            "{c:?} vs {g:?}"
+        );
     }
-    compare_sets("parameters", &gpu.model.to_host().unwrap(), &cpu.model.params, 1e-3);
+    compare_sets(
+        "parameters",
+        &gpu.model.to_host().unwrap(),
+        &cpu.model.params,
+        1e-3,
+    );
     let x = spikes(&mut rng, steps * batch * net.input_shape().len(), 0.3);
     let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[x.len()], &x).unwrap();
-    let g = gpu.model.forward(&xd, steps, batch, Mode::Inference).unwrap();
-    let c = cpu.model.forward(&x, steps, batch, Mode::Inference).unwrap();
+    let g = gpu
+        .model
+        .forward(&xd, steps, batch, Mode::Inference)
+        .unwrap();
+    let c = cpu
+        .model
+        .forward(&x, steps, batch, Mode::Inference)
+        .unwrap();
     let e = rel_max_err(&g.output().unwrap().to_f32().unwrap(), c.output());
     assert!(e < 1e-4, "inference outputs differ by {e:.2e}");
 }
@@ -255,7 +299,10 @@ fn gpu_training_memory_is_reused() {
     gpu.step(&xd, &labels, 4, 1e-3).unwrap();
     let after = dev.memory();
     assert_eq!(after.in_use, before.in_use, "{before:?} -> {after:?}");
-    assert_eq!(after.driver_allocs, before.driver_allocs, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.driver_allocs, before.driver_allocs,
+        "{before:?} -> {after:?}"
+    );
     // Bad input is an error, not a crash.
     let e = gpu.step(&xd, &labels[..3], 4, 1e-3).unwrap_err();
     assert!(e.to_string().contains("need f32"), "{e}");

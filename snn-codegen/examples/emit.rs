@@ -20,10 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         _ => Storage::F32,
     };
-    let kernels = generate(
-        &compile(neuron.as_ref(), storage)?,
-        &KernelOptions::default(),
-    );
+    // A fourth argument fuses batch-norm (`bn`) or batch-norm and a residual add
+    // (`bn_add`) into the neuron, as the GPU model runs ResNets.
+    let ir = match args.next().as_deref() {
+        Some("bn") => snn_codegen::fuse::batch_norm_input(&neuron.ir()?, false)?,
+        Some("bn_add") => snn_codegen::fuse::batch_norm_input(&neuron.ir()?, true)?,
+        _ => neuron.ir()?,
+    };
+    let kernels = generate(&compile(&ir, storage)?, &KernelOptions::default());
     let k = kernels
         .all()
         .into_iter()

@@ -130,6 +130,8 @@ pub enum IrError {
         "neuron `{neuron}`: a value from another builder was used; values belong to the builder that made them"
     )]
     ForeignValue { neuron: String },
+    #[error("neuron `{neuron}`: cannot fuse batch-norm into it: {problem}")]
+    Fusion { neuron: String, problem: String },
     #[error("bad storage: {0}")]
     Storage(String),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]

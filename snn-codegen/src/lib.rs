@@ -7,6 +7,7 @@ pub mod compile;
 pub mod cuda;
 pub mod dtype;
 pub mod error;
+pub mod fuse;
 pub mod interp;
 pub mod ir;
 pub mod neuron;

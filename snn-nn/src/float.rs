@@ -8,7 +8,9 @@ pub use snn_codegen::Storage;
 pub use snn_codegen::interp::Real;
 
 /// A float the CPU layers compute in.
-pub trait Float: Real + Default + AddAssign + SubAssign + MulAssign + DivAssign + std::iter::Sum {
+pub trait Float:
+    Real + Default + AddAssign + SubAssign + MulAssign + DivAssign + std::iter::Sum
+{
     /// How neuron layers store their tensors when computing in this type (f64 keeps f64,
     /// so gradient checks are not limited by f32 rounding).
     const STORAGE: Storage;

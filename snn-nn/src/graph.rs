@@ -427,7 +427,12 @@ impl NetworkBuilder {
         self.add_node(name, Op::Linear(Linear::new(f, out_features)), &[x])
     }
 
-    pub fn add(&mut self, name: impl Into<String>, a: NodeId, b: NodeId) -> Result<NodeId, NnError> {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        a: NodeId,
+        b: NodeId,
+    ) -> Result<NodeId, NnError> {
         self.add_node(name, Op::Add, &[a, b])
     }
 

@@ -69,11 +69,10 @@ pub fn init_params<T: Float>(net: &Network, seed: u64) -> Result<ParamSet<T>, Nn
             (Op::BatchNorm2d(_), "weight" | "running_var") => vec![1.0; len],
             (Op::BatchNorm2d(_), _) => vec![0.0; len],
             (Op::Neuron(ir), name) => {
-                let p = ir
-                    .params
-                    .iter()
-                    .find(|p| p.name == name)
-                    .ok_or_else(|| NnError::Graph(format!("no neuron param `{}`", info.name)))?;
+                let p =
+                    ir.params.iter().find(|p| p.name == name).ok_or_else(|| {
+                        NnError::Graph(format!("no neuron param `{}`", info.name))
+                    })?;
                 vec![p.default; len]
             }
             _ => {

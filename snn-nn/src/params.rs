@@ -120,7 +120,8 @@ impl<T: Float> ParamSet<T> {
         let mut out = Self::new();
         for t in &self.tensors {
             out.index.insert(t.name.clone(), out.tensors.len());
-            out.tensors.push(Tensor::zeros(t.name.clone(), &t.shape, t.role));
+            out.tensors
+                .push(Tensor::zeros(t.name.clone(), &t.shape, t.role));
         }
         out
     }

@@ -7,7 +7,7 @@ use snn_codegen::interp::Mode;
 use snn_codegen::{NeuronBuilder, NeuronIr, ParamDecl, zoo};
 use snn_nn::cpu::CpuModel;
 use snn_nn::models::{spiking_cnn, spiking_mlp, spiking_resnet};
-use snn_nn::{ImageShape, Network, NnError, Role, Rng, init_params};
+use snn_nn::{ImageShape, Network, NnError, Rng, Role, init_params};
 
 /// A smooth leaky neuron with a learnable per-channel decay: `h = decay * v + x`,
 /// output `tanh(h)`.
@@ -105,7 +105,14 @@ fn network_backward_matches_finite_differences() {
     }
     assert_eq!(checked, 3 * 13, "every weight tensor checked");
     // Buffers get no gradient.
-    assert!(grads.get("bn1.running_mean").unwrap().data.iter().all(|&v| v == 0.0));
+    assert!(
+        grads
+            .get("bn1.running_mean")
+            .unwrap()
+            .data
+            .iter()
+            .all(|&v| v == 0.0)
+    );
 }
 
 #[test]
@@ -119,11 +126,19 @@ fn training_forward_updates_batch_norm_buffers_and_eval_uses_them() {
     assert_eq!(m.params.data("bn1.num_batches_tracked").unwrap(), [0.0]);
     m.forward(&x, 2, 2, Mode::Train).unwrap();
     assert_eq!(m.params.data("bn1.num_batches_tracked").unwrap(), [1.0]);
-    assert!(m.params.data("bn1.running_mean").unwrap().iter().any(|&v| v != 0.0));
+    assert!(
+        m.params
+            .data("bn1.running_mean")
+            .unwrap()
+            .iter()
+            .any(|&v| v != 0.0)
+    );
     let eval1 = m.forward(&x, 2, 2, Mode::Inference).unwrap();
     assert_ne!(eval0.output(), eval1.output());
     // Backward after an inference pass is refused.
-    let err = m.backward(&eval1, &vec![0.0; eval1.output().len()]).unwrap_err();
+    let err = m
+        .backward(&eval1, &vec![0.0; eval1.output().len()])
+        .unwrap_err();
     assert!(err.to_string().contains("training forward"), "{err}");
 }
 
@@ -164,11 +179,20 @@ fn resnets_have_torchvision_structure_and_names() {
     }
     // 122 tensors in torchvision's resnet18 state_dict (fc has 2).
     assert_eq!(names.len(), 122);
-    let shapes: Vec<_> = net.nodes().iter().map(|n| (n.name.clone(), n.shape)).collect();
+    let shapes: Vec<_> = net
+        .nodes()
+        .iter()
+        .map(|n| (n.name.clone(), n.shape))
+        .collect();
     let shape = |name: &str| shapes.iter().find(|(n, _)| n == name).unwrap().1;
     assert_eq!(shape("maxpool"), ImageShape::new(64, 8, 8));
     assert_eq!(shape("layer4.1.sn2"), ImageShape::new(512, 1, 1));
-    assert!(spiking_resnet(101, input, 10, &lif).unwrap_err().to_string().contains("18, 34 or 50"));
+    assert!(
+        spiking_resnet(101, input, 10, &lif)
+            .unwrap_err()
+            .to_string()
+            .contains("18, 34 or 50")
+    );
 }
 
 #[test]

@@ -33,7 +33,8 @@ fn small_spiking_cnn_learns_a_separable_task() {
     let lif = zoo::PaperLif::default();
     let net = spiking_cnn(ImageShape::new(1, SIDE, SIDE), 4, 4, &lif).unwrap();
     let model = CpuModel::new(&net, init_params::<f32>(&net, 0).unwrap()).unwrap();
-    let mut trainer = CpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap();
+    let mut trainer =
+        CpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap();
     let mut rng = Rng::new(42);
     let mut losses = Vec::new();
     for _ in 0..300 {
@@ -42,12 +43,22 @@ fn small_spiking_cnn_learns_a_separable_task() {
     }
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&losses[..10]), mean(&losses[losses.len() - 10..]));
-    assert!(last < 0.3 * first, "loss fell only from {first:.3} to {last:.3}");
+    assert!(
+        last < 0.3 * first,
+        "loss fell only from {first:.3} to {last:.3}"
+    );
     // Held-out data, inference mode (running batch-norm statistics).
     let (x, labels) = batch(&mut Rng::new(7), 200);
     let predicted = trainer.predict(&x, STEPS, 200).unwrap();
-    let correct = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
-    assert!(correct >= 180, "{correct}/200 held-out images right (chance: 50)");
+    let correct = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    assert!(
+        correct >= 180,
+        "{correct}/200 held-out images right (chance: 50)"
+    );
 }
 
 #[test]
@@ -86,7 +97,8 @@ fn training_resumes_from_a_checkpoint_exactly() {
     assert_eq!(resumed.state, straight.state);
     // A checkpoint of another network is refused, naming what differs.
     let other = spiking_cnn(ImageShape::new(1, SIDE, SIDE), 6, 4, &lif).unwrap();
-    let e = CpuTrainer::from_checkpoint(&other, &ckpt, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
-        .unwrap_err();
+    let e =
+        CpuTrainer::from_checkpoint(&other, &ckpt, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
+            .unwrap_err();
     assert!(e.to_string().contains("conv1.weight"), "{e}");
 }

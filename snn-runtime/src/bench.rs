@@ -293,11 +293,19 @@ pub struct TrainBench {
     pub iteration_ms: f64,
     /// Median time of the forward pass alone (training mode).
     pub forward_ms: f64,
-    /// The most device memory the pool had handed out at once during the timed
-    /// iterations: parameters, gradients, optimizer state, activations, workspaces.
+    /// The most device memory tensors held at once during the timed iterations
+    /// (parameters, gradients, optimizer state, activations, workspaces), counted as
+    /// PyTorch's `max_memory_allocated` counts.
     pub peak_bytes: usize,
+    /// The most memory the pool held from the driver (buffers behind tensors, which may
+    /// be a little larger, and its cache).
+    pub reserved_bytes: usize,
     /// The parameters, gradients and optimizer state alone.
     pub model_bytes: usize,
+    /// What a training forward pass keeps for the backward pass.
+    pub trace_bytes: usize,
+    /// The convolution workspace.
+    pub workspace_bytes: usize,
     /// With profiling: per layer kind, the forward and backward ms of one iteration
     /// (profiled iterations run separately from the timed ones).
     pub breakdown: Vec<crate::nn::model::NodeTime>,
@@ -323,8 +331,8 @@ pub fn train(
 ) -> Result<TrainBench, RuntimeError> {
     use crate::nn::{GpuModel, GpuTrainer};
     use snn_codegen::interp::Mode;
-    let params = snn_nn::init_params::<f32>(net, seed)
-        .map_err(|e| RuntimeError::Shape(e.to_string()))?;
+    let params =
+        snn_nn::init_params::<f32>(net, seed).map_err(|e| RuntimeError::Shape(e.to_string()))?;
     let model = GpuModel::new(device, net, &params, options)?;
     let mut trainer = GpuTrainer::new(
         model,
@@ -336,13 +344,19 @@ pub fn train(
     let intensity: Vec<f32> = (0..batch * pixels)
         .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32)
         .collect();
-    let intensity =
-        DeviceTensor::from_f32(device, snn_codegen::Dtype::F32, &[batch, pixels], &intensity)?;
+    let intensity = DeviceTensor::from_f32(
+        device,
+        snn_codegen::Dtype::F32,
+        &[batch, pixels],
+        &intensity,
+    )?;
     let samples: Vec<u64> = (0..batch as u64).collect();
     let x = crate::encode::rate_encode(device, &intensity, &samples, steps, seed)?;
     drop(intensity);
     let classes = net.output_shape().len() as u64;
-    let labels: Vec<usize> = (0..batch).map(|_| (rng.next() % classes) as usize).collect();
+    let labels: Vec<usize> = (0..batch)
+        .map(|_| (rng.next() % classes) as usize)
+        .collect();
     let model_bytes = trainer.model.params().num_bytes() * (2 + trainer.state().len());
     // Warm-up (inside median_ms) chooses the convolution algorithms and fills the pool;
     // the peak is measured over the timed repeats.
@@ -360,7 +374,7 @@ pub fn train(
         Ok(())
     })?;
     device.synchronize()?;
-    let peak_bytes = device.memory().peak;
+    let (peak_bytes, reserved_bytes) = (device.memory().peak, device.memory().peak_reserved);
     let mut breakdown: Vec<crate::nn::model::NodeTime> = Vec::new();
     let mut nodes = Vec::new();
     if profile {
@@ -390,6 +404,8 @@ pub fn train(
     let forward_ms = median_ms(device, repeats, || {
         model.forward(&x, steps, batch, Mode::Train).map(drop)
     })?;
+    let trace_bytes = model.forward(&x, steps, batch, Mode::Train)?.bytes();
+    let workspace_bytes = model.conv_workspace_bytes();
     Ok(TrainBench {
         network: net.name.clone(),
         steps,
@@ -397,7 +413,10 @@ pub fn train(
         iteration_ms,
         forward_ms,
         peak_bytes,
+        reserved_bytes,
         model_bytes,
+        trace_bytes,
+        workspace_bytes,
         breakdown,
         nodes,
     })

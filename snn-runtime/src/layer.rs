@@ -207,6 +207,32 @@ impl NeuronLayer {
         Ok(())
     }
 
+    /// Makes a per-channel or per-neuron param read its values from `values` (an f32
+    /// device tensor of the param's length, e.g. a view into a flat parameter buffer or a
+    /// tensor another kernel computes), so values that live on the device need no copy
+    /// through the host. Kernels read it when they run.
+    pub fn bind_param(&mut self, name: &str, values: &DeviceTensor) -> Result<(), RuntimeError> {
+        let ir = &self.compiled.neuron;
+        let Some(p) = ir.param_index(name) else {
+            let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(RuntimeError::Shape(format!(
+                "no param named `{name}`; the neuron's params are: {}",
+                known.join(", ")
+            )));
+        };
+        let shape = ir.params[p].shape;
+        let expected = self.config.layout.len(shape);
+        if shape == ParamShape::Scalar || values.dtype != Dtype::F32 || values.len() != expected {
+            return Err(RuntimeError::Shape(format!(
+                "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (scalars are passed by value), got {} {:?}",
+                values.dtype, values.shape
+            )));
+        }
+        self.params[p] = (Vec::new(), Some(values.clone()));
+        Ok(())
+    }
+
+    /// A param's host values (empty for a param bound to a device tensor).
     pub fn param(&self, name: &str) -> Option<&[f32]> {
         let p = self.compiled.neuron.param_index(name)?;
         Some(&self.params[p].0)

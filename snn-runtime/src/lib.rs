@@ -22,6 +22,6 @@ pub use cache::{CacheStats, KernelCache};
 pub use device::{Device, DeviceInfo};
 pub use error::RuntimeError;
 pub use layer::{LayerConfig, LayerForward, LayerGradients, NeuronLayer};
-pub use snn_codegen as codegen;
 pub use pool::MemoryStats;
+pub use snn_codegen as codegen;
 pub use tensor::DeviceTensor;

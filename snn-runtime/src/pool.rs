@@ -1,10 +1,14 @@
 //! The device memory pool: freed buffers are kept and handed out again, so a training loop
 //! whose shapes repeat every iteration allocates from the driver only in its first one.
 //!
-//! A request takes the smallest cached buffer at least as large and at most twice as
-//! large; sizes are rounded up (to 512 bytes, and to 2 MiB above 4 MiB) so that nearly
+//! A request takes the smallest cached buffer at least as large and at most a quarter
+//! larger; sizes are rounded up (to 512 bytes, and to 2 MiB above 4 MiB) so that nearly
 //! equal requests share buffers. When the driver is out of memory, the cached buffers are
 //! released and the allocation is tried once more.
+//!
+//! Two measures of memory: bytes *allocated* (what live tensors asked for, rounded as
+//! above; PyTorch's `max_memory_allocated` counts the same way) and bytes *reserved*
+//! (the buffers behind them, which may be larger, plus the cache).
 
 #![allow(unsafe_code)]
 
@@ -19,12 +23,16 @@ use crate::error::RuntimeError;
 /// Bytes the pool manages, for reports (`snn bench train` prints the peak).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
-    /// Bytes held by live tensors.
+    /// Bytes live tensors asked for.
     pub in_use: usize,
     /// The most `in_use` has been since the pool was created or [`Pool::reset_peak`].
     pub peak: usize,
+    /// Bytes of the buffers behind live tensors.
+    pub held: usize,
     /// Bytes of freed buffers kept for reuse.
     pub cached: usize,
+    /// The most `held + cached` has been (what the pool holds from the driver).
+    pub peak_reserved: usize,
     /// Allocations that went to the driver.
     pub driver_allocs: u64,
 }
@@ -56,18 +64,19 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A buffer of at least `bytes` bytes, with unspecified contents.
+    /// A buffer of at least `bytes` bytes, with unspecified contents, and the bytes it
+    /// counts as allocated (give both back to [`Pool::free`]).
     pub(crate) fn alloc(
         &self,
         stream: &Arc<CudaStream>,
         bytes: usize,
         what: &dyn Fn() -> String,
-    ) -> Result<CudaSlice<u8>, RuntimeError> {
+    ) -> Result<(CudaSlice<u8>, usize), RuntimeError> {
         let size = rounded(bytes);
         let mut inner = self.lock();
         let hit = inner
             .free
-            .range(size..=size.saturating_mul(2))
+            .range(size..=size.saturating_add(size / 4))
             .next()
             .map(|(&s, _)| s);
         let slice = match hit {
@@ -87,9 +96,12 @@ impl Pool {
             }
             None => Self::driver_alloc(&mut inner, stream, size, what)?,
         };
-        inner.stats.in_use += slice.len();
-        inner.stats.peak = inner.stats.peak.max(inner.stats.in_use);
-        Ok(slice)
+        let st = &mut inner.stats;
+        st.in_use += size;
+        st.held += slice.len();
+        st.peak = st.peak.max(st.in_use);
+        st.peak_reserved = st.peak_reserved.max(st.held + st.cached);
+        Ok((slice, size))
     }
 
     fn driver_alloc(
@@ -113,10 +125,11 @@ impl Pool {
         }
     }
 
-    /// Takes a buffer back for reuse.
-    pub(crate) fn free(&self, slice: CudaSlice<u8>) {
+    /// Takes a buffer back for reuse; `size` is what [`Pool::alloc`] counted for it.
+    pub(crate) fn free(&self, slice: CudaSlice<u8>, size: usize) {
         let mut inner = self.lock();
-        inner.stats.in_use -= slice.len();
+        inner.stats.in_use -= size;
+        inner.stats.held -= slice.len();
         inner.stats.cached += slice.len();
         inner.free.entry(slice.len()).or_default().push(slice);
     }
@@ -125,10 +138,11 @@ impl Pool {
         self.lock().stats
     }
 
-    /// Starts measuring the peak from the bytes in use now.
+    /// Starts measuring the peaks from the bytes in use (held) now.
     pub fn reset_peak(&self) {
         let mut inner = self.lock();
         inner.stats.peak = inner.stats.in_use;
+        inner.stats.peak_reserved = inner.stats.held + inner.stats.cached;
     }
 
     /// Returns every cached buffer to the driver.

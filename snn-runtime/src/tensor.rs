@@ -16,13 +16,15 @@ use crate::error::RuntimeError;
 #[derive(Debug)]
 struct Buffer {
     slice: Option<CudaSlice<u8>>,
+    /// The bytes the pool counts as allocated for it.
+    size: usize,
     device: Arc<Device>,
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(s) = self.slice.take() {
-            self.device.pool.free(s);
+            self.device.pool.free(s, self.size);
         }
     }
 }
@@ -51,13 +53,14 @@ impl DeviceTensor {
     ) -> Result<Self, RuntimeError> {
         let len: usize = shape.iter().product();
         let what = || format!("allocating a {dtype} tensor of shape {shape:?}");
-        let bytes = len.checked_mul(dtype.size()).ok_or_else(|| {
-            RuntimeError::Shape(format!("{}: the size overflows", what()))
-        })?;
-        let slice = device.pool.alloc(&device.stream, bytes, &what)?;
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or_else(|| RuntimeError::Shape(format!("{}: the size overflows", what())))?;
+        let (slice, size) = device.pool.alloc(&device.stream, bytes, &what)?;
         Ok(Self {
             buf: Arc::new(Buffer {
                 slice: Some(slice),
+                size,
                 device: device.clone(),
             }),
             offset: 0,

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The network kernels (batch-norm, pooling, elementwise) compile with NVRTC for sm_80 and
 //! sm_90, every kernel a source lists is in it, none uses local memory (no stack frame, no
-//! spills), and the passes meant to move 16 bytes per access do. Needs NVRTC (no GPU):
+//! spills; the register counts are printed), and the passes meant to move 16 bytes per
+//! access do. Needs NVRTC (no GPU):
 //! skipped with a notice when it is missing, unless `SNN_REQUIRE_NVRTC=1`.
 
 use snn_codegen::cuda::COMPILE_OPTIONS;
@@ -41,6 +42,7 @@ fn nvrtc_compiles_the_nn_kernels_without_local_memory() {
                         let r = res.iter().find(|r| r.kernel == *name).unwrap_or_else(|| {
                             panic!("{name} is not in {}:\n{}", src.name, out.log)
                         });
+                        eprintln!("{name} on {arch}: {} registers", r.registers);
                         assert!(
                             r.stack_frame_bytes == 0
                                 && r.spill_store_bytes == 0
@@ -81,8 +83,25 @@ fn nvrtc_vectorizes_the_nn_kernels_passes() {
                     "snn_bn_grad_input",
                     &["ld.global.nc.v4.f32", "st.global.v4.f32"],
                 ),
+                // `x` through the read-only path, `g` (written in place) through the plain one.
+                (
+                    "snn_bn_grad_fused",
+                    &[
+                        "ld.global.nc.v4.f32",
+                        "ld.global.v4.f32",
+                        "st.global.v4.f32",
+                    ],
+                ),
             ],
-            "snn_pool" => &[("snn_avgpool_backward", &["st.global.v4.f32"])],
+            "snn_pool" => &[
+                ("snn_avgpool_backward", &["st.global.v4.f32"]),
+                // A strip's 4 outputs and their 4 argmax bytes in one store each.
+                (
+                    "snn_maxpool2d_forward",
+                    &["st.global.v4.f32", "st.global.u32"],
+                ),
+                ("snn_maxpool2d_backward", &["st.global.v4.f32"]),
+            ],
             "snn_elementwise" => &[("snn_add", &["ld.global.v4.f32", "st.global.v4.f32"])],
             other => panic!("unexpected source {other}"),
         };

@@ -4,7 +4,8 @@
 //! when it is missing, unless `SNN_REQUIRE_NVRTC=1`.
 
 use snn_codegen::cuda::{COMPILE_OPTIONS, KernelOptions, KernelSet, Reduction, generate};
-use snn_codegen::{Dtype, Storage, compile, zoo};
+use snn_codegen::fuse::batch_norm_input;
+use snn_codegen::{Dtype, NeuronIr, Storage, compile, zoo};
 use snn_runtime::nvrtc;
 
 fn nvrtc_available() -> bool {
@@ -44,12 +45,17 @@ fn check(set: &KernelSet, arch: &str) {
 
 /// Compiles every zoo neuron's kernels for `storage` and `opts` on both architectures.
 fn check_zoo(storage: Storage, opts: KernelOptions) {
+    let irs: Vec<NeuronIr> = zoo::all().iter().map(|n| n.ir().unwrap()).collect();
+    check_all(&irs, storage, opts);
+}
+
+fn check_all(irs: &[NeuronIr], storage: Storage, opts: KernelOptions) {
     if !nvrtc_available() {
         return;
     }
-    let sets: Vec<KernelSet> = zoo::all()
+    let sets: Vec<KernelSet> = irs
         .iter()
-        .map(|n| generate(&compile(n.as_ref(), storage).unwrap(), &opts))
+        .map(|ir| generate(&compile(ir, storage).unwrap(), &opts))
         .collect();
     // One thread per architecture: NVRTC compiles are independent.
     std::thread::scope(|s| {
@@ -63,6 +69,19 @@ fn check_zoo(storage: Storage, opts: KernelOptions) {
 #[test]
 fn nvrtc_compiles_f32_kernels_without_spills() {
     check_zoo(Storage::F32, KernelOptions::default());
+}
+
+/// Every zoo neuron with batch-norm (and a residual add) fused in, as ResNets run them.
+#[test]
+fn nvrtc_compiles_batch_norm_fused_kernels_without_spills() {
+    let irs: Vec<NeuronIr> = zoo::all()
+        .iter()
+        .flat_map(|n| {
+            let ir = n.ir().unwrap();
+            [false, true].map(|residual| batch_norm_input(&ir, residual).unwrap())
+        })
+        .collect();
+    check_all(&irs, Storage::F32, KernelOptions::default());
 }
 
 #[test]

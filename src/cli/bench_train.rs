@@ -6,9 +6,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use snn::codegen::zoo;
 use snn::nn::ImageShape;
 use snn::nn::models::spiking_resnet;
+use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench};
 use snn::runtime::nn::{ConvMath, ModelOptions};
-use snn::runtime::Device;
 
 /// What `snn bench train --help` prints after the options.
 pub const TRAIN_AFTER_HELP: &str = "\
@@ -24,7 +24,9 @@ Columns:
   iter ms      one training iteration
   fwd ms       the forward pass alone (training mode)
   peak GiB     the most device memory held at once by tensors during the timed
-               iterations (parameters, gradients, Adam state, activations, workspaces)
+               iterations (parameters, gradients, Adam state, activations, workspaces),
+               counted as PyTorch's max_memory_allocated counts
+  reserved     the most memory the pool held from the driver (with its cache)
 
 Anchor (DESIGN.md, one H100): PyTorch 2.11 + the paper's fused LIF kernel, ResNet18,
 T = 32, B = 100: 21.1 ms per iteration, 2.13 GiB peak.
@@ -56,6 +58,10 @@ pub struct TrainArgs {
     /// the fastest, as PyTorch's default.
     #[arg(long)]
     deterministic: bool,
+    /// Run batch-norm and residual adds as layers of their own instead of inside the
+    /// neuron kernels (to measure what fusion saves).
+    #[arg(long)]
+    no_fuse: bool,
     /// The most workspace a convolution algorithm may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     conv_workspace: usize,
@@ -102,6 +108,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         deterministic: args.deterministic,
         conv_workspace: args.conv_workspace << 20,
         keep_activations: false,
+        fuse: !args.no_fuse,
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;
@@ -110,7 +117,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
         dev.info.ordinal,
         dev.info.name,
         options.conv_math,
-        if options.deterministic { ", deterministic" } else { "" },
+        if options.deterministic {
+            ", deterministic"
+        } else {
+            ""
+        },
         args.neuron
     );
     println!("{}", header());
@@ -168,7 +179,10 @@ fn breakdown(r: &TrainBench) -> String {
     let mut s = format!("  {:<20} {:>8} {:>8}\n", "layer kind", "fwd ms", "bwd ms");
     let (mut f, mut b) = (0.0, 0.0);
     for t in &r.breakdown {
-        s += &format!("  {:<20} {:>8.3} {:>8.3}\n", t.kind, t.forward_ms, t.backward_ms);
+        s += &format!(
+            "  {:<20} {:>8.3} {:>8.3}\n",
+            t.kind, t.forward_ms, t.backward_ms
+        );
         f += t.forward_ms;
         b += t.backward_ms;
     }
@@ -178,11 +192,35 @@ fn breakdown(r: &TrainBench) -> String {
         "rest",
         r.iteration_ms - f - b
     );
-    let mut slow = r.nodes.clone();
-    slow.sort_by(|a, b| (b.forward_ms + b.backward_ms).total_cmp(&(a.forward_ms + a.backward_ms)));
-    s += "  slowest layers:\n";
-    for t in slow.iter().take(12) {
-        s += &format!("  {:<28} {:>8.3} {:>8.3}\n", t.name, t.forward_ms, t.backward_ms);
+    if let Some((name, bytes)) = r
+        .nodes
+        .iter()
+        .flat_map(|t| {
+            [
+                (format!("{} (forward)", t.name), t.forward_bytes),
+                (format!("{} (backward)", t.name), t.backward_bytes),
+            ]
+        })
+        .max_by_key(|(_, b)| *b)
+    {
+        s += &format!(
+            "  most memory in use: {:.3} GiB, after {name}; of it: model {:.3}, saved for the backward {:.3}, convolution workspace {:.3}\n",
+            gib(bytes),
+            gib(r.model_bytes),
+            gib(r.trace_bytes),
+            gib(r.workspace_bytes)
+        );
+    }
+    s += "  per layer:\n";
+    for t in r
+        .nodes
+        .iter()
+        .filter(|t| t.forward_ms + t.backward_ms > 0.0)
+    {
+        s += &format!(
+            "  {:<28} {:<14} {:>8.3} {:>8.3}\n",
+            t.name, t.kind, t.forward_ms, t.backward_ms
+        );
     }
     s
 }
@@ -193,20 +231,21 @@ fn gib(bytes: usize) -> f64 {
 
 fn header() -> String {
     format!(
-        "{:<30} {:>4} {:>5} {:>9} {:>9} {:>9}",
-        "network", "T", "B", "iter ms", "fwd ms", "peak GiB"
+        "{:<30} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "network", "T", "B", "iter ms", "fwd ms", "peak GiB", "reserved"
     )
 }
 
 fn row(r: &TrainBench, neuron: &str) -> String {
     format!(
-        "{:<30} {:>4} {:>5} {:>9.2} {:>9.2} {:>9.2}",
+        "{:<30} {:>4} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
         format!("{} ({neuron})", r.network),
         r.steps,
         r.batch,
         r.iteration_ms,
         r.forward_ms,
-        gib(r.peak_bytes)
+        gib(r.peak_bytes),
+        gib(r.reserved_bytes)
     )
 }
 
@@ -223,6 +262,9 @@ mod tests {
             iteration_ms: 13.5,
             forward_ms: 4.2,
             peak_bytes: 2 << 30,
+            reserved_bytes: 3 << 30,
+            trace_bytes: 1 << 30,
+            workspace_bytes: 1 << 28,
             model_bytes: 1 << 27,
             breakdown: vec![],
             nodes: vec![],

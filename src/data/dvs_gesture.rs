@@ -18,6 +18,7 @@
 //! `eventTSOverflow << 31`. Other packet types are skipped, and so are events whose valid
 //! bit is clear.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::{DataError, Split, le_u32, read_file};
@@ -170,6 +171,130 @@ impl DvsGesture {
                 span,
                 events: events.between(span.start, span.end),
             })
+            .collect())
+    }
+}
+
+/// Where one sample of a [`GestureSplit`] lies: its recording, its row in the label CSV
+/// and its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GestureIndex {
+    /// Position of the recording in [`GestureSplit::recordings`].
+    pub recording: usize,
+    /// Position of the span among the recording's CSV rows, from 0.
+    pub row: usize,
+    /// The class and the span.
+    pub span: GestureSpan,
+}
+
+/// One split of DVS128 Gesture as a flat list of samples (every labelled span of every
+/// listed recording, recording after recording, in CSV order), so that a loader can
+/// shuffle them. Only the label CSVs are read up front; reading a sample reads its
+/// recording.
+#[derive(Debug, Clone)]
+pub struct GestureSplit {
+    split: Split,
+    recordings: Vec<Recording>,
+    samples: Vec<GestureIndex>,
+    /// `starts[r]..starts[r + 1]` are recording `r`'s samples.
+    starts: Vec<usize>,
+}
+
+impl DvsGesture {
+    /// The samples of `split`: the recordings of its list and the rows of their label
+    /// CSVs (each CSV must parse; see [`read_labels`]).
+    pub fn split(&self, split: Split) -> Result<GestureSplit, DataError> {
+        let recordings = self.recordings(split)?;
+        let mut samples = Vec::new();
+        let mut starts = vec![0];
+        for (r, recording) in recordings.iter().enumerate() {
+            let spans = read_labels(&recording.labels)?;
+            samples.extend(
+                spans
+                    .into_iter()
+                    .enumerate()
+                    .map(|(row, span)| GestureIndex {
+                        recording: r,
+                        row,
+                        span,
+                    }),
+            );
+            starts.push(samples.len());
+        }
+        Ok(GestureSplit {
+            split,
+            recordings,
+            samples,
+            starts,
+        })
+    }
+}
+
+impl GestureSplit {
+    /// Which split this is.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// The recordings, in the order of the split's list.
+    pub fn recordings(&self) -> &[Recording] {
+        &self.recordings
+    }
+
+    /// Every sample, recording after recording.
+    pub fn samples(&self) -> &[GestureIndex] {
+        &self.samples
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there is no sample (label CSVs with no rows).
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The positions of recording `r`'s samples (empty past the end).
+    pub fn recording_samples(&self, r: usize) -> Range<usize> {
+        match (self.starts.get(r), self.starts.get(r + 1)) {
+            (Some(&a), Some(&b)) => a..b,
+            _ => 0..0,
+        }
+    }
+
+    /// Sample `i`: the events of its span and its class. Reads the whole recording; use
+    /// [`GestureSplit::read_recording`] to cut every sample of a recording in one read.
+    pub fn read(&self, i: usize) -> Result<(EventStream, u8), DataError> {
+        let index = self.samples.get(i).ok_or_else(|| {
+            DataError::Request(format!(
+                "DVS128 Gesture {} sample {i} does not exist: the split holds {} samples",
+                self.split,
+                self.samples.len()
+            ))
+        })?;
+        let events = read_aedat(&self.recordings[index.recording].aedat)?;
+        Ok((
+            events.between(index.span.start, index.span.end),
+            index.span.label,
+        ))
+    }
+
+    /// Every sample of recording `r`, in order (those of
+    /// [`GestureSplit::recording_samples`]), from one read of its file.
+    pub fn read_recording(&self, r: usize) -> Result<Vec<(EventStream, u8)>, DataError> {
+        let recording = self.recordings.get(r).ok_or_else(|| {
+            DataError::Request(format!(
+                "DVS128 Gesture {} recording {r} does not exist: the split lists {}",
+                self.split,
+                self.recordings.len()
+            ))
+        })?;
+        let events = read_aedat(&recording.aedat)?;
+        Ok(self.samples[self.recording_samples(r)]
+            .iter()
+            .map(|s| (events.between(s.span.start, s.span.end), s.span.label))
             .collect())
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Datasets fail in the field, far from the code: a download cut short, the wrong file
 //! under the right name, an archive not extracted. Every variant therefore carries the
-//! path of the file at fault, and every message says what is wrong with it and what to do
-//! about it, so that a user can act on the message alone.
+//! path of the file at fault (except [`DataError::Request`], a mistake of the calling
+//! code), and every message says what is wrong with it and what to do about it, so that a
+//! user can act on the message alone.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::events::EventError;
+use super::frames::FrameError;
 
 /// A dataset file that cannot be read or does not hold what its format promises.
 #[derive(Debug, Error)]
@@ -109,6 +111,21 @@ pub enum DataError {
         source: EventError,
     },
 
+    /// Integrating a recording's events into frames, or caching the frames, failed.
+    #[error("{}: {source}", path.display())]
+    Frames {
+        /// The recording (or, for a cache failure, the cache file).
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: FrameError,
+    },
+
+    /// A sample was asked for that does not exist, or into a buffer of the wrong size: a
+    /// mistake of the calling code, not of a file, so it carries no path.
+    #[error("{0}")]
+    Request(String),
+
     /// A line of a text file (a label CSV, a list of trials) cannot be understood.
     #[error(
         "{}, line {line}: {reason}; correct this line or restore the file from the \
@@ -127,7 +144,8 @@ pub enum DataError {
 
 impl DataError {
     /// The file at fault (for a count mismatch, the image file), so that callers can, for
-    /// example, drop it from a cache or point a progress bar at it.
+    /// example, drop it from a cache or point a progress bar at it; empty for a
+    /// [`DataError::Request`], which no file caused.
     pub fn path(&self) -> &Path {
         match self {
             Self::Io { path, .. }
@@ -136,8 +154,10 @@ impl DataError {
             | Self::BadMagic { path, .. }
             | Self::Corrupt { path, .. }
             | Self::Events { path, .. }
-            | Self::BadRow { path, .. } => path,
+            | Self::BadRow { path, .. }
+            | Self::Frames { path, .. } => path,
             Self::CountMismatch { images_path, .. } => images_path,
+            Self::Request(_) => Path::new(""),
         }
     }
 

@@ -636,14 +636,21 @@ impl FrameCache {
         }
     }
 
+    /// Whether a file for `key` exists (it is validated only when read).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.path(key).is_file()
+    }
+
     /// `key`'s frames from disk, or else `compute`d and written (atomically) to disk.
     ///
-    /// A corrupt file is deleted and recomputed. Errors: `compute`'s error, frames whose
+    /// A corrupt file is deleted and recomputed. Errors: `compute`'s error (of any type
+    /// that a [`FrameError`] converts into, so that computing may read files), frames whose
     /// `T` is not the key's, and I/O errors other than a missing file (reading) or any I/O
     /// error writing (nothing is left behind then).
-    pub fn get_or_compute<F>(&self, key: &CacheKey, compute: F) -> Result<Frames, FrameError>
+    pub fn get_or_compute<F, E>(&self, key: &CacheKey, compute: F) -> Result<Frames, E>
     where
-        F: FnOnce() -> Result<Frames, FrameError>,
+        F: FnOnce() -> Result<Frames, E>,
+        E: From<FrameError>,
     {
         let path = self.path(key);
         let canonical = key.canonical();
@@ -661,7 +668,7 @@ impl FrameCache {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(FrameError::Io { path, source }),
+            Err(source) => return Err(FrameError::Io { path, source }.into()),
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let frames = compute()?;
@@ -669,7 +676,8 @@ impl FrameCache {
             return Err(FrameError::Shape(format!(
                 "frames computed for {} sample {:?} have T = {}, but the cache key says T = {}",
                 key.dataset, key.sample, frames.frames, key.spec.frames
-            )));
+            ))
+            .into());
         }
         let bytes = encode(&frames, canonical.as_bytes())?;
         write_atomic(&path, &bytes)?;

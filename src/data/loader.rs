@@ -1,10 +1,21 @@
-//! A CPU-side batch loader for [`ImageDataset`]: seeded shuffling, batching, `u8 -> [0, 1]`
-//! conversion and background prefetch threads.
+//! A batch loader over any [`Dataset`]: seeded shuffling, batching, background prefetch
+//! threads, and the hand-over to the GPU through pinned asynchronous uploads.
 //!
 //! ```text
-//! let loader = Loader::new(dataset, LoaderConfig { batch_size: 128, ..Default::default() })?;
-//! for batch in loader.epoch(e) { /* batch.images is [B, C, H, W] f32 in [0, 1] */ }
+//! let loader = Loader::new(Arc::new(Mnist::load(dir, Split::Train)?), config)?;
+//! let mut uploader = Uploader::new(&device, loader.max_batch_bytes())?;
+//! for batch in loader.epoch(e) {
+//!     let batch = batch?;                             // u8 pixels [B, 1, 28, 28]
+//!     let gpu = batch.upload_images(&mut uploader)?;  // f32 [B, 784] in [0, 1], on the GPU
+//!     let spikes = rate_encode(&device, &gpu.data, &gpu.samples, steps, seed)?;
+//! }
 //! ```
+//!
+//! Image datasets ([`ImageDataset`]) give `u8` pixels `[B, C, H, W]`; event datasets
+//! ([`EventFrames`](super::event_dataset::EventFrames)) give time-major frames
+//! `[T, B, 2, H, W]` of `f32` or `u8` event counts. Batches stay `u8` on the host where
+//! they can, so that uploads move 4x fewer bytes; the GPU converts them
+//! ([`snn_runtime::staging`]).
 //!
 //! # Determinism
 //!
@@ -18,17 +29,95 @@
 //! [`Loader::epoch`] starts `workers` threads. They claim batch numbers in order, at most
 //! `prefetch + workers` batches ahead of the consumer (so memory stays bounded however
 //! slow one worker is), and send finished batches through a
-//! [`sync_channel`](std::sync::mpsc::sync_channel) of capacity `prefetch`. Dropping the
-//! iterator, finished or not, stops the workers and joins them before `drop` returns.
+//! [`sync_channel`] of capacity `prefetch`. Dropping the
+//! iterator, finished or not, stops the workers and joins them before `drop` returns. A
+//! sample that cannot be read (a corrupt event file) makes its batch an error; the
+//! following batches still come. A panic in a worker (a bug in a [`Dataset`]) stops the
+//! epoch and continues on the consumer's thread, from [`Iterator::next`].
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use super::ImageDataset;
+use snn_runtime::RuntimeError;
+use snn_runtime::staging::{DeviceBatch, Uploader};
+
+use super::{DataError, ImageDataset};
+
+/// Samples a [`Loader`] can batch: every sample has the same shape and a label.
+///
+/// Implementations must be cheap to share between the loader's threads; reading a sample
+/// may do I/O (event files, the frame cache).
+pub trait Dataset: Send + Sync + 'static {
+    /// The type of a sample's values: `u8` pixels, `f32` or `u8` event counts.
+    type Elem: Copy + Default + Send + 'static;
+
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// Whether there is no sample.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shape of every sample, e.g. `[C, H, W]` or `[T, 2, H, W]`.
+    fn sample_shape(&self) -> Vec<usize>;
+
+    /// How a batch of samples is laid out (default: sample after sample).
+    fn layout(&self) -> BatchLayout {
+        BatchLayout::SampleMajor
+    }
+
+    /// Writes sample `index` into `out` (the `sample_shape` values, row-major) and returns
+    /// its label. Errors name the file at fault; an `index` past the end or an `out` of
+    /// the wrong length is a [`DataError::Request`].
+    fn sample(&self, index: usize, out: &mut [Self::Elem]) -> Result<u8, DataError>;
+}
+
+/// Where the batch dimension goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchLayout {
+    /// Samples `[S...]` batch as `[B, S...]` (images: `[B, C, H, W]`).
+    SampleMajor,
+    /// Samples `[T, S...]` batch as `[T, B, S...]`, the time-major layout the fused
+    /// neuron kernels take (event frames: `[T, B, 2, H, W]`).
+    TimeMajor,
+}
+
+impl Dataset for ImageDataset {
+    type Elem = u8;
+
+    fn len(&self) -> usize {
+        ImageDataset::len(self)
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.shape().to_vec()
+    }
+
+    fn sample(&self, index: usize, out: &mut [u8]) -> Result<u8, DataError> {
+        let (Some(image), Some(label)) = (self.image(index), self.label(index)) else {
+            return Err(DataError::Request(format!(
+                "image {index} does not exist: the dataset holds {} images",
+                ImageDataset::len(self)
+            )));
+        };
+        if out.len() != image.len() {
+            return Err(DataError::Request(format!(
+                "image {index} has {} pixels but the output buffer holds {}",
+                image.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(image);
+        Ok(label)
+    }
+}
 
 /// Why a [`Loader`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +126,20 @@ pub enum LoaderError {
     ZeroBatchSize,
     /// `workers` was 0.
     ZeroWorkers,
+    /// The dataset's sample shape cannot be batched (a time-major dataset with no time
+    /// axis or `T = 0`, or a batch too large to address).
+    SampleShape(String),
 }
 
 impl fmt::Display for LoaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LoaderError::ZeroBatchSize => "loader batch_size must be at least 1, got 0",
-            LoaderError::ZeroWorkers => "loader workers must be at least 1, got 0",
-        })
+        match self {
+            LoaderError::ZeroBatchSize => {
+                f.write_str("loader batch_size must be at least 1, got 0")
+            }
+            LoaderError::ZeroWorkers => f.write_str("loader workers must be at least 1, got 0"),
+            LoaderError::SampleShape(msg) => f.write_str(msg),
+        }
     }
 }
 
@@ -53,13 +148,13 @@ impl std::error::Error for LoaderError {}
 /// How a [`Loader`] batches and prefetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConfig {
-    /// Images per batch; at least 1.
+    /// Samples per batch; at least 1.
     pub batch_size: usize,
-    /// Whether each epoch visits the images in a seeded random order (otherwise `0..n`).
+    /// Whether each epoch visits the samples in a seeded random order (otherwise `0..n`).
     pub shuffle: bool,
     /// Seed of the shuffle; with the epoch number it fixes the order.
     pub seed: u64,
-    /// Whether to skip the last batch when it has fewer than `batch_size` images.
+    /// Whether to skip the last batch when it has fewer than `batch_size` samples.
     pub drop_last: bool,
     /// Finished batches that may wait in the channel for the consumer (0: hand-over only).
     pub prefetch: usize,
@@ -80,58 +175,137 @@ impl Default for LoaderConfig {
     }
 }
 
-/// One batch of images, ready for encoding.
+/// One batch, as the host holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    /// Dataset index of each image, as the rate encoder's sample ids.
+pub struct Batch<E = u8> {
+    /// Dataset index of each sample, as the rate encoder's sample ids.
     pub indices: Vec<u64>,
-    /// Pixels `[B, C, H, W]` row-major, each `u8 / 255` in `[0, 1]`.
-    pub images: Vec<f32>,
-    /// One label per image.
+    /// The values, `shape` row-major: `[B, S...]` or, time-major, `[T, B, S...]`.
+    pub data: Vec<E>,
+    /// One label per sample.
     pub labels: Vec<u8>,
-    /// `[B, C, H, W]`.
-    pub shape: [usize; 4],
+    /// `[B, C, H, W]` for images, `[T, B, 2, H, W]` for event frames.
+    pub shape: Vec<usize>,
+    /// Where the batch dimension is in `shape`.
+    pub layout: BatchLayout,
 }
 
-impl Batch {
-    /// Number of images in the batch.
+impl<E> Batch<E> {
+    /// Number of samples in the batch.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
-    /// Whether the batch has no image (never the case for batches from a [`Loader`]).
+    /// Whether the batch has no sample (never the case for batches from a [`Loader`]).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    fn require(&self, layout: BatchLayout, what: &str) -> Result<(), RuntimeError> {
+        if self.layout == layout {
+            return Ok(());
+        }
+        Err(RuntimeError::Shape(format!(
+            "{what} takes a {layout:?} batch, but this batch of shape {:?} is {:?}",
+            self.shape, self.layout
+        )))
+    }
 }
 
-/// Batches of an [`ImageDataset`], epoch after epoch.
-#[derive(Clone)]
-pub struct Loader {
-    dataset: Arc<ImageDataset>,
+impl Batch<u8> {
+    /// The pixels as intensities `v / 255` in `[0, 1]` (exactly what the GPU computes in
+    /// [`Batch::upload_images`]), for the CPU encoders.
+    pub fn unit(&self) -> Vec<f32> {
+        super::encode::u8_to_unit(&self.data)
+    }
+
+    /// Uploads an image batch: `f32` intensities `[B, C * H * W]` in `[0, 1]`, ready for
+    /// [`snn_runtime::encode::rate_encode`], with the labels and sample indices.
+    pub fn upload_images(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        self.require(BatchLayout::SampleMajor, "upload_images")?;
+        uploader.upload_images(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+
+    /// Uploads a time-major batch of `u8` event counts as `f32` counts of the same shape.
+    pub fn upload_counts(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        self.require(BatchLayout::TimeMajor, "upload_counts")?;
+        uploader.upload_counts(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+}
+
+impl Batch<f32> {
+    /// Uploads a time-major batch of `f32` frames as they are.
+    pub fn upload_frames(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        self.require(BatchLayout::TimeMajor, "upload_frames")?;
+        uploader.upload_frames(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+}
+
+/// Batches of a [`Dataset`], epoch after epoch.
+pub struct Loader<D: Dataset = ImageDataset> {
+    dataset: Arc<D>,
     config: LoaderConfig,
+    sample_shape: Vec<usize>,
+    layout: BatchLayout,
 }
 
-impl fmt::Debug for Loader {
+impl<D: Dataset> Clone for Loader<D> {
+    fn clone(&self) -> Self {
+        Self {
+            dataset: Arc::clone(&self.dataset),
+            config: self.config,
+            sample_shape: self.sample_shape.clone(),
+            layout: self.layout,
+        }
+    }
+}
+
+impl<D: Dataset> fmt::Debug for Loader<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loader")
-            .field("images", &self.dataset.len())
-            .field("shape", &self.dataset.shape())
+            .field("samples", &self.dataset.len())
+            .field("sample_shape", &self.sample_shape)
+            .field("layout", &self.layout)
             .field("config", &self.config)
             .finish()
     }
 }
 
-impl Loader {
-    /// A loader over `dataset`; fails when `batch_size` or `workers` is 0.
-    pub fn new(dataset: Arc<ImageDataset>, config: LoaderConfig) -> Result<Self, LoaderError> {
+impl<D: Dataset> Loader<D> {
+    /// A loader over `dataset`; fails when `batch_size` or `workers` is 0, or when the
+    /// dataset's samples cannot be batched (a time-major dataset without `T >= 1`).
+    pub fn new(dataset: Arc<D>, config: LoaderConfig) -> Result<Self, LoaderError> {
         if config.batch_size == 0 {
             return Err(LoaderError::ZeroBatchSize);
         }
         if config.workers == 0 {
             return Err(LoaderError::ZeroWorkers);
         }
-        Ok(Self { dataset, config })
+        let sample_shape = dataset.sample_shape();
+        let layout = dataset.layout();
+        if layout == BatchLayout::TimeMajor && sample_shape.first().is_none_or(|&t| t == 0) {
+            return Err(LoaderError::SampleShape(format!(
+                "a time-major dataset needs samples [T, ...] with T >= 1, got {sample_shape:?}"
+            )));
+        }
+        let sample_len = sample_shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = sample_len
+            .and_then(|n| n.checked_mul(config.batch_size))
+            .and_then(|n| n.checked_mul(size_of::<D::Elem>()));
+        if bytes.is_none_or(|b| b > isize::MAX as usize) {
+            return Err(LoaderError::SampleShape(format!(
+                "batches of {} samples of shape {sample_shape:?} are too large",
+                config.batch_size
+            )));
+        }
+        Ok(Self {
+            dataset,
+            config,
+            sample_shape,
+            layout,
+        })
     }
 
     /// The configuration.
@@ -140,8 +314,13 @@ impl Loader {
     }
 
     /// The dataset.
-    pub fn dataset(&self) -> &Arc<ImageDataset> {
+    pub fn dataset(&self) -> &Arc<D> {
         &self.dataset
+    }
+
+    /// The shape of one sample.
+    pub fn sample_shape(&self) -> &[usize] {
+        &self.sample_shape
     }
 
     /// Batches per epoch: `n / B` rounded up, or down with `drop_last`.
@@ -152,6 +331,15 @@ impl Loader {
         } else {
             n.div_ceil(b)
         }
+    }
+
+    /// The bytes of the largest batch's values and labels: the `max_bytes` an
+    /// [`Uploader`] needs for this loader's batches.
+    pub fn max_batch_bytes(&self) -> usize {
+        let b = self.config.batch_size;
+        let values: usize = self.sample_shape.iter().product();
+        // Checked in `new`.
+        b * values * size_of::<D::Elem>() + b
     }
 
     /// The order in which epoch `epoch` visits the dataset: `0..n` without `shuffle`,
@@ -169,14 +357,17 @@ impl Loader {
     }
 
     /// The batches of epoch `epoch`, in order, assembled ahead by the worker threads.
-    pub fn epoch(&self, epoch: u64) -> Epoch {
+    pub fn epoch(&self, epoch: u64) -> Epoch<D> {
         let job = Arc::new(Job {
             dataset: Arc::clone(&self.dataset),
             order: self.order(epoch),
             batch_size: self.config.batch_size,
             batches: self.num_batches(),
+            sample_shape: self.sample_shape.clone(),
+            layout: self.layout,
             window: self.config.prefetch.saturating_add(self.config.workers),
             stop: AtomicBool::new(false),
+            panic: Mutex::new(None),
             claims: Mutex::new(Claims {
                 next: 0,
                 consumed: 0,
@@ -212,17 +403,20 @@ impl Loader {
     }
 }
 
+/// What a worker sends: a batch number and the batch or why it could not be read.
+type Sent<E> = (usize, Result<Batch<E>, DataError>);
+
 /// The iterator of one epoch's batches (see [`Loader::epoch`]); dropping it stops and
 /// joins its worker threads.
-pub struct Epoch {
-    job: Arc<Job>,
-    rx: Option<Receiver<(usize, Batch)>>,
+pub struct Epoch<D: Dataset = ImageDataset> {
+    job: Arc<Job<D>>,
+    rx: Option<Receiver<Sent<D::Elem>>>,
     handles: Vec<JoinHandle<()>>,
-    pending: BTreeMap<usize, Batch>,
+    pending: BTreeMap<usize, Result<Batch<D::Elem>, DataError>>,
     next: usize,
 }
 
-impl fmt::Debug for Epoch {
+impl<D: Dataset> fmt::Debug for Epoch<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Epoch")
             .field("next", &self.next)
@@ -232,10 +426,10 @@ impl fmt::Debug for Epoch {
     }
 }
 
-impl Iterator for Epoch {
-    type Item = Batch;
+impl<D: Dataset> Iterator for Epoch<D> {
+    type Item = Result<Batch<D::Elem>, DataError>;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<Self::Item> {
         let k = self.next;
         if k >= self.job.batches {
             return None;
@@ -250,10 +444,14 @@ impl Iterator for Epoch {
                     Ok((i, b)) => {
                         self.pending.insert(i, b);
                     }
-                    // Every worker is gone without sending batch k: one panicked.
+                    // Every worker is gone without sending batch k: one panicked (and
+                    // stopped the others). Its panic continues here, on the consumer's
+                    // thread.
                     Err(_) => {
-                        self.shutdown();
-                        panic!("a data loader worker thread panicked");
+                        if let Some(payload) = self.shutdown() {
+                            panic::resume_unwind(payload);
+                        }
+                        return None;
                     }
                 }
             },
@@ -273,10 +471,11 @@ impl Iterator for Epoch {
     }
 }
 
-impl ExactSizeIterator for Epoch {}
+impl<D: Dataset> ExactSizeIterator for Epoch<D> {}
 
-impl Epoch {
-    fn shutdown(&mut self) {
+impl<D: Dataset> Epoch<D> {
+    /// Stops and joins the workers; the first panic payload of a worker, if any.
+    fn shutdown(&mut self) -> Option<Box<dyn Any + Send>> {
         {
             let _claims = self.job.lock();
             self.job.stop.store(true, Ordering::SeqCst);
@@ -285,27 +484,41 @@ impl Epoch {
         // Unblocks workers waiting to send.
         self.rx = None;
         self.pending.clear();
+        let mut panic = self
+            .job
+            .panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         for handle in self.handles.drain(..) {
-            let _ = handle.join();
+            if let Err(payload) = handle.join() {
+                panic.get_or_insert(payload);
+            }
         }
+        panic
     }
 }
 
-impl Drop for Epoch {
+impl<D: Dataset> Drop for Epoch<D> {
     fn drop(&mut self) {
-        self.shutdown();
+        // A worker's panic after the consumer stopped asking has nowhere to go.
+        let _ = self.shutdown();
     }
 }
 
 /// What the workers of one epoch share.
-struct Job {
-    dataset: Arc<ImageDataset>,
+struct Job<D: Dataset> {
+    dataset: Arc<D>,
     order: Vec<u64>,
     batch_size: usize,
     batches: usize,
+    sample_shape: Vec<usize>,
+    layout: BatchLayout,
     /// Batches that may be claimed past the last one consumed.
     window: usize,
     stop: AtomicBool,
+    /// The payload of the first worker panic (a bug in a [`Dataset`]), for the consumer.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     claims: Mutex<Claims>,
     wake: Condvar,
 }
@@ -317,7 +530,7 @@ struct Claims {
     consumed: usize,
 }
 
-impl Job {
+impl<D: Dataset> Job<D> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Claims> {
         self.claims.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -342,36 +555,70 @@ impl Job {
     }
 
     /// Batch `k` of the epoch's order.
-    fn assemble(&self, k: usize) -> Batch {
+    fn assemble(&self, k: usize) -> Result<Batch<D::Elem>, DataError> {
         let start = k * self.batch_size;
         let end = (start + self.batch_size).min(self.order.len());
         let indices = self.order[start..end].to_vec();
-        let [c, h, w] = self.dataset.shape();
-        let per = self.dataset.image_len();
-        let (pixels, labels_all) = (self.dataset.images(), self.dataset.labels());
-        let mut images = Vec::with_capacity(indices.len() * per);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in &indices {
-            let i = i as usize;
-            images.extend(
-                pixels[i * per..(i + 1) * per]
-                    .iter()
-                    .map(|&v| f32::from(v) / 255.0),
-            );
-            labels.push(labels_all[i]);
-        }
-        Batch {
-            shape: [indices.len(), c, h, w],
+        let n = indices.len();
+        let per: usize = self.sample_shape.iter().product();
+        let mut data = vec![D::Elem::default(); n * per];
+        let mut labels = Vec::with_capacity(n);
+        let shape = match self.layout {
+            BatchLayout::SampleMajor => {
+                for (b, &i) in indices.iter().enumerate() {
+                    let out = &mut data[b * per..(b + 1) * per];
+                    labels.push(self.dataset.sample(i as usize, out)?);
+                }
+                let mut shape = vec![n];
+                shape.extend_from_slice(&self.sample_shape);
+                shape
+            }
+            BatchLayout::TimeMajor => {
+                // Checked in `Loader::new`: T >= 1.
+                let steps = self.sample_shape[0];
+                let step = per / steps;
+                let mut sample = vec![D::Elem::default(); per];
+                for (b, &i) in indices.iter().enumerate() {
+                    labels.push(self.dataset.sample(i as usize, &mut sample)?);
+                    for t in 0..steps {
+                        let at = (t * n + b) * step;
+                        data[at..at + step].copy_from_slice(&sample[t * step..(t + 1) * step]);
+                    }
+                }
+                let mut shape = vec![steps, n];
+                shape.extend_from_slice(&self.sample_shape[1..]);
+                shape
+            }
+        };
+        Ok(Batch {
             indices,
-            images,
+            data,
             labels,
-        }
+            shape,
+            layout: self.layout,
+        })
     }
 }
 
-fn work(job: &Job, tx: &SyncSender<(usize, Batch)>) {
+fn work<D: Dataset>(job: &Job<D>, tx: &SyncSender<Sent<D::Elem>>) {
     while let Some(k) = job.claim() {
-        let batch = job.assemble(k);
+        // A panic stops every worker, so that the channel disconnects and the consumer,
+        // instead of waiting forever for the lost batch, takes the panic over.
+        let batch = match panic::catch_unwind(AssertUnwindSafe(|| job.assemble(k))) {
+            Ok(batch) => batch,
+            Err(payload) => {
+                job.panic
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(payload);
+                {
+                    let _claims = job.lock();
+                    job.stop.store(true, Ordering::SeqCst);
+                }
+                job.wake.notify_all();
+                return;
+            }
+        };
         if job.stop.load(Ordering::SeqCst) || tx.send((k, batch)).is_err() {
             return;
         }

@@ -11,6 +11,13 @@
 //! | CIFAR-10 | [`Cifar10::load`] | [`ImageDataset`], 3x32x32 |
 //! | N-MNIST | [`NMnist::open`], [`NMnist::read`] | [`EventStream`], 34x34 |
 //! | DVS128 Gesture | [`DvsGesture::open`], [`DvsGesture::samples`] | [`GestureSample`], 128x128 |
+//!
+//! For training, [`Loader`] batches any [`Dataset`] with seeded shuffling and prefetch
+//! threads: an [`ImageDataset`] as `u8` pixels `[B, C, H, W]`, an event dataset wrapped
+//! in [`EventFrames`] (N-MNIST's [`NMnist`], DVS128 Gesture's [`GestureSplit`]) as
+//! time-major frames `[T, B, 2, H, W]` through the on-disk frame cache. A [`Batch`] goes
+//! to the GPU through a pinned, asynchronous [`Uploader`](snn_runtime::staging::Uploader)
+//! ([`Batch::upload_images`], [`Batch::upload_counts`], [`Batch::upload_frames`]).
 
 use std::fmt;
 use std::fs;
@@ -22,6 +29,7 @@ pub mod download;
 pub mod dvs_gesture;
 pub mod encode;
 pub mod error;
+pub mod event_dataset;
 pub mod events;
 pub mod frames;
 pub mod loader;
@@ -29,9 +37,13 @@ pub mod mnist;
 pub mod nmnist;
 
 pub use cifar::Cifar10;
-pub use dvs_gesture::{DvsGesture, GestureSample, GestureSpan, Recording};
+pub use dvs_gesture::{
+    DvsGesture, GestureIndex, GestureSample, GestureSpan, GestureSplit, Recording,
+};
 pub use error::DataError;
+pub use event_dataset::{EventFrames, EventSource, FrameValue};
 pub use events::{Event, EventError, EventStream};
+pub use loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
 pub use mnist::Mnist;
 pub use nmnist::{NMnist, NMnistSample};
 

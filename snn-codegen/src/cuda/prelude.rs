@@ -68,16 +68,30 @@ __device__ __forceinline__ void snn_block_sum_atomic(float v, float* dst) {
     }
 }
 
-// Adds `v` to `*dst`: one atomic per warp when the whole warp targets the same address.
+// Adds `v` to `*dst` with one atomic per distinct address in the warp: lanes that share an
+// address (a per-channel gradient whose channel spans part of the warp) sum their values
+// first, so a layer with small planes does not serialise on a few addresses.
 __device__ __forceinline__ void snn_atomic_add(float* dst, float v) {
     const unsigned mask = __activemask();
     const unsigned long long addr = (unsigned long long)dst;
     if (mask == 0xffffffffu && __all_sync(mask, __shfl_sync(mask, addr, 0) == addr)) {
         for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(mask, v, o);
         if ((threadIdx.x & 31) == 0) atomicAdd(dst, v);
-    } else {
-        atomicAdd(dst, v);
+        return;
     }
+    const unsigned peers = __match_any_sync(mask, addr);
+    const int lane = threadIdx.x & 31;
+    if (!__any_sync(mask, peers != (1u << lane))) {
+        atomicAdd(dst, v);  // every address is a lane's own
+        return;
+    }
+    float sum = 0.0f;
+    for (int src = 0; src < 32; ++src) {
+        if (!((mask >> src) & 1u)) continue;  // the same for every lane of `mask`
+        const float o = __shfl_sync(mask, v, src);
+        if ((peers >> src) & 1u) sum += o;
+    }
+    if (lane == __ffs(peers) - 1) atomicAdd(dst, sum);
 }
 
 #endif

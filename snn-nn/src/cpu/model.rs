@@ -2,8 +2,8 @@
 //! layers, gradients for every trained tensor. It is the oracle the GPU runtime is tested
 //! against, and trains small models without a GPU.
 
-use snn_codegen::interp::{Forward, Mode, Params, Reference, Seq};
 use snn_codegen::compile;
+use snn_codegen::interp::{Forward, Mode, Params, Reference, Seq};
 
 use crate::cpu::{
     BatchNormGrads, BatchStats, Conv2dGrads, LinearGrads, batchnorm_backward,
@@ -173,7 +173,15 @@ impl<T: Float> CpuModel<T> {
                     let mut mean = self.param(&node, "running_mean")?.to_vec();
                     let mut var = self.param(&node, "running_var")?.to_vec();
                     let stats = batchnorm_forward_train(
-                        bn, input, images, xs(0), &gamma, &beta, &mut mean, &mut var, &mut y,
+                        bn,
+                        input,
+                        images,
+                        xs(0),
+                        &gamma,
+                        &beta,
+                        &mut mean,
+                        &mut var,
+                        &mut y,
                     )?;
                     for (field, v) in [("running_mean", mean), ("running_var", var)] {
                         if let Some(t) = self.params.get_mut(&name(field)) {
@@ -344,9 +352,9 @@ impl<T: Float> CpuModel<T> {
                     g.inputs.into_iter().map(|s| s.data).collect()
                 }
                 Op::MaxPool2d(pool) => {
-                    let argmax = trace.argmax[id].as_ref().ok_or_else(|| {
-                        NnError::Run(format!("`{}` kept no argmax", node.name))
-                    })?;
+                    let argmax = trace.argmax[id]
+                        .as_ref()
+                        .ok_or_else(|| NnError::Run(format!("`{}` kept no argmax", node.name)))?;
                     maxpool2d_backward(pool, input, images, argmax, &dy, &mut dx)?;
                     vec![dx]
                 }

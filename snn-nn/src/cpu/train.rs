@@ -2,12 +2,12 @@
 
 use snn_codegen::interp::Mode;
 
-use crate::cpu::model::CpuModel;
 use crate::checkpoint::{Checkpoint, check_compatible};
+use crate::cpu::model::CpuModel;
 use crate::error::NnError;
+use crate::float::Float;
 use crate::graph::Network;
 use crate::init::init_params;
-use crate::float::Float;
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
 use crate::train::{Loss, StepStats};
 
@@ -77,7 +77,11 @@ impl<T: Float> CpuTrainer<T> {
         let out = trace.output();
         Ok((0..batch)
             .map(|b| {
-                let mean = |k: usize| (0..steps).map(|t| out[(t * batch + b) * classes + k].value()).sum::<f64>();
+                let mean = |k: usize| {
+                    (0..steps)
+                        .map(|t| out[(t * batch + b) * classes + k].value())
+                        .sum::<f64>()
+                };
                 (0..classes).fold(0, |best, k| if mean(k) > mean(best) { k } else { best })
             })
             .collect())

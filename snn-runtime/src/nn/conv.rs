@@ -717,6 +717,9 @@ impl State {
 /// considered, so the workspace never grows past it.
 pub const DEFAULT_SEARCH_WORKSPACE: usize = 256 << 20;
 
+/// How many times a problem's algorithms are timed before the fastest is chosen.
+const SEARCH_ROUNDS: usize = 3;
+
 /// cuDNN for one device: the handle (on the device's stream), a workspace buffer grown on
 /// demand and reused by every convolution, and the algorithms chosen per problem
 /// (remembered per (conv, input shape, images, math, pass)).
@@ -916,9 +919,23 @@ impl fmt::Debug for ConvGpu {
 /// The device addresses a pass works on.
 #[derive(Clone, Copy, Debug)]
 enum Ptrs {
-    Forward { x: u64, w: u64, y: u64 },
-    Data { dy: u64, w: u64, dx: u64 },
-    Filter { x: u64, dy: u64, dw: u64 },
+    Forward {
+        x: u64,
+        w: u64,
+        y: u64,
+    },
+    /// `accumulate`: add to `dx` (cuDNN's beta = 1) instead of overwriting it.
+    Data {
+        dy: u64,
+        w: u64,
+        dx: u64,
+        accumulate: bool,
+    },
+    Filter {
+        x: u64,
+        dy: u64,
+        dw: u64,
+    },
 }
 
 impl Ptrs {
@@ -1104,6 +1121,20 @@ impl ConvGpu {
         weight: &DeviceTensor,
         dx: &DeviceTensor,
     ) -> Result<(), RuntimeError> {
+        self.backward_data_into(dy, weight, dx, false)
+    }
+
+    /// [`ConvGpu::backward_data`] that adds to `dx` when `accumulate` (a tensor that feeds
+    /// several layers collects its gradient in one pass, with no separate sum). The
+    /// algorithm search writes its output, so the first call of a problem that
+    /// accumulates computes into a scratch tensor and adds that.
+    pub fn backward_data_into(
+        &self,
+        dy: &DeviceTensor,
+        weight: &DeviceTensor,
+        dx: &DeviceTensor,
+        accumulate: bool,
+    ) -> Result<(), RuntimeError> {
         const OP: &str = "conv2d backward-data (cuDNN)";
         self.check(OP, "dy", dy, self.shapes.output)?;
         self.check(OP, "weight", weight, self.shapes.weight)?;
@@ -1111,12 +1142,30 @@ impl ConvGpu {
         check_distinct(OP, ("dx", dx), ("dy", dy))?;
         check_distinct(OP, ("dx", dx), ("weight", weight))?;
         let mut st = self.cudnn.lock();
+        let searched = st
+            .chosen
+            .contains_key(&self.key(ConvPass::BackwardData, st.deterministic));
+        if accumulate && !searched {
+            let scratch = DeviceTensor::empty(dx.device(), Dtype::F32, &dx.shape)?;
+            self.run(
+                &mut st,
+                Ptrs::Data {
+                    dy: dy.ptr(),
+                    w: weight.ptr(),
+                    dx: scratch.ptr(),
+                    accumulate: false,
+                },
+            )?;
+            drop(st);
+            return crate::nn::kernels::add_assign(dx.device(), dx, &scratch);
+        }
         self.run(
             &mut st,
             Ptrs::Data {
                 dy: dy.ptr(),
                 w: weight.ptr(),
                 dx: dx.ptr(),
+                accumulate,
             },
         )
     }
@@ -1298,7 +1347,15 @@ impl ConvGpu {
                 }
                 .map_err(|e| cudnn_error("cudnnConvolutionForward", e))
             }
-            (Ptrs::Data { dy, w, dx }, Algo::Data(algo)) => {
+            (
+                Ptrs::Data {
+                    dy,
+                    w,
+                    dx,
+                    accumulate,
+                },
+                Algo::Data(algo),
+            ) => {
                 // SAFETY: as said above the match.
                 unsafe {
                     dnn::convolution_backward_data(
@@ -1312,7 +1369,7 @@ impl ConvGpu {
                         algo,
                         vp(ws),
                         ws_bytes,
-                        zero,
+                        if accumulate { one } else { zero },
                         self.x_desc.0,
                         vp(dx),
                     )
@@ -1455,71 +1512,94 @@ impl ConvGpu {
                     .collect()
             }};
         }
-        let found: Vec<(Candidate, sys::cudnnStatus_t)> = match ptrs {
-            Ptrs::Forward { x, w, y } => find!(
-                sys::cudnnConvolutionFwdAlgoPerf_t,
-                FORWARD_ALGOS[0],
-                Algo::Forward,
-                "cudnnFindConvolutionForwardAlgorithmEx",
-                |perf| sys::cudnnFindConvolutionForwardAlgorithmEx(
-                    h,
-                    self.x_desc.0,
-                    vp(x),
-                    self.w_desc.0,
-                    vp(w),
-                    desc,
-                    self.y_desc.0,
-                    vp(y),
-                    count as c_int,
-                    &mut returned,
-                    perf.as_mut_ptr(),
-                    vp(ws),
-                    ws_bytes,
-                )
-            ),
-            Ptrs::Data { dy, w, dx } => find!(
-                sys::cudnnConvolutionBwdDataAlgoPerf_t,
-                DATA_ALGOS[0],
-                Algo::Data,
-                "cudnnFindConvolutionBackwardDataAlgorithmEx",
-                |perf| sys::cudnnFindConvolutionBackwardDataAlgorithmEx(
-                    h,
-                    self.w_desc.0,
-                    vp(w),
-                    self.y_desc.0,
-                    vp(dy),
-                    desc,
-                    self.x_desc.0,
-                    vp(dx),
-                    count as c_int,
-                    &mut returned,
-                    perf.as_mut_ptr(),
-                    vp(ws),
-                    ws_bytes,
-                )
-            ),
-            Ptrs::Filter { x, dy, dw } => find!(
-                sys::cudnnConvolutionBwdFilterAlgoPerf_t,
-                FILTER_ALGOS[0],
-                Algo::Filter,
-                "cudnnFindConvolutionBackwardFilterAlgorithmEx",
-                |perf| sys::cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                    h,
-                    self.x_desc.0,
-                    vp(x),
-                    self.y_desc.0,
-                    vp(dy),
-                    desc,
-                    self.w_desc.0,
-                    vp(dw),
-                    count as c_int,
-                    &mut returned,
-                    perf.as_mut_ptr(),
-                    vp(ws),
-                    ws_bytes,
-                )
-            ),
-        };
+        // cuDNN times each algorithm once per search, and close timings swap places from
+        // run to run: search a few times and rank by each algorithm's median time.
+        let mut rounds = Vec::with_capacity(SEARCH_ROUNDS);
+        for _ in 0..SEARCH_ROUNDS {
+            let found: Vec<(Candidate, sys::cudnnStatus_t)> = match ptrs {
+                Ptrs::Forward { x, w, y } => find!(
+                    sys::cudnnConvolutionFwdAlgoPerf_t,
+                    FORWARD_ALGOS[0],
+                    Algo::Forward,
+                    "cudnnFindConvolutionForwardAlgorithmEx",
+                    |perf| sys::cudnnFindConvolutionForwardAlgorithmEx(
+                        h,
+                        self.x_desc.0,
+                        vp(x),
+                        self.w_desc.0,
+                        vp(w),
+                        desc,
+                        self.y_desc.0,
+                        vp(y),
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                        vp(ws),
+                        ws_bytes,
+                    )
+                ),
+                Ptrs::Data { dy, w, dx, .. } => find!(
+                    sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                    DATA_ALGOS[0],
+                    Algo::Data,
+                    "cudnnFindConvolutionBackwardDataAlgorithmEx",
+                    |perf| sys::cudnnFindConvolutionBackwardDataAlgorithmEx(
+                        h,
+                        self.w_desc.0,
+                        vp(w),
+                        self.y_desc.0,
+                        vp(dy),
+                        desc,
+                        self.x_desc.0,
+                        vp(dx),
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                        vp(ws),
+                        ws_bytes,
+                    )
+                ),
+                Ptrs::Filter { x, dy, dw } => find!(
+                    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                    FILTER_ALGOS[0],
+                    Algo::Filter,
+                    "cudnnFindConvolutionBackwardFilterAlgorithmEx",
+                    |perf| sys::cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                        h,
+                        self.x_desc.0,
+                        vp(x),
+                        self.y_desc.0,
+                        vp(dy),
+                        desc,
+                        self.w_desc.0,
+                        vp(dw),
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                        vp(ws),
+                        ws_bytes,
+                    )
+                ),
+            };
+            rounds.push(found);
+        }
+        let mut found = rounds.first().cloned().unwrap_or_default();
+        for (c, _) in &mut found {
+            let mut times: Vec<f32> = rounds
+                .iter()
+                .flatten()
+                .filter(|(o, st)| {
+                    o.algo == c.algo
+                        && o.math == c.math
+                        && *st == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                })
+                .map(|(o, _)| o.millis)
+                .collect();
+            if !times.is_empty() {
+                times.sort_by(f32::total_cmp);
+                c.millis = times[times.len() / 2];
+            }
+        }
         drop(scratch);
         let candidates = choose(self.math, st.deterministic, &found);
         if candidates.is_empty() {

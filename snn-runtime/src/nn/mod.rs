@@ -3,6 +3,7 @@
 //! optimizers), each checked against the CPU reference in `snn_nn::cpu`.
 
 pub mod conv;
+pub mod fusion;
 pub mod kernels;
 pub mod linear;
 pub mod loss;

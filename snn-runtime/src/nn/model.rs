@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaEvent, sys};
-use snn_codegen::Dtype;
+use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
 use snn_codegen::interp::Mode;
+use snn_codegen::{Dtype, ParamShape};
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};
 use snn_nn::{ImageShape, NnError};
@@ -20,10 +21,11 @@ use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
 use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
+use crate::nn::fusion::{self, Fusion};
 use crate::nn::kernels::{
-    BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_forward_eval,
-    batchnorm_forward_train, global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
-    maxpool2d_forward,
+    BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
+    batchnorm_forward_eval, batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
+    global_avgpool_backward, global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::nn::linear::{Cublas, linear_backward, linear_forward};
 use crate::tensor::DeviceTensor;
@@ -48,8 +50,11 @@ pub struct ModelOptions {
     /// and costs memory).
     pub conv_workspace: usize,
     /// Keep every node's output in the trace ([`GpuTrace::value`]), for inspection and
-    /// debugging, at the cost of memory.
+    /// debugging, at the cost of memory (fused layers still write no output).
     pub keep_activations: bool,
+    /// Fuse batch-norm (and a residual add) into the neuron that reads it (see
+    /// [`crate::nn::fusion`]).
+    pub fuse: bool,
 }
 
 impl Default for ModelOptions {
@@ -59,6 +64,7 @@ impl Default for ModelOptions {
             deterministic: false,
             conv_workspace: crate::nn::conv::DEFAULT_SEARCH_WORKSPACE,
             keep_activations: false,
+            fuse: true,
         }
     }
 }
@@ -89,8 +95,10 @@ enum Layer {
     },
     Neuron {
         layer: Box<NeuronLayer>,
-        /// Learnable params: (param name, slot).
-        learnable: Vec<(String, usize)>,
+        /// Learnable params: (param name, slot, scalar?). Per-channel and per-neuron ones
+        /// read their slot directly; scalars are passed by value, so they are copied over
+        /// before each forward pass.
+        learnable: Vec<(String, usize, bool)>,
     },
     Linear {
         weight: usize,
@@ -119,16 +127,28 @@ pub struct NodeTime {
     pub kind: &'static str,
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// The most pool memory in use right after the node's forward (backward) work, over
+    /// the profiled passes: where the peak comes from.
+    pub forward_bytes: usize,
+    pub backward_bytes: usize,
 }
 
-/// CUDA events around every node launch: (node, backward?, start, end).
-type Events = Vec<(usize, bool, CudaEvent, CudaEvent)>;
+/// CUDA events around every node launch: (node, backward?, start, end, bytes in use
+/// after it).
+type Events = Vec<(usize, bool, CudaEvent, CudaEvent, usize)>;
 
 /// What a node's forward pass kept for the backward pass.
 #[derive(Debug)]
 enum Saved {
     None,
     BatchNorm(BatchNormSaved),
+    /// A batch-norm fused into a neuron: the statistics (training only), and the mean and
+    /// scale the neuron applied.
+    FusedBn {
+        saved: Option<BatchNormSaved>,
+        mean: DeviceTensor,
+        scale: DeviceTensor,
+    },
     Neuron(LayerForward),
     MaxPool(DeviceTensor),
 }
@@ -145,6 +165,33 @@ pub struct GpuTrace {
 }
 
 impl GpuTrace {
+    /// Bytes the trace holds for the backward pass: kept node outputs and saved tensors.
+    pub fn bytes(&self) -> usize {
+        let values: usize = self
+            .values
+            .iter()
+            .flatten()
+            .map(DeviceTensor::num_bytes)
+            .sum();
+        let saved: usize = self
+            .saved
+            .iter()
+            .map(|s| match s {
+                Saved::None => 0,
+                Saved::BatchNorm(b) => b.mean.num_bytes() + b.inv_std.num_bytes(),
+                Saved::FusedBn { saved, scale, .. } => {
+                    scale.num_bytes()
+                        + saved
+                            .as_ref()
+                            .map_or(0, |b| b.mean.num_bytes() + b.inv_std.num_bytes())
+                }
+                Saved::Neuron(f) => f.saves.iter().map(DeviceTensor::num_bytes).sum(),
+                Saved::MaxPool(a) => a.num_bytes(),
+            })
+            .sum();
+        values + saved
+    }
+
     /// The network's output, `[T * B, K]` (time-major) for a classifier.
     pub fn output(&self) -> Option<&DeviceTensor> {
         self.values.last().and_then(|v| v.as_ref())
@@ -171,6 +218,8 @@ pub struct GpuModel {
     layers: Vec<Layer>,
     /// Whether the backward pass reads each node's output.
     keep_output: Vec<bool>,
+    /// Which nodes run fused.
+    fusion: Vec<Fusion>,
     /// Timing events, while profiling.
     profile: Option<Events>,
 }
@@ -212,8 +261,8 @@ impl GpuModel {
         let needs_conv = net.nodes().iter().any(|n| matches!(n.op, Op::Conv2d(_)));
         let needs_blas = net.nodes().iter().any(|n| matches!(n.op, Op::Linear(_)));
         let mut layers = Vec::new();
-        let mut keep_output = vec![false; net.nodes().len()];
-        for node in net.nodes() {
+        let mut fusion = fusion::plan(net, options.fuse);
+        for (id, node) in net.nodes().iter().enumerate() {
             let name = |f: &str| format!("{}.{f}", node.name);
             let layer = match &node.op {
                 Op::Conv2d(c) => Layer::Conv {
@@ -223,9 +272,8 @@ impl GpuModel {
                 },
                 Op::BatchNorm2d(bn) => {
                     let c = bn.channels;
-                    let stat = |f: &str| {
-                        DeviceTensor::from_f32(device, Dtype::F32, &[c], data(name(f))?)
-                    };
+                    let stat =
+                        |f: &str| DeviceTensor::from_f32(device, Dtype::F32, &[c], data(name(f))?);
                     let batches = data(name("num_batches_tracked"))?[0] as u64;
                     Layer::BatchNorm {
                         gamma: slot(name("weight"))?,
@@ -236,21 +284,36 @@ impl GpuModel {
                     }
                 }
                 Op::Neuron(ir) => {
-                    let layer = NeuronLayer::new(
-                        device,
-                        ir.as_ref(),
-                        LayerConfig::new(Network::layout(node.shape)),
-                    )?;
-                    let plan = &layer.compiled().plan;
-                    if !plan.reread_outputs.is_empty() {
-                        keep_output[layers.len()] = true;
+                    let config = LayerConfig::new(Network::layout(node.shape));
+                    let fused = match fusion[id] {
+                        Fusion::Neuron { residual, .. } => {
+                            batch_norm_input(ir, residual.is_some()).ok()
+                        }
+                        _ => None,
+                    };
+                    let mut layer = match &fused {
+                        Some(f) => NeuronLayer::new(device, f, config)?,
+                        None => {
+                            // A neuron that cannot take batch-norm in runs after it.
+                            for f in fusion.iter_mut() {
+                                if *f == (Fusion::Absorbed { into: id }) {
+                                    *f = Fusion::Plain;
+                                }
+                            }
+                            fusion[id] = Fusion::Plain;
+                            NeuronLayer::new(device, ir.as_ref(), config)?
+                        }
+                    };
+                    let mut learnable = Vec::new();
+                    for p in ir.params.iter().filter(|p| p.learnable) {
+                        let slot = slot(name(&p.name))?;
+                        let scalar = p.shape == ParamShape::Scalar;
+                        if !scalar {
+                            let s = &slots[slot];
+                            layer.bind_param(&p.name, &params_dev.view(s.offset, &s.shape)?)?;
+                        }
+                        learnable.push((p.name.clone(), slot, scalar));
                     }
-                    let learnable = ir
-                        .params
-                        .iter()
-                        .filter(|p| p.learnable)
-                        .map(|p| Ok((p.name.clone(), slot(name(&p.name))?)))
-                        .collect::<Result<_, RuntimeError>>()?;
                     Layer::Neuron {
                         layer: Box::new(layer),
                         learnable,
@@ -265,18 +328,26 @@ impl GpuModel {
             layers.push(layer);
         }
         // A node's input is kept when the node's backward reads it.
+        let mut keep_output = vec![false; net.nodes().len()];
         for (id, node) in net.nodes().iter().enumerate() {
-            let reads_input = match (&node.op, &layers[id]) {
-                (Op::Conv2d(_) | Op::BatchNorm2d(_) | Op::Linear(_), _) => true,
-                (Op::Neuron(_), Layer::Neuron { layer, .. }) => {
-                    !layer.compiled().plan.reread_inputs.is_empty()
+            let reads = fusion[id].reads(net, id);
+            match (&node.op, &layers[id], fusion[id]) {
+                (_, _, Fusion::Absorbed { .. }) => {}
+                (Op::Conv2d(_) | Op::BatchNorm2d(_) | Op::Linear(_), _, _) => {
+                    reads.iter().for_each(|&i| keep_output[i] = true);
                 }
-                _ => false,
-            };
-            if reads_input {
-                for &i in &node.inputs {
-                    keep_output[i] = true;
+                (Op::Neuron(_), Layer::Neuron { layer, .. }, f) => {
+                    let plan = &layer.compiled().plan;
+                    keep_output[id] |= !plan.reread_outputs.is_empty();
+                    for &k in &plan.reread_inputs {
+                        keep_output[reads[k as usize]] = true;
+                    }
+                    // Batch-norm's backward, finished after the neuron's, reads its input.
+                    if let Fusion::Neuron { x, .. } = f {
+                        keep_output[x] = true;
+                    }
                 }
+                _ => {}
             }
         }
         // Flatten is a view: keeping its output keeps its input.
@@ -303,6 +374,7 @@ impl GpuModel {
             grads,
             layers,
             keep_output,
+            fusion,
             profile: None,
         })
     }
@@ -327,23 +399,34 @@ impl GpuModel {
             .net
             .nodes()
             .iter()
-            .map(|n| NodeTime {
+            .zip(&self.fusion)
+            .map(|(n, f)| NodeTime {
                 name: n.name.clone(),
-                kind: n.op.kind(),
+                kind: match f {
+                    Fusion::Neuron { add: None, .. } => "Neuron+BN",
+                    Fusion::Neuron { .. } => "Neuron+BN+Add",
+                    Fusion::Absorbed { .. } if matches!(n.op, Op::BatchNorm2d(_)) => "BN stats",
+                    _ => n.op.kind(),
+                },
                 forward_ms: 0.0,
                 backward_ms: 0.0,
+                forward_bytes: 0,
+                backward_bytes: 0,
             })
             .collect();
-        for (id, backward, start, end) in events {
+        for (id, backward, start, end, bytes) in events {
             let ms = f64::from(
                 start
                     .elapsed_ms(&end)
                     .map_err(|e| RuntimeError::driver("reading a timing event", e))?,
             );
+            let t = &mut times[id];
             if backward {
-                times[id].backward_ms += ms;
+                t.backward_ms += ms;
+                t.backward_bytes = t.backward_bytes.max(bytes);
             } else {
-                times[id].forward_ms += ms;
+                t.forward_ms += ms;
+                t.forward_bytes = t.forward_bytes.max(bytes);
             }
         }
         Ok(times)
@@ -364,11 +447,17 @@ impl GpuModel {
         Ok(Some(e))
     }
 
-    fn record(&mut self, id: usize, backward: bool, start: Option<CudaEvent>) -> Result<(), RuntimeError> {
+    fn record(
+        &mut self,
+        id: usize,
+        backward: bool,
+        start: Option<CudaEvent>,
+    ) -> Result<(), RuntimeError> {
         if let Some(start) = start {
             let end = self.mark()?;
+            let bytes = self.device.memory().in_use;
             if let (Some(p), Some(end)) = (self.profile.as_mut(), end) {
-                p.push((id, backward, start, end));
+                p.push((id, backward, start, end, bytes));
             }
         }
         Ok(())
@@ -380,6 +469,11 @@ impl GpuModel {
 
     pub fn device(&self) -> &Arc<Device> {
         &self.device
+    }
+
+    /// The convolution workspace's size now, in bytes.
+    pub fn conv_workspace_bytes(&self) -> usize {
+        self.cudnn.as_ref().map_or(0, |c| c.workspace_bytes())
     }
 
     /// The flat buffer of every trained tensor.
@@ -408,10 +502,16 @@ impl GpuModel {
         let input = node.input_shape(&self.net);
         let (cudnn, math) = (self.cudnn.clone(), self.options.conv_math);
         let Layer::Conv { problem, .. } = &mut self.layers[id] else {
-            return Err(RuntimeError::Shape(format!("`{}` is not a convolution", node.name)));
+            return Err(RuntimeError::Shape(format!(
+                "`{}` is not a convolution",
+                node.name
+            )));
         };
         let Op::Conv2d(conv) = &node.op else {
-            return Err(RuntimeError::Shape(format!("`{}` is not a convolution", node.name)));
+            return Err(RuntimeError::Shape(format!(
+                "`{}` is not a convolution",
+                node.name
+            )));
         };
         if problem.as_ref().is_none_or(|(n, _)| *n != images) {
             let cudnn = cudnn.ok_or_else(|| RuntimeError::Shape("no cuDNN handle".into()))?;
@@ -423,15 +523,16 @@ impl GpuModel {
         }
     }
 
-    /// Learnable neuron params live in the flat buffer (the optimizer updates them there);
-    /// the neuron layer takes them as host values, so copy the few values over.
+    /// Learnable scalar neuron params live in the flat buffer (the optimizer updates them
+    /// there) but are kernel arguments by value: copy them over.
     fn sync_neuron_params(&mut self, id: usize) -> Result<(), RuntimeError> {
         let Layer::Neuron { learnable, .. } = &self.layers[id] else {
             return Ok(());
         };
         let values = learnable
             .iter()
-            .map(|(name, slot)| Ok((name.clone(), self.weight(*slot)?.to_f32()?)))
+            .filter(|(_, _, scalar)| *scalar)
+            .map(|(name, slot, _)| Ok((name.clone(), self.weight(*slot)?.to_f32()?)))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         if let Layer::Neuron { layer, .. } = &mut self.layers[id] {
             for (name, v) in values {
@@ -439,6 +540,85 @@ impl GpuModel {
             }
         }
         Ok(())
+    }
+
+    /// The part of a fused batch-norm that runs at its place in the graph: batch
+    /// statistics (training; running ones updated) and the per-channel scale the neuron
+    /// applies (`gamma * inv_std`, from the running variance in eval).
+    #[allow(clippy::too_many_arguments)]
+    fn fused_statistics(
+        &mut self,
+        id: usize,
+        bn: &snn_nn::BatchNorm2d,
+        in_shape: ImageShape,
+        images: usize,
+        x: &DeviceTensor,
+        train: bool,
+        trace: &mut GpuTrace,
+    ) -> Result<(), RuntimeError> {
+        let dev = self.device.clone();
+        let Layer::BatchNorm {
+            gamma,
+            running_mean,
+            running_var,
+            ..
+        } = &self.layers[id]
+        else {
+            return Err(RuntimeError::Shape("batch-norm layer state".into()));
+        };
+        let g = self.weight(*gamma)?;
+        let scale = DeviceTensor::empty(&dev, Dtype::F32, &[bn.channels])?;
+        let fused = if train {
+            let saved = BatchNormSaved::new(&dev, bn.channels)?;
+            batchnorm_statistics(
+                &dev,
+                bn,
+                in_shape,
+                images,
+                x,
+                running_mean,
+                running_var,
+                &saved,
+            )?;
+            batchnorm_scale(&dev, bn, &g, &saved.inv_std, false, &scale)?;
+            Saved::FusedBn {
+                mean: saved.mean.clone(),
+                saved: Some(saved),
+                scale,
+            }
+        } else {
+            batchnorm_scale(&dev, bn, &g, running_var, true, &scale)?;
+            Saved::FusedBn {
+                saved: None,
+                mean: running_mean.clone(),
+                scale,
+            }
+        };
+        trace.saved[id] = fused;
+        if train && let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {
+            *batches += 1;
+        }
+        Ok(())
+    }
+
+    /// Points the fused neuron `id` at batch-norm `bn`'s mean, scale and shift.
+    fn bind_fused(&mut self, id: usize, bn: usize, trace: &GpuTrace) -> Result<(), RuntimeError> {
+        let (Saved::FusedBn { mean, scale, .. }, Layer::BatchNorm { beta, .. }) =
+            (&trace.saved[bn], &self.layers[bn])
+        else {
+            return Err(RuntimeError::Shape(format!(
+                "`{}` ran before its batch-norm's statistics",
+                self.net.node(id).name
+            )));
+        };
+        let shift = self.weight(*beta)?;
+        let (mean, scale) = (mean.clone(), scale.clone());
+        let Layer::Neuron { layer, .. } = &mut self.layers[id] else {
+            return Err(RuntimeError::Shape("neuron layer state".into()));
+        };
+        layer.bind_param(BN_MEAN, &mean)?;
+        layer.bind_param(BN_SCALE, &scale)?;
+        layer.bind_param(BN_SHIFT, &shift)
     }
 
     /// Runs the network on `x`, `[T, B, C, H, W]` (or any shape of that many f32
@@ -462,7 +642,9 @@ impl GpuModel {
         }
         let train = mode == Mode::Train;
         let n = self.net.nodes().len();
-        let mut uses = self.net.uses();
+        let reads: Vec<Vec<usize>> = (0..n).map(|i| self.fusion[i].reads(&self.net, i)).collect();
+        let mut uses = vec![0usize; n];
+        reads.iter().flatten().for_each(|&i| uses[i] += 1);
         let mut trace = GpuTrace {
             steps,
             batch,
@@ -480,22 +662,46 @@ impl GpuModel {
                     RuntimeError::Shape(format!("the input of `{}` was freed", node.name))
                 })
             };
-            let y = match &node.op {
-                Op::Input => x.reshape(&shape4(input))?,
-                Op::Flatten => xin(0)?.reshape(&shape4(node.shape))?,
-                op => {
+            let y = match (&node.op, self.fusion[id]) {
+                (Op::Input, _) => Some(x.reshape(&shape4(input))?),
+                (Op::Flatten, _) => Some(xin(0)?.reshape(&shape4(node.shape))?),
+                (Op::BatchNorm2d(bn), Fusion::Absorbed { .. }) => {
+                    let start = self.mark()?;
+                    self.fused_statistics(id, bn, in_shape, images, &xin(0)?, train, &mut trace)?;
+                    self.record(id, false, start)?;
+                    None
+                }
+                (_, Fusion::Absorbed { .. }) => None,
+                (op, fusion) => {
                     let y = DeviceTensor::empty(&dev, Dtype::F32, &shape4(node.shape))?;
                     let start = self.mark()?;
-                    self.forward_node(id, &node, op, in_shape, images, steps, &xin(0)?, node.inputs.get(1).map(|_| xin(1)).transpose()?.as_ref(), &y, train, &mut trace)?;
+                    let inputs = reads[id]
+                        .iter()
+                        .map(|&i| {
+                            trace.values[i].clone().ok_or_else(|| {
+                                RuntimeError::Shape(format!(
+                                    "the input of `{}` was freed",
+                                    node.name
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Fusion::Neuron { bn, .. } = fusion {
+                        self.bind_fused(id, bn, &trace)?;
+                    }
+                    self.forward_node(
+                        id, &node, op, in_shape, images, steps, &inputs, &y, train, &mut trace,
+                    )?;
                     self.record(id, false, start)?;
-                    y
+                    Some(y)
                 }
             };
-            trace.values[id] = Some(y);
+            trace.values[id] = y;
             // Free inputs nobody reads any more (unless the backward pass needs them).
-            for &i in &node.inputs {
+            for &i in &reads[id] {
                 uses[i] -= 1;
-                if uses[i] == 0 && !(train && self.keep_output[i]) && !self.options.keep_activations {
+                if uses[i] == 0 && !(train && self.keep_output[i]) && !self.options.keep_activations
+                {
                     trace.values[i] = None;
                 }
             }
@@ -512,13 +718,15 @@ impl GpuModel {
         in_shape: ImageShape,
         images: usize,
         steps: usize,
-        x: &DeviceTensor,
-        x2: Option<&DeviceTensor>,
+        inputs: &[DeviceTensor],
         y: &DeviceTensor,
         train: bool,
         trace: &mut GpuTrace,
     ) -> Result<(), RuntimeError> {
         let dev = self.device.clone();
+        let x = inputs
+            .first()
+            .ok_or_else(|| RuntimeError::Shape(format!("`{}` has no input", node.name)))?;
         match op {
             Op::Input | Op::Flatten => {}
             Op::Conv2d(_) => {
@@ -527,7 +735,8 @@ impl GpuModel {
                     _ => return Err(RuntimeError::Shape("conv layer state".into())),
                 };
                 let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
-                self.conv_problem(id, images)?.forward(x, &w, b.as_ref(), y)?;
+                self.conv_problem(id, images)?
+                    .forward(x, &w, b.as_ref(), y)?;
             }
             Op::BatchNorm2d(bn) => {
                 let Layer::BatchNorm {
@@ -548,7 +757,16 @@ impl GpuModel {
                         inv_std: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
                     };
                     batchnorm_forward_train(
-                        &dev, bn, in_shape, images, x, &g, &b, running_mean, running_var, y,
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        x,
+                        &g,
+                        &b,
+                        running_mean,
+                        running_var,
+                        y,
                         &saved,
                     )?;
                     trace.saved[id] = Saved::BatchNorm(saved);
@@ -557,7 +775,16 @@ impl GpuModel {
                     }
                 } else {
                     batchnorm_forward_eval(
-                        &dev, bn, in_shape, images, x, &g, &b, running_mean, running_var, y,
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        x,
+                        &g,
+                        &b,
+                        running_mean,
+                        running_var,
+                        y,
                     )?;
                 }
             }
@@ -567,7 +794,11 @@ impl GpuModel {
                     return Err(RuntimeError::Shape("neuron layer state".into()));
                 };
                 let n = images / steps * node.shape.len();
-                let xs = x.reshape(&[steps, n])?;
+                let xs = inputs
+                    .iter()
+                    .map(|t| t.reshape(&[steps, n]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let xs: Vec<&DeviceTensor> = xs.iter().collect();
                 let mut fwd = LayerForward {
                     outputs: vec![y.reshape(&[steps, n])?],
                     saves: if train {
@@ -587,9 +818,14 @@ impl GpuModel {
                         .map(|_| DeviceTensor::empty(&dev, Dtype::F32, &[n]))
                         .collect::<Result<_, _>>()?,
                 };
-                layer.forward_into(&[&xs], None, train, &mut fwd)?;
+                layer.forward_into(&xs, None, train, &mut fwd)?;
                 if train {
+                    // Keep only what the backward reads: the output is a view of the
+                    // node's value, which must be freed when its readers are done.
                     fwd.final_states.clear();
+                    if layer.compiled().plan.reread_outputs.is_empty() {
+                        fwd.outputs.clear();
+                    }
                     trace.saved[id] = Saved::Neuron(fwd);
                 }
             }
@@ -607,11 +843,16 @@ impl GpuModel {
                     _ => return Err(RuntimeError::Shape("linear layer state".into())),
                 };
                 let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
-                let blas = self.cublas.as_ref().ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                let blas = self
+                    .cublas
+                    .as_ref()
+                    .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
                 linear_forward(blas, l, images, x, &w, b.as_ref(), y)?;
             }
             Op::Add => {
-                let b = x2.ok_or_else(|| RuntimeError::Shape("add needs two inputs".into()))?;
+                let b = inputs
+                    .get(1)
+                    .ok_or_else(|| RuntimeError::Shape("add needs two inputs".into()))?;
                 add(&dev, x, b, y)?;
             }
         }
@@ -630,7 +871,8 @@ impl GpuModel {
         let nodes = self.net.nodes().to_vec();
         if trace.mode != Mode::Train || trace.values.len() != nodes.len() {
             return Err(RuntimeError::Shape(
-                "backward needs the trace of a training forward pass (`Mode::Train`) of this model".into(),
+                "backward needs the trace of a training forward pass (`Mode::Train`) of this model"
+                    .into(),
             ));
         }
         let images = trace.steps * trace.batch;
@@ -646,9 +888,12 @@ impl GpuModel {
         // Tensors not written below (neuron params of fixed-free layers, padding) stay 0.
         self.grads.clear()?;
         // The last node (in reverse order, the first) to read each value frees it.
+        let reads: Vec<Vec<usize>> = (0..nodes.len())
+            .map(|i| self.fusion[i].reads(&self.net, i))
+            .collect();
         let mut first_reader = vec![usize::MAX; nodes.len()];
-        for (id, n) in nodes.iter().enumerate().rev() {
-            for &i in &n.inputs {
+        for (id, r) in reads.iter().enumerate().rev() {
+            for &i in r {
                 first_reader[i] = id;
             }
         }
@@ -656,7 +901,14 @@ impl GpuModel {
         // (an add passes one gradient to both inputs): shared ones are never added to in
         // place.
         let mut dvals: Vec<Option<(DeviceTensor, bool)>> = vec![None; nodes.len()];
-        dvals[out] = Some((grad_output.reshape(&trace.values[out].as_ref().map_or(vec![out_len], |v| v.shape.clone()))?, true));
+        dvals[out] = Some((
+            grad_output.reshape(
+                &trace.values[out]
+                    .as_ref()
+                    .map_or(vec![out_len], |v| v.shape.clone()),
+            )?,
+            true,
+        ));
         for id in (1..nodes.len()).rev() {
             let node = &nodes[id];
             let Some((dy, dy_shared)) = dvals[id].take() else {
@@ -684,14 +936,26 @@ impl GpuModel {
                     let (wt, dw) = (self.weight(w)?, self.grad(w)?);
                     let db = b.map(|b| self.grad(b)).transpose()?;
                     let x = xin(0)?;
+                    let src = node.inputs[0];
+                    // A gradient already collected for the input (from its other
+                    // readers) takes this one in the same pass, unless it shares memory.
+                    let into = match &dvals[src] {
+                        Some((acc, false)) if wants_dx => Some(acc.clone()),
+                        _ => None,
+                    };
                     let p = self.conv_problem(id, images)?;
                     p.backward_filter(&x, &dy, &dw, db.as_ref())?;
-                    if wants_dx {
-                        let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
-                        p.backward_data(&dy, &wt, &dx)?;
-                        vec![dx]
-                    } else {
-                        vec![]
+                    match into {
+                        Some(acc) => {
+                            p.backward_data_into(&dy, &wt, &acc, true)?;
+                            vec![]
+                        }
+                        None if wants_dx => {
+                            let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                            p.backward_data(&dy, &wt, &dx)?;
+                            vec![dx]
+                        }
+                        None => vec![],
                     }
                 }
                 (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
@@ -719,24 +983,78 @@ impl GpuModel {
                     let Layer::Neuron { layer, learnable } = &self.layers[id] else {
                         return Err(RuntimeError::Shape("neuron layer state".into()));
                     };
-                    let n = trace.batch * node.shape.len();
-                    let steps = trace.steps;
-                    let x = match trace.values[node.inputs[0]].as_ref() {
-                        Some(x) => x.reshape(&[steps, n])?,
-                        // Not re-read by this plan: any tensor of the right shape will do.
-                        None => dy.reshape(&[steps, n])?,
-                    };
+                    let (steps, n) = (trace.steps, trace.batch * node.shape.len());
+                    let dys = dy.reshape(&[steps, n])?;
+                    // Inputs this plan does not re-read: any tensor of the right shape.
+                    let xs = reads[id]
+                        .iter()
+                        .map(|&i| {
+                            trace.values[i]
+                                .as_ref()
+                                .map_or(Ok(dys.clone()), |x| x.reshape(&[steps, n]))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let xs: Vec<&DeviceTensor> = xs.iter().collect();
                     let mut g = layer.alloc_backward(steps, n)?;
-                    layer.backward_into(&[&x], None, &fwd, &[&dy.reshape(&[steps, n])?], None, &mut g)?;
+                    layer.backward_into(&xs, None, &fwd, &[&dys], None, &mut g)?;
                     let ir = layer.neuron();
-                    for (name, slot) in learnable {
-                        let k = ir.param_index(name).ok_or_else(|| RuntimeError::Shape(format!("no param `{name}`")))?;
-                        if let Some(pg) = &g.params[k] {
-                            self.grad(*slot)?.reshape(&pg.shape)?.copy_from(pg)?;
-                        }
+                    let param_grad = |name: &str| {
+                        ir.param_index(name)
+                            .and_then(|k| g.params[k].clone())
+                            .ok_or_else(|| {
+                                RuntimeError::Shape(format!("no gradient for param `{name}`"))
+                            })
+                    };
+                    for (name, slot, _) in learnable {
+                        let pg = param_grad(name)?;
+                        self.grad(*slot)?.reshape(&pg.shape)?.copy_from(&pg)?;
                     }
-                    let dx = g.inputs.swap_remove(0);
-                    vec![dx.reshape(&shape4)?]
+                    let dxs = g
+                        .inputs
+                        .iter()
+                        .map(|t| t.reshape(&shape4))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Fusion::Neuron { bn, x, .. } = self.fusion[id] {
+                        let (grad_scale, grad_shift) =
+                            (param_grad(BN_SCALE)?, param_grad(BN_SHIFT)?);
+                        let saved = std::mem::replace(&mut trace.saved[bn], Saved::None);
+                        let (
+                            Saved::FusedBn {
+                                saved: Some(saved),
+                                scale,
+                                ..
+                            },
+                            Layer::BatchNorm { gamma, beta, .. },
+                            Op::BatchNorm2d(desc),
+                        ) = (saved, &self.layers[bn], &nodes[bn].op)
+                        else {
+                            return Err(RuntimeError::Shape(format!(
+                                "`{}` kept no batch statistics",
+                                nodes[bn].name
+                            )));
+                        };
+                        let xv = trace.values[x].clone().ok_or_else(|| {
+                            RuntimeError::Shape(format!(
+                                "the input of `{}` was not kept",
+                                nodes[bn].name
+                            ))
+                        })?;
+                        batchnorm_backward_fused(
+                            &dev,
+                            desc,
+                            nodes[bn].shape,
+                            images,
+                            &xv,
+                            &saved,
+                            &scale,
+                            &grad_scale,
+                            &grad_shift,
+                            &dxs[0],
+                            &self.grad(*gamma)?,
+                            &self.grad(*beta)?,
+                        )?;
+                    }
+                    dxs
                 }
                 (Op::MaxPool2d(pool), Saved::MaxPool(argmax)) => {
                     let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
@@ -754,8 +1072,13 @@ impl GpuModel {
                         Layer::Linear { weight, bias } => (*weight, *bias),
                         _ => return Err(RuntimeError::Shape("linear layer state".into())),
                     };
-                    let dx = wants_dx.then(|| DeviceTensor::empty(&dev, Dtype::F32, &shape4)).transpose()?;
-                    let blas = self.cublas.as_ref().ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                    let dx = wants_dx
+                        .then(|| DeviceTensor::empty(&dev, Dtype::F32, &shape4))
+                        .transpose()?;
+                    let blas = self
+                        .cublas
+                        .as_ref()
+                        .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
                     linear_backward(
                         blas,
                         l,
@@ -779,7 +1102,7 @@ impl GpuModel {
                 }
             };
             let shared = passes_dy && (dy_shared || node.inputs.len() > 1);
-            for (&src, d) in node.inputs.iter().zip(dxs) {
+            for (&src, d) in reads[id].iter().zip(dxs) {
                 if src == 0 {
                     continue;
                 }
@@ -797,7 +1120,7 @@ impl GpuModel {
                 });
             }
             self.record(id, true, start)?;
-            for &i in &node.inputs {
+            for &i in &reads[id] {
                 if first_reader[i] == id {
                     trace.values[i] = None;
                 }
@@ -841,9 +1164,9 @@ impl GpuModel {
     ) -> Result<(), RuntimeError> {
         let mut all = vec![0f32; self.params.len()];
         for s in &self.slots {
-            let t = set.get(&s.name).ok_or_else(|| {
-                RuntimeError::Shape(format!("no tensor `{}` to load", s.name))
-            })?;
+            let t = set
+                .get(&s.name)
+                .ok_or_else(|| RuntimeError::Shape(format!("no tensor `{}` to load", s.name)))?;
             if t.shape != s.shape {
                 return Err(RuntimeError::Shape(format!(
                     "tensor `{}` is {:?}; the model needs {:?}",
@@ -885,17 +1208,30 @@ impl GpuModel {
                         .slots
                         .iter()
                         .find(|s| s.name == info.name)
-                        .ok_or_else(|| RuntimeError::Shape(format!("no slot for `{}`", info.name)))?;
+                        .ok_or_else(|| {
+                            RuntimeError::Shape(format!("no slot for `{}`", info.name))
+                        })?;
                     all[s.offset..s.offset + len].to_vec()
                 }
                 _ if !buffers => vec![0.0; len],
                 role => {
                     let field = &info.name[self.net.node(info.node).name.len() + 1..];
                     match (&self.layers[info.node], role, field) {
-                        (Layer::BatchNorm { running_mean, .. }, Role::Buffer, "running_mean") => running_mean.to_f32()?,
-                        (Layer::BatchNorm { running_var, .. }, Role::Buffer, "running_var") => running_var.to_f32()?,
-                        (Layer::BatchNorm { batches, .. }, Role::Counter, _) => vec![*batches as f32],
-                        _ => return Err(RuntimeError::Shape(format!("no storage for `{}`", info.name))),
+                        (Layer::BatchNorm { running_mean, .. }, Role::Buffer, "running_mean") => {
+                            running_mean.to_f32()?
+                        }
+                        (Layer::BatchNorm { running_var, .. }, Role::Buffer, "running_var") => {
+                            running_var.to_f32()?
+                        }
+                        (Layer::BatchNorm { batches, .. }, Role::Counter, _) => {
+                            vec![*batches as f32]
+                        }
+                        _ => {
+                            return Err(RuntimeError::Shape(format!(
+                                "no storage for `{}`",
+                                info.name
+                            )));
+                        }
                     }
                 }
             };

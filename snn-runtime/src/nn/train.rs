@@ -13,7 +13,7 @@ use snn_nn::{Loss, Network, StepStats};
 
 use crate::device::Device;
 use crate::error::RuntimeError;
-use crate::nn::loss::{cross_entropy_rate, mse_rate};
+use crate::nn::loss::LossGpu;
 use crate::nn::model::GpuModel;
 use crate::nn::optim::{clip_grad_norm, optimizer_state, optimizer_step};
 use crate::tensor::DeviceTensor;
@@ -27,7 +27,7 @@ pub struct GpuTrainer {
     /// like the parameters.
     state: Vec<DeviceTensor>,
     step: u64,
-    loss: Loss,
+    loss: LossGpu,
     /// Clip the gradients' total L2 norm to this value before each step.
     pub clip: Option<f64>,
 }
@@ -38,8 +38,9 @@ impl GpuTrainer {
             .validate()
             .map_err(|e| RuntimeError::Shape(e.to_string()))?;
         let state = optimizer_state(model.device(), &optimizer, model.params().len())?;
+        let classes = model.network().output_shape().len();
         Ok(Self {
-            loss,
+            loss: LossGpu::new(model.device(), loss, classes)?,
             model,
             optimizer,
             state,
@@ -67,8 +68,8 @@ impl GpuTrainer {
     }
 
     /// One training step on `x` (`[T, B, C, H, W]` f32 on the device) with `labels` at
-    /// learning rate `lr`. The loss is read back (a few bytes) before the backward pass
-    /// is queued.
+    /// learning rate `lr`. The loss is read back (a few bytes, through pinned memory) after
+    /// the whole step is queued, so the host never drains the device mid-step.
     pub fn step(
         &mut self,
         x: &DeviceTensor,
@@ -85,10 +86,7 @@ impl GpuTrainer {
             .reshape(&[steps, batch, classes])?;
         let grad = DeviceTensor::empty(self.device(), Dtype::F32, &out.shape)?;
         let dev = self.device().clone();
-        let value = match self.loss {
-            Loss::CrossEntropyRate => cross_entropy_rate(&dev, &out, labels, &grad)?,
-            Loss::MseRate => mse_rate(&dev, &out, labels, &grad)?,
-        };
+        self.loss.compute(steps, batch, &out, labels, &grad)?;
         drop(out);
         self.model.backward(trace, &grad)?;
         drop(grad);
@@ -107,6 +105,7 @@ impl GpuTrainer {
             self.model.grads(),
             &state,
         )?;
+        let value = self.loss.read()?;
         Ok(StepStats {
             loss: f64::from(value.loss),
             correct: value.correct,
@@ -152,8 +151,10 @@ impl GpuTrainer {
         optimizer: Optimizer,
         loss: Loss,
     ) -> Result<Self, RuntimeError> {
-        let expected = snn_nn::init_params::<f32>(net, 0).map_err(|e| RuntimeError::Shape(e.to_string()))?;
-        check_compatible(&expected, &ckpt.params).map_err(|e| RuntimeError::Shape(e.to_string()))?;
+        let expected =
+            snn_nn::init_params::<f32>(net, 0).map_err(|e| RuntimeError::Shape(e.to_string()))?;
+        check_compatible(&expected, &ckpt.params)
+            .map_err(|e| RuntimeError::Shape(e.to_string()))?;
         let model = GpuModel::new(device, net, &ckpt.params, options)?;
         let mut trainer = Self::new(model, optimizer, loss)?;
         if let Some((saved, state)) = &ckpt.optimizer {

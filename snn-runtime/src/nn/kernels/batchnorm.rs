@@ -6,6 +6,24 @@
 //! per value. Backward: one pass over `x` and `dy` for `sum(dy)` and `sum(dy * (x - mean))`,
 //! a fixed-order merge, and one pass that reads `x` and `dy` and writes `dx`: 20 bytes per
 //! value. Eval: one pass, 8 bytes per value.
+//!
+//! # The fused path
+//!
+//! Where a spiking neuron follows, the neuron kernel applies batch-norm itself, from the raw
+//! `x`: `y = scale[c] * (x - mean[c]) + shift[c]` (plus a residual), so the normalised
+//! tensor is never written. What remains here, in order:
+//! 1. [`batchnorm_statistics`] (training): `mean` and `inv_std` into [`BatchNormSaved`] and
+//!    the running statistics updated, as [`batchnorm_forward_train`] does (which calls it):
+//!    4 bytes per value.
+//! 2. [`batchnorm_scale`]: `scale = gamma * inv_std` per channel, from `saved.inv_std` in
+//!    training or the running variance in eval (then `mean` is the running mean); `shift`
+//!    is `beta`. One tiny kernel over `C`.
+//! 3. The fused neuron's forward; its backward yields `g = scale * dL/dy` and per channel
+//!    `grad_scale = sum(dL/dy * (x - mean))`, `grad_shift = sum(dL/dy)`.
+//! 4. [`batchnorm_backward_fused`]: `dgamma`, `dbeta`, and `g` turned in place into the input
+//!    gradient through the batch statistics: one pass reading `x` and `g`, writing `g`,
+//!    12 bytes per value, against 20 for [`batchnorm_backward`] (whose sums the neuron's
+//!    backward takes over) and no normalised `y` written and read back in the forward.
 
 use std::sync::Arc;
 
@@ -190,6 +208,23 @@ snn_bn_finalize(const float* __restrict__ partial, float* __restrict__ mean_out,
     }
 }
 
+// gamma * inv_std, with inv_std = spread (training: the batch's inv_std) or, when from_var,
+// 1 / sqrt(spread + eps) (eval: spread is the running variance). snn_bn_apply and
+// snn_bn_scale both take their factor from here, so the fused path's scale equals it bit
+// for bit.
+__device__ __forceinline__ float snn_bn_scale_of(float gamma, float spread, float eps, int from_var) {
+    const float inv_std = from_var ? 1.0f / sqrtf(spread + eps) : spread;
+    return gamma * inv_std;
+}
+
+// scale[c] = snn_bn_scale_of(gamma[c], spread[c]), one thread per channel. `scale` may be
+// exactly `gamma` or `spread` (each thread reads its channel before writing it).
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS)
+snn_bn_scale(const float* gamma, const float* spread, float* scale, float eps, int from_var, long long C) {
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < C) scale[c] = snn_bn_scale_of(gamma[c], spread[c], eps, from_var);
+}
+
 // y = (x - mean) * (gamma * inv_std) + beta. Training passes the batch mean and inv_std;
 // eval (from_var = 1) passes the running mean and variance, and inv_std = 1 / sqrt(var + eps).
 template <int V>
@@ -201,8 +236,7 @@ __device__ __forceinline__ void snn_bn_apply(const float* __restrict__ x, float*
     const snn_bn_place w = snn_bn_where(C, N, ipc, tg, groups);
     if (!w.active) return;
     const float m = mean[w.c];
-    const float inv_std = from_var ? 1.0f / sqrtf(spread[w.c] + eps) : spread[w.c];
-    const float scale = gamma[w.c] * inv_std, shift = beta[w.c];
+    const float scale = snn_bn_scale_of(gamma[w.c], spread[w.c], eps, from_var), shift = beta[w.c];
     const long long stride = C * PU;
     for (long long u = w.lane; u < PU; u += tg) {
         long long off = (w.n0 * C + w.c) * PU + u, n = w.n0;
@@ -366,6 +400,75 @@ snn_bn_grad_input(const float* __restrict__ x, const float* __restrict__ dy, flo
     if (vec == 4) snn_bn_grad_input<4>(x, dy, dx, mean, inv_std, gamma, dgamma, dbeta, inv_n, C, N, PU, ipc, tg, groups);
     else snn_bn_grad_input<1>(x, dy, dx, mean, inv_std, gamma, dgamma, dbeta, inv_n, C, N, PU, ipc, tg, groups);
 }
+
+// A load of memory that the kernel also writes (no read-only cache path).
+template <int V>
+__device__ __forceinline__ snn_vec<V> snn_load_rw(const float* __restrict__ p, long long unit) {
+    snn_vec<V> r;
+    if constexpr (V == 4) {
+        const float4 t = reinterpret_cast<const float4*>(p)[unit];
+        r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w;
+    } else {
+        r.v[0] = p[unit];
+    }
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ void snn_bn_fused_step(const snn_vec<V>& xv, snn_vec<V>& gv, float m, float c1, float c0) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) gv.v[i] = gv.v[i] + c1 * (xv.v[i] - m) + c0;
+}
+
+// The fused path's backward (see batchnorm.rs). g holds scale * dL/dy on entry; per channel
+// dgamma = inv_std * grad_scale and dbeta = grad_shift (written by lane 0 of chunk 0's
+// group), and in place g += c1 * (x - mean) + c0 with c1 = -scale * inv_std * dgamma / M and
+// c0 = -scale * dbeta / M, each thread computing its channel's coefficients itself (no
+// per-channel launch). 12 bytes per value: read x and g, write g.
+template <int V>
+__device__ __forceinline__ void snn_bn_grad_fused(const float* __restrict__ x, float* __restrict__ g,
+                                                  const float* __restrict__ mean, const float* __restrict__ inv_std,
+                                                  const float* __restrict__ scale, const float* __restrict__ grad_scale,
+                                                  const float* __restrict__ grad_shift, float* __restrict__ dgamma,
+                                                  float* __restrict__ dbeta, float inv_m, long long C, long long N,
+                                                  long long PU, long long ipc, int tg, int groups) {
+    const snn_bn_place w = snn_bn_where(C, N, ipc, tg, groups);
+    if (!w.active) return;
+    const float m = mean[w.c], is = inv_std[w.c], sc = scale[w.c];
+    const float dg = is * grad_scale[w.c], db = grad_shift[w.c];
+    if (blockIdx.y == 0 && w.lane == 0) {
+        dgamma[w.c] = dg;
+        dbeta[w.c] = db;
+    }
+    const float c1 = -(sc * is * dg * inv_m), c0 = -(sc * db * inv_m);
+    const long long stride = C * PU;
+    for (long long u = w.lane; u < PU; u += tg) {
+        long long off = (w.n0 * C + w.c) * PU + u, n = w.n0;
+        for (; n + 2 <= w.n1; n += 2, off += 2 * stride) {
+            const snn_vec<V> xa = snn_load<V>(x, off), xb = snn_load<V>(x, off + stride);
+            snn_vec<V> ga = snn_load_rw<V>(g, off), gb = snn_load_rw<V>(g, off + stride);
+            snn_bn_fused_step<V>(xa, ga, m, c1, c0);
+            snn_bn_fused_step<V>(xb, gb, m, c1, c0);
+            snn_store<V>(g, off, ga);
+            snn_store<V>(g, off + stride, gb);
+        }
+        for (; n < w.n1; ++n, off += stride) {
+            snn_vec<V> ga = snn_load_rw<V>(g, off);
+            snn_bn_fused_step<V>(snn_load<V>(x, off), ga, m, c1, c0);
+            snn_store<V>(g, off, ga);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_grad_fused(const float* __restrict__ x, float* __restrict__ g, const float* __restrict__ mean,
+                  const float* __restrict__ inv_std, const float* __restrict__ scale,
+                  const float* __restrict__ grad_scale, const float* __restrict__ grad_shift,
+                  float* __restrict__ dgamma, float* __restrict__ dbeta, float inv_m, long long C,
+                  long long N, long long PU, long long ipc, int tg, int groups, int vec) {
+    if (vec == 4) snn_bn_grad_fused<4>(x, g, mean, inv_std, scale, grad_scale, grad_shift, dgamma, dbeta, inv_m, C, N, PU, ipc, tg, groups);
+    else snn_bn_grad_fused<1>(x, g, mean, inv_std, scale, grad_scale, grad_shift, dgamma, dbeta, inv_m, C, N, PU, ipc, tg, groups);
+}
 "#;
 
 /// [`BATCHNORM_SOURCE`] and its kernels.
@@ -379,6 +482,8 @@ pub(super) const BATCHNORM: KernelSource = KernelSource {
         "snn_bn_grad_sums",
         "snn_bn_grad_finalize",
         "snn_bn_grad_input",
+        "snn_bn_scale",
+        "snn_bn_grad_fused",
     ],
 };
 
@@ -472,19 +577,24 @@ struct SplitArgs {
     vec: i32,
 }
 
+/// The channel count as the kernels take it; at most `2^31 - 1` (a grid dimension).
+fn checked_channels(op: &str, channels: usize) -> Result<i64, RuntimeError> {
+    if i32::try_from(channels).is_err() {
+        return Err(RuntimeError::Shape(format!(
+            "{op}: {channels} channels; at most 2^31 - 1 are supported"
+        )));
+    }
+    i64_of(op, "channels", channels)
+}
+
 fn split_args(
     op: &str,
     channels: usize,
     images: usize,
     s: &Split,
 ) -> Result<SplitArgs, RuntimeError> {
-    if i32::try_from(channels).is_err() {
-        return Err(RuntimeError::Shape(format!(
-            "{op}: {channels} channels; at most 2^31 - 1 are supported"
-        )));
-    }
     Ok(SplitArgs {
-        channels: i64_of(op, "channels", channels)?,
+        channels: checked_channels(op, channels)?,
         images: i64_of(op, "images", images)?,
         units: i64_of(op, "units per plane", s.units)?,
         per_chunk: i64_of(op, "images per chunk", s.per_chunk)?,
@@ -524,6 +634,281 @@ fn check_channels(
     for &(name, t) in args {
         check_f32(op, name, t, bn.channels, "one per channel")?;
     }
+    Ok(())
+}
+
+/// The error for a training batch with fewer than two values per channel.
+fn too_few(op: &str, images: usize, input: ImageShape, n: usize) -> RuntimeError {
+    RuntimeError::Shape(format!(
+        "{op}: training needs more than one value per channel, got {images} images of shape {input} ({n} per channel); use a larger batch or eval mode"
+    ))
+}
+
+/// Launches the statistics passes (arguments checked by the caller, `n >= 2`, `C > 0`):
+/// per-(channel, chunk) mean and M2, then the fixed-order merge into `saved` and the running
+/// statistics. The split depends on `x` alone, so every caller gets the same bits.
+#[allow(clippy::too_many_arguments)]
+fn statistics(
+    op: &str,
+    device: &Arc<Device>,
+    bn: &BatchNorm2d,
+    input: ImageShape,
+    images: usize,
+    x: &DeviceTensor,
+    running_mean: &DeviceTensor,
+    running_var: &DeviceTensor,
+    saved: &BatchNormSaved,
+) -> Result<(), RuntimeError> {
+    let n = images * input.plane();
+    let split = Split::new(device, bn.channels, images, input.plane(), aligned16(&[x]));
+    let a = split_args(op, bn.channels, images, &split)?;
+    let partial = DeviceTensor::empty(device, Dtype::F32, &[bn.channels * split.chunks * 2])?;
+    let source = &BATCHNORM;
+    let (xp, pp) = (x.ptr(), partial.ptr());
+    let (mp, sp) = (saved.mean.ptr(), saved.inv_std.ptr());
+    let (rmp, rvp) = (running_mean.ptr(), running_var.ptr());
+
+    let f = function(device, source, "snn_bn_stats")?;
+    let mut b = device.stream.launch_builder(&f);
+    b.arg(&xp)
+        .arg(&pp)
+        .arg(&a.channels)
+        .arg(&a.images)
+        .arg(&a.units);
+    b.arg(&a.per_chunk).arg(&a.lanes).arg(&a.groups).arg(&a.vec);
+    // SAFETY: the arguments match `snn_bn_stats` in order and type; `x` holds
+    // images * C * P f32 (16-byte aligned when vec = 4, checked), `partial` C * chunks * 2.
+    unsafe { b.launch(config(split.blocks())) }
+        .map_err(|e| RuntimeError::driver("launching `snn_bn_stats`", e))?;
+
+    let f = function(device, source, "snn_bn_finalize")?;
+    let plane = i64_of(op, "plane", input.plane())?;
+    // `chunks` <= 65535 (Split::new).
+    let chunks = split.chunks as i32;
+    let (eps, momentum) = (bn.eps as f32, bn.momentum as f32);
+    let unbias = (n as f64 / (n as f64 - 1.0)) as f32;
+    let mut b = device.stream.launch_builder(&f);
+    b.arg(&pp).arg(&mp).arg(&sp).arg(&rmp).arg(&rvp);
+    b.arg(&a.channels)
+        .arg(&a.images)
+        .arg(&plane)
+        .arg(&a.per_chunk)
+        .arg(&chunks);
+    b.arg(&eps).arg(&momentum).arg(&unbias);
+    // SAFETY: the arguments match `snn_bn_finalize`; `partial` holds C * chunks * 2 f32
+    // written above, the four per-channel tensors C f32 each (checked).
+    unsafe { b.launch(config((warp_blocks(bn.channels), 1))) }
+        .map_err(|e| RuntimeError::driver("launching `snn_bn_finalize`", e))?;
+    Ok(())
+}
+
+/// The statistics half of [`batchnorm_forward_train`], for the fused path: the batch mean
+/// and `inv_std = 1 / sqrt(biased variance + eps)` into `saved`, and the running statistics
+/// updated in place as that function does, bit for bit; `x` is not normalised.
+///
+/// `x` is `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory with
+/// another argument. Fails when a channel has fewer than two values.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_statistics(
+    device: &Arc<Device>,
+    bn: &BatchNorm2d,
+    input: ImageShape,
+    images: usize,
+    x: &DeviceTensor,
+    running_mean: &DeviceTensor,
+    running_var: &DeviceTensor,
+    saved: &BatchNormSaved,
+) -> Result<(), RuntimeError> {
+    const OP: &str = "batchnorm_statistics";
+    let n = check_x(OP, bn, input, images, x)?;
+    check_channels(
+        OP,
+        bn,
+        &[
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("saved.mean", &saved.mean),
+            ("saved.inv_std", &saved.inv_std),
+        ],
+    )?;
+    check_memory(
+        OP,
+        device,
+        &[
+            ("x", x, Use::Read),
+            ("running_mean", running_mean, Use::Write),
+            ("running_var", running_var, Use::Write),
+            ("saved.mean", &saved.mean, Use::Write),
+            ("saved.inv_std", &saved.inv_std, Use::Write),
+        ],
+    )?;
+    if n < 2 {
+        return Err(too_few(OP, images, input, n));
+    }
+    if bn.channels == 0 {
+        return Ok(());
+    }
+    statistics(
+        OP,
+        device,
+        bn,
+        input,
+        images,
+        x,
+        running_mean,
+        running_var,
+        saved,
+    )
+}
+
+/// The fused path's per-channel factor, `scale = gamma * inv_std` (overwritten), where
+/// `inv_std = spread` (training: pass `saved.inv_std`) or, when `from_var`,
+/// `1 / sqrt(spread + eps)` (eval: pass the running variance). It equals the factor that
+/// [`batchnorm_forward_train`] and [`batchnorm_forward_eval`] normalise with, bit for bit.
+///
+/// All three are f32 `[C]`; `scale` may be exactly `gamma` or `spread` (in place) but not
+/// overlap them otherwise.
+pub fn batchnorm_scale(
+    device: &Arc<Device>,
+    bn: &BatchNorm2d,
+    gamma: &DeviceTensor,
+    spread: &DeviceTensor,
+    from_var: bool,
+    scale: &DeviceTensor,
+) -> Result<(), RuntimeError> {
+    const OP: &str = "batchnorm_scale";
+    check_channels(
+        OP,
+        bn,
+        &[("gamma", gamma), ("spread", spread), ("scale", scale)],
+    )?;
+    check_memory(
+        OP,
+        device,
+        &[
+            ("gamma", gamma, Use::Read),
+            ("spread", spread, Use::Read),
+            ("scale", scale, Use::WriteElementwise),
+        ],
+    )?;
+    if bn.channels == 0 {
+        return Ok(());
+    }
+    let channels = checked_channels(OP, bn.channels)?;
+    let (gp, sp, scp) = (gamma.ptr(), spread.ptr(), scale.ptr());
+    let (eps, from_var) = (bn.eps as f32, i32::from(from_var));
+    let f = function(device, &BATCHNORM, "snn_bn_scale")?;
+    let mut b = device.stream.launch_builder(&f);
+    b.arg(&gp)
+        .arg(&sp)
+        .arg(&scp)
+        .arg(&eps)
+        .arg(&from_var)
+        .arg(&channels);
+    // `channels` < 2^31, so the block count fits.
+    let blocks = bn.channels.div_ceil(THREADS as usize) as u32;
+    // SAFETY: the arguments match `snn_bn_scale`; `gamma`, `spread` and `scale` hold C f32
+    // each (checked), `scale` equal to an input or disjoint from both.
+    unsafe { b.launch(config((blocks, 1))) }
+        .map_err(|e| RuntimeError::driver("launching `snn_bn_scale`", e))?;
+    Ok(())
+}
+
+/// Backward of the fused path (module docs), after the fused neuron's backward: that wrote
+/// per channel `grad_scale = sum(dL/dy * (x - mean))` and `grad_shift = sum(dL/dy)`, and
+/// elementwise `g = scale * dL/dy`, the input gradient with the batch statistics held
+/// fixed. This writes `dgamma = inv_std * grad_scale` and `dbeta = grad_shift`
+/// (overwritten) and turns `g` in place into batch-norm's input gradient,
+/// `g += c1 * (x - mean) + c0` with `c1 = -scale * inv_std * dgamma / M`,
+/// `c0 = -scale * dbeta / M` and `M = images * H * W`: the same
+/// `dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat))` as [`batchnorm_backward`].
+///
+/// `saved` holds the statistics [`batchnorm_statistics`] computed for this `x`, `scale`
+/// what [`batchnorm_scale`] computed from them. `x` and `g` are `[images, C, H, W]`, the rest
+/// `[C]`, all f32. No output (`g`, `dgamma`, `dbeta`) may share memory with another
+/// argument. One pass over `x` and `g`: 12 bytes per value.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_fused(
+    device: &Arc<Device>,
+    bn: &BatchNorm2d,
+    input: ImageShape,
+    images: usize,
+    x: &DeviceTensor,
+    saved: &BatchNormSaved,
+    scale: &DeviceTensor,
+    grad_scale: &DeviceTensor,
+    grad_shift: &DeviceTensor,
+    g: &DeviceTensor,
+    dgamma: &DeviceTensor,
+    dbeta: &DeviceTensor,
+) -> Result<(), RuntimeError> {
+    const OP: &str = "batchnorm_backward_fused";
+    let n = check_x(OP, bn, input, images, x)?;
+    check_f32(OP, "g", g, x.len(), "like `x`")?;
+    check_channels(
+        OP,
+        bn,
+        &[
+            ("saved.mean", &saved.mean),
+            ("saved.inv_std", &saved.inv_std),
+            ("scale", scale),
+            ("grad_scale", grad_scale),
+            ("grad_shift", grad_shift),
+            ("dgamma", dgamma),
+            ("dbeta", dbeta),
+        ],
+    )?;
+    check_memory(
+        OP,
+        device,
+        &[
+            ("x", x, Use::Read),
+            ("saved.mean", &saved.mean, Use::Read),
+            ("saved.inv_std", &saved.inv_std, Use::Read),
+            ("scale", scale, Use::Read),
+            ("grad_scale", grad_scale, Use::Read),
+            ("grad_shift", grad_shift, Use::Read),
+            ("g", g, Use::Write),
+            ("dgamma", dgamma, Use::Write),
+            ("dbeta", dbeta, Use::Write),
+        ],
+    )?;
+    if bn.channels == 0 {
+        return Ok(());
+    }
+    let split = Split::new(
+        device,
+        bn.channels,
+        images,
+        input.plane(),
+        aligned16(&[x, g]),
+    );
+    let a = split_args(OP, bn.channels, images, &split)?;
+    // With no values `g` is empty and the coefficients unused; 0 keeps them finite.
+    let inv_m = if n == 0 { 0.0 } else { (1.0 / n as f64) as f32 };
+    let (xp, gp) = (x.ptr(), g.ptr());
+    let (mp, sp, scp) = (saved.mean.ptr(), saved.inv_std.ptr(), scale.ptr());
+    let (gsp, gtp, dgp, dbp) = (
+        grad_scale.ptr(),
+        grad_shift.ptr(),
+        dgamma.ptr(),
+        dbeta.ptr(),
+    );
+    let f = function(device, &BATCHNORM, "snn_bn_grad_fused")?;
+    let mut b = device.stream.launch_builder(&f);
+    b.arg(&xp).arg(&gp).arg(&mp).arg(&sp).arg(&scp);
+    b.arg(&gsp).arg(&gtp).arg(&dgp).arg(&dbp).arg(&inv_m);
+    b.arg(&a.channels)
+        .arg(&a.images)
+        .arg(&a.units)
+        .arg(&a.per_chunk);
+    b.arg(&a.lanes).arg(&a.groups).arg(&a.vec);
+    // SAFETY: the arguments match `snn_bn_grad_fused`; `x` and `g` hold images * C * P f32
+    // (aligned when vec = 4) and do not overlap, the per-channel tensors C f32 each, the
+    // outputs disjoint from every other argument (checked). Chunk 0 covers every channel,
+    // so `dgamma` and `dbeta` are written in full.
+    unsafe { b.launch(config(split.blocks())) }
+        .map_err(|e| RuntimeError::driver("launching `snn_bn_grad_fused`", e))?;
     Ok(())
 }
 
@@ -580,13 +965,22 @@ pub fn batchnorm_forward_train(
         ],
     )?;
     if n < 2 {
-        return Err(RuntimeError::Shape(format!(
-            "{OP}: training needs more than one value per channel, got {images} images of shape {input} ({n} per channel); use a larger batch or eval mode"
-        )));
+        return Err(too_few(OP, images, input, n));
     }
     if bn.channels == 0 {
         return Ok(());
     }
+    statistics(
+        OP,
+        device,
+        bn,
+        input,
+        images,
+        x,
+        running_mean,
+        running_var,
+        saved,
+    )?;
     let split = Split::new(
         device,
         bn.channels,
@@ -595,46 +989,10 @@ pub fn batchnorm_forward_train(
         aligned16(&[x, y]),
     );
     let a = split_args(OP, bn.channels, images, &split)?;
-    let partial = DeviceTensor::empty(device, Dtype::F32, &[bn.channels * split.chunks * 2])?;
-    let source = &BATCHNORM;
-    let (xp, yp, pp) = (x.ptr(), y.ptr(), partial.ptr());
-    let (gp, bp) = (gamma.ptr(), beta.ptr());
+    let (xp, yp, gp, bp) = (x.ptr(), y.ptr(), gamma.ptr(), beta.ptr());
     let (mp, sp) = (saved.mean.ptr(), saved.inv_std.ptr());
-    let (rmp, rvp) = (running_mean.ptr(), running_var.ptr());
-
-    let f = function(device, source, "snn_bn_stats")?;
-    let mut b = device.stream.launch_builder(&f);
-    b.arg(&xp)
-        .arg(&pp)
-        .arg(&a.channels)
-        .arg(&a.images)
-        .arg(&a.units);
-    b.arg(&a.per_chunk).arg(&a.lanes).arg(&a.groups).arg(&a.vec);
-    // SAFETY: the arguments match `snn_bn_stats` in order and type; `x` holds
-    // images * C * P f32 (16-byte aligned when vec = 4, checked), `partial` C * chunks * 2.
-    unsafe { b.launch(config(split.blocks())) }
-        .map_err(|e| RuntimeError::driver("launching `snn_bn_stats`", e))?;
-
-    let f = function(device, source, "snn_bn_finalize")?;
-    let plane = i64_of(OP, "plane", input.plane())?;
-    // `chunks` <= 65535 (Split::new).
-    let chunks = split.chunks as i32;
-    let (eps, momentum) = (bn.eps as f32, bn.momentum as f32);
-    let unbias = (n as f64 / (n as f64 - 1.0)) as f32;
-    let mut b = device.stream.launch_builder(&f);
-    b.arg(&pp).arg(&mp).arg(&sp).arg(&rmp).arg(&rvp);
-    b.arg(&a.channels)
-        .arg(&a.images)
-        .arg(&plane)
-        .arg(&a.per_chunk)
-        .arg(&chunks);
-    b.arg(&eps).arg(&momentum).arg(&unbias);
-    // SAFETY: the arguments match `snn_bn_finalize`; `partial` holds C * chunks * 2 f32
-    // written above, the four per-channel tensors C f32 each (checked).
-    unsafe { b.launch(config((warp_blocks(bn.channels), 1))) }
-        .map_err(|e| RuntimeError::driver("launching `snn_bn_finalize`", e))?;
-
-    let f = function(device, source, "snn_bn_apply")?;
+    let eps = bn.eps as f32;
+    let f = function(device, &BATCHNORM, "snn_bn_apply")?;
     let from_var = 0i32;
     let mut b = device.stream.launch_builder(&f);
     b.arg(&xp)

@@ -29,8 +29,8 @@ use crate::error::RuntimeError;
 use crate::tensor::DeviceTensor;
 
 pub use batchnorm::{
-    BATCHNORM_SOURCE, BatchNormSaved, batchnorm_backward, batchnorm_forward_eval,
-    batchnorm_forward_train,
+    BATCHNORM_SOURCE, BatchNormSaved, batchnorm_backward, batchnorm_backward_fused,
+    batchnorm_forward_eval, batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
 };
 pub use elementwise::{ELEMENTWISE_SOURCE, add, add_assign};
 pub use pool::{
