@@ -42,9 +42,8 @@ fn fused_neurons_equal_affine_then_neuron() {
             // Feed the fused neuron inputs that map to the same y: undo the spreading.
             let k = (hi - lo) / 3.0;
             let x_in: Vec<f64> = x.data.clone();
-            let mut p_plain = Params::<f64>::defaults(&ir, LAYOUT);
+            let p_plain = Params::<f64>::defaults(&ir, LAYOUT);
             let mut p_fused = Params::<f64>::defaults(&fused, LAYOUT);
-            let _ = &mut p_plain;
             // y = lo + k * (v + 1.5) = (k*scale) * (x - mean) + (k*shift + lo + 1.5k) [+ k*r]
             p_fused.set(BN_MEAN, mean.clone()).unwrap();
             p_fused
@@ -63,7 +62,7 @@ fn fused_neurons_equal_affine_then_neuron() {
             }
             let yseq = Seq::new(STEPS, N, y).unwrap();
             let fp = plain
-                .forward(&p_plain, &[yseq.clone()], None, Mode::Train)
+                .forward(&p_plain, std::slice::from_ref(&yseq), None, Mode::Train)
                 .unwrap();
             let ff = fref.forward(&p_fused, &inputs, None, Mode::Train).unwrap();
             for (a, b) in fp.outputs[0].data.iter().zip(&ff.outputs[0].data) {
@@ -71,7 +70,14 @@ fn fused_neurons_equal_affine_then_neuron() {
             }
             let dy: Seq<f64> = rng.seq(STEPS, N, -1.0, 1.0);
             let gp = plain
-                .backward(&p_plain, &[yseq], None, &fp, &[dy.clone()], None)
+                .backward(
+                    &p_plain,
+                    &[yseq],
+                    None,
+                    &fp,
+                    std::slice::from_ref(&dy),
+                    None,
+                )
                 .unwrap();
             let gf = fref
                 .backward(&p_fused, &inputs, None, &ff, &[dy], None)

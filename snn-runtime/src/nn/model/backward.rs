@@ -1,0 +1,277 @@
+//! The backward pass: nodes in reverse, each value's gradient collected from its readers,
+//! saved tensors freed after their last use.
+
+use super::*;
+
+impl GpuModel {
+    /// Writes the gradient of every trained tensor into [`GpuModel::grads`] (overwriting
+    /// it), from `grad_output` = dL/d(output), `[T * B, K]`. Consumes the trace: its
+    /// tensors return to the pool as soon as the backward pass is done with them.
+    pub fn backward(
+        &mut self,
+        mut trace: GpuTrace,
+        grad_output: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        self.device.bind()?;
+        let nodes = self.net.nodes().to_vec();
+        if trace.mode != Mode::Train || trace.values.len() != nodes.len() {
+            return Err(RuntimeError::Shape(
+                "backward needs the trace of a training forward pass (`Mode::Train`) of this model"
+                    .into(),
+            ));
+        }
+        let images = trace.steps * trace.batch;
+        let out = self.net.output();
+        let out_len = images * nodes[out].shape.len();
+        if grad_output.len() != out_len || grad_output.dtype != Dtype::F32 {
+            return Err(RuntimeError::Shape(format!(
+                "the output gradient is {} {:?}; the output has {out_len} f32 values",
+                grad_output.dtype, grad_output.shape
+            )));
+        }
+        let dev = self.device.clone();
+        // Tensors not written below (neuron params of fixed-free layers, padding) stay 0.
+        self.grads.clear()?;
+        // The last node (in reverse order, the first) to read each value frees it.
+        let reads: Vec<Vec<usize>> = (0..nodes.len())
+            .map(|i| self.fusion[i].reads(&self.net, i))
+            .collect();
+        let mut first_reader = vec![usize::MAX; nodes.len()];
+        for (id, r) in reads.iter().enumerate().rev() {
+            for &i in r {
+                first_reader[i] = id;
+            }
+        }
+        // Each value's gradient, and whether its memory is shared with another value's
+        // (an add passes one gradient to both inputs): shared ones are never added to in
+        // place.
+        let mut dvals: Vec<Option<(DeviceTensor, bool)>> = vec![None; nodes.len()];
+        dvals[out] = Some((
+            grad_output.reshape(
+                &trace.values[out]
+                    .as_ref()
+                    .map_or(vec![out_len], |v| v.shape.clone()),
+            )?,
+            true,
+        ));
+        for id in (1..nodes.len()).rev() {
+            let node = &nodes[id];
+            let Some((dy, dy_shared)) = dvals[id].take() else {
+                continue;
+            };
+            // Gradients passed on as they are (flatten, add) keep sharing their memory.
+            let passes_dy = matches!(node.op, Op::Flatten | Op::Add);
+            let in_shape = node.input_shape(&self.net);
+            let shape4 = [images, in_shape.channels, in_shape.height, in_shape.width];
+            let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
+            let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
+                trace.values[node.inputs[k]].clone().ok_or_else(|| {
+                    RuntimeError::Shape(format!("the input of `{}` was not kept", node.name))
+                })
+            };
+            let saved = std::mem::replace(&mut trace.saved[id], Saved::None);
+            let start = self.mark()?;
+            let dxs: Vec<DeviceTensor> = match (&node.op, saved) {
+                (Op::Input, _) => vec![],
+                (Op::Conv2d(_), _) => {
+                    let (w, b) = match &self.layers[id] {
+                        Layer::Conv { weight, bias, .. } => (*weight, *bias),
+                        _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                    };
+                    let (wt, dw) = (self.weight(w)?, self.grad(w)?);
+                    let db = b.map(|b| self.grad(b)).transpose()?;
+                    let x = xin(0)?;
+                    let src = node.inputs[0];
+                    // A gradient already collected for the input (from its other
+                    // readers) takes this one in the same pass, unless it shares memory.
+                    let into = match &dvals[src] {
+                        Some((acc, false)) if wants_dx => Some(acc.clone()),
+                        _ => None,
+                    };
+                    let p = self.conv_problem(id, images)?;
+                    p.backward_filter(&x, &dy, &dw, db.as_ref())?;
+                    match into {
+                        Some(acc) => {
+                            p.backward_data_into(&dy, &wt, &acc, true)?;
+                            vec![]
+                        }
+                        None if wants_dx => {
+                            let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                            p.backward_data(&dy, &wt, &dx)?;
+                            vec![dx]
+                        }
+                        None => vec![],
+                    }
+                }
+                (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
+                    let (g, b) = match &self.layers[id] {
+                        Layer::BatchNorm { gamma, beta, .. } => (*gamma, *beta),
+                        _ => return Err(RuntimeError::Shape("batch-norm layer state".into())),
+                    };
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    batchnorm_backward(
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        &xin(0)?,
+                        &self.weight(g)?,
+                        &saved,
+                        &dy,
+                        &dx,
+                        &self.grad(g)?,
+                        &self.grad(b)?,
+                    )?;
+                    vec![dx]
+                }
+                (Op::Neuron(_), Saved::Neuron(fwd)) => {
+                    let Layer::Neuron { layer, learnable } = &self.layers[id] else {
+                        return Err(RuntimeError::Shape("neuron layer state".into()));
+                    };
+                    let (steps, n) = (trace.steps, trace.batch * node.shape.len());
+                    let dys = dy.reshape(&[steps, n])?;
+                    // Inputs this plan does not re-read: any tensor of the right shape.
+                    let xs = reads[id]
+                        .iter()
+                        .map(|&i| {
+                            trace.values[i]
+                                .as_ref()
+                                .map_or(Ok(dys.clone()), |x| x.reshape(&[steps, n]))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let xs: Vec<&DeviceTensor> = xs.iter().collect();
+                    let mut g = layer.alloc_backward(steps, n)?;
+                    layer.backward_into(&xs, None, &fwd, &[&dys], None, &mut g)?;
+                    let ir = layer.neuron();
+                    let param_grad = |name: &str| {
+                        ir.param_index(name)
+                            .and_then(|k| g.params[k].clone())
+                            .ok_or_else(|| {
+                                RuntimeError::Shape(format!("no gradient for param `{name}`"))
+                            })
+                    };
+                    for (name, slot, _) in learnable {
+                        let pg = param_grad(name)?;
+                        self.grad(*slot)?.reshape(&pg.shape)?.copy_from(&pg)?;
+                    }
+                    let dxs = g
+                        .inputs
+                        .iter()
+                        .map(|t| t.reshape(&shape4))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Fusion::Neuron { bn, x, .. } = self.fusion[id] {
+                        let (grad_scale, grad_shift) =
+                            (param_grad(BN_SCALE)?, param_grad(BN_SHIFT)?);
+                        let saved = std::mem::replace(&mut trace.saved[bn], Saved::None);
+                        let (
+                            Saved::FusedBn {
+                                saved: Some(saved),
+                                scale,
+                                ..
+                            },
+                            Layer::BatchNorm { gamma, beta, .. },
+                            Op::BatchNorm2d(desc),
+                        ) = (saved, &self.layers[bn], &nodes[bn].op)
+                        else {
+                            return Err(RuntimeError::Shape(format!(
+                                "`{}` kept no batch statistics",
+                                nodes[bn].name
+                            )));
+                        };
+                        let xv = trace.values[x].clone().ok_or_else(|| {
+                            RuntimeError::Shape(format!(
+                                "the input of `{}` was not kept",
+                                nodes[bn].name
+                            ))
+                        })?;
+                        batchnorm_backward_fused(
+                            &dev,
+                            desc,
+                            nodes[bn].shape,
+                            images,
+                            &xv,
+                            &saved,
+                            &scale,
+                            &grad_scale,
+                            &grad_shift,
+                            &dxs[0],
+                            &self.grad(*gamma)?,
+                            &self.grad(*beta)?,
+                        )?;
+                    }
+                    dxs
+                }
+                (Op::MaxPool2d(pool), Saved::MaxPool(argmax)) => {
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    maxpool2d_backward(&dev, pool, in_shape, images, &argmax, &dy, &dx)?;
+                    vec![dx]
+                }
+                (Op::GlobalAvgPool, _) => {
+                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    global_avgpool_backward(&dev, in_shape, images, &dy, &dx)?;
+                    vec![dx]
+                }
+                (Op::Flatten, _) => vec![dy.reshape(&shape4)?],
+                (Op::Linear(l), _) => {
+                    let (w, b) = match &self.layers[id] {
+                        Layer::Linear { weight, bias } => (*weight, *bias),
+                        _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                    };
+                    let dx = wants_dx
+                        .then(|| DeviceTensor::empty(&dev, Dtype::F32, &shape4))
+                        .transpose()?;
+                    let blas = self
+                        .cublas
+                        .as_ref()
+                        .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                    linear_backward(
+                        blas,
+                        l,
+                        images,
+                        &xin(0)?,
+                        &self.weight(w)?,
+                        &dy,
+                        dx.as_ref(),
+                        &self.grad(w)?,
+                        b.map(|b| self.grad(b)).transpose()?.as_ref(),
+                    )?;
+                    dx.into_iter().collect()
+                }
+                (Op::Add, _) => vec![dy.clone(), dy],
+                (op, _) => {
+                    return Err(RuntimeError::Shape(format!(
+                        "`{}` ({}) kept nothing for the backward pass",
+                        node.name,
+                        op.kind()
+                    )));
+                }
+            };
+            let shared = passes_dy && (dy_shared || node.inputs.len() > 1);
+            for (&src, d) in reads[id].iter().zip(dxs) {
+                if src == 0 {
+                    continue;
+                }
+                dvals[src] = Some(match dvals[src].take() {
+                    None => (d, shared),
+                    Some((acc, false)) => {
+                        add_assign(&dev, &acc, &d)?;
+                        (acc, false)
+                    }
+                    Some((acc, true)) => {
+                        let sum = DeviceTensor::empty(&dev, Dtype::F32, &acc.shape)?;
+                        add(&dev, &acc, &d, &sum)?;
+                        (sum, false)
+                    }
+                });
+            }
+            self.record(id, true, start)?;
+            for &i in &reads[id] {
+                if first_reader[i] == id {
+                    trace.values[i] = None;
+                }
+            }
+            trace.values[id] = None;
+        }
+        Ok(())
+    }
+}

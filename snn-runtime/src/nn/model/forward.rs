@@ -1,0 +1,373 @@
+//! The forward pass: every node in order, fused batch-norms' statistics at their place,
+//! values freed as soon as their last reader ran (unless the backward pass needs them).
+
+use super::*;
+
+impl GpuModel {
+    /// The convolution problem of node `id` for `images` images (built once per size).
+    pub(super) fn conv_problem(
+        &mut self,
+        id: usize,
+        images: usize,
+    ) -> Result<&ConvGpu, RuntimeError> {
+        let node = self.net.node(id).clone();
+        let input = node.input_shape(&self.net);
+        let (cudnn, math) = (self.cudnn.clone(), self.options.conv_math);
+        let Layer::Conv { problem, .. } = &mut self.layers[id] else {
+            return Err(RuntimeError::Shape(format!(
+                "`{}` is not a convolution",
+                node.name
+            )));
+        };
+        let Op::Conv2d(conv) = &node.op else {
+            return Err(RuntimeError::Shape(format!(
+                "`{}` is not a convolution",
+                node.name
+            )));
+        };
+        if problem.as_ref().is_none_or(|(n, _)| *n != images) {
+            let cudnn = cudnn.ok_or_else(|| RuntimeError::Shape("no cuDNN handle".into()))?;
+            *problem = Some((images, ConvGpu::new(&cudnn, conv, input, images, math)?));
+        }
+        match problem {
+            Some((_, p)) => Ok(p),
+            None => Err(RuntimeError::Shape("no convolution problem".into())),
+        }
+    }
+
+    /// Learnable scalar neuron params live in the flat buffer (the optimizer updates them
+    /// there) but are kernel arguments by value: copy them over.
+    fn sync_neuron_params(&mut self, id: usize) -> Result<(), RuntimeError> {
+        let Layer::Neuron { learnable, .. } = &self.layers[id] else {
+            return Ok(());
+        };
+        let values = learnable
+            .iter()
+            .filter(|(_, _, scalar)| *scalar)
+            .map(|(name, slot, _)| Ok((name.clone(), self.weight(*slot)?.to_f32()?)))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        if let Layer::Neuron { layer, .. } = &mut self.layers[id] {
+            for (name, v) in values {
+                layer.set_param(&name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The part of a fused batch-norm that runs at its place in the graph: batch
+    /// statistics (training; running ones updated) and the per-channel scale the neuron
+    /// applies (`gamma * inv_std`, from the running variance in eval).
+    #[allow(clippy::too_many_arguments)]
+    fn fused_statistics(
+        &mut self,
+        id: usize,
+        bn: &snn_nn::BatchNorm2d,
+        in_shape: ImageShape,
+        images: usize,
+        x: &DeviceTensor,
+        train: bool,
+        trace: &mut GpuTrace,
+    ) -> Result<(), RuntimeError> {
+        let dev = self.device.clone();
+        let Layer::BatchNorm {
+            gamma,
+            running_mean,
+            running_var,
+            ..
+        } = &self.layers[id]
+        else {
+            return Err(RuntimeError::Shape("batch-norm layer state".into()));
+        };
+        let g = self.weight(*gamma)?;
+        let scale = DeviceTensor::empty(&dev, Dtype::F32, &[bn.channels])?;
+        let fused = if train {
+            let saved = BatchNormSaved::new(&dev, bn.channels)?;
+            batchnorm_statistics(
+                &dev,
+                bn,
+                in_shape,
+                images,
+                x,
+                running_mean,
+                running_var,
+                &saved,
+            )?;
+            batchnorm_scale(&dev, bn, &g, &saved.inv_std, false, &scale)?;
+            Saved::FusedBn {
+                mean: saved.mean.clone(),
+                saved: Some(saved),
+                scale,
+            }
+        } else {
+            batchnorm_scale(&dev, bn, &g, running_var, true, &scale)?;
+            Saved::FusedBn {
+                saved: None,
+                mean: running_mean.clone(),
+                scale,
+            }
+        };
+        trace.saved[id] = fused;
+        if train && let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {
+            *batches += 1;
+        }
+        Ok(())
+    }
+
+    /// Points the fused neuron `id` at batch-norm `bn`'s mean, scale and shift.
+    fn bind_fused(&mut self, id: usize, bn: usize, trace: &GpuTrace) -> Result<(), RuntimeError> {
+        let (Saved::FusedBn { mean, scale, .. }, Layer::BatchNorm { beta, .. }) =
+            (&trace.saved[bn], &self.layers[bn])
+        else {
+            return Err(RuntimeError::Shape(format!(
+                "`{}` ran before its batch-norm's statistics",
+                self.net.node(id).name
+            )));
+        };
+        let shift = self.weight(*beta)?;
+        let (mean, scale) = (mean.clone(), scale.clone());
+        let Layer::Neuron { layer, .. } = &mut self.layers[id] else {
+            return Err(RuntimeError::Shape("neuron layer state".into()));
+        };
+        layer.bind_param(BN_MEAN, &mean)?;
+        layer.bind_param(BN_SCALE, &scale)?;
+        layer.bind_param(BN_SHIFT, &shift)
+    }
+
+    /// Runs the network on `x`, `[T, B, C, H, W]` (or any shape of that many f32
+    /// values), time-major. In [`Mode::Train`] batch-norm uses batch statistics and
+    /// updates its running ones, and the trace keeps what [`GpuModel::backward`] needs.
+    pub fn forward(
+        &mut self,
+        x: &DeviceTensor,
+        steps: usize,
+        batch: usize,
+        mode: Mode,
+    ) -> Result<GpuTrace, RuntimeError> {
+        self.device.bind()?;
+        let images = steps * batch;
+        let input = self.net.input_shape();
+        if x.dtype != Dtype::F32 || x.len() != images * input.len() || images == 0 {
+            return Err(RuntimeError::Shape(format!(
+                "the input is {} {:?}; {steps} steps x {batch} images of {input} need f32 [{steps}, {batch}, {}, {}, {}] (and neither may be 0)",
+                x.dtype, x.shape, input.channels, input.height, input.width
+            )));
+        }
+        let train = mode == Mode::Train;
+        let n = self.net.nodes().len();
+        let reads: Vec<Vec<usize>> = (0..n).map(|i| self.fusion[i].reads(&self.net, i)).collect();
+        let mut uses = vec![0usize; n];
+        reads.iter().flatten().for_each(|&i| uses[i] += 1);
+        let mut trace = GpuTrace {
+            steps,
+            batch,
+            mode,
+            values: vec![None; n],
+            saved: (0..n).map(|_| Saved::None).collect(),
+        };
+        let dev = self.device.clone();
+        for (id, reads_id) in reads.iter().enumerate() {
+            let node = self.net.node(id).clone();
+            let in_shape = node.input_shape(&self.net);
+            let shape4 = |s: ImageShape| [images, s.channels, s.height, s.width];
+            let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
+                trace.values[node.inputs[k]].clone().ok_or_else(|| {
+                    RuntimeError::Shape(format!("the input of `{}` was freed", node.name))
+                })
+            };
+            let y = match (&node.op, self.fusion[id]) {
+                (Op::Input, _) => Some(x.reshape(&shape4(input))?),
+                (Op::Flatten, _) => Some(xin(0)?.reshape(&shape4(node.shape))?),
+                (Op::BatchNorm2d(bn), Fusion::Absorbed { .. }) => {
+                    let start = self.mark()?;
+                    self.fused_statistics(id, bn, in_shape, images, &xin(0)?, train, &mut trace)?;
+                    self.record(id, false, start)?;
+                    None
+                }
+                (_, Fusion::Absorbed { .. }) => None,
+                (op, fusion) => {
+                    let y = DeviceTensor::empty(&dev, Dtype::F32, &shape4(node.shape))?;
+                    let start = self.mark()?;
+                    let inputs = reads_id
+                        .iter()
+                        .map(|&i| {
+                            trace.values[i].clone().ok_or_else(|| {
+                                RuntimeError::Shape(format!(
+                                    "the input of `{}` was freed",
+                                    node.name
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Fusion::Neuron { bn, .. } = fusion {
+                        self.bind_fused(id, bn, &trace)?;
+                    }
+                    self.forward_node(
+                        id, &node, op, in_shape, images, steps, &inputs, &y, train, &mut trace,
+                    )?;
+                    self.record(id, false, start)?;
+                    Some(y)
+                }
+            };
+            trace.values[id] = y;
+            // Free inputs nobody reads any more (unless the backward pass needs them).
+            for &i in reads_id {
+                uses[i] -= 1;
+                if uses[i] == 0 && !(train && self.keep_output[i]) && !self.options.keep_activations
+                {
+                    trace.values[i] = None;
+                }
+            }
+        }
+        Ok(trace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_node(
+        &mut self,
+        id: usize,
+        node: &Node,
+        op: &Op,
+        in_shape: ImageShape,
+        images: usize,
+        steps: usize,
+        inputs: &[DeviceTensor],
+        y: &DeviceTensor,
+        train: bool,
+        trace: &mut GpuTrace,
+    ) -> Result<(), RuntimeError> {
+        let dev = self.device.clone();
+        let x = inputs
+            .first()
+            .ok_or_else(|| RuntimeError::Shape(format!("`{}` has no input", node.name)))?;
+        match op {
+            Op::Input | Op::Flatten => {}
+            Op::Conv2d(_) => {
+                let (w, b) = match &self.layers[id] {
+                    Layer::Conv { weight, bias, .. } => (*weight, *bias),
+                    _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                };
+                let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
+                self.conv_problem(id, images)?
+                    .forward(x, &w, b.as_ref(), y)?;
+            }
+            Op::BatchNorm2d(bn) => {
+                let Layer::BatchNorm {
+                    gamma,
+                    beta,
+                    running_mean,
+                    running_var,
+                    ..
+                } = &self.layers[id]
+                else {
+                    return Err(RuntimeError::Shape("batch-norm layer state".into()));
+                };
+                let (g, b) = (self.weight(*gamma)?, self.weight(*beta)?);
+                if train {
+                    let c = bn.channels;
+                    let saved = BatchNormSaved {
+                        mean: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
+                        inv_std: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
+                    };
+                    batchnorm_forward_train(
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        x,
+                        &g,
+                        &b,
+                        running_mean,
+                        running_var,
+                        y,
+                        &saved,
+                    )?;
+                    trace.saved[id] = Saved::BatchNorm(saved);
+                    if let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {
+                        *batches += 1;
+                    }
+                } else {
+                    batchnorm_forward_eval(
+                        &dev,
+                        bn,
+                        in_shape,
+                        images,
+                        x,
+                        &g,
+                        &b,
+                        running_mean,
+                        running_var,
+                        y,
+                    )?;
+                }
+            }
+            Op::Neuron(_) => {
+                self.sync_neuron_params(id)?;
+                let Layer::Neuron { layer, .. } = &self.layers[id] else {
+                    return Err(RuntimeError::Shape("neuron layer state".into()));
+                };
+                let n = images / steps * node.shape.len();
+                let xs = inputs
+                    .iter()
+                    .map(|t| t.reshape(&[steps, n]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let xs: Vec<&DeviceTensor> = xs.iter().collect();
+                let mut fwd = LayerForward {
+                    outputs: vec![y.reshape(&[steps, n])?],
+                    saves: if train {
+                        layer
+                            .compiled()
+                            .plan
+                            .saves
+                            .iter()
+                            .map(|_| {
+                                DeviceTensor::empty(&dev, layer.config().storage.saves, &[steps, n])
+                            })
+                            .collect::<Result<_, _>>()?
+                    } else {
+                        vec![]
+                    },
+                    final_states: (0..layer.neuron().states.len())
+                        .map(|_| DeviceTensor::empty(&dev, Dtype::F32, &[n]))
+                        .collect::<Result<_, _>>()?,
+                };
+                layer.forward_into(&xs, None, train, &mut fwd)?;
+                if train {
+                    // Keep only what the backward reads: the output is a view of the
+                    // node's value, which must be freed when its readers are done.
+                    fwd.final_states.clear();
+                    if layer.compiled().plan.reread_outputs.is_empty() {
+                        fwd.outputs.clear();
+                    }
+                    trace.saved[id] = Saved::Neuron(fwd);
+                }
+            }
+            Op::MaxPool2d(pool) => {
+                let argmax = DeviceTensor::empty(&dev, Dtype::U8, &y.shape)?;
+                maxpool2d_forward(&dev, pool, in_shape, images, x, y, &argmax)?;
+                if train {
+                    trace.saved[id] = Saved::MaxPool(argmax);
+                }
+            }
+            Op::GlobalAvgPool => global_avgpool_forward(&dev, in_shape, images, x, y)?,
+            Op::Linear(l) => {
+                let (w, b) = match &self.layers[id] {
+                    Layer::Linear { weight, bias } => (*weight, *bias),
+                    _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                };
+                let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
+                let blas = self
+                    .cublas
+                    .as_ref()
+                    .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                linear_forward(blas, l, images, x, &w, b.as_ref(), y)?;
+            }
+            Op::Add => {
+                let b = inputs
+                    .get(1)
+                    .ok_or_else(|| RuntimeError::Shape("add needs two inputs".into()))?;
+                add(&dev, x, b, y)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,534 @@
+//! A whole network on one GPU: the `snn-nn` graph run layer by layer, forward and backward,
+//! with every trained tensor in one flat parameter buffer (and the gradients in another of
+//! the same layout), so that an optimizer step is one fused kernel over all of them.
+//!
+//! Memory: the forward pass keeps only what the backward pass reads (a convolution's and a
+//! linear layer's input, a batch-norm's input and statistics, a neuron's memory-plan
+//! saves, a max-pool's argmax) and returns everything else to the pool as soon as its
+//! last reader ran; the backward pass frees each saved tensor after its last use.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaEvent;
+use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
+use snn_codegen::interp::Mode;
+use snn_codegen::{Dtype, ParamShape};
+use snn_nn::graph::{Network, Node, Op};
+use snn_nn::params::{ParamSet, Role, Tensor};
+use snn_nn::{ImageShape, NnError};
+
+use crate::device::Device;
+use crate::error::RuntimeError;
+use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
+use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
+use crate::nn::fusion::{self, Fusion};
+use crate::nn::kernels::{
+    BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
+    batchnorm_forward_eval, batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
+    global_avgpool_backward, global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
+};
+use crate::nn::linear::{Cublas, linear_backward, linear_forward};
+use crate::tensor::DeviceTensor;
+
+mod backward;
+mod forward;
+mod profile;
+
+/// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
+/// tensor is aligned for vector loads and for cuDNN.
+const ALIGN: usize = 64;
+
+fn nn_err(e: NnError) -> RuntimeError {
+    RuntimeError::Shape(e.to_string())
+}
+
+/// How the model computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32.
+    pub conv_math: ConvMath,
+    /// Only deterministic convolution algorithms (gradients repeat bit for bit), or the
+    /// fastest ones (PyTorch's default).
+    pub deterministic: bool,
+    /// The most workspace a convolution algorithm may use, in bytes (more can be faster,
+    /// and costs memory).
+    pub conv_workspace: usize,
+    /// Keep every node's output in the trace ([`GpuTrace::value`]), for inspection and
+    /// debugging, at the cost of memory (fused layers still write no output).
+    pub keep_activations: bool,
+    /// Fuse batch-norm (and a residual add) into the neuron that reads it (see
+    /// [`crate::nn::fusion`]).
+    pub fuse: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            conv_math: ConvMath::Tf32,
+            deterministic: false,
+            conv_workspace: crate::nn::conv::DEFAULT_SEARCH_WORKSPACE,
+            keep_activations: false,
+            fuse: true,
+        }
+    }
+}
+
+/// Where one trained tensor lives in the flat buffers.
+#[derive(Clone, Debug)]
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+/// Per-node state that lives as long as the model.
+enum Layer {
+    None,
+    Conv {
+        weight: usize,
+        bias: Option<usize>,
+        /// The convolution problem for the last batch size seen.
+        problem: Option<(usize, ConvGpu)>,
+    },
+    BatchNorm {
+        gamma: usize,
+        beta: usize,
+        running_mean: DeviceTensor,
+        running_var: DeviceTensor,
+        batches: u64,
+    },
+    Neuron {
+        layer: Box<NeuronLayer>,
+        /// Learnable params: (param name, slot, scalar?). Per-channel and per-neuron ones
+        /// read their slot directly; scalars are passed by value, so they are copied over
+        /// before each forward pass.
+        learnable: Vec<(String, usize, bool)>,
+    },
+    Linear {
+        weight: usize,
+        bias: Option<usize>,
+    },
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layer::None => "None",
+            Layer::Conv { .. } => "Conv",
+            Layer::BatchNorm { .. } => "BatchNorm",
+            Layer::Neuron { .. } => "Neuron",
+            Layer::Linear { .. } => "Linear",
+        })
+    }
+}
+
+/// The time one node took in the forward and backward passes, summed over the passes
+/// since profiling started (see [`GpuModel::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeTime {
+    pub name: String,
+    /// The PyTorch class of the node (`Conv2d`, `BatchNorm2d`, ...).
+    pub kind: &'static str,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// The most pool memory in use right after the node's forward (backward) work, over
+    /// the profiled passes: where the peak comes from.
+    pub forward_bytes: usize,
+    pub backward_bytes: usize,
+}
+
+/// CUDA events around every node launch: (node, backward?, start, end, bytes in use
+/// after it).
+type Events = Vec<(usize, bool, CudaEvent, CudaEvent, usize)>;
+
+/// What a node's forward pass kept for the backward pass.
+#[derive(Debug)]
+enum Saved {
+    None,
+    BatchNorm(BatchNormSaved),
+    /// A batch-norm fused into a neuron: the statistics (training only), and the mean and
+    /// scale the neuron applied.
+    FusedBn {
+        saved: Option<BatchNormSaved>,
+        mean: DeviceTensor,
+        scale: DeviceTensor,
+    },
+    Neuron(LayerForward),
+    MaxPool(DeviceTensor),
+}
+
+/// What a forward pass keeps for the backward pass.
+#[derive(Debug)]
+pub struct GpuTrace {
+    pub steps: usize,
+    pub batch: usize,
+    pub mode: Mode,
+    /// Node outputs still needed (by the backward pass, or the network's output).
+    values: Vec<Option<DeviceTensor>>,
+    saved: Vec<Saved>,
+}
+
+impl GpuTrace {
+    /// Bytes the trace holds for the backward pass: kept node outputs and saved tensors.
+    pub fn bytes(&self) -> usize {
+        let values: usize = self
+            .values
+            .iter()
+            .flatten()
+            .map(DeviceTensor::num_bytes)
+            .sum();
+        let saved: usize = self
+            .saved
+            .iter()
+            .map(|s| match s {
+                Saved::None => 0,
+                Saved::BatchNorm(b) => b.mean.num_bytes() + b.inv_std.num_bytes(),
+                Saved::FusedBn { saved, scale, .. } => {
+                    scale.num_bytes()
+                        + saved
+                            .as_ref()
+                            .map_or(0, |b| b.mean.num_bytes() + b.inv_std.num_bytes())
+                }
+                Saved::Neuron(f) => f.saves.iter().map(DeviceTensor::num_bytes).sum(),
+                Saved::MaxPool(a) => a.num_bytes(),
+            })
+            .sum();
+        values + saved
+    }
+
+    /// The network's output, `[T * B, K]` (time-major) for a classifier.
+    pub fn output(&self) -> Option<&DeviceTensor> {
+        self.values.last().and_then(|v| v.as_ref())
+    }
+
+    /// Node `id`'s output, if the trace kept it (all of them with
+    /// [`ModelOptions::keep_activations`]).
+    pub fn value(&self, id: usize) -> Option<&DeviceTensor> {
+        self.values.get(id).and_then(|v| v.as_ref())
+    }
+}
+
+/// A network with its parameters on one GPU.
+#[derive(Debug)]
+pub struct GpuModel {
+    device: Arc<Device>,
+    net: Network,
+    options: ModelOptions,
+    cudnn: Option<Arc<Cudnn>>,
+    cublas: Option<Arc<Cublas>>,
+    slots: Vec<Slot>,
+    params: DeviceTensor,
+    grads: DeviceTensor,
+    layers: Vec<Layer>,
+    /// Whether the backward pass reads each node's output.
+    keep_output: Vec<bool>,
+    /// Which nodes run fused.
+    fusion: Vec<Fusion>,
+    /// Timing events, while profiling.
+    profile: Option<Events>,
+}
+
+impl GpuModel {
+    /// Uploads `params` (every tensor of the network, e.g. from `snn_nn::init_params` or a
+    /// checkpoint) and compiles the neuron kernels.
+    pub fn new(
+        device: &Arc<Device>,
+        net: &Network,
+        params: &ParamSet<f32>,
+        options: ModelOptions,
+    ) -> Result<Self, RuntimeError> {
+        // The CPU model checks names and shapes in both directions; reuse it.
+        snn_nn::cpu::CpuModel::new(net, params.clone()).map_err(nn_err)?;
+        let mut slots = Vec::new();
+        let mut total = 0;
+        for t in params.weights() {
+            slots.push(Slot {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                offset: total,
+            });
+            total += t.data.len().next_multiple_of(ALIGN);
+        }
+        let mut flat = vec![0f32; total.max(1)];
+        for (s, t) in slots.iter().zip(params.weights()) {
+            flat[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
+        }
+        let params_dev = DeviceTensor::from_f32(device, Dtype::F32, &[flat.len()], &flat)?;
+        let grads = DeviceTensor::zeros(device, Dtype::F32, &[flat.len()])?;
+        let slot = |name: String| {
+            slots
+                .iter()
+                .position(|s| s.name == name)
+                .ok_or_else(|| RuntimeError::Shape(format!("no trained tensor `{name}`")))
+        };
+        let data = |name: String| params.data(&name).map_err(nn_err);
+        let needs_conv = net.nodes().iter().any(|n| matches!(n.op, Op::Conv2d(_)));
+        let needs_blas = net.nodes().iter().any(|n| matches!(n.op, Op::Linear(_)));
+        let mut layers = Vec::new();
+        let mut fusion = fusion::plan(net, options.fuse);
+        for (id, node) in net.nodes().iter().enumerate() {
+            let name = |f: &str| format!("{}.{f}", node.name);
+            let layer = match &node.op {
+                Op::Conv2d(c) => Layer::Conv {
+                    weight: slot(name("weight"))?,
+                    bias: c.bias.then(|| slot(name("bias"))).transpose()?,
+                    problem: None,
+                },
+                Op::BatchNorm2d(bn) => {
+                    let c = bn.channels;
+                    let stat =
+                        |f: &str| DeviceTensor::from_f32(device, Dtype::F32, &[c], data(name(f))?);
+                    let batches = data(name("num_batches_tracked"))?[0] as u64;
+                    Layer::BatchNorm {
+                        gamma: slot(name("weight"))?,
+                        beta: slot(name("bias"))?,
+                        running_mean: stat("running_mean")?,
+                        running_var: stat("running_var")?,
+                        batches,
+                    }
+                }
+                Op::Neuron(ir) => {
+                    let config = LayerConfig::new(Network::layout(node.shape));
+                    let fused = match fusion[id] {
+                        Fusion::Neuron { residual, .. } => {
+                            batch_norm_input(ir, residual.is_some()).ok()
+                        }
+                        _ => None,
+                    };
+                    let mut layer = match &fused {
+                        Some(f) => NeuronLayer::new(device, f, config)?,
+                        None => {
+                            // A neuron that cannot take batch-norm in runs after it.
+                            for f in fusion.iter_mut() {
+                                if *f == (Fusion::Absorbed { into: id }) {
+                                    *f = Fusion::Plain;
+                                }
+                            }
+                            fusion[id] = Fusion::Plain;
+                            NeuronLayer::new(device, ir.as_ref(), config)?
+                        }
+                    };
+                    let mut learnable = Vec::new();
+                    for p in ir.params.iter().filter(|p| p.learnable) {
+                        let slot = slot(name(&p.name))?;
+                        let scalar = p.shape == ParamShape::Scalar;
+                        if !scalar {
+                            let s = &slots[slot];
+                            layer.bind_param(&p.name, &params_dev.view(s.offset, &s.shape)?)?;
+                        }
+                        learnable.push((p.name.clone(), slot, scalar));
+                    }
+                    Layer::Neuron {
+                        layer: Box::new(layer),
+                        learnable,
+                    }
+                }
+                Op::Linear(l) => Layer::Linear {
+                    weight: slot(name("weight"))?,
+                    bias: l.bias.then(|| slot(name("bias"))).transpose()?,
+                },
+                _ => Layer::None,
+            };
+            layers.push(layer);
+        }
+        // A node's input is kept when the node's backward reads it.
+        let mut keep_output = vec![false; net.nodes().len()];
+        for (id, node) in net.nodes().iter().enumerate() {
+            let reads = fusion[id].reads(net, id);
+            match (&node.op, &layers[id], fusion[id]) {
+                (_, _, Fusion::Absorbed { .. }) => {}
+                (Op::Conv2d(_) | Op::BatchNorm2d(_) | Op::Linear(_), _, _) => {
+                    reads.iter().for_each(|&i| keep_output[i] = true);
+                }
+                (Op::Neuron(_), Layer::Neuron { layer, .. }, f) => {
+                    let plan = &layer.compiled().plan;
+                    keep_output[id] |= !plan.reread_outputs.is_empty();
+                    for &k in &plan.reread_inputs {
+                        keep_output[reads[k as usize]] = true;
+                    }
+                    // Batch-norm's backward, finished after the neuron's, reads its input.
+                    if let Fusion::Neuron { x, .. } = f {
+                        keep_output[x] = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Flatten is a view: keeping its output keeps its input.
+        for id in (0..net.nodes().len()).rev() {
+            if matches!(net.node(id).op, Op::Flatten) && keep_output[id] {
+                keep_output[net.node(id).inputs[0]] = true;
+            }
+        }
+        Ok(Self {
+            device: device.clone(),
+            net: net.clone(),
+            options,
+            cudnn: needs_conv
+                .then(|| {
+                    let c = Cudnn::new(device)?;
+                    c.set_deterministic(options.deterministic);
+                    c.set_search_limit(options.conv_workspace);
+                    Ok::<_, RuntimeError>(c)
+                })
+                .transpose()?,
+            cublas: needs_blas.then(|| Cublas::new(device)).transpose()?,
+            slots,
+            params: params_dev,
+            grads,
+            layers,
+            keep_output,
+            fusion,
+            profile: None,
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// The convolution workspace's size now, in bytes.
+    pub fn conv_workspace_bytes(&self) -> usize {
+        self.cudnn.as_ref().map_or(0, |c| c.workspace_bytes())
+    }
+
+    /// The flat buffer of every trained tensor.
+    pub fn params(&self) -> &DeviceTensor {
+        &self.params
+    }
+
+    /// The flat gradient buffer (same layout as [`GpuModel::params`]).
+    pub fn grads(&self) -> &DeviceTensor {
+        &self.grads
+    }
+
+    fn weight(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
+        let s = &self.slots[slot];
+        self.params.view(s.offset, &s.shape)
+    }
+
+    fn grad(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
+        let s = &self.slots[slot];
+        self.grads.view(s.offset, &s.shape)
+    }
+
+    /// The trained tensors of a flat buffer in this model's layout (parameters, gradients,
+    /// optimizer state), as a named set.
+    pub fn weights_to_host(&self, flat: &DeviceTensor) -> Result<ParamSet<f32>, RuntimeError> {
+        if flat.len() != self.params.len() {
+            return Err(RuntimeError::Shape(format!(
+                "a flat buffer of {} values; this model's has {}",
+                flat.len(),
+                self.params.len()
+            )));
+        }
+        let all = flat.to_f32()?;
+        let mut set = ParamSet::new();
+        for s in &self.slots {
+            let len: usize = s.shape.iter().product();
+            set.push(Tensor {
+                name: s.name.clone(),
+                shape: s.shape.clone(),
+                role: Role::Weight,
+                data: all[s.offset..s.offset + len].to_vec(),
+            })
+            .map_err(nn_err)?;
+        }
+        Ok(set)
+    }
+
+    /// Writes the trained tensors of `set` (every one of this model's, by name) into a
+    /// flat buffer of this model's layout.
+    pub fn weights_from_host(
+        &self,
+        set: &ParamSet<f32>,
+        flat: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        let mut all = vec![0f32; self.params.len()];
+        for s in &self.slots {
+            let t = set
+                .get(&s.name)
+                .ok_or_else(|| RuntimeError::Shape(format!("no tensor `{}` to load", s.name)))?;
+            if t.shape != s.shape {
+                return Err(RuntimeError::Shape(format!(
+                    "tensor `{}` is {:?}; the model needs {:?}",
+                    s.name, t.shape, s.shape
+                )));
+            }
+            all[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
+        }
+        if flat.len() != all.len() || flat.dtype != Dtype::F32 {
+            return Err(RuntimeError::Shape(format!(
+                "a flat buffer of {} {} values; this model's has {} f32",
+                flat.len(),
+                flat.dtype,
+                all.len()
+            )));
+        }
+        flat.write_bytes(&Dtype::F32.encode(&all))
+    }
+
+    /// Every tensor of the network (weights, batch-norm statistics and counters) on the
+    /// host, named as in PyTorch.
+    pub fn to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
+        self.collect(&self.params, true)
+    }
+
+    /// The gradients on the host, as a set with the network's names (buffers zero).
+    pub fn grads_to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
+        self.collect(&self.grads, false)
+    }
+
+    fn collect(&self, flat: &DeviceTensor, buffers: bool) -> Result<ParamSet<f32>, RuntimeError> {
+        let all = flat.to_f32()?;
+        let mut set = ParamSet::new();
+        for info in self.net.params() {
+            let len: usize = info.shape.iter().product();
+            let data = match info.role {
+                Role::Weight => {
+                    let s = self
+                        .slots
+                        .iter()
+                        .find(|s| s.name == info.name)
+                        .ok_or_else(|| {
+                            RuntimeError::Shape(format!("no slot for `{}`", info.name))
+                        })?;
+                    all[s.offset..s.offset + len].to_vec()
+                }
+                _ if !buffers => vec![0.0; len],
+                role => {
+                    let field = &info.name[self.net.node(info.node).name.len() + 1..];
+                    match (&self.layers[info.node], role, field) {
+                        (Layer::BatchNorm { running_mean, .. }, Role::Buffer, "running_mean") => {
+                            running_mean.to_f32()?
+                        }
+                        (Layer::BatchNorm { running_var, .. }, Role::Buffer, "running_var") => {
+                            running_var.to_f32()?
+                        }
+                        (Layer::BatchNorm { batches, .. }, Role::Counter, _) => {
+                            vec![*batches as f32]
+                        }
+                        _ => {
+                            return Err(RuntimeError::Shape(format!(
+                                "no storage for `{}`",
+                                info.name
+                            )));
+                        }
+                    }
+                }
+            };
+            set.push(Tensor {
+                name: info.name,
+                shape: info.shape,
+                role: info.role,
+                data,
+            })
+            .map_err(nn_err)?;
+        }
+        Ok(set)
+    }
+}
