@@ -1,9 +1,11 @@
 //! GPUs: discovery, and one context and stream per device.
 #![allow(unsafe_code)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaStream, sys};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys};
+use snn_codegen::cuda::COMPILE_OPTIONS;
 
 use crate::cache::KernelCache;
 use crate::error::RuntimeError;
@@ -39,6 +41,8 @@ pub struct Device {
     pub info: DeviceInfo,
     pub cache: KernelCache,
     pub(crate) pool: Pool,
+    /// Hand-written kernels loaded on this device, by (program, kernel).
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
 
 impl Device {
@@ -87,7 +91,35 @@ impl Device {
             info,
             cache: KernelCache::from_env(),
             pool: Pool::default(),
+            functions: Mutex::default(),
         }))
+    }
+
+    /// Kernel `kernel` of the hand-written CUDA `source` (named `program` in the cache and
+    /// in errors), compiled through the kernel cache and loaded once per device: looking a
+    /// module up hashes its whole source, too slow to repeat at every launch.
+    pub fn function(
+        &self,
+        program: &'static str,
+        source: &'static str,
+        kernel: &'static str,
+    ) -> Result<CudaFunction, RuntimeError> {
+        let lock = || self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = lock().get(&(program, kernel)) {
+            return Ok(f.clone());
+        }
+        let module = self.cache.module(
+            &self.ctx,
+            source,
+            program,
+            &self.info.arch(),
+            &COMPILE_OPTIONS,
+        )?;
+        let f = module
+            .load_function(kernel)
+            .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
+        lock().insert((program, kernel), f.clone());
+        Ok(f)
     }
 
     /// Makes this device's context current on the calling thread (the driver's raw calls

@@ -4,10 +4,12 @@ use thiserror::Error;
 
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum RuntimeError {
-    #[error("{what} was not found. Searched:\n  {}\nInstall the CUDA toolkit, or `pip install nvidia-cuda-nvrtc==13.0.*`, and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.", searched.join("\n  "))]
+    #[error("{what} was not found. Searched:\n  {}\n{install}", searched.join("\n  "))]
     MissingLibrary {
         what: &'static str,
         searched: Vec<String>,
+        /// How to install it.
+        install: &'static str,
     },
     #[error("NVRTC could not compile `{name}` for {arch}:\n{log}")]
     Compile {

@@ -12,23 +12,41 @@ use std::sync::OnceLock;
 
 use crate::error::RuntimeError;
 
-/// A CUDA library: its file names (newest first) and the pip packages that ship it.
+/// A CUDA library: its file names (newest first), the pip packages that ship it, and how
+/// to install it.
 struct Spec {
     what: &'static str,
     files: &'static [&'static str],
     pip: &'static [&'static str],
+    install: &'static str,
 }
 
 const NVRTC: Spec = Spec {
     what: "the CUDA runtime compiler NVRTC (libnvrtc)",
     files: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
     pip: &["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
+    install: "Install the CUDA toolkit, or `pip install nvidia-cuda-nvrtc==13.0.*`, and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.",
 };
 
 const DRIVER: Spec = Spec {
     what: "the CUDA driver (libcuda)",
     files: &["libcuda.so.1", "libcuda.so"],
     pip: &[],
+    install: "Install the NVIDIA driver (CUDA 13 or newer), or set CUDA_HOME or LD_LIBRARY_PATH to the directory that holds libcuda.so.1.",
+};
+
+const CUDNN: Spec = Spec {
+    what: "cuDNN 9 (libcudnn.so.9, for convolutions)",
+    files: &["libcudnn.so.9"],
+    pip: &["nvidia/cudnn/lib", "nvidia/cu13/lib"],
+    install: "Install cuDNN 9 for CUDA 13 (the `cudnn9-cuda-13` package, or `pip install nvidia-cudnn-cu13`), and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.",
+};
+
+const CUBLAS: Spec = Spec {
+    what: "cuBLAS 13 (libcublas.so.13, for linear layers)",
+    files: &["libcublas.so.13"],
+    pip: &["nvidia/cu13/lib", "nvidia/cublas/lib"],
+    install: "Install the CUDA 13 toolkit's cuBLAS (`libcublas-13-0`, or `pip install nvidia-cublas`), and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.",
 };
 
 /// Directories to search, in order.
@@ -57,14 +75,19 @@ fn search_dirs(spec: &Spec) -> Vec<PathBuf> {
     for root in roots {
         let mut candidates = vec![root.clone()];
         if let Ok(entries) = std::fs::read_dir(&root) {
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
-                {
-                    candidates.push(p.join("site-packages"));
-                    candidates.push(p.join("dist-packages"));
-                }
+            let mut pythons: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+                })
+                .collect();
+            // Directory order is the file system's: sort so that the search is repeatable.
+            pythons.sort();
+            for p in pythons {
+                candidates.push(p.join("site-packages"));
+                candidates.push(p.join("dist-packages"));
             }
         }
         for c in candidates {
@@ -105,6 +128,7 @@ fn load(
         Err(RuntimeError::MissingLibrary {
             what: spec.what,
             searched,
+            install: spec.install,
         })
     })
     .clone()
@@ -135,4 +159,44 @@ pub fn nvrtc() -> Result<String, RuntimeError> {
 pub fn driver() -> Result<String, RuntimeError> {
     static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
     load(&DRIVER, &SLOT)
+}
+
+/// Makes cuDNN 9 available to cudarc; returns where it was found.
+pub fn cudnn() -> Result<String, RuntimeError> {
+    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+    load(&CUDNN, &SLOT)
+}
+
+/// Makes cuBLAS 13 available to cudarc; returns where it was found.
+pub fn cublas() -> Result<String, RuntimeError> {
+    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+    load(&CUBLAS, &SLOT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_lists_where_it_was_looked_for_and_how_to_install_it() {
+        const ABSENT: Spec = Spec {
+            what: "the test library (libsnn-absent.so.7)",
+            files: &["libsnn-absent.so.7"],
+            pip: &["nvidia/absent/lib"],
+            install: "Install the test library.",
+        };
+        static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+        let msg = load(&ABSENT, &SLOT)
+            .expect_err("no such library exists")
+            .to_string();
+        assert!(msg.starts_with("the test library (libsnn-absent.so.7) was not found"));
+        for needed in [
+            "libsnn-absent.so.7 on the loader's path",
+            "/usr/local/cuda/lib64",
+            "nvidia/absent/lib",
+            "Install the test library.",
+        ] {
+            assert!(msg.contains(needed), "`{needed}` missing from: {msg}");
+        }
+    }
 }

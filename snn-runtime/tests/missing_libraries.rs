@@ -7,7 +7,11 @@ use snn_runtime::{Device, RuntimeError};
 fn a_missing_driver_is_a_clear_error() {
     match Device::count() {
         Ok(_) => eprintln!("a CUDA driver is installed here: nothing to check"),
-        Err(RuntimeError::MissingLibrary { what, searched }) => {
+        Err(RuntimeError::MissingLibrary {
+            what,
+            searched,
+            install,
+        }) => {
             assert!(what.contains("libcuda"), "{what}");
             assert!(
                 searched.iter().any(|s| s.contains("LD_LIBRARY_PATH")),
@@ -17,9 +21,16 @@ fn a_missing_driver_is_a_clear_error() {
                 searched.iter().any(|s| s.contains("/usr/local/cuda")),
                 "{searched:?}"
             );
-            let msg = RuntimeError::MissingLibrary { what, searched }.to_string();
+            let msg = RuntimeError::MissingLibrary {
+                what,
+                searched,
+                install,
+            }
+            .to_string();
             assert!(
-                msg.contains("was not found") && msg.contains("CUDA_HOME"),
+                msg.contains("was not found")
+                    && msg.contains("NVIDIA driver")
+                    && msg.contains("CUDA_HOME"),
                 "{msg}"
             );
         }

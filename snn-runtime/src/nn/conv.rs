@@ -10,15 +10,14 @@
 //! and [`ConvMath::F32`] takes only algorithms without tensor cores.
 //!
 //! cudarc loads cuDNN and cuBLAS by name and panics when they are missing, so
-//! [`cudnn_library`] and [`cublas_library`] look for them first and turn a missing library
-//! into an error that lists where they looked.
+//! [`cudnn_library`] and [`cublas_library`] find them first ([`crate::libs`]) and turn a
+//! missing library into an error that lists where they looked.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::cudnn::result::{self as dnn, CudnnError};
 use cudarc::cudnn::sys;
@@ -34,131 +33,15 @@ use crate::tensor::DeviceTensor;
 // ---------------------------------------------------------------------------------------
 // Finding the libraries.
 
-/// A library that cudarc loads by name: what it is (with how to install it), its file
-/// names, and where pip wheels put it.
-struct LibSpec {
-    what: &'static str,
-    files: &'static [&'static str],
-    pip: &'static [&'static str],
-}
-
-const CUDNN_LIB: LibSpec = LibSpec {
-    what: "cuDNN 9 (libcudnn.so.9, for the convolutions; from NVIDIA's `cudnn9-cuda-13` package or the `nvidia-cudnn-cu13` wheel)",
-    files: &["libcudnn.so.9"],
-    pip: &["nvidia/cudnn/lib", "nvidia/cu13/lib"],
-};
-
-const CUBLAS_LIB: LibSpec = LibSpec {
-    what: "cuBLAS 13 (libcublas.so.13, for the linear layers; from the CUDA 13 toolkit's `libcublas-13-0` package or the `nvidia-cublas` wheel)",
-    files: &["libcublas.so.13"],
-    pip: &["nvidia/cu13/lib", "nvidia/cublas/lib"],
-};
-
-/// Directories to search after the loader's own path, in order: the CUDA toolkit, the
-/// system library directories, and pip's site-packages.
-fn search_dirs(spec: &LibSpec) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for var in ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"] {
-        if let Some(v) = std::env::var_os(var) {
-            let base = PathBuf::from(v);
-            dirs.push(base.join("lib64"));
-            dirs.push(base.join("lib"));
-        }
-    }
-    dirs.push("/usr/local/cuda/lib64".into());
-    dirs.push("/usr/local/nvidia/lib64".into());
-    dirs.push("/usr/lib/x86_64-linux-gnu".into());
-    dirs.push("/usr/lib64".into());
-    let mut roots: Vec<PathBuf> = std::env::var_os("PYTHONPATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        roots.push(PathBuf::from(home).join(".local/lib"));
-    }
-    roots.push("/usr/local/lib".into());
-    roots.push("/usr/lib".into());
-    for root in roots {
-        let mut candidates = vec![root.clone()];
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            let mut pythons: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("python"))
-                })
-                .collect();
-            // Directory order is the file system's: sort so that the search is repeatable.
-            pythons.sort();
-            for p in pythons {
-                candidates.push(p.join("site-packages"));
-                candidates.push(p.join("dist-packages"));
-            }
-        }
-        for c in candidates {
-            for sub in spec.pip {
-                dirs.push(c.join(sub));
-            }
-        }
-    }
-    dirs
-}
-
-/// Loads a library for good, `RTLD_NOW | RTLD_GLOBAL`, so that cudarc's later load by name
-/// finds it already loaded. Returns whether it loaded.
-fn open_global(file: impl libloading::AsFilename) -> bool {
-    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-    // SAFETY: loading a CUDA library runs its initialisers, which have no preconditions.
-    match unsafe { Library::open(Some(file), RTLD_NOW | RTLD_GLOBAL) } {
-        Ok(lib) => {
-            // Leaked on purpose: the library must stay loaded for cudarc.
-            std::mem::forget(lib);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// Finds and loads `spec`: by name if the loader finds it, else from the first search
-/// directory that has it; an error lists every place searched.
-fn probe(spec: &LibSpec) -> Result<String, RuntimeError> {
-    for file in spec.files {
-        if open_global(*file) {
-            return Ok((*file).to_string());
-        }
-    }
-    let dirs = search_dirs(spec);
-    for dir in &dirs {
-        for file in spec.files {
-            let path = dir.join(file);
-            if path.is_file() && open_global(&path) {
-                return Ok(path.display().to_string());
-            }
-        }
-    }
-    let mut searched = vec![format!(
-        "{} on the loader's path (LD_LIBRARY_PATH, then the system's), where cudarc looks",
-        spec.files.join(", ")
-    )];
-    searched.extend(dirs.iter().map(|d| d.display().to_string()));
-    Err(RuntimeError::MissingLibrary {
-        what: spec.what,
-        searched,
-    })
-}
-
-/// Makes cuDNN 9 available to cudarc (once per process); returns where it was found, or an
+/// Makes cuDNN 9 available to cudarc (see [`crate::libs`]): where it was found, or an
 /// error that says cuDNN 9 is needed and lists where it was looked for.
 pub fn cudnn_library() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    SLOT.get_or_init(|| probe(&CUDNN_LIB)).clone()
+    crate::libs::cudnn()
 }
 
-/// Makes cuBLAS 13 available to cudarc (once per process); returns where it was found, or
-/// an error that says cuBLAS 13 is needed and lists where it was looked for.
+/// Makes cuBLAS 13 available to cudarc (see [`crate::libs`]).
 pub fn cublas_library() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    SLOT.get_or_init(|| probe(&CUBLAS_LIB)).clone()
+    crate::libs::cublas()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1694,24 +1577,6 @@ fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_library_lists_where_it_was_looked_for() {
-        let spec = LibSpec {
-            what: "the test library (libsnn-absent.so.7)",
-            files: &["libsnn-absent.so.7"],
-            pip: &["nvidia/absent/lib"],
-        };
-        let err = probe(&spec).expect_err("no such library exists");
-        let msg = err.to_string();
-        assert!(msg.starts_with("the test library (libsnn-absent.so.7) was not found"));
-        assert!(
-            msg.contains("libsnn-absent.so.7 on the loader's path"),
-            "{msg}"
-        );
-        assert!(msg.contains("/usr/local/cuda/lib64"), "{msg}");
-        assert!(msg.contains("nvidia/absent/lib"), "{msg}");
-    }
 
     fn found(
         algo: usize,

@@ -13,12 +13,10 @@
 //! order, in f64) and a scaling kernel that reads the norm on the device.
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use snn_codegen::Dtype;
-use snn_codegen::cuda::COMPILE_OPTIONS;
 use snn_nn::optim::{Optimizer, StepScalars};
 
 use crate::device::Device;
@@ -221,37 +219,14 @@ const BLOCKS_PER_SM: usize = 8;
 /// length alone and the norm is the same on every GPU.
 const NORM_BLOCKS: usize = 1024;
 
-/// Kernel `kernel` of `source` on `device`, loaded once per device (looking a module up in
-/// the kernel cache hashes its whole source, too slow to repeat at every step).
+/// Kernel `kernel` of `source` on `device` (see [`Device::function`]).
 pub(super) fn function(
     device: &Arc<Device>,
     program: &'static str,
     source: &'static str,
     kernel: &'static str,
 ) -> Result<CudaFunction, RuntimeError> {
-    type Loaded = HashMap<(usize, &'static str), (Weak<Device>, CudaFunction)>;
-    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-    // The stored `Weak` keeps the device's allocation, so its address names it uniquely.
-    let key = (Arc::as_ptr(device) as usize, kernel);
-    let loaded = LOADED.get_or_init(Mutex::default);
-    if let Some((_, f)) = loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(f.clone());
-    }
-    let module = device.cache.module(
-        &device.ctx,
-        source,
-        program,
-        &device.info.arch(),
-        &COMPILE_OPTIONS,
-    )?;
-    let f = module
-        .load_function(kernel)
-        .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
-    let mut map = loaded.lock().unwrap_or_else(|p| p.into_inner());
-    // Forget closed devices, so their contexts are released.
-    map.retain(|_, (d, _)| d.strong_count() > 0);
-    map.insert(key, (Arc::downgrade(device), f.clone()));
-    Ok(f)
+    device.function(program, source, kernel)
 }
 
 /// Checks that `t` is an f32 tensor of `len` values on `device`.
@@ -589,7 +564,7 @@ pub(super) fn check_compiles(program: &str, source: &str, kernels: &[&str]) {
         eprintln!("skipping: NVRTC is unavailable ({e})");
         return;
     }
-    let mut opts: Vec<&str> = COMPILE_OPTIONS.to_vec();
+    let mut opts: Vec<&str> = snn_codegen::cuda::COMPILE_OPTIONS.to_vec();
     opts.push("--ptxas-options=-v");
     let out =
         crate::nvrtc::compile(source, program, "sm_90", &opts).unwrap_or_else(|e| panic!("{e}"));

@@ -16,12 +16,10 @@ mod batchnorm;
 mod elementwise;
 mod pool;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
 use cudarc::driver::CudaFunction;
 use snn_codegen::Dtype;
-use snn_codegen::cuda::COMPILE_OPTIONS;
 use snn_nn::ImageShape;
 
 use crate::device::Device;
@@ -57,36 +55,13 @@ const _: () = assert!(THREADS.is_multiple_of(32));
 /// Blocks per multiprocessor of a grid-stride kernel: 8 x 256 threads fill an SM.
 const BLOCKS_PER_SM: usize = 8;
 
-/// Kernel `kernel` of `source` on `device`, loaded once per device. Looking a module up in
-/// the kernel cache hashes its whole source, too slow to repeat at every launch.
+/// Kernel `kernel` of `source` on `device` (see [`Device::function`]).
 fn function(
     device: &Arc<Device>,
     source: &KernelSource,
     kernel: &'static str,
 ) -> Result<CudaFunction, RuntimeError> {
-    type Loaded = HashMap<(usize, &'static str), (Weak<Device>, CudaFunction)>;
-    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-    // The stored `Weak` keeps the device's allocation, so its address names it uniquely.
-    let key = (Arc::as_ptr(device) as usize, kernel);
-    let loaded = LOADED.get_or_init(Mutex::default);
-    if let Some((_, f)) = loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(f.clone());
-    }
-    let module = device.cache.module(
-        &device.ctx,
-        source.source,
-        source.name,
-        &device.info.arch(),
-        &COMPILE_OPTIONS,
-    )?;
-    let f = module
-        .load_function(kernel)
-        .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
-    let mut map = loaded.lock().unwrap_or_else(|p| p.into_inner());
-    // Forget closed devices, so their contexts are released.
-    map.retain(|_, (d, _)| d.strong_count() > 0);
-    map.insert(key, (Arc::downgrade(device), f.clone()));
-    Ok(f)
+    device.function(source.name, source.source, kernel)
 }
 
 /// Checks that `t` is an f32 tensor of `len` values; `what` says where `len` comes from.
