@@ -307,3 +307,59 @@ fn gpu_training_memory_is_reused() {
     let e = gpu.step(&xd, &labels[..3], 4, 1e-3).unwrap_err();
     assert!(e.to_string().contains("need f32"), "{e}");
 }
+
+/// With `deterministic`, two runs of the same training steps give bit-identical weights,
+/// statistics and optimizer state.
+#[test]
+fn gpu_deterministic_training_repeats_bit_for_bit() {
+    let Some(dev) = device("gpu_deterministic_training_repeats_bit_for_bit") else {
+        return;
+    };
+    let plif = zoo::Plif {
+        shape: snn::codegen::ParamShape::PerChannel,
+        ..zoo::Plif::default()
+    };
+    let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &plif).unwrap();
+    let params = init_params::<f32>(&net, 9).unwrap();
+    let mut rng = Rng::new(9);
+    let (steps, batch) = (3, 4);
+    let x = spikes(&mut rng, steps * batch * 3 * 16 * 16, 0.4);
+    let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, 3, 16, 16], &x).unwrap();
+    let labels = vec![1, 2, 3, 4];
+    let run = || {
+        let options = ModelOptions {
+            deterministic: true,
+            ..ModelOptions::default()
+        };
+        let model = GpuModel::new(&dev, &net, &params, options).unwrap();
+        let mut t = GpuTrainer::new(model, Optimizer::adam(1e-3), Loss::CrossEntropyRate).unwrap();
+        for _ in 0..3 {
+            t.step(&xd, &labels, steps, 1e-3).unwrap();
+        }
+        let ckpt = t.checkpoint(0, Default::default()).unwrap();
+        (ckpt.params, ckpt.optimizer.unwrap().1)
+    };
+    let (a, b) = (run(), run());
+    let differing = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .filter(|(p, q)| p.to_bits() != q.to_bits())
+            .count()
+    };
+    for (x, y) in a.0.iter().zip(b.0.iter()) {
+        let n = differing(&x.data, &y.data);
+        assert_eq!(
+            n,
+            0,
+            "`{}`: {n} of {} values differ between runs",
+            x.name,
+            x.data.len()
+        );
+    }
+    for (sa, sb) in a.1.buffers.iter().zip(&b.1.buffers) {
+        for (x, y) in sa.iter().zip(sb.iter()) {
+            let n = differing(&x.data, &y.data);
+            assert_eq!(n, 0, "optimizer state of `{}`: {n} values differ", x.name);
+        }
+    }
+}

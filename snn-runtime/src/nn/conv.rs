@@ -6,8 +6,10 @@
 //! tensors, as PyTorch's `cudnn.benchmark` does, so it needs no buffers of its own beyond a
 //! scratch workspace; its result is remembered in [`Cudnn`] per problem, so every layer of
 //! the same shape shares it. By default only deterministic algorithms are taken when one of
-//! them runs (gradients then repeat bit for bit; [`Cudnn::set_deterministic`] lifts this),
-//! and [`ConvMath::F32`] takes only algorithms without tensor cores.
+//! them runs, ranked by cuDNN's heuristics rather than by timings, so that every run takes
+//! the same algorithms and gradients repeat bit for bit ([`Cudnn::set_deterministic`]
+//! lifts this: the fastest timed algorithms); [`ConvMath::F32`] takes only algorithms
+//! without tensor cores.
 //!
 //! cudarc loads cuDNN and cuBLAS by name and panics when they are missing, so
 //! [`cudnn_library`] and [`cublas_library`] find them first ([`crate::libs`]) and turn a
@@ -1481,6 +1483,82 @@ impl ConvGpu {
             if !times.is_empty() {
                 times.sort_by(f32::total_cmp);
                 c.millis = times[times.len() / 2];
+            }
+        }
+        if st.deterministic {
+            // Timings differ between runs, and so would the choice (different algorithms
+            // round differently): rank by cuDNN's heuristics instead, which depend only on
+            // the problem and the device, so every run takes the same algorithms.
+            macro_rules! heuristic {
+                ($perf:ty, $first:expr, $algo:path, $call:literal, |$results:ident| $get:expr) => {{
+                    let mut $results = vec![<$perf>::new_unrun($first); count];
+                    // SAFETY: live handle and descriptors; the results array holds `count`
+                    // entries.
+                    unsafe { $get }
+                        .result()
+                        .map_err(|e| cudnn_error($call, e))?;
+                    $results
+                        .iter()
+                        .take(returned.clamp(0, count as c_int) as usize)
+                        .map(|p| $algo(p.algo))
+                        .collect::<Vec<Algo>>()
+                }};
+            }
+            let order = match ptrs {
+                Ptrs::Forward { .. } => heuristic!(
+                    sys::cudnnConvolutionFwdAlgoPerf_t,
+                    FORWARD_ALGOS[0],
+                    Algo::Forward,
+                    "cudnnGetConvolutionForwardAlgorithm_v7",
+                    |perf| sys::cudnnGetConvolutionForwardAlgorithm_v7(
+                        h,
+                        self.x_desc.0,
+                        self.w_desc.0,
+                        desc,
+                        self.y_desc.0,
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                    )
+                ),
+                Ptrs::Data { .. } => heuristic!(
+                    sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                    DATA_ALGOS[0],
+                    Algo::Data,
+                    "cudnnGetConvolutionBackwardDataAlgorithm_v7",
+                    |perf| sys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                        h,
+                        self.w_desc.0,
+                        self.y_desc.0,
+                        desc,
+                        self.x_desc.0,
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                    )
+                ),
+                Ptrs::Filter { .. } => heuristic!(
+                    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                    FILTER_ALGOS[0],
+                    Algo::Filter,
+                    "cudnnGetConvolutionBackwardFilterAlgorithm_v7",
+                    |perf| sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                        h,
+                        self.x_desc.0,
+                        self.y_desc.0,
+                        desc,
+                        self.w_desc.0,
+                        count as c_int,
+                        &mut returned,
+                        perf.as_mut_ptr(),
+                    )
+                ),
+            };
+            for (c, _) in &mut found {
+                c.millis = order
+                    .iter()
+                    .position(|a| *a == c.algo)
+                    .map_or(f32::MAX, |i| i as f32);
             }
         }
         drop(scratch);

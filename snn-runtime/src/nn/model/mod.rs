@@ -29,6 +29,7 @@ use crate::nn::kernels::{
 };
 use crate::nn::linear::{Cublas, linear_backward, linear_forward};
 use crate::tensor::DeviceTensor;
+use snn_codegen::cuda::Reduction;
 
 mod backward;
 mod forward;
@@ -47,8 +48,9 @@ fn nn_err(e: NnError) -> RuntimeError {
 pub struct ModelOptions {
     /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32.
     pub conv_math: ConvMath,
-    /// Only deterministic convolution algorithms (gradients repeat bit for bit), or the
-    /// fastest ones (PyTorch's default).
+    /// Bit-reproducible training: only deterministic convolution algorithms, and neuron
+    /// parameter gradients summed in a fixed order instead of with atomics (every other
+    /// kernel is deterministic anyway). Off: the fastest algorithms, as PyTorch's default.
     pub deterministic: bool,
     /// The most workspace a convolution algorithm may use, in bytes (more can be faster,
     /// and costs memory).
@@ -288,7 +290,10 @@ impl GpuModel {
                     }
                 }
                 Op::Neuron(ir) => {
-                    let config = LayerConfig::new(Network::layout(node.shape));
+                    let mut config = LayerConfig::new(Network::layout(node.shape));
+                    if options.deterministic {
+                        config.options.reduction = Reduction::Deterministic;
+                    }
                     let fused = match fusion[id] {
                         Fusion::Neuron { residual, .. } => {
                             batch_norm_input(ir, residual.is_some()).ok()
