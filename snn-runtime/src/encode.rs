@@ -80,7 +80,7 @@ pub fn rate_encode(
             "{pixels} pixels per image: rate encoding supports fewer than 2^34"
         )));
     }
-    let out = DeviceTensor::zeros(device, Dtype::F32, &[steps, batch, pixels])?;
+    let out = DeviceTensor::empty(device, Dtype::F32, &[steps, batch, pixels])?;
     let total = steps * batch * pixels;
     if total == 0 {
         return Ok(out);

@@ -257,7 +257,7 @@ impl Uploader {
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<DeviceTensor, RuntimeError> {
         let len = tensor_bytes(dtype, shape)?;
-        let out = DeviceTensor::zeros(&self.device, dtype, shape)?;
+        let out = DeviceTensor::empty(&self.device, dtype, shape)?;
         if len == 0 {
             return Ok(out);
         }
@@ -317,8 +317,8 @@ impl Uploader {
         let len = bytes
             .checked_add(labels.len())
             .ok_or_else(|| RuntimeError::Shape(format!("a batch of {bytes} bytes is too large")))?;
-        let data = DeviceTensor::zeros(&self.device, Dtype::F32, shape)?;
-        let label_tensor = DeviceTensor::zeros(&self.device, Dtype::U8, &[labels.len()])?;
+        let data = DeviceTensor::empty(&self.device, Dtype::F32, shape)?;
+        let label_tensor = DeviceTensor::empty(&self.device, Dtype::U8, &[labels.len()])?;
         if len > 0 {
             let k = self.stage(len, |buf| {
                 let (head, tail) = buf.split_at_mut(bytes);
@@ -359,8 +359,8 @@ impl Uploader {
         let len = n
             .checked_add(labels.len())
             .ok_or_else(|| RuntimeError::Shape(format!("a batch of {n} bytes is too large")))?;
-        let data = DeviceTensor::zeros(&self.device, Dtype::F32, shape)?;
-        let label_tensor = DeviceTensor::zeros(&self.device, Dtype::U8, &[labels.len()])?;
+        let data = DeviceTensor::empty(&self.device, Dtype::F32, shape)?;
+        let label_tensor = DeviceTensor::empty(&self.device, Dtype::U8, &[labels.len()])?;
         if len > 0 {
             let k = self.stage(len, |buf| {
                 buf[..n].copy_from_slice(values);

@@ -499,8 +499,8 @@ impl BatchNormSaved {
     /// Room for the statistics of `channels` channels.
     pub fn new(device: &Arc<Device>, channels: usize) -> Result<Self, RuntimeError> {
         Ok(Self {
-            mean: DeviceTensor::zeros(device, Dtype::F32, &[channels])?,
-            inv_std: DeviceTensor::zeros(device, Dtype::F32, &[channels])?,
+            mean: DeviceTensor::empty(device, Dtype::F32, &[channels])?,
+            inv_std: DeviceTensor::empty(device, Dtype::F32, &[channels])?,
         })
     }
 }
