@@ -1,27 +1,23 @@
 //! Helpers shared by snn-nn's integration tests: a seeded generator and a finite-difference
 //! gradient check.
 
-/// SplitMix64 (Steele, Lea and Flood 2014): small, seeded, identical on every platform.
+/// The crate's own seeded generator ([`snn_nn::Rng`], SplitMix64), with the draws the
+/// tests need.
 #[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
+pub struct SplitMix64(snn_nn::Rng);
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(snn_nn::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        lo + (hi - lo) * unit
+        self.0.range(lo, hi)
     }
 
     /// `n` values uniform in `[lo, hi)`.
