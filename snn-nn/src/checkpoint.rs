@@ -287,33 +287,54 @@ pub fn load(path: &Path) -> Result<Checkpoint, NnError> {
 /// Checks that `loaded` has exactly the tensors of `expected` (names and shapes); the error
 /// lists the first few missing, unexpected and mis-shaped tensors.
 pub fn check_compatible(expected: &ParamSet<f32>, loaded: &ParamSet<f32>) -> Result<(), NnError> {
+    let shapes = |set: &ParamSet<f32>| -> Vec<(String, Vec<usize>)> {
+        set.iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect()
+    };
+    check_shapes(
+        ("the checkpoint", "checkpoint"),
+        "load a checkpoint of the same architecture",
+        &shapes(expected),
+        &shapes(loaded),
+    )
+}
+
+/// Checks `loaded` `(name, shape)`s against `expected` ones. The error names the loaded set
+/// (`what`: as a subject, and as a shape's label), lists the first few missing, unexpected
+/// and mis-shaped tensors, and ends with `hint`.
+pub(crate) fn check_shapes(
+    (what, label): (&str, &str),
+    hint: &str,
+    expected: &[(String, Vec<usize>)],
+    loaded: &[(String, Vec<usize>)],
+) -> Result<(), NnError> {
+    let expected_by_name: BTreeMap<&str, &[usize]> =
+        expected.iter().map(|(n, s)| (n.as_str(), &s[..])).collect();
+    let loaded_by_name: BTreeMap<&str, &[usize]> =
+        loaded.iter().map(|(n, s)| (n.as_str(), &s[..])).collect();
     let missing: Vec<String> = expected
         .iter()
-        .filter(|t| loaded.get(&t.name).is_none())
-        .map(|t| format!("`{}`", t.name))
+        .filter(|(n, _)| !loaded_by_name.contains_key(n.as_str()))
+        .map(|(n, _)| format!("`{n}`"))
         .collect();
     let unexpected: Vec<String> = loaded
         .iter()
-        .filter(|t| expected.get(&t.name).is_none())
-        .map(|t| format!("`{}`", t.name))
+        .filter(|(n, _)| !expected_by_name.contains_key(n.as_str()))
+        .map(|(n, _)| format!("`{n}`"))
         .collect();
     let misshaped: Vec<String> = expected
         .iter()
-        .filter_map(|t| {
-            let l = loaded.get(&t.name)?;
-            (l.shape != t.shape).then(|| {
-                format!(
-                    "`{}` (network {:?}, checkpoint {:?})",
-                    t.name, t.shape, l.shape
-                )
-            })
+        .filter_map(|(n, shape)| {
+            let l = loaded_by_name.get(n.as_str())?;
+            (*l != &shape[..]).then(|| format!("`{n}` (network {shape:?}, {label} {l:?})"))
         })
         .collect();
     if missing.is_empty() && unexpected.is_empty() && misshaped.is_empty() {
         return Ok(());
     }
     let mut parts = Vec::new();
-    for (what, list) in [
+    for (kind, list) in [
         ("missing", &missing),
         ("unexpected", &unexpected),
         ("with other shapes", &misshaped),
@@ -322,7 +343,7 @@ pub fn check_compatible(expected: &ParamSet<f32>, loaded: &ParamSet<f32>) -> Res
             continue;
         }
         let mut s = format!(
-            "{} {what}: {}",
+            "{} {kind}: {}",
             list.len(),
             list[..list.len().min(LIST)].join(", ")
         );
@@ -332,7 +353,7 @@ pub fn check_compatible(expected: &ParamSet<f32>, loaded: &ParamSet<f32>) -> Res
         parts.push(s);
     }
     Err(NnError::shape(format!(
-        "the checkpoint does not fit the network ({}): load a checkpoint of the same architecture",
+        "{what} does not fit the network ({}): {hint}",
         parts.join("; ")
     )))
 }

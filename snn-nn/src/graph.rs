@@ -12,9 +12,11 @@ use std::fmt;
 use snn_codegen::interp::Layout;
 use snn_codegen::{Neuron, NeuronIr, ParamShape};
 
+use crate::checkpoint::check_shapes;
 use crate::error::NnError;
+use crate::float::Float;
 use crate::layers::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d};
-use crate::params::Role;
+use crate::params::{ParamSet, Role};
 
 /// A node's index in its network.
 pub type NodeId = usize;
@@ -196,6 +198,29 @@ impl Network {
             }
         }
         out
+    }
+
+    /// Checks that `params` holds exactly this network's tensors (names and shapes); the
+    /// error lists the first few missing, unexpected and mis-shaped ones.
+    pub fn check_params<T: Float>(&self, params: &ParamSet<T>) -> Result<(), NnError> {
+        let expected: Vec<(String, Vec<usize>)> = self
+            .params()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        let given: Vec<(String, Vec<usize>)> = params
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
+        check_shapes(
+            (
+                &format!("the tensors given for network `{}`", self.name),
+                "given",
+            ),
+            "give every tensor of `Network::params`, e.g. from `init_params` or a checkpoint of this network",
+            &expected,
+            &given,
+        )
     }
 
     /// Trained values in the network.

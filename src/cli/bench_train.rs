@@ -106,7 +106,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
             MathArg::F32 => ConvMath::F32,
         },
         deterministic: args.deterministic,
-        conv_workspace: args.conv_workspace << 20,
+        conv_workspace: args
+            .conv_workspace
+            .checked_mul(1 << 20)
+            .context("--conv-workspace is too large")?,
         keep_activations: false,
         fuse: !args.no_fuse,
     };

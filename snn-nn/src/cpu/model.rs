@@ -53,34 +53,7 @@ impl<T: Float> CpuModel<T> {
     /// `params` must hold exactly the network's tensors ([`Network::params`]), e.g. from
     /// [`crate::init_params`] or a checkpoint.
     pub fn new(net: &Network, params: ParamSet<T>) -> Result<Self, NnError> {
-        let expected = net.params();
-        let names: Vec<_> = params.iter().map(|t| t.name.as_str()).collect();
-        for p in &expected {
-            match params.get(&p.name) {
-                None => {
-                    return Err(NnError::Graph(format!(
-                        "network `{}` needs tensor `{}` {:?}, which the parameters lack",
-                        net.name, p.name, p.shape
-                    )));
-                }
-                Some(t) if t.shape != p.shape => {
-                    return Err(NnError::Graph(format!(
-                        "tensor `{}` is {:?}; network `{}` needs {:?}",
-                        p.name, t.shape, net.name, p.shape
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(extra) = names
-            .iter()
-            .find(|n| !expected.iter().any(|p| p.name == **n))
-        {
-            return Err(NnError::Graph(format!(
-                "tensor `{extra}` is not part of network `{}`",
-                net.name
-            )));
-        }
+        net.check_params(&params)?;
         let neurons = net
             .nodes()
             .iter()

@@ -2,12 +2,11 @@
 
 use snn_codegen::interp::Mode;
 
-use crate::checkpoint::{Checkpoint, check_compatible};
+use crate::checkpoint::Checkpoint;
 use crate::cpu::model::CpuModel;
 use crate::error::NnError;
 use crate::float::Float;
 use crate::graph::Network;
-use crate::init::init_params;
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
 use crate::train::{Loss, StepStats};
 
@@ -112,7 +111,6 @@ impl CpuTrainer<f32> {
         optimizer: Optimizer,
         loss: Loss,
     ) -> Result<Self, NnError> {
-        check_compatible(&init_params::<f32>(net, 0)?, &ckpt.params)?;
         let mut trainer = Self::new(CpuModel::new(net, ckpt.params.clone())?, optimizer, loss)?;
         if let Some((saved, state)) = &ckpt.optimizer {
             if saved.kind() != optimizer.kind() {

@@ -7,7 +7,7 @@ use snn_codegen::Dtype;
 use snn_codegen::interp::Mode;
 use std::collections::BTreeMap;
 
-use snn_nn::checkpoint::{Checkpoint, check_compatible};
+use snn_nn::checkpoint::Checkpoint;
 use snn_nn::optim::{Optimizer, OptimizerState};
 use snn_nn::{Loss, Network, StepStats};
 
@@ -151,10 +151,6 @@ impl GpuTrainer {
         optimizer: Optimizer,
         loss: Loss,
     ) -> Result<Self, RuntimeError> {
-        let expected =
-            snn_nn::init_params::<f32>(net, 0).map_err(|e| RuntimeError::Shape(e.to_string()))?;
-        check_compatible(&expected, &ckpt.params)
-            .map_err(|e| RuntimeError::Shape(e.to_string()))?;
         let model = GpuModel::new(device, net, &ckpt.params, options)?;
         let mut trainer = Self::new(model, optimizer, loss)?;
         if let Some((saved, state)) = &ckpt.optimizer {

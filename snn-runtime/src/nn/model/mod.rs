@@ -239,8 +239,7 @@ impl GpuModel {
         params: &ParamSet<f32>,
         options: ModelOptions,
     ) -> Result<Self, RuntimeError> {
-        // The CPU model checks names and shapes in both directions; reuse it.
-        snn_nn::cpu::CpuModel::new(net, params.clone()).map_err(nn_err)?;
+        net.check_params(params).map_err(nn_err)?;
         let mut slots = Vec::new();
         let mut total = 0;
         for t in params.weights() {
