@@ -24,7 +24,7 @@ use snn::data::{
 use snn::runtime::Device;
 use snn::runtime::codegen::Dtype;
 use snn::runtime::encode::rate_encode;
-use snn::runtime::staging::Uploader;
+use snn::runtime::staging::{Upload, Uploader};
 
 #[derive(Parser, Debug)]
 #[command(about = "Throughput of the data loaders, frame integration and GPU uploads")]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use snn::codegen::interp::Mode;
+use snn::codegen::Mode;
 use snn::codegen::zoo;
 use snn::data::download::{Dataset as Remote, data_dir};
 use snn::data::encode::rate_encode_batch;
@@ -25,7 +25,7 @@ use snn::nn::cpu::{CpuModel, CpuTrainer};
 use snn::nn::models::{spiking_cnn, spiking_resnet};
 use snn::nn::{ImageShape, Loss, Network, Optimizer, checkpoint, init_params};
 use snn::runtime::nn::{GpuModel, GpuTrainer, ModelOptions};
-use snn::runtime::staging::Uploader;
+use snn::runtime::staging::{Upload, Uploader};
 use snn::runtime::{Device, DeviceTensor, encode};
 
 #[derive(Debug, Parser)]

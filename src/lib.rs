@@ -17,10 +17,10 @@
 //! # Ok::<(), snn::codegen::IrError>(())
 //! ```
 
-pub mod data;
 pub mod dsl;
 
 pub use snn_codegen as codegen;
+pub use snn_data as data;
 pub use snn_dsl::{neuron, neuron_helper};
 pub use snn_nn as nn;
 pub use snn_runtime as runtime;
@@ -28,9 +28,10 @@ pub use snn_runtime as runtime;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{neuron, neuron_helper};
-    pub use snn_codegen::interp::{Gradients, Layout, Mode, Params, Reference, Seq};
+    pub use snn_codegen::interp::{Gradients, Params, Reference, Seq};
     pub use snn_codegen::{
         Compiled, Dtype, IrError, Neuron, NeuronBuilder, NeuronIr, ParamDecl, ParamShape, Storage,
         Surrogate, Value, compile, zoo,
     };
+    pub use snn_codegen::{Layout, Mode};
 }

@@ -6,7 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use snn_codegen::interp::{Layout, Mode, Params, Reference, Seq};
+use snn_codegen::interp::{Params, Reference, Seq};
+use snn_codegen::{Layout, Mode};
 use snn_codegen::{Storage, compile, zoo};
 
 const T: usize = 32;

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{Rng, all_learnable, assert_close, jittered_params, zoo_with_inputs};
-use snn_codegen::interp::{Mode, Reference, Seq};
+use snn_codegen::Mode;
+use snn_codegen::interp::{Reference, Seq};
 use snn_codegen::{Dtype, Storage, compile};
 
 const T: usize = 24;

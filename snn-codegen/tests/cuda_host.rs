@@ -19,9 +19,10 @@ use common::{Rng, all_learnable, jittered_params_for, zoo_with_inputs};
 use snn_codegen::cuda::{
     ArgRole, ArgType, KernelOptions, KernelSet, KernelSignature, Reduction, ctype, generate,
 };
-use snn_codegen::interp::{Layout, Mode, Params, Real, Reference, Seq};
+use snn_codegen::interp::{Params, Real, Reference, Seq};
 use snn_codegen::ir::NeuronIr;
 use snn_codegen::{Compiled, Dtype, Storage, compile};
+use snn_codegen::{Layout, Mode};
 
 const T: usize = 9;
 const GRID: u32 = 2;

@@ -6,8 +6,9 @@ mod common;
 
 use common::{Rng, assert_close, zoo_with_inputs};
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
-use snn_codegen::interp::{Layout, Mode, Params, Reference, Seq};
+use snn_codegen::interp::{Params, Reference, Seq};
 use snn_codegen::{IrError, NeuronBuilder, ParamDecl, Storage, compile, zoo};
+use snn_codegen::{Layout, Mode};
 
 const STEPS: usize = 6;
 const LAYOUT: Layout = Layout {

@@ -10,8 +10,9 @@ use common::{
     LAYOUT, Rng, all_learnable, assert_close, initial_states, jittered_params, surrogate_variants,
     zoo_with_inputs,
 };
-use snn_codegen::interp::{Dual, Forward, Gradients, Layout, Mode, Params, Reference, Seq};
+use snn_codegen::interp::{Dual, Forward, Gradients, Params, Reference, Seq};
 use snn_codegen::ir::{NeuronIr, Op};
+use snn_codegen::{Layout, Mode};
 use snn_codegen::{Neuron, Storage, Surrogate, compile, zoo};
 
 const T: usize = 16;

@@ -5,12 +5,13 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use snn_codegen::interp::{Layout, Mode, Params, Reference, RunError, Seq};
+use snn_codegen::interp::{Params, Reference, RunError, Seq};
 use snn_codegen::ir::{Binary, CustomSurrogate, Graph, Leaf, Op, Sink, Unary};
 use snn_codegen::{
     Dtype, Init, IrError, Neuron, NeuronBuilder, NeuronIr, ParamDecl, ParamShape, ParamSpec,
     StateSpec, Storage, Surrogate, compile, zoo,
 };
+use snn_codegen::{Layout, Mode};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

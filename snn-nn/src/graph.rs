@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use snn_codegen::interp::Layout;
+use snn_codegen::Layout;
 use snn_codegen::{Neuron, NeuronIr, ParamShape};
 
 use crate::checkpoint::check_shapes;

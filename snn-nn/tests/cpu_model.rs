@@ -3,7 +3,7 @@
 //! layer kind, with a smooth neuron (spikes have no finite differences).
 #![allow(clippy::unwrap_used)]
 
-use snn_codegen::interp::Mode;
+use snn_codegen::Mode;
 use snn_codegen::{NeuronBuilder, NeuronIr, ParamDecl, zoo};
 use snn_nn::cpu::CpuModel;
 use snn_nn::models::{spiking_cnn, spiking_mlp, spiking_resnet};

@@ -330,7 +330,7 @@ pub fn train(
     progress: &dyn Fn(usize),
 ) -> Result<TrainBench, RuntimeError> {
     use crate::nn::{GpuModel, GpuTrainer};
-    use snn_codegen::interp::Mode;
+    use snn_codegen::Mode;
     let params =
         snn_nn::init_params::<f32>(net, seed).map_err(|e| RuntimeError::Shape(e.to_string()))?;
     let model = GpuModel::new(device, net, &params, options)?;

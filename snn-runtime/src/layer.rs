@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use snn_codegen::Layout;
 use snn_codegen::cuda::{
     ArgRole, COMPILE_OPTIONS, KernelKind, KernelOptions, KernelSet, KernelSignature, Reduction,
     generate,
 };
-use snn_codegen::interp::Layout;
 use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Compiled, Dtype, Neuron, Storage, compile};
 

@@ -33,6 +33,7 @@ use cudarc::driver::{
 };
 use snn_codegen::Dtype;
 use snn_codegen::cuda::COMPILE_OPTIONS;
+use snn_data::{Batch, BatchLayout};
 
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -514,6 +515,51 @@ impl Uploader {
             .map(|_| ())
             .map_err(|e| RuntimeError::driver(format!("launching `{KERNEL}`"), e))
     }
+}
+
+/// Uploading the host batches of `snn_data`'s loaders: `batch.upload_images(&mut
+/// uploader)`. Each checks that the batch has the layout its upload expects.
+pub trait Upload {
+    /// An image batch (`u8` `[B, C, H, W]`): `f32` intensities `[B, C * H * W]` in
+    /// `[0, 1]`, ready for [`rate_encode`](crate::encode::rate_encode), with the labels
+    /// and sample indices.
+    fn upload_images(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError>;
+    /// A time-major batch of `u8` event counts, as `f32` counts of the same shape.
+    fn upload_counts(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError>;
+}
+
+impl Upload for Batch<u8> {
+    fn upload_images(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        require(self, BatchLayout::SampleMajor, "upload_images")?;
+        uploader.upload_images(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+
+    fn upload_counts(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        require(self, BatchLayout::TimeMajor, "upload_counts")?;
+        uploader.upload_counts(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+}
+
+/// Uploading a host batch of `f32` event frames (time-major), as they are.
+pub trait UploadFrames {
+    fn upload_frames(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError>;
+}
+
+impl UploadFrames for Batch<f32> {
+    fn upload_frames(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
+        require(self, BatchLayout::TimeMajor, "upload_frames")?;
+        uploader.upload_frames(&self.data, &self.shape, &self.labels, &self.indices)
+    }
+}
+
+fn require<E>(batch: &Batch<E>, layout: BatchLayout, what: &str) -> Result<(), RuntimeError> {
+    if batch.layout == layout {
+        return Ok(());
+    }
+    Err(RuntimeError::Shape(format!(
+        "{what} takes a {layout:?} batch, but this batch of shape {:?} is {:?}",
+        batch.shape, batch.layout
+    )))
 }
 
 impl Drop for Uploader {

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use snn::codegen::Layout;
 use snn::codegen::cuda::{KernelOptions, Reduction};
-use snn::codegen::interp::Layout;
 use snn::codegen::{Dtype, Storage, zoo};
 use snn::runtime::bench::{self, NeuronBench};
 use snn::runtime::{Device, LayerConfig};

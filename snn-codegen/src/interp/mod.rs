@@ -16,10 +16,11 @@ use thiserror::Error;
 use crate::compile::Compiled;
 use crate::dtype::Dtype;
 use crate::ir::{Init, Leaf, Sink};
+use crate::layer::Mode;
 
 pub use program::{LANES, Program};
 pub use real::{Dual, Real};
-pub use tensor::{Layout, Params, Seq};
+pub use tensor::{Params, Seq};
 
 /// Bad arguments to the interpreter.
 #[derive(Clone, Debug, Error, PartialEq)]
@@ -70,13 +71,6 @@ pub enum RunError {
         "backward needs the saved tensors of a training forward pass; run forward with `Mode::Train`"
     )]
     NoSaves,
-}
-
-/// Whether the forward pass saves tensors for a backward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Train,
-    Inference,
 }
 
 /// What a forward pass produces.

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: a seeded generator and random problems.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use snn_codegen::interp::{Layout, Params, Real, Seq};
+use snn_codegen::Layout;
+use snn_codegen::interp::{Params, Real, Seq};
 use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Neuron, zoo};
 

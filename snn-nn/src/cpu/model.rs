@@ -2,8 +2,9 @@
 //! layers, gradients for every trained tensor. It is the oracle the GPU runtime is tested
 //! against, and trains small models without a GPU.
 
+use snn_codegen::Mode;
 use snn_codegen::compile;
-use snn_codegen::interp::{Forward, Mode, Params, Reference, Seq};
+use snn_codegen::interp::{Forward, Params, Reference, Seq};
 
 use crate::cpu::{
     BatchNormGrads, BatchStats, Conv2dGrads, LinearGrads, batchnorm_backward,

@@ -1,6 +1,6 @@
 //! Training on the CPU: forward, loss, backward, optional gradient clipping, optimizer step.
 
-use snn_codegen::interp::Mode;
+use snn_codegen::Mode;
 
 use crate::checkpoint::Checkpoint;
 use crate::cpu::model::CpuModel;

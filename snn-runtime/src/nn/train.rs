@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use snn_codegen::Dtype;
-use snn_codegen::interp::Mode;
+use snn_codegen::Mode;
 use std::collections::BTreeMap;
 
 use snn_nn::checkpoint::Checkpoint;

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaEvent;
+use snn_codegen::Mode;
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
-use snn_codegen::interp::Mode;
 use snn_codegen::{Dtype, ParamShape};
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};

@@ -85,19 +85,20 @@ use std::time::Instant;
 use gpu_common::{
     Rng, all_learnable, device, initial_states, jittered, mix, params_of, zoo_with_inputs,
 };
-use snn::codegen::cuda::{KernelOptions, Reduction};
-use snn::codegen::interp::{Forward, Gradients, Layout, Mode, Params, Reference, Seq};
-use snn::codegen::ir::{NeuronIr, ParamShape};
-use snn::codegen::{Dtype, Neuron, Storage, compile, zoo};
-use snn::neuron;
-use snn::runtime::{
+use snn_codegen::cuda::{KernelOptions, Reduction};
+use snn_codegen::interp::{Forward, Gradients, Params, Reference, Seq};
+use snn_codegen::ir::{NeuronIr, ParamShape};
+use snn_codegen::{Dtype, Neuron, Storage, compile, zoo};
+use snn_codegen::{Layout, Mode};
+use snn_dsl::neuron;
+use snn_runtime::{
     Device, DeviceTensor, LayerConfig, LayerForward, LayerGradients, NeuronLayer, RuntimeError,
 };
 
 /// Resonate-and-fire (Izhikevich, 2001), as in examples/resonate_and_fire.rs: a damped
 /// oscillator (`re + i im`) driven by the input, firing when its imaginary part crosses the
 /// threshold.
-#[neuron(surrogate = atan(alpha = 2.0))]
+#[neuron(crate = snn_codegen, surrogate = atan(alpha = 2.0))]
 pub fn resonate_and_fire(
     i: Input,
     re: State,

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gpu_common::{device, temp_dir};
-use snn::codegen::cuda::{COMPILE_OPTIONS, KernelOptions, generate};
-use snn::codegen::interp::Layout;
-use snn::codegen::{Dtype, Storage, compile, zoo};
-use snn::runtime::{CacheStats, Device, DeviceTensor, KernelCache, LayerConfig, NeuronLayer};
+use snn_codegen::Layout;
+use snn_codegen::cuda::{COMPILE_OPTIONS, KernelOptions, generate};
+use snn_codegen::{Dtype, Storage, compile, zoo};
+use snn_runtime::{CacheStats, Device, DeviceTensor, KernelCache, LayerConfig, NeuronLayer};
 
 /// `(memory hits, disk hits, compiles, discarded)`.
 fn counts(s: CacheStats) -> (u64, u64, u64, u64) {

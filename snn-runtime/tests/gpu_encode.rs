@@ -3,9 +3,9 @@
 
 mod gpu_common;
 
-use snn::codegen::Dtype;
-use snn::data::encode::rate_encode_batch;
-use snn::runtime::{DeviceTensor, encode};
+use snn_codegen::Dtype;
+use snn_data::encode::rate_encode_batch;
+use snn_runtime::{DeviceTensor, encode};
 
 #[test]
 fn gpu_rate_encoding_equals_the_cpu_encoder() {

@@ -1,13 +1,13 @@
 //! The CPU batch loader over image datasets: coverage, batch sizes, determinism,
 //! shuffling, pixel values, errors from samples, worker panics, prompt shutdown and
-//! (printed, never asserted) throughput. Event datasets: tests/data_event_loader.rs.
+//! (printed, never asserted) throughput. Event datasets: tests/event_loader.rs.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use snn::data::loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
-use snn::data::{DataError, ImageDataset};
+use snn_data::loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
+use snn_data::{DataError, ImageDataset};
 
 /// `n` images of `shape` whose pixels are a function of (image, position), labels `i % 10`.
 fn dataset(n: usize, shape: [usize; 3]) -> Arc<ImageDataset> {

@@ -1,5 +1,5 @@
 //! The network kernels of `snn_runtime::nn::kernels` (batch-norm, max and global average
-//! pooling, elementwise sums) on a GPU against the CPU reference `snn::nn::cpu`, run in f64
+//! pooling, elementwise sums) on a GPU against the CPU reference `snn_nn::cpu`, run in f64
 //! as the oracle on the same f32 inputs.
 //!
 //! Every output is poisoned (0xFF bytes: NaN for f32, 255 for the u8 argmax) before the
@@ -57,11 +57,11 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::Rng;
-use snn::codegen::Dtype;
-use snn::nn::cpu;
-use snn::nn::{BatchNorm2d, ImageShape, MaxPool2d};
-use snn::runtime::nn::kernels::{self, BatchNormSaved};
-use snn::runtime::{Device, DeviceTensor, RuntimeError};
+use snn_codegen::Dtype;
+use snn_nn::cpu;
+use snn_nn::{BatchNorm2d, ImageShape, MaxPool2d};
+use snn_runtime::nn::kernels::{self, BatchNormSaved};
+use snn_runtime::{Device, DeviceTensor, RuntimeError};
 
 fn upload(dev: &Arc<Device>, values: &[f32]) -> DeviceTensor {
     upload_at(dev, values, 0)

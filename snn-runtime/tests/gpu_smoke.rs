@@ -4,9 +4,10 @@
 
 mod gpu_common;
 
-use snn::codegen::interp::{Layout, Mode, Params, Reference, Seq};
-use snn::codegen::{Storage, compile, zoo};
-use snn::runtime::{DeviceTensor, LayerConfig, NeuronLayer};
+use snn_codegen::interp::{Params, Reference, Seq};
+use snn_codegen::{Layout, Mode};
+use snn_codegen::{Storage, compile, zoo};
+use snn_runtime::{DeviceTensor, LayerConfig, NeuronLayer};
 
 #[test]
 fn gpu_paper_lif_smoke() {
@@ -23,8 +24,8 @@ fn gpu_paper_lif_smoke() {
     let dy: Vec<f32> = (0..steps * n)
         .map(|i| ((i * 104_729) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let xd = DeviceTensor::from_f32(&dev, snn::codegen::Dtype::F32, &[steps, n], &x).unwrap();
-    let dyd = DeviceTensor::from_f32(&dev, snn::codegen::Dtype::F32, &[steps, n], &dy).unwrap();
+    let xd = DeviceTensor::from_f32(&dev, snn_codegen::Dtype::F32, &[steps, n], &x).unwrap();
+    let dyd = DeviceTensor::from_f32(&dev, snn_codegen::Dtype::F32, &[steps, n], &dy).unwrap();
     let fwd = layer.forward(&[&xd], None, true).unwrap();
     let g = layer.backward(&[&xd], None, &fwd, &[&dyd], None).unwrap();
 

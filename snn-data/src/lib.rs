@@ -15,9 +15,11 @@
 //! For training, [`Loader`] batches any [`Dataset`] with seeded shuffling and prefetch
 //! threads: an [`ImageDataset`] as `u8` pixels `[B, C, H, W]`, an event dataset wrapped
 //! in [`EventFrames`] (N-MNIST's [`NMnist`], DVS128 Gesture's [`GestureSplit`]) as
-//! time-major frames `[T, B, 2, H, W]` through the on-disk frame cache. A [`Batch`] goes
-//! to the GPU through a pinned, asynchronous [`Uploader`](snn_runtime::staging::Uploader)
-//! ([`Batch::upload_images`], [`Batch::upload_counts`], [`Batch::upload_frames`]).
+//! time-major frames `[T, B, 2, H, W]` through the on-disk frame cache.
+//!
+//! This crate knows no GPU: `snn-runtime` uploads a [`Batch`] through pinned, asynchronous
+//! copies (`snn_runtime::staging`) and rate-encodes it on the device with the same draws as
+//! [`encode`].
 
 use std::fmt;
 use std::fs;

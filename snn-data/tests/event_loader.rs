@@ -9,10 +9,10 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use snn::data::dvs_gesture::read_aedat;
-use snn::data::frames::{FrameCache, FrameSpec, SplitBy, integrate};
-use snn::data::nmnist::read_events;
-use snn::data::{
+use snn_data::dvs_gesture::read_aedat;
+use snn_data::frames::{FrameCache, FrameSpec, SplitBy, integrate};
+use snn_data::nmnist::read_events;
+use snn_data::{
     Batch, BatchLayout, DataError, Dataset, DvsGesture, EventFrames, EventSource, GestureSplit,
     Loader, LoaderConfig, NMnist, Split,
 };

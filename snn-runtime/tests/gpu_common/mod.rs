@@ -7,10 +7,11 @@
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
-use snn::codegen::interp::{Layout, Params, Real, Seq};
-use snn::codegen::ir::{NeuronIr, ParamShape};
-use snn::codegen::{Dtype, Init, zoo};
-use snn::runtime::Device;
+use snn_codegen::Layout;
+use snn_codegen::interp::{Params, Real, Seq};
+use snn_codegen::ir::{NeuronIr, ParamShape};
+use snn_codegen::{Dtype, Init, zoo};
+use snn_runtime::Device;
 
 /// Whether `SNN_REQUIRE_GPU` asks for a GPU (set, and neither empty nor `0`).
 pub fn gpu_required() -> bool {

@@ -10,9 +10,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use snn::data::dvs_gesture::{read_aedat, read_labels};
-use snn::data::nmnist::read_events;
-use snn::data::{
+use snn_data::dvs_gesture::{read_aedat, read_labels};
+use snn_data::nmnist::read_events;
+use snn_data::{
     Cifar10, DataError, DvsGesture, Event, EventError, EventStream, GestureSpan, Mnist, NMnist,
     Split,
 };

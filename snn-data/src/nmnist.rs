@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{DataError, Split, read_file, sorted_entries};
-use crate::data::events::{Event, EventError, EventStream};
+use crate::events::{Event, EventError, EventStream};
 
 const FORMAT: &str = "N-MNIST";
 

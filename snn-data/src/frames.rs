@@ -778,7 +778,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FrameError> {
 }
 
 /// The datasets' events integrate without copying.
-impl AsRawEvent for crate::data::Event {
+impl AsRawEvent for crate::Event {
     #[inline]
     fn raw(&self) -> RawEvent {
         RawEvent {

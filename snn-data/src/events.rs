@@ -23,7 +23,7 @@ pub struct Event {
 }
 
 /// Why a sequence of events cannot form an [`EventStream`]; file readers wrap it in
-/// [`DataError::Events`](crate::data::DataError::Events) together with the file's path.
+/// [`DataError::Events`](crate::DataError::Events) together with the file's path.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EventError {
     /// A coordinate lies outside the sensor: the data is corrupt or from another sensor.

@@ -9,11 +9,11 @@ mod gpu_common;
 
 use std::sync::Arc;
 
-use snn::codegen::Dtype;
-use snn::data::encode::rate_encode_batch;
-use snn::data::{Batch, BatchLayout, ImageDataset, Loader, LoaderConfig};
-use snn::runtime::staging::{DeviceBatch, Uploader};
-use snn::runtime::{DeviceTensor, encode};
+use snn_codegen::Dtype;
+use snn_data::encode::rate_encode_batch;
+use snn_data::{Batch, BatchLayout, ImageDataset, Loader, LoaderConfig};
+use snn_runtime::staging::{DeviceBatch, Upload, UploadFrames, Uploader};
+use snn_runtime::{DeviceTensor, encode};
 
 /// Bytes that differ between uploads and positions.
 fn pattern(k: usize, n: usize) -> Vec<u8> {
@@ -24,7 +24,7 @@ fn pattern(k: usize, n: usize) -> Vec<u8> {
 
 /// `[B, P]` intensities large enough that rate encoding them keeps the GPU busy for a
 /// while, so that later uploads queue behind it.
-fn busy_work(dev: &Arc<snn::runtime::Device>) -> (DeviceTensor, Vec<u64>) {
+fn busy_work(dev: &Arc<snn_runtime::Device>) -> (DeviceTensor, Vec<u64>) {
     let (batch, pixels) = (256usize, 4096usize);
     let x: Vec<f32> = (0..batch * pixels)
         .map(|i| (i % 97) as f32 / 96.0)

@@ -6,18 +6,18 @@
 mod gpu_common;
 
 use gpu_common::{Rng, device};
-use snn::codegen::interp::Mode;
-use snn::codegen::{Dtype, zoo};
-use snn::nn::cpu::{CpuModel, CpuTrainer};
-use snn::nn::models::{spiking_cnn, spiking_resnet};
-use snn::nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, init_params};
-use snn::runtime::DeviceTensor;
-use snn::runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
+use snn_codegen::Mode;
+use snn_codegen::{Dtype, zoo};
+use snn_nn::cpu::{CpuModel, CpuTrainer};
+use snn_nn::models::{spiking_cnn, spiking_resnet};
+use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, init_params};
+use snn_runtime::DeviceTensor;
+use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 
 const F32_CONV: ModelOptions = ModelOptions {
     conv_math: ConvMath::F32,
     deterministic: true,
-    conv_workspace: snn::runtime::nn::conv::DEFAULT_SEARCH_WORKSPACE,
+    conv_workspace: snn_runtime::nn::conv::DEFAULT_SEARCH_WORKSPACE,
     keep_activations: false,
     fuse: true,
 };
@@ -83,7 +83,7 @@ fn paper_lif_margins(x: &[f32], steps: usize) -> Vec<f64> {
 /// each tensor's scale. A membrane within that distance of the threshold can spike on one
 /// side and not the other, which changes everything after it: such a flip is accepted
 /// only where the CPU membrane is within 1e-4 of the threshold (anything else fails).
-fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool {
+fn resnet18_step(dev: &std::sync::Arc<snn_runtime::Device>, seed: u64) -> bool {
     let (steps, batch) = (2, 2);
     let lif = zoo::PaperLif::default();
     let net = spiking_resnet(18, ImageShape::new(3, 32, 32), 10, &lif).unwrap();
@@ -125,7 +125,7 @@ fn resnet18_step(dev: &std::sync::Arc<snn::runtime::Device>, seed: u64) -> bool 
     for (id, node) in net.nodes().iter().enumerate() {
         let g = gpu_trace.value(id).unwrap().to_f32().unwrap();
         let c = &cpu_trace.values[id];
-        if matches!(node.op, snn::nn::Op::Neuron(_)) {
+        if matches!(node.op, snn_nn::Op::Neuron(_)) {
             let flipped: Vec<usize> = (0..c.len()).filter(|&i| g[i] != c[i]).collect();
             if !flipped.is_empty() {
                 let margins = paper_lif_margins(&cpu_trace.values[node.inputs[0]], steps);
@@ -231,7 +231,7 @@ fn gpu_small_cnn_trains_like_the_cpu() {
         return;
     };
     let plif = zoo::Plif {
-        shape: snn::codegen::ParamShape::PerChannel,
+        shape: snn_codegen::ParamShape::PerChannel,
         ..zoo::Plif::default()
     };
     let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, &plif).unwrap();
@@ -316,7 +316,7 @@ fn gpu_deterministic_training_repeats_bit_for_bit() {
         return;
     };
     let plif = zoo::Plif {
-        shape: snn::codegen::ParamShape::PerChannel,
+        shape: snn_codegen::ParamShape::PerChannel,
         ..zoo::Plif::default()
     };
     let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &plif).unwrap();

@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::{DataError, Split, le_u32, read_file};
-use crate::data::events::{Event, EventError, EventStream};
+use crate::events::{Event, EventError, EventStream};
 
 const FORMAT: &str = "DVS128 Gesture AEDAT 3.1";
 const IBM_PAGE: &str = "https://research.ibm.com/interactive/dvsgesture/";

@@ -23,17 +23,17 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::Rng;
-use snn::codegen::Dtype;
-use snn::nn::cpu::{
+use snn_codegen::Dtype;
+use snn_nn::cpu::{
     Conv2dGrads, LinearGrads, conv2d_backward, conv2d_forward, linear_backward, linear_forward,
 };
-use snn::nn::{Conv2d, ImageShape, Linear};
-use snn::runtime::nn::conv::{
+use snn_nn::{Conv2d, ImageShape, Linear};
+use snn_runtime::nn::conv::{
     BIAS_KERNELS_SOURCE, ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn, cublas_library,
     cudnn_library,
 };
-use snn::runtime::nn::linear::{self as gpu_linear, Cublas};
-use snn::runtime::{Device, DeviceTensor, RuntimeError, nvrtc};
+use snn_runtime::nn::linear::{self as gpu_linear, Cublas};
+use snn_runtime::{Device, DeviceTensor, RuntimeError, nvrtc};
 
 const F32_REL: f64 = 1e-5;
 const TF32_REL: f64 = 1.0 / 512.0;
@@ -123,7 +123,7 @@ fn nvrtc_compiles_the_bias_kernels_for_sm_90_without_spills() {
         );
         return;
     }
-    let mut opts: Vec<&str> = snn::codegen::cuda::COMPILE_OPTIONS.to_vec();
+    let mut opts: Vec<&str> = snn_codegen::cuda::COMPILE_OPTIONS.to_vec();
     opts.push("--ptxas-options=-v");
     let out = nvrtc::compile(BIAS_KERNELS_SOURCE, "snn_bias", "sm_90", &opts)
         .unwrap_or_else(|e| panic!("{e}"));

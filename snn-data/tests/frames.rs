@@ -6,11 +6,11 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use snn::data::encode::{
+use snn_data::encode::{
     EncodeError, direct_encode, grey_to_rgb, philox4x32_10, random_u32, rate_encode,
     rate_encode_batch, rate_spike, u8_to_unit, uniform,
 };
-use snn::data::frames::{
+use snn_data::frames::{
     CacheKey, FrameCache, FrameCacheStats, FrameError, FrameSpec, Frames, RawEvent, SplitBy,
     integrate, segment_bounds,
 };

@@ -13,12 +13,12 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::Rng;
-use snn::codegen::Dtype;
-use snn::nn::optim::{self as cpu, CosineSchedule, Optimizer, OptimizerState};
-use snn::nn::{Loss, ParamSet, Role, Tensor};
-use snn::runtime::nn::loss::{LossGpu, cross_entropy_rate, mse_rate, rate_loss};
-use snn::runtime::nn::optim::{clip_grad_norm, grad_norm, optimizer_state, optimizer_step, scale};
-use snn::runtime::{Device, DeviceTensor};
+use snn_codegen::Dtype;
+use snn_nn::optim::{self as cpu, CosineSchedule, Optimizer, OptimizerState};
+use snn_nn::{Loss, ParamSet, Role, Tensor};
+use snn_runtime::nn::loss::{LossGpu, cross_entropy_rate, mse_rate, rate_loss};
+use snn_runtime::nn::optim::{clip_grad_norm, grad_norm, optimizer_state, optimizer_step, scale};
+use snn_runtime::{Device, DeviceTensor};
 
 /// A tensor of `values`, at a 16-byte boundary or (if `misaligned`) one element past it,
 /// which forces the kernels' scalar path.
@@ -223,7 +223,7 @@ fn outputs(rng: &mut Rng, loss: Loss, n: usize) -> Vec<f32> {
 }
 
 /// Checks a GPU loss value and gradient against the CPU's.
-fn check_loss(what: &str, got: (f32, usize, &[f32]), want: &snn::nn::LossOutput<f32>) {
+fn check_loss(what: &str, got: (f32, usize, &[f32]), want: &snn_nn::LossOutput<f32>) {
     let (loss, correct, grad) = got;
     assert_eq!(correct, want.correct, "{what}: correct");
     let scale = want
@@ -307,7 +307,7 @@ fn gpu_bad_arguments_are_errors() {
     let (p, g) = (f32s(8), f32s(8));
     let (m, v) = (f32s(8), f32s(8));
     let adam = Optimizer::adam(1e-3);
-    let msg = |r: Result<(), snn::runtime::RuntimeError>| r.unwrap_err().to_string();
+    let msg = |r: Result<(), snn_runtime::RuntimeError>| r.unwrap_err().to_string();
     assert!(
         msg(optimizer_step(&dev, &adam, 1e-3, 1, &p, &g, &[&m])).contains("keeps 2 state tensors")
     );
@@ -337,7 +337,7 @@ fn gpu_bad_arguments_are_errors() {
 
     let out = DeviceTensor::zeros(&dev, Dtype::F32, &[2, 3, 4]).unwrap();
     let grad = f32s(24);
-    let err = |r: Result<_, snn::runtime::RuntimeError>| r.unwrap_err().to_string();
+    let err = |r: Result<_, snn_runtime::RuntimeError>| r.unwrap_err().to_string();
     assert!(err(cross_entropy_rate(&dev, &out, &[0, 1, 4], &grad)).contains("label 4 of sample 2"));
     assert!(err(mse_rate(&dev, &out, &[0, 1], &grad)).contains("2 labels for a batch of 3"));
     assert!(err(rate_loss(&dev, Loss::MseRate, &f32s(24), &[0], &grad)).contains("[T, B, K]"));

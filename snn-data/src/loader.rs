@@ -1,5 +1,6 @@
-//! A batch loader over any [`Dataset`]: seeded shuffling, batching, background prefetch
-//! threads, and the hand-over to the GPU through pinned asynchronous uploads.
+//! A batch loader over any [`Dataset`]: seeded shuffling, batching and background prefetch
+//! threads. On a GPU, `snn_runtime::staging` takes the batches on (pinned asynchronous
+//! uploads):
 //!
 //! ```text
 //! let loader = Loader::new(Arc::new(Mnist::load(dir, Split::Train)?), config)?;
@@ -14,8 +15,7 @@
 //! Image datasets ([`ImageDataset`]) give `u8` pixels `[B, C, H, W]`; event datasets
 //! ([`EventFrames`](super::event_dataset::EventFrames)) give time-major frames
 //! `[T, B, 2, H, W]` of `f32` or `u8` event counts. Batches stay `u8` on the host where
-//! they can, so that uploads move 4x fewer bytes; the GPU converts them
-//! ([`snn_runtime::staging`]).
+//! they can, so that uploads move 4x fewer bytes; the GPU converts them.
 //!
 //! # Determinism
 //!
@@ -43,9 +43,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-
-use snn_runtime::RuntimeError;
-use snn_runtime::staging::{DeviceBatch, Uploader};
 
 use super::{DataError, ImageDataset};
 
@@ -200,44 +197,13 @@ impl<E> Batch<E> {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-
-    fn require(&self, layout: BatchLayout, what: &str) -> Result<(), RuntimeError> {
-        if self.layout == layout {
-            return Ok(());
-        }
-        Err(RuntimeError::Shape(format!(
-            "{what} takes a {layout:?} batch, but this batch of shape {:?} is {:?}",
-            self.shape, self.layout
-        )))
-    }
 }
 
 impl Batch<u8> {
-    /// The pixels as intensities `v / 255` in `[0, 1]` (exactly what the GPU computes in
-    /// [`Batch::upload_images`]), for the CPU encoders.
+    /// The pixels as intensities `v / 255` in `[0, 1]` (exactly what the GPU computes when
+    /// it uploads an image batch), for the CPU encoders.
     pub fn unit(&self) -> Vec<f32> {
         super::encode::u8_to_unit(&self.data)
-    }
-
-    /// Uploads an image batch: `f32` intensities `[B, C * H * W]` in `[0, 1]`, ready for
-    /// [`snn_runtime::encode::rate_encode`], with the labels and sample indices.
-    pub fn upload_images(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
-        self.require(BatchLayout::SampleMajor, "upload_images")?;
-        uploader.upload_images(&self.data, &self.shape, &self.labels, &self.indices)
-    }
-
-    /// Uploads a time-major batch of `u8` event counts as `f32` counts of the same shape.
-    pub fn upload_counts(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
-        self.require(BatchLayout::TimeMajor, "upload_counts")?;
-        uploader.upload_counts(&self.data, &self.shape, &self.labels, &self.indices)
-    }
-}
-
-impl Batch<f32> {
-    /// Uploads a time-major batch of `f32` frames as they are.
-    pub fn upload_frames(&self, uploader: &mut Uploader) -> Result<DeviceBatch, RuntimeError> {
-        self.require(BatchLayout::TimeMajor, "upload_frames")?;
-        uploader.upload_frames(&self.data, &self.shape, &self.labels, &self.indices)
     }
 }
 
@@ -334,7 +300,7 @@ impl<D: Dataset> Loader<D> {
     }
 
     /// The bytes of the largest batch's values and labels: the `max_bytes` an
-    /// [`Uploader`] needs for this loader's batches.
+    /// GPU uploader (`snn_runtime::staging::Uploader`) needs for this loader's batches.
     pub fn max_batch_bytes(&self) -> usize {
         let b = self.config.batch_size;
         let values: usize = self.sample_shape.iter().product();
