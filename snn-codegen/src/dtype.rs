@@ -9,15 +9,34 @@ pub enum Dtype {
     F32,
     F16,
     BF16,
-    /// Spikes only: 0 or 1 in a byte.
+    /// Spikes only: 0 or 1 in a byte. (The runtime's hand-written kernels also use it for
+    /// raw bytes: pixels, event counts, argmax indices.)
     U8,
+    /// Integers of the runtime's hand-written kernels (class labels); never neuron storage.
+    U32,
+    /// Integers of the runtime's hand-written kernels (dataset sample ids); never neuron
+    /// storage.
+    U64,
 }
 
 impl Dtype {
+    /// The short name (`f32`, `bf16`, `u8`): in messages, and in generated helpers' names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F64 => "f64",
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+            Dtype::U8 => "u8",
+            Dtype::U32 => "u32",
+            Dtype::U64 => "u64",
+        }
+    }
+
     pub fn size(self) -> usize {
         match self {
-            Dtype::F64 => 8,
-            Dtype::F32 => 4,
+            Dtype::F64 | Dtype::U64 => 8,
+            Dtype::F32 | Dtype::U32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::U8 => 1,
         }
@@ -44,6 +63,9 @@ impl Dtype {
                     0.0
                 }
             }
+            // `as` saturates: the nearest representable integer.
+            Dtype::U32 => x.round() as u32 as f64,
+            Dtype::U64 => x.round() as u64 as f64,
         }
     }
 }
@@ -59,6 +81,8 @@ impl Dtype {
                 Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
                 Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
                 Dtype::U8 => out.push(u8::from(v >= 0.5)),
+                Dtype::U32 => out.extend_from_slice(&(v.round() as u32).to_le_bytes()),
+                Dtype::U64 => out.extend_from_slice(&(v.round() as u64).to_le_bytes()),
             }
         }
         out
@@ -75,6 +99,8 @@ impl Dtype {
                 Dtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
                 Dtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
                 Dtype::U8 => f32::from(c[0]),
+                Dtype::U32 => u32::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
+                Dtype::U64 => u64::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
             })
             .collect()
     }
@@ -82,13 +108,7 @@ impl Dtype {
 
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Dtype::F64 => "f64",
-            Dtype::F32 => "f32",
-            Dtype::F16 => "f16",
-            Dtype::BF16 => "bf16",
-            Dtype::U8 => "u8",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -119,6 +139,12 @@ impl Storage {
 
     /// Checks that each dtype is allowed in its role.
     pub fn check(&self) -> Result<(), String> {
+        let integer = |d: Dtype| matches!(d, Dtype::U32 | Dtype::U64);
+        if integer(self.io) || integer(self.spikes) || integer(self.saves) {
+            return Err(
+                "u32 and u64 are not neuron storage; use f32, f16 or bf16 (u8 for spikes)".into(),
+            );
+        }
         if self.io == Dtype::U8 {
             return Err(
                 "u8 can only store spikes; use f32, f16 or bf16 for inputs and gradients".into(),

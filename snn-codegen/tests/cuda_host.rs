@@ -86,7 +86,7 @@ fn launcher(ns: &str, sig: &KernelSignature, id: &str) -> String {
         .iter()
         .enumerate()
         .map(|(k, a)| match a.ty {
-            ArgType::Ptr { dtype, mutable } => {
+            ArgType::Ptr { dtype, mutable, .. } => {
                 format!(
                     "({}{}*)a[{k}]",
                     if mutable { "" } else { "const " },
@@ -96,6 +96,8 @@ fn launcher(ns: &str, sig: &KernelSignature, id: &str) -> String {
             ArgType::F32 => format!("*(const float*)a[{k}]"),
             ArgType::I64 => format!("*(const long long*)a[{k}]"),
             ArgType::I32 => format!("*(const int*)a[{k}]"),
+            ArgType::F64 => format!("*(const double*)a[{k}]"),
+            ArgType::U64 => format!("*(const unsigned long long*)a[{k}]"),
         })
         .collect();
     format!(

@@ -3,7 +3,9 @@
 //! The shared prelude is checked once and cut from the snapshots.
 #![allow(clippy::unwrap_used)]
 
-use snn_codegen::cuda::{KernelOptions, PRELUDE, Reduction, generate};
+use snn_codegen::cuda::{
+    ArgType, KernelOptions, KernelSignature, PRELUDE, Reduction, generate, parse_kernels,
+};
 use snn_codegen::{Dtype, Storage, compile, zoo};
 
 fn without_prelude(source: &str) -> String {
@@ -71,5 +73,34 @@ fn unrolled_kernels_take_no_steps_argument() {
             k.source.contains("const long long steps = 32;")
                 && k.source.contains("#pragma unroll\n")
         );
+    }
+}
+
+/// The emitter's signatures are the sources' own declarations: parsing a generated source
+/// gives the same kernels, argument names and types (roles aside), so the runtime could
+/// launch a generated kernel from its text alone, as it launches hand-written ones.
+#[test]
+fn signatures_match_the_declarations_in_the_source() {
+    let deterministic = KernelOptions {
+        reduction: Reduction::Deterministic,
+        ..Default::default()
+    };
+    for n in zoo::all() {
+        // f32 storage: parsing refuses 16-bit types, which could be f16 or bf16.
+        for opts in [KernelOptions::default(), deterministic] {
+            let c = compile(n.as_ref(), Storage::F32).unwrap();
+            for k in generate(&c, &opts).all() {
+                let parsed = parse_kernels(&k.source).unwrap();
+                let typed = |sigs: &[KernelSignature]| -> Vec<(String, Vec<(String, ArgType)>)> {
+                    sigs.iter()
+                        .map(|s| {
+                            let args = s.args.iter().map(|a| (a.name.clone(), a.ty)).collect();
+                            (s.name.clone(), args)
+                        })
+                        .collect()
+                };
+                assert_eq!(typed(&parsed), typed(&k.signatures), "{}", k.kind);
+            }
+        }
     }
 }

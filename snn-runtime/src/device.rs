@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys};
-use snn_codegen::cuda::COMPILE_OPTIONS;
+use snn_codegen::cuda::{COMPILE_OPTIONS, parse_kernels};
 
 use crate::cache::KernelCache;
 use crate::error::RuntimeError;
+use crate::launch::{Kernel, Launch, Program};
 use crate::libs;
 use crate::pool::{MemoryStats, Pool};
 
@@ -43,6 +44,10 @@ pub struct Device {
     pub(crate) pool: Pool,
     /// Hand-written kernels loaded on this device, by (program, kernel).
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// Hand-written kernels loaded on this device with their signatures, by (program,
+    /// kernel): looking a module up hashes its whole source, too slow to repeat at every
+    /// launch.
+    kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
 }
 
 impl Device {
@@ -92,6 +97,7 @@ impl Device {
             cache: KernelCache::from_env(),
             pool: Pool::default(),
             functions: Mutex::default(),
+            kernels: Mutex::default(),
         }))
     }
 
@@ -120,6 +126,42 @@ impl Device {
             .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
         lock().insert((program, kernel), f.clone());
         Ok(f)
+    }
+
+    /// A launch of kernel `kernel` of the hand-written `program`, to bind its arguments by
+    /// name (see [`crate::launch`]). The program is compiled through the kernel cache and
+    /// loaded once per device.
+    pub fn kernel(
+        &self,
+        program: &Program,
+        kernel: &'static str,
+    ) -> Result<Launch<'_>, RuntimeError> {
+        let lock = || self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = lock().get(&(program.name, kernel)) {
+            return Ok(Launch::new(self, k.clone()));
+        }
+        let binding = |problem: String| RuntimeError::Binding {
+            kernel: kernel.into(),
+            problem,
+        };
+        let signature = parse_kernels(program.source)
+            .map_err(|e| binding(format!("program `{}`: {e}", program.name)))?
+            .into_iter()
+            .find(|s| s.name == kernel)
+            .ok_or_else(|| binding(format!("program `{}` has no such kernel", program.name)))?;
+        let module = self.cache.module(
+            &self.ctx,
+            program.source,
+            program.name,
+            &self.info.arch(),
+            &COMPILE_OPTIONS,
+        )?;
+        let function = module
+            .load_function(kernel)
+            .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
+        let k = Arc::new(Kernel::new(function, signature));
+        lock().insert((program.name, kernel), k.clone());
+        Ok(Launch::new(self, k))
     }
 
     /// Makes this device's context current on the calling thread (the driver's raw calls

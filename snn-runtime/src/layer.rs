@@ -1,23 +1,23 @@
 //! A fused neuron layer: all time steps of `N` neurons in one kernel launch, forward and
 //! backward, on device tensors.
-#![allow(unsafe_code)]
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
-use snn_codegen::Layout;
+use cudarc::driver::LaunchConfig;
 use snn_codegen::cuda::{
-    ArgRole, COMPILE_OPTIONS, KernelKind, KernelOptions, KernelSet, KernelSignature, Reduction,
-    generate,
+    ArgRole, COMPILE_OPTIONS, ELEMENTS_PER_THREAD, KernelOptions, KernelSet, REDUCE_BLOCK_SIZE,
+    Reduction, generate,
 };
 use snn_codegen::ir::{NeuronIr, ParamShape};
-use snn_codegen::{Compiled, Dtype, Neuron, Storage, compile};
+use snn_codegen::{Compiled, Dtype, Layout, Neuron, Storage, compile};
 
 use crate::device::Device;
 use crate::error::RuntimeError;
+use crate::launch::{self, Arg, Kernel};
 use crate::tensor::DeviceTensor;
 
-/// How a layer stores its tensors, maps elements to params, and what kernels it uses.
+/// How a layer stores its tensors, maps elements to params, and what kernels it uses: what
+/// [`NeuronLayer::new`] builds a layer from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerConfig {
     pub storage: Storage,
@@ -75,23 +75,19 @@ fn seq_shape(seqs: &[&DeviceTensor]) -> (usize, usize) {
     }
 }
 
-/// A kernel argument's value.
-enum Arg {
-    Ptr(u64),
-    F32(f32),
-    I64(i64),
-    I32(i32),
-}
-
 /// A neuron layer on one device.
 #[derive(Debug)]
 pub struct NeuronLayer {
     device: Arc<Device>,
+    /// The neuron compiled for the layer's storage (the one record of it).
     compiled: Compiled,
     kernels: KernelSet,
-    config: LayerConfig,
-    functions: [CudaFunction; 3],
-    reduce: Option<CudaFunction>,
+    layout: Layout,
+    options: KernelOptions,
+    /// Forward (training), forward (inference), backward.
+    loaded: [Kernel; 3],
+    /// The deterministic reduction's second kernel, when the backward has one.
+    reduce: Option<Kernel>,
     /// Host values of every param, and device copies of the non-scalar ones.
     params: Vec<(Vec<f32>, Option<DeviceTensor>)>,
 }
@@ -106,7 +102,7 @@ impl NeuronLayer {
         let compiled = compile(neuron, config.storage)?;
         let kernels = generate(&compiled, &config.options);
         let arch = device.info.arch();
-        let mut functions = Vec::new();
+        let mut loaded = Vec::new();
         let mut reduce = None;
         for k in kernels.all() {
             let module = device.cache.module(
@@ -116,26 +112,29 @@ impl NeuronLayer {
                 &arch,
                 &COMPILE_OPTIONS,
             )?;
-            for sig in &k.signatures {
+            for (i, sig) in k.signatures.iter().enumerate() {
                 let f = module.load_function(&sig.name).map_err(|e| {
                     RuntimeError::driver(format!("loading kernel `{}`", sig.name), e)
                 })?;
-                if sig.kind == KernelKind::ReduceParamGrad {
-                    reduce = Some(f);
+                let kernel = Kernel::new(f, sig.clone());
+                // The backward's second kernel is the deterministic reduction.
+                if i == 0 {
+                    loaded.push(kernel);
                 } else {
-                    functions.push(f);
+                    reduce = Some(kernel);
                 }
             }
         }
-        let functions: [CudaFunction; 3] = functions
+        let loaded: [Kernel; 3] = loaded
             .try_into()
-            .map_err(|_| RuntimeError::Shape("expected three kernels".into()))?;
+            .map_err(|_| RuntimeError::Internal("a neuron has three kernels".into()))?;
         let mut layer = Self {
             device: device.clone(),
             compiled,
             kernels,
-            config,
-            functions,
+            layout: config.layout,
+            options: config.options,
+            loaded,
             reduce,
             params: Vec::new(),
         };
@@ -146,7 +145,7 @@ impl NeuronLayer {
             .map(|p| {
                 (
                     p.name.clone(),
-                    vec![p.default as f32; config.layout.len(p.shape)],
+                    vec![p.default as f32; layer.layout.len(p.shape)],
                 )
             })
             .collect();
@@ -171,8 +170,18 @@ impl NeuronLayer {
         &self.kernels
     }
 
-    pub fn config(&self) -> &LayerConfig {
-        &self.config
+    /// What the layer was built from.
+    pub fn config(&self) -> LayerConfig {
+        LayerConfig {
+            storage: self.storage(),
+            layout: self.layout,
+            options: self.options,
+        }
+    }
+
+    /// How the layer stores its tensors (what its neuron was compiled for).
+    pub fn storage(&self) -> Storage {
+        self.compiled.plan.storage
     }
 
     /// Sets a param's values (one per value of its shape under the layout).
@@ -186,7 +195,7 @@ impl NeuronLayer {
             )));
         };
         let shape = ir.params[p].shape;
-        let expected = self.config.layout.len(shape);
+        let expected = self.layout.len(shape);
         if values.len() != expected {
             return Err(RuntimeError::Shape(format!(
                 "param `{name}` is {shape} and needs {expected} value(s) for this layout, got {}",
@@ -221,7 +230,7 @@ impl NeuronLayer {
             )));
         };
         let shape = ir.params[p].shape;
-        let expected = self.config.layout.len(shape);
+        let expected = self.layout.len(shape);
         if shape == ParamShape::Scalar || values.dtype != Dtype::F32 || values.len() != expected {
             return Err(RuntimeError::Shape(format!(
                 "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (scalars are passed by value), got {} {:?}",
@@ -239,7 +248,7 @@ impl NeuronLayer {
     }
 
     fn out_dtype(&self, m: usize) -> Dtype {
-        let st = self.config.storage;
+        let st = self.storage();
         if self.compiled.neuron.output_is_spike(m) {
             st.spikes
         } else {
@@ -276,7 +285,7 @@ impl NeuronLayer {
                 )));
             }
         }
-        let neurons = self.config.layout.neurons();
+        let neurons = self.layout.neurons();
         if neurons == 0 || n % neurons != 0 {
             return Err(RuntimeError::Shape(format!(
                 "N = {n} is not a multiple of the layout's {neurons} neurons"
@@ -296,76 +305,54 @@ impl NeuronLayer {
         Ok((steps, n))
     }
 
-    fn param_arg(&self, p: usize) -> Arg {
+    fn param_arg(&self, p: usize) -> Arg<'_> {
         match &self.params[p] {
-            (_, Some(t)) => Arg::Ptr(t.ptr()),
+            (_, Some(t)) => Arg::Tensor(t),
             (v, None) => Arg::F32(v[0]),
         }
     }
 
-    fn common(&self, role: ArgRole, steps: usize, n: usize) -> Option<Arg> {
+    /// The arguments every neuron kernel takes alike (params and sizes).
+    fn common(&self, role: ArgRole, steps: usize, n: usize) -> Option<Arg<'_>> {
         Some(match role {
             ArgRole::Param(p) => self.param_arg(p),
             ArgRole::Steps => Arg::I64(steps as i64),
             ArgRole::Elements => Arg::I64(n as i64),
-            ArgRole::Channels => Arg::I64(self.config.layout.channels as i64),
-            ArgRole::Inner => Arg::I64(self.config.layout.inner as i64),
+            ArgRole::Channels => Arg::I64(self.layout.channels as i64),
+            ArgRole::Inner => Arg::I64(self.layout.inner as i64),
             _ => return None,
         })
     }
 
-    /// Launches an element-group kernel over `n` elements.
-    fn launch(
-        &self,
-        sig: &KernelSignature,
-        f: &CudaFunction,
+    /// Launches an element-group kernel over `n` elements, each argument bound by its role.
+    fn launch<'a>(
+        &'a self,
+        kernel: &Kernel,
         n: usize,
-        arg: &dyn Fn(ArgRole) -> Arg,
+        arg: &dyn Fn(ArgRole) -> Arg<'a>,
     ) -> Result<(), RuntimeError> {
         if n == 0 {
             return Ok(());
         }
-        let groups = n.div_ceil(4);
-        let block = sig.block_size;
-        let grid = groups
-            .div_ceil(block as usize)
-            .min(self.device.info.multiprocessors as usize * 32)
-            .max(1) as u32;
-        self.launch_with(
-            sig,
-            f,
-            LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (block, 1, 1),
-                shared_mem_bytes: 0,
-            },
-            arg,
-        )
+        let groups = n.div_ceil(ELEMENTS_PER_THREAD);
+        let block = self.options.block_size;
+        let config = launch::grid_stride(&self.device, groups, block, 32);
+        self.launch_with(kernel, config, arg)
     }
 
-    fn launch_with(
-        &self,
-        sig: &KernelSignature,
-        f: &CudaFunction,
-        cfg: LaunchConfig,
-        arg: &dyn Fn(ArgRole) -> Arg,
+    fn launch_with<'a>(
+        &'a self,
+        kernel: &Kernel,
+        config: LaunchConfig,
+        arg: &dyn Fn(ArgRole) -> Arg<'a>,
     ) -> Result<(), RuntimeError> {
-        let values: Vec<Arg> = sig.args.iter().map(|a| arg(a.role)).collect();
-        let mut b = self.device.stream.launch_builder(f);
-        for v in &values {
-            match v {
-                Arg::Ptr(p) => b.arg(p),
-                Arg::F32(x) => b.arg(x),
-                Arg::I64(x) => b.arg(x),
-                Arg::I32(x) => b.arg(x),
-            };
-        }
-        // SAFETY: the arguments follow the kernel's own signature, in order and type; every
-        // pointer is null where the kernel allows it or addresses a tensor of the shape the
-        // kernel indexes (checked by the callers).
-        unsafe { b.launch(cfg) }
-            .map_err(|e| RuntimeError::driver(format!("launching `{}`", sig.name), e))?;
-        Ok(())
+        let args: Vec<Arg> = kernel
+            .signature()
+            .args
+            .iter()
+            .map(|a| arg(a.role))
+            .collect();
+        launch::launch(&self.device, kernel, config, &args)
     }
 
     /// Allocates what a forward pass over `[steps, n]` writes.
@@ -376,7 +363,7 @@ impl NeuronLayer {
         train: bool,
     ) -> Result<LayerForward, RuntimeError> {
         let ir = &self.compiled.neuron;
-        let (dev, st) = (&self.device, self.config.storage);
+        let (dev, st) = (&self.device, self.storage());
         let nsaves = if train {
             self.compiled.plan.saves.len()
         } else {
@@ -418,7 +405,7 @@ impl NeuronLayer {
         out: &mut LayerForward,
     ) -> Result<(), RuntimeError> {
         let ir = &self.compiled.neuron;
-        let st = self.config.storage;
+        let st = self.storage();
         if inputs.len() != ir.inputs.len() {
             return Err(RuntimeError::Shape(format!(
                 "neuron `{}` takes {} input(s), got {}",
@@ -451,19 +438,19 @@ impl NeuronLayer {
             saves,
             final_states,
         } = &*out;
-        let (kernel, f) = if train {
-            (&self.kernels.forward_train, &self.functions[0])
+        let kernel = if train {
+            &self.loaded[0]
         } else {
-            (&self.kernels.forward_inference, &self.functions[1])
+            &self.loaded[1]
         };
-        self.launch(&kernel.signatures[0], f, n, &|role| {
+        self.launch(kernel, n, &|role| {
             self.common(role, steps, n).unwrap_or_else(|| match role {
-                ArgRole::Input(k) => Arg::Ptr(inputs[k].ptr()),
-                ArgRole::Output(m) => Arg::Ptr(outputs[m].ptr()),
-                ArgRole::Save(k) => Arg::Ptr(saves[k].ptr()),
-                ArgRole::InitState(j) => Arg::Ptr(init.map_or(0, |s| s[j].ptr())),
-                ArgRole::FinalState(j) => Arg::Ptr(final_states[j].ptr()),
-                _ => Arg::Ptr(0),
+                ArgRole::Input(k) => Arg::Tensor(inputs[k]),
+                ArgRole::Output(m) => Arg::Tensor(&outputs[m]),
+                ArgRole::Save(k) => Arg::Tensor(&saves[k]),
+                ArgRole::InitState(j) => init.map_or(Arg::Null, |s| Arg::Tensor(s[j])),
+                ArgRole::FinalState(j) => Arg::Tensor(&final_states[j]),
+                _ => Arg::Null,
             })
         })
     }
@@ -471,8 +458,8 @@ impl NeuronLayer {
     /// Allocates what a backward pass over `[steps, n]` writes, param gradients zeroed.
     pub fn alloc_backward(&self, steps: usize, n: usize) -> Result<LayerGradients, RuntimeError> {
         let ir = &self.compiled.neuron;
-        let atomic = self.config.options.reduction == Reduction::Atomic;
-        let (dev, st, layout) = (&self.device, self.config.storage, self.config.layout);
+        let atomic = self.options.reduction == Reduction::Atomic;
+        let (dev, st, layout) = (&self.device, self.storage(), self.layout);
         Ok(LayerGradients {
             inputs: (0..ir.inputs.len())
                 .map(|_| DeviceTensor::empty(dev, st.io, &[steps, n]))
@@ -537,7 +524,7 @@ impl NeuronLayer {
         out: &mut LayerGradients,
     ) -> Result<(), RuntimeError> {
         let ir = &self.compiled.neuron;
-        let st = self.config.storage;
+        let st = self.storage();
         if fwd.saves.len() != self.compiled.plan.saves.len() {
             return Err(RuntimeError::Shape(
                 "backward needs the saves of a training forward pass (`forward(.., train: true)`)"
@@ -564,7 +551,7 @@ impl NeuronLayer {
                 "output gradients are [{gsteps}, {gn}], inputs [{steps}, {n}]"
             )));
         }
-        let layout = self.config.layout;
+        let layout = self.layout;
         let fits = out.inputs.iter().all(|t| t.shape == [steps, n])
             && out.init_states.iter().all(|t| t.shape == [n])
             && ir.params.iter().zip(&out.params).all(|(p, g)| {
@@ -575,7 +562,7 @@ impl NeuronLayer {
                 "the gradient tensors do not fit [{steps}, {n}]; allocate them with `alloc_backward`"
             )));
         }
-        let atomic = self.config.options.reduction == Reduction::Atomic;
+        let atomic = self.options.reduction == Reduction::Atomic;
         if out
             .partials
             .iter()
@@ -591,29 +578,25 @@ impl NeuronLayer {
             params: dparams,
             partials,
         } = &*out;
-        let sig = &self.kernels.backward.signatures[0];
-        self.launch(sig, &self.functions[2], n, &|role| {
+        self.launch(&self.loaded[2], n, &|role| {
             self.common(role, steps, n).unwrap_or_else(|| match role {
-                ArgRole::OutputGrad(m) => Arg::Ptr(grad_outputs[m].ptr()),
-                ArgRole::Save(k) => Arg::Ptr(fwd.saves[k].ptr()),
-                ArgRole::Input(k) => Arg::Ptr(inputs[k].ptr()),
-                ArgRole::Output(m) => Arg::Ptr(fwd.outputs[m].ptr()),
-                ArgRole::InitState(j) => Arg::Ptr(init.map_or(0, |s| s[j].ptr())),
-                ArgRole::FinalStateGrad(j) => Arg::Ptr(grad_final.map_or(0, |s| s[j].ptr())),
-                ArgRole::InputGrad(k) => Arg::Ptr(dx[k].ptr()),
-                ArgRole::InitStateGrad(j) => Arg::Ptr(dinit[j].ptr()),
-                ArgRole::ParamGrad(p) => Arg::Ptr(
-                    partials[p]
-                        .as_ref()
-                        .map(|p| &p.0)
-                        .or(dparams[p].as_ref())
-                        .map_or(0, DeviceTensor::ptr),
-                ),
-                _ => Arg::Ptr(0),
+                ArgRole::OutputGrad(m) => Arg::Tensor(grad_outputs[m]),
+                ArgRole::Save(k) => Arg::Tensor(&fwd.saves[k]),
+                ArgRole::Input(k) => Arg::Tensor(inputs[k]),
+                ArgRole::Output(m) => Arg::Tensor(&fwd.outputs[m]),
+                ArgRole::InitState(j) => init.map_or(Arg::Null, |s| Arg::Tensor(s[j])),
+                ArgRole::FinalStateGrad(j) => grad_final.map_or(Arg::Null, |s| Arg::Tensor(s[j])),
+                ArgRole::InputGrad(k) => Arg::Tensor(&dx[k]),
+                ArgRole::InitStateGrad(j) => Arg::Tensor(&dinit[j]),
+                ArgRole::ParamGrad(p) => partials[p]
+                    .as_ref()
+                    .map(|p| &p.0)
+                    .or(dparams[p].as_ref())
+                    .map_or(Arg::Null, Arg::Tensor),
+                _ => Arg::Null,
             })
         })?;
         if let (false, Some(reduce)) = (atomic, &self.reduce) {
-            let rsig = &self.kernels.backward.signatures[1];
             for (p, spec) in ir.params.iter().enumerate() {
                 let (Some((part, scratch)), Some(out)) = (&partials[p], &dparams[p]) else {
                     continue;
@@ -632,19 +615,15 @@ impl NeuronLayer {
                            channels: usize,
                            inner: usize,
                            shape: i32| {
-                    let cfg = LaunchConfig {
-                        grid_dim: (grid.0, grid.1, 1),
-                        block_dim: (rsig.block_size, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
-                    self.launch_with(rsig, reduce, cfg, &|role| match role {
-                        ArgRole::Partials => Arg::Ptr(src.ptr()),
-                        ArgRole::Reduced => Arg::Ptr(dst.ptr()),
+                    let config = launch::config(grid, REDUCE_BLOCK_SIZE);
+                    self.launch_with(reduce, config, &|role| match role {
+                        ArgRole::Partials => Arg::Tensor(src),
+                        ArgRole::Reduced => Arg::Tensor(dst),
                         ArgRole::Elements => Arg::I64(n as i64),
                         ArgRole::Channels => Arg::I64(channels as i64),
                         ArgRole::Inner => Arg::I64(inner as i64),
                         ArgRole::Shape => Arg::I32(shape),
-                        _ => Arg::Ptr(0),
+                        _ => Arg::Null,
                     })
                 };
                 if chunks == 1 {

@@ -7,9 +7,11 @@
 
 pub mod bench;
 pub mod cache;
+pub mod check;
 pub mod device;
 pub mod encode;
 pub mod error;
+pub mod launch;
 pub mod layer;
 pub mod libs;
 pub mod nn;

@@ -33,9 +33,7 @@ pub fn version() -> Result<(i32, i32), RuntimeError> {
     libs::nvrtc()?;
     let (mut major, mut minor) = (0, 0);
     // SAFETY: plain out-parameters.
-    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| RuntimeError::Nvrtc(format!("{e:?}")))?;
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result()?;
     Ok((major, minor))
 }
 
@@ -47,12 +45,15 @@ pub fn compile(
     options: &[&str],
 ) -> Result<Output, RuntimeError> {
     libs::nvrtc()?;
-    let err = |e: result::NvrtcError| RuntimeError::Nvrtc(format!("{e:?}"));
-    let src = CString::new(source)
-        .map_err(|_| RuntimeError::Nvrtc("the source contains a NUL byte".into()))?;
-    let cname = CString::new(format!("{name}.cu"))
-        .map_err(|_| RuntimeError::Nvrtc("the name contains a NUL byte".into()))?;
-    let prog = result::create_program(&src, Some(&cname)).map_err(err)?;
+    let nul = |what: &str| {
+        RuntimeError::invalid(
+            format!("compiling `{name}`"),
+            format!("the {what} contains a NUL byte"),
+        )
+    };
+    let src = CString::new(source).map_err(|_| nul("source"))?;
+    let cname = CString::new(format!("{name}.cu")).map_err(|_| nul("name"))?;
+    let prog = result::create_program(&src, Some(&cname))?;
     let mut opts: Vec<String> = vec![format!("--gpu-architecture={arch}")];
     opts.extend(options.iter().map(|o| o.to_string()));
     // SAFETY: `prog` was just created and is destroyed below, once.
@@ -75,21 +76,19 @@ pub fn compile(
                     let mut size = 0usize;
                     sys::nvrtcGetCUBINSize(prog, &mut size)
                         .result()
-                        .map_err(err)?;
-                    let mut buf = vec![0u8; size];
-                    sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
-                        .result()
-                        .map_err(err)?;
-                    buf
+                        .and_then(|()| {
+                            let mut buf = vec![0u8; size];
+                            sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+                                .result()
+                                .map(|()| buf)
+                        })
                 } else {
-                    result::get_ptx(prog)
-                        .map_err(err)?
-                        .into_iter()
-                        .map(|c| c as u8)
-                        .collect()
+                    result::get_ptx(prog).map(|p| p.into_iter().map(|c| c as u8).collect())
                 }
             };
-            Ok(Output { image, cubin, log })
+            image
+                .map(|image| Output { image, cubin, log })
+                .map_err(RuntimeError::from)
         }
     };
     // SAFETY: created above and not destroyed yet.

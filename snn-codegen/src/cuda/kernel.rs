@@ -12,32 +12,12 @@ use crate::ir::{Graph, Init, Leaf, ParamShape, Sink};
 
 use super::expr::{float, statements};
 use super::prelude::{PRELUDE, REDUCE};
-use super::signature::{ArgRole, ArgType, KernelArg, KernelKind, KernelSignature, Launch};
+use super::signature::{ArgRole, ArgType, KernelArg, KernelKind, KernelSignature};
 use super::writer::Writer;
 use super::{KernelOptions, Reduction};
 
 /// Elements per thread-group.
-const V: usize = 4;
-
-pub fn dname(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F64 => "f64",
-        Dtype::F32 => "f32",
-        Dtype::F16 => "f16",
-        Dtype::BF16 => "bf16",
-        Dtype::U8 => "u8",
-    }
-}
-
-/// The C type a tensor of `d` is stored as (half precisions as raw 16-bit patterns).
-pub fn ctype(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F64 => "double",
-        Dtype::F32 => "float",
-        Dtype::F16 | Dtype::BF16 => "unsigned short",
-        Dtype::U8 => "unsigned char",
-    }
-}
+const V: usize = super::ELEMENTS_PER_THREAD;
 
 /// A `[T, N]` tensor a kernel reads or writes per step.
 struct Stream {
@@ -189,6 +169,7 @@ impl<'a> Gen<'a> {
                 _ => ArgType::Ptr {
                     dtype: Dtype::F32,
                     mutable: false,
+                    restrict: true,
                 },
             };
             args.push(KernelArg {
@@ -223,15 +204,7 @@ impl<'a> Gen<'a> {
         args.iter()
             .enumerate()
             .map(|(k, a)| {
-                let decl = match a.ty {
-                    ArgType::Ptr { dtype, mutable } => {
-                        let cnst = if mutable { "" } else { "const " };
-                        format!("{cnst}{}* __restrict__ {}", ctype(dtype), a.name)
-                    }
-                    ArgType::F32 => format!("const float {}", a.name),
-                    ArgType::I64 => format!("const long long {}", a.name),
-                    ArgType::I32 => format!("const int {}", a.name),
-                };
+                let decl = a.ty.declare(&a.name);
                 let comma = if k + 1 < n { "," } else { "" };
                 format!("{decl}{comma} // {}", describe(a.role))
             })
@@ -309,7 +282,7 @@ impl<'a> Gen<'a> {
     }
 
     fn load_stream(w: &mut Writer, s: &Stream, local: &str, at: &str, vec: bool) {
-        let d = dname(s.dtype);
+        let d = s.dtype.name();
         if vec {
             w.line(format!("snn_ld4_{d}({} + {at}, {local});", s.arg));
         } else {
@@ -318,7 +291,7 @@ impl<'a> Gen<'a> {
     }
 
     fn store_stream(w: &mut Writer, s: &Stream, local: &str, at: &str, vec: bool) {
-        let d = dname(s.dtype);
+        let d = s.dtype.name();
         if vec {
             w.line(format!("snn_st4_{d}({} + {at}, {local});", s.arg));
         } else {
@@ -527,15 +500,7 @@ impl<'a> Gen<'a> {
                 });
             });
         });
-        let sig = KernelSignature {
-            name,
-            kind,
-            args,
-            launch: Launch::ElementGroups {
-                elements_per_thread: V,
-            },
-            block_size: self.opts.block_size,
-        };
+        let sig = KernelSignature { name, args };
         (w.finish(), sig)
     }
 
@@ -966,25 +931,17 @@ impl<'a> Gen<'a> {
                 }
             }
         });
-        let mut sigs = vec![KernelSignature {
-            name,
-            kind: KernelKind::Backward,
-            args,
-            launch: Launch::ElementGroups {
-                elements_per_thread: V,
-            },
-            block_size: self.opts.block_size,
-        }];
+        let mut sigs = vec![KernelSignature { name, args }];
         if !atomic && !learnable.is_empty() {
             w.line("");
             w.line(REDUCE.trim_end());
             let ptr = |mutable| ArgType::Ptr {
                 dtype: Dtype::F32,
                 mutable,
+                restrict: true,
             };
             sigs.push(KernelSignature {
                 name: "snn_reduce_param_grad".into(),
-                kind: KernelKind::ReduceParamGrad,
                 args: vec![
                     KernelArg {
                         name: "partials".into(),
@@ -1017,8 +974,6 @@ impl<'a> Gen<'a> {
                         ty: ArgType::I32,
                     },
                 ],
-                launch: Launch::BlockPerValue,
-                block_size: 256,
             });
         }
         (w.finish(), sigs)
@@ -1030,7 +985,11 @@ fn ptr_arg(name: impl Into<String>, role: ArgRole, dtype: Dtype, mutable: bool) 
     KernelArg {
         name: name.into(),
         role,
-        ty: ArgType::Ptr { dtype, mutable },
+        ty: ArgType::Ptr {
+            dtype,
+            mutable,
+            restrict: true,
+        },
     }
 }
 
@@ -1056,5 +1015,6 @@ fn describe(role: ArgRole) -> String {
         ArgRole::Partials => "per-element partials [N]".into(),
         ArgRole::Reduced => "the param's gradient values, accumulated".into(),
         ArgRole::Shape => "0 scalar, 1 per-channel, 2 per-neuron".into(),
+        ArgRole::Named => String::new(),
     }
 }

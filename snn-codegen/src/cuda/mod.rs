@@ -11,9 +11,10 @@ mod prelude;
 mod signature;
 mod writer;
 
-pub use kernel::{ctype, dname};
 pub use prelude::{PRELUDE, REDUCE};
-pub use signature::{ArgRole, ArgType, KernelArg, KernelKind, KernelSignature, Launch};
+pub use signature::{
+    ArgRole, ArgType, KernelArg, KernelKind, KernelSignature, SignatureError, ctype, parse_kernels,
+};
 
 use crate::compile::Compiled;
 
@@ -50,6 +51,16 @@ impl Default for KernelOptions {
     }
 }
 
+/// Consecutive elements one thread of a generated kernel handles per step of its
+/// grid-stride loop: launch `ceil(N / ELEMENTS_PER_THREAD)` threads or fewer (any grid
+/// size is correct).
+pub const ELEMENTS_PER_THREAD: usize = 4;
+
+/// Threads per block of `snn_reduce_param_grad`, launched on a `(values, chunks)` grid:
+/// one block per gradient value of the param (`1`, `channels` or `channels * inner`) and
+/// chunk of its elements. With more than one chunk, a second launch sums the chunks.
+pub const REDUCE_BLOCK_SIZE: u32 = 256;
+
 /// One generated source and the kernels it defines.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
@@ -58,6 +69,9 @@ pub struct Kernel {
     /// The kernels in `source`: the main one first (the backward of a deterministic
     /// reduction also defines `snn_reduce_param_grad`).
     pub signatures: Vec<KernelSignature>,
+    /// Threads per block of the main kernel (a grid-stride loop over groups of
+    /// [`ELEMENTS_PER_THREAD`] elements; any multiple of 32 up to 1024 is correct).
+    pub block_size: u32,
 }
 
 /// The kernels of one neuron.
@@ -92,16 +106,19 @@ pub fn generate(compiled: &Compiled, options: &KernelOptions) -> KernelSet {
             kind: KernelKind::ForwardTrain,
             source: train,
             signatures: vec![train_sig],
+            block_size: options.block_size,
         },
         forward_inference: Kernel {
             kind: KernelKind::ForwardInference,
             source: inference,
             signatures: vec![inference_sig],
+            block_size: options.block_size,
         },
         backward: Kernel {
             kind: KernelKind::Backward,
             source: backward,
             signatures: backward_sigs,
+            block_size: options.block_size,
         },
     }
 }

@@ -21,7 +21,7 @@ use std::ffi::{c_int, c_void};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::cudnn::result::{self as dnn, CudnnError};
+use cudarc::cudnn::result as dnn;
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use snn_codegen::Dtype;
@@ -227,22 +227,6 @@ pub(crate) fn check_distinct(
         )));
     }
     Ok(())
-}
-
-/// A cuDNN error: out-of-memory statuses become [`RuntimeError::OutOfMemory`].
-fn cudnn_error(call: &str, e: CudnnError) -> RuntimeError {
-    let error = format!("{:?}", e.0);
-    if error.contains("ALLOC") {
-        RuntimeError::OutOfMemory {
-            doing: format!("calling {call}"),
-            error,
-        }
-    } else {
-        RuntimeError::Driver {
-            doing: format!("calling {call} (cuDNN)"),
-            error,
-        }
-    }
 }
 
 /// Sets every byte of `bytes` bytes at `ptr` to zero, on the device's stream.
@@ -631,25 +615,26 @@ impl Cudnn {
         let path = cudnn_library()?;
         let version = dnn::get_version();
         if version < 90000 {
-            return Err(RuntimeError::Driver {
-                doing: "checking the cuDNN version".into(),
-                error: format!(
+            return Err(RuntimeError::invalid(
+                "loading cuDNN",
+                format!(
                     "cudarc loaded cuDNN {}.{}.{} (found {path}), snn needs cuDNN 9: put cuDNN 9 first on LD_LIBRARY_PATH",
                     version / 10000,
                     version / 100 % 100,
                     version % 100
                 ),
-            });
+            ));
         }
         device
             .ctx
             .bind_to_thread()
             .map_err(|e| RuntimeError::driver("binding the context for cuDNN", e))?;
-        let handle = Handle(dnn::create_handle().map_err(|e| cudnn_error("cudnnCreate", e))?);
+        let handle =
+            Handle(dnn::create_handle().map_err(|e| RuntimeError::cudnn("cudnnCreate", e))?);
         // SAFETY: the handle is live and the stream belongs to the device's context, which
         // outlives the handle (`Cudnn` holds the device).
         unsafe { dnn::set_stream(handle.0, device.stream.cu_stream() as sys::cudaStream_t) }
-            .map_err(|e| cudnn_error("cudnnSetStream", e))?;
+            .map_err(|e| RuntimeError::cudnn("cudnnSetStream", e))?;
         Ok(Arc::new(Self {
             device: device.clone(),
             state: Mutex::new(State {
@@ -751,7 +736,7 @@ fn ints(dims: [usize; 4]) -> [c_int; 4] {
 fn tensor_desc(dims: [usize; 4]) -> Result<TensorDesc, RuntimeError> {
     let desc = TensorDesc(
         dnn::create_tensor_descriptor()
-            .map_err(|e| cudnn_error("cudnnCreateTensorDescriptor", e))?,
+            .map_err(|e| RuntimeError::cudnn("cudnnCreateTensorDescriptor", e))?,
     );
     // SAFETY: the descriptor was just created.
     unsafe {
@@ -762,7 +747,7 @@ fn tensor_desc(dims: [usize; 4]) -> Result<TensorDesc, RuntimeError> {
             ints(dims),
         )
     }
-    .map_err(|e| cudnn_error("cudnnSetTensor4dDescriptor", e))?;
+    .map_err(|e| RuntimeError::cudnn("cudnnSetTensor4dDescriptor", e))?;
     Ok(desc)
 }
 
@@ -861,7 +846,7 @@ impl ConvGpu {
         let y_desc = tensor_desc(shapes.output)?;
         let w_desc = FilterDesc(
             dnn::create_filter_descriptor()
-                .map_err(|e| cudnn_error("cudnnCreateFilterDescriptor", e))?,
+                .map_err(|e| RuntimeError::cudnn("cudnnCreateFilterDescriptor", e))?,
         );
         // SAFETY: the descriptor was just created.
         unsafe {
@@ -872,11 +857,11 @@ impl ConvGpu {
                 ints(shapes.weight),
             )
         }
-        .map_err(|e| cudnn_error("cudnnSetFilter4dDescriptor", e))?;
+        .map_err(|e| RuntimeError::cudnn("cudnnSetFilter4dDescriptor", e))?;
         let conv_desc = || -> Result<ConvDesc, RuntimeError> {
             let desc = ConvDesc(
                 dnn::create_convolution_descriptor()
-                    .map_err(|e| cudnn_error("cudnnCreateConvolutionDescriptor", e))?,
+                    .map_err(|e| RuntimeError::cudnn("cudnnCreateConvolutionDescriptor", e))?,
             );
             let (pad, stride) = (conv.padding as c_int, conv.stride as c_int);
             // SAFETY: the descriptor was just created.
@@ -893,10 +878,10 @@ impl ConvGpu {
                     sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
                 )
             }
-            .map_err(|e| cudnn_error("cudnnSetConvolution2dDescriptor", e))?;
+            .map_err(|e| RuntimeError::cudnn("cudnnSetConvolution2dDescriptor", e))?;
             // SAFETY: as above.
             unsafe { dnn::set_convolution_math_type(desc.0, math.base()) }
-                .map_err(|e| cudnn_error("cudnnSetConvolutionMathType", e))?;
+                .map_err(|e| RuntimeError::cudnn("cudnnSetConvolutionMathType", e))?;
             Ok(desc)
         };
         let conv_descs = [conv_desc()?, conv_desc()?, conv_desc()?];
@@ -915,7 +900,7 @@ impl ConvGpu {
             )
         }
         .result()
-        .map_err(|e| cudnn_error("cudnnGetConvolution2dForwardOutputDim", e))?;
+        .map_err(|e| RuntimeError::cudnn("cudnnGetConvolution2dForwardOutputDim", e))?;
         if dims != ints(shapes.output) {
             return Err(RuntimeError::Shape(format!(
                 "cuDNN computes an output of {dims:?} for conv2d {conv:?} over {images} images of {input}, expected {:?}",
@@ -1164,16 +1149,15 @@ impl ConvGpu {
                 st.chosen.remove(&key);
                 return Err(RuntimeError::OutOfMemory {
                     doing: format!(
-                        "finding workspace for the conv2d {pass} of {:?} over {} images of {}",
+                        "finding workspace for the conv2d {pass} of {:?} over {} images of {} (no algorithm's workspace could be allocated: {refused:?})",
                         self.conv, self.images, self.input
                     ),
-                    error: format!("no algorithm's workspace could be allocated: {refused:?}"),
                 });
             };
             match st.ensure_workspace(device, c.workspace) {
                 Ok(()) => return self.launch(st, ptrs, c),
-                Err(RuntimeError::OutOfMemory { error, .. }) => {
-                    refused.push((c.algo.name(), c.workspace, error));
+                Err(RuntimeError::OutOfMemory { .. }) => {
+                    refused.push((c.algo.name(), c.workspace));
                     if let Some(v) = st.chosen.get_mut(&key) {
                         v.remove(0);
                     }
@@ -1198,7 +1182,7 @@ impl ConvGpu {
         let desc = self.conv_descs[pass_index(ptrs.pass())].0;
         // SAFETY: a live descriptor; the mutex is held, so no other call reads it.
         unsafe { dnn::set_convolution_math_type(desc, self.math_for(&c)) }
-            .map_err(|e| cudnn_error("cudnnSetConvolutionMathType", e))?;
+            .map_err(|e| RuntimeError::cudnn("cudnnSetConvolutionMathType", e))?;
         let (ws, ws_bytes) = st.workspace();
         let (one, zero) = (1.0f32, 0.0f32);
         let (one, zero) = (
@@ -1230,7 +1214,7 @@ impl ConvGpu {
                         vp(y),
                     )
                 }
-                .map_err(|e| cudnn_error("cudnnConvolutionForward", e))
+                .map_err(|e| RuntimeError::cudnn("cudnnConvolutionForward", e))
             }
             (
                 Ptrs::Data {
@@ -1259,7 +1243,7 @@ impl ConvGpu {
                         vp(dx),
                     )
                 }
-                .map_err(|e| cudnn_error("cudnnConvolutionBackwardData", e))
+                .map_err(|e| RuntimeError::cudnn("cudnnConvolutionBackwardData", e))
             }
             (Ptrs::Filter { x, dy, dw }, Algo::Filter(algo)) => {
                 // SAFETY: as said above the match.
@@ -1280,7 +1264,7 @@ impl ConvGpu {
                         vp(dw),
                     )
                 }
-                .map_err(|e| cudnn_error("cudnnConvolutionBackwardFilter", e))
+                .map_err(|e| RuntimeError::cudnn("cudnnConvolutionBackwardFilter", e))
             }
             _ => Err(mismatch()),
         }
@@ -1331,7 +1315,7 @@ impl ConvGpu {
         let desc = self.conv_descs[pass_index(pass)].0;
         // SAFETY: a live descriptor; the mutex is held.
         unsafe { dnn::set_convolution_math_type(desc, self.math.base()) }
-            .map_err(|e| cudnn_error("cudnnSetConvolutionMathType", e))?;
+            .map_err(|e| RuntimeError::cudnn("cudnnSetConvolutionMathType", e))?;
         let count = match pass {
             ConvPass::Forward => FORWARD_ALGOS.len(),
             ConvPass::BackwardData => DATA_ALGOS.len(),
@@ -1379,7 +1363,7 @@ impl ConvGpu {
                 // `ws_bytes`.
                 unsafe { $find }
                     .result()
-                    .map_err(|e| cudnn_error($call, e))?;
+                    .map_err(|e| RuntimeError::cudnn($call, e))?;
                 $results
                     .iter()
                     .take(returned.clamp(0, count as c_int) as usize)
@@ -1496,7 +1480,7 @@ impl ConvGpu {
                     // entries.
                     unsafe { $get }
                         .result()
-                        .map_err(|e| cudnn_error($call, e))?;
+                        .map_err(|e| RuntimeError::cudnn($call, e))?;
                     $results
                         .iter()
                         .take(returned.clamp(0, count as c_int) as usize)
@@ -1575,13 +1559,13 @@ impl ConvGpu {
                     )
                 })
                 .collect();
-            return Err(RuntimeError::Driver {
-                doing: format!(
+            return Err(RuntimeError::invalid(
+                format!(
                     "searching cuDNN's conv2d {pass} algorithms for {:?} over {} images of {} ({:?} math, {ws_bytes} bytes of workspace)",
                     self.conv, self.images, self.input, self.math
                 ),
-                error: format!("no algorithm ran: {}", tried.join("; ")),
-            });
+                format!("no algorithm ran: {}", tried.join("; ")),
+            ));
         }
         Ok(candidates)
     }

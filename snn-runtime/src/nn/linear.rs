@@ -12,7 +12,7 @@ use std::ffi::c_int;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::cublas::result::{self as blas, CublasError};
+use cudarc::cublas::result as blas;
 use cudarc::cublas::sys;
 use snn_nn::Linear;
 
@@ -56,22 +56,6 @@ impl fmt::Debug for Cublas {
     }
 }
 
-/// A cuBLAS error: an allocation failure becomes [`RuntimeError::OutOfMemory`].
-fn cublas_error(call: &str, e: CublasError) -> RuntimeError {
-    let error = format!("{:?}", e.0);
-    if error.contains("ALLOC") {
-        RuntimeError::OutOfMemory {
-            doing: format!("calling {call}"),
-            error,
-        }
-    } else {
-        RuntimeError::Driver {
-            doing: format!("calling {call} (cuBLAS)"),
-            error,
-        }
-    }
-}
-
 impl Cublas {
     /// Loads cuBLAS 13 and creates a handle on `device`'s stream, in default math (no TF32).
     pub fn new(device: &Arc<Device>) -> Result<Arc<Self>, RuntimeError> {
@@ -80,15 +64,16 @@ impl Cublas {
             .ctx
             .bind_to_thread()
             .map_err(|e| RuntimeError::driver("binding the context for cuBLAS", e))?;
-        let handle = Handle(blas::create_handle().map_err(|e| cublas_error("cublasCreate", e))?);
+        let handle =
+            Handle(blas::create_handle().map_err(|e| RuntimeError::cublas("cublasCreate", e))?);
         // SAFETY: the handle is live and the stream belongs to the device's context, which
         // outlives the handle (`Cublas` holds the device).
         unsafe { blas::set_stream(handle.0, device.stream.cu_stream() as sys::cudaStream_t) }
-            .map_err(|e| cublas_error("cublasSetStream", e))?;
+            .map_err(|e| RuntimeError::cublas("cublasSetStream", e))?;
         // SAFETY: a live handle.
         unsafe { sys::cublasSetMathMode(handle.0, sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
             .result()
-            .map_err(|e| cublas_error("cublasSetMathMode", e))?;
+            .map_err(|e| RuntimeError::cublas("cublasSetMathMode", e))?;
         Ok(Arc::new(Self {
             device: device.clone(),
             state: Mutex::new(State { handle, bias: None }),
@@ -159,7 +144,7 @@ impl Cublas {
                 ldc as c_int,
             )
         }
-        .map_err(|e| cublas_error(&format!("cublasSgemm for {what}"), e))
+        .map_err(|e| RuntimeError::cublas(format!("cublasSgemm for {what}"), e))
     }
 }
 

@@ -30,7 +30,7 @@ pub use batchnorm::{
     BATCHNORM_SOURCE, BatchNormSaved, batchnorm_backward, batchnorm_backward_fused,
     batchnorm_forward_eval, batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
 };
-pub use elementwise::{ELEMENTWISE_SOURCE, add, add_assign};
+pub use elementwise::{add, add_assign};
 pub use pool::{
     POOL_SOURCE, global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
     maxpool2d_forward,
@@ -45,7 +45,7 @@ pub struct KernelSource {
 }
 
 /// Every source of this module (the NVRTC compile test checks each kernel of each).
-pub const SOURCES: [KernelSource; 3] = [batchnorm::BATCHNORM, pool::POOL, elementwise::ELEMENTWISE];
+pub const SOURCES: [KernelSource; 2] = [batchnorm::BATCHNORM, pool::POOL];
 
 /// Threads per block of every kernel here (the sources assume it too).
 const THREADS: u32 = 256;
