@@ -189,7 +189,7 @@ impl NeuronLayer {
         let ir = &self.compiled.neuron;
         let Some(p) = ir.param_index(name) else {
             let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "no param named `{name}`; the neuron's params are: {}",
                 known.join(", ")
             )));
@@ -197,7 +197,7 @@ impl NeuronLayer {
         let shape = ir.params[p].shape;
         let expected = self.layout.len(shape);
         if values.len() != expected {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "param `{name}` is {shape} and needs {expected} value(s) for this layout, got {}",
                 values.len()
             )));
@@ -224,7 +224,7 @@ impl NeuronLayer {
         let ir = &self.compiled.neuron;
         let Some(p) = ir.param_index(name) else {
             let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "no param named `{name}`; the neuron's params are: {}",
                 known.join(", ")
             )));
@@ -232,7 +232,7 @@ impl NeuronLayer {
         let shape = ir.params[p].shape;
         let expected = self.layout.len(shape);
         if shape == ParamShape::Scalar || values.dtype != Dtype::F32 || values.len() != expected {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (scalars are passed by value), got {} {:?}",
                 values.dtype, values.shape
             )));
@@ -266,20 +266,14 @@ impl NeuronLayer {
     ) -> Result<(usize, usize), RuntimeError> {
         let ir = &self.compiled.neuron;
         let Some(first) = seqs.first() else {
-            return Err(RuntimeError::Shape(format!(
-                "neuron `{}` has no {what}",
-                ir.name
-            )));
+            return Err(self.invalid(format!("neuron `{}` has no {what}", ir.name)));
         };
         let [steps, n] = first.shape[..] else {
-            return Err(RuntimeError::Shape(format!(
-                "{what} must be [T, N], got {:?}",
-                first.shape
-            )));
+            return Err(self.invalid(format!("{what} must be [T, N], got {:?}", first.shape)));
         };
         for (k, (s, &d)) in seqs.iter().zip(dtypes).enumerate() {
             if s.shape != [steps, n] || s.dtype != d {
-                return Err(RuntimeError::Shape(format!(
+                return Err(self.invalid(format!(
                     "{what} #{k} is {} {:?}, expected {d} [{steps}, {n}]",
                     s.dtype, s.shape
                 )));
@@ -287,7 +281,7 @@ impl NeuronLayer {
         }
         let neurons = self.layout.neurons();
         if neurons == 0 || n % neurons != 0 {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "N = {n} is not a multiple of the layout's {neurons} neurons"
             )));
         }
@@ -297,12 +291,20 @@ impl NeuronLayer {
                     .iter()
                     .any(|s| s.shape != [n] || s.dtype != Dtype::F32))
         {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "states must be {} f32 tensors of shape [{n}]",
                 ir.states.len()
             )));
         }
         Ok((steps, n))
+    }
+
+    /// An argument of this layer that cannot be used.
+    fn invalid(&self, problem: String) -> RuntimeError {
+        RuntimeError::invalid(
+            format!("neuron layer `{}`", self.compiled.neuron.name),
+            problem,
+        )
     }
 
     fn param_arg(&self, p: usize) -> Arg<'_> {
@@ -407,7 +409,7 @@ impl NeuronLayer {
         let ir = &self.compiled.neuron;
         let st = self.storage();
         if inputs.len() != ir.inputs.len() {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "neuron `{}` takes {} input(s), got {}",
                 ir.name,
                 ir.inputs.len(),
@@ -429,7 +431,7 @@ impl NeuronLayer {
             && (out.outputs.len(), out.saves.len(), out.final_states.len())
                 == (ir.outputs.len(), nsaves, ir.states.len());
         if !fits {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "the output tensors do not fit [{steps}, {n}]; allocate them with `alloc_forward`"
             )));
         }
@@ -526,13 +528,13 @@ impl NeuronLayer {
         let ir = &self.compiled.neuron;
         let st = self.storage();
         if fwd.saves.len() != self.compiled.plan.saves.len() {
-            return Err(RuntimeError::Shape(
+            return Err(RuntimeError::Order(
                 "backward needs the saves of a training forward pass (`forward(.., train: true)`)"
                     .into(),
             ));
         }
         if inputs.len() != ir.inputs.len() || grad_outputs.len() != ir.outputs.len() {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "neuron `{}` takes {} input(s) and {} output gradient(s)",
                 ir.name,
                 ir.inputs.len(),
@@ -547,7 +549,7 @@ impl NeuronLayer {
             grad_final,
         )?;
         if (gsteps, gn) != (steps, n) {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "output gradients are [{gsteps}, {gn}], inputs [{steps}, {n}]"
             )));
         }
@@ -558,7 +560,7 @@ impl NeuronLayer {
                 g.as_ref().map(|g| g.shape == [layout.len(p.shape)]) == p.learnable.then_some(true)
             });
         if !fits {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "the gradient tensors do not fit [{steps}, {n}]; allocate them with `alloc_backward`"
             )));
         }
@@ -568,7 +570,7 @@ impl NeuronLayer {
             .iter()
             .any(|p| p.as_ref().is_some_and(|p| p.0.shape != [n]))
         {
-            return Err(RuntimeError::Shape(format!(
+            return Err(self.invalid(format!(
                 "the gradient tensors do not fit N = {n}; allocate them with `alloc_backward`"
             )));
         }

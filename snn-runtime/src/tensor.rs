@@ -55,7 +55,7 @@ impl DeviceTensor {
         let what = || format!("allocating a {dtype} tensor of shape {shape:?}");
         let bytes = len
             .checked_mul(dtype.size())
-            .ok_or_else(|| RuntimeError::Shape(format!("{}: the size overflows", what())))?;
+            .ok_or_else(|| RuntimeError::invalid(what(), "the size overflows"))?;
         let (slice, size) = device.pool.alloc(&device.stream, bytes, &what)?;
         Ok(Self {
             buf: Arc::new(Buffer {
@@ -89,10 +89,13 @@ impl DeviceTensor {
     ) -> Result<Self, RuntimeError> {
         let len: usize = shape.iter().product();
         if values.len() != len {
-            return Err(RuntimeError::Shape(format!(
-                "{} values for a tensor of shape {shape:?} ({len} elements)",
-                values.len()
-            )));
+            return Err(RuntimeError::invalid(
+                "uploading a tensor",
+                format!(
+                    "{} values for a tensor of shape {shape:?} ({len} elements)",
+                    values.len()
+                ),
+            ));
         }
         let t = Self::empty(device, dtype, shape)?;
         t.write_bytes(&dtype.encode(values))?;
@@ -102,13 +105,16 @@ impl DeviceTensor {
     /// Copies `bytes` (this tensor's storage, as many bytes as it has) to the device.
     pub fn write_bytes(&self, bytes: &[u8]) -> Result<(), RuntimeError> {
         if bytes.len() != self.num_bytes() {
-            return Err(RuntimeError::Shape(format!(
-                "{} bytes for a {} tensor of shape {:?} ({} bytes)",
-                bytes.len(),
-                self.dtype,
-                self.shape,
-                self.num_bytes()
-            )));
+            return Err(RuntimeError::invalid(
+                "writing a tensor",
+                format!(
+                    "{} bytes for a {} tensor of shape {:?} ({} bytes)",
+                    bytes.len(),
+                    self.dtype,
+                    self.shape,
+                    self.num_bytes()
+                ),
+            ));
         }
         if bytes.is_empty() {
             return Ok(());
@@ -172,10 +178,13 @@ impl DeviceTensor {
     /// Copies `src` (same dtype and element count) into this tensor, on the stream.
     pub fn copy_from(&self, src: &DeviceTensor) -> Result<(), RuntimeError> {
         if src.dtype != self.dtype || src.len() != self.len() {
-            return Err(RuntimeError::Shape(format!(
-                "copying a {} tensor of shape {:?} into a {} tensor of shape {:?}",
-                src.dtype, src.shape, self.dtype, self.shape
-            )));
+            return Err(RuntimeError::invalid(
+                "copying a tensor",
+                format!(
+                    "a {} tensor of shape {:?} into a {} tensor of shape {:?}",
+                    src.dtype, src.shape, self.dtype, self.shape
+                ),
+            ));
         }
         self.device().bind()?;
         let stream = &self.device().stream;
@@ -194,10 +203,13 @@ impl DeviceTensor {
     /// The same memory with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<DeviceTensor, RuntimeError> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(RuntimeError::Shape(format!(
-                "cannot view a tensor of shape {:?} as {shape:?}",
-                self.shape
-            )));
+            return Err(RuntimeError::invalid(
+                "reshaping a tensor",
+                format!(
+                    "cannot view a tensor of shape {:?} as {shape:?}",
+                    self.shape
+                ),
+            ));
         }
         Ok(Self {
             shape: shape.to_vec(),
@@ -209,10 +221,13 @@ impl DeviceTensor {
     pub fn view(&self, start: usize, shape: &[usize]) -> Result<DeviceTensor, RuntimeError> {
         let len: usize = shape.iter().product();
         if start.checked_add(len).is_none_or(|end| end > self.len()) {
-            return Err(RuntimeError::Shape(format!(
-                "a view of {len} elements at {start} does not fit a tensor of {} elements",
-                self.len()
-            )));
+            return Err(RuntimeError::invalid(
+                "viewing a tensor",
+                format!(
+                    "a view of {len} elements at {start} does not fit a tensor of {} elements",
+                    self.len()
+                ),
+            ));
         }
         Ok(Self {
             offset: self.offset + start * self.dtype.size(),

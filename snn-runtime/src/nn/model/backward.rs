@@ -15,7 +15,7 @@ impl GpuModel {
         self.device.bind()?;
         let nodes = self.net.nodes().to_vec();
         if trace.mode != Mode::Train || trace.values.len() != nodes.len() {
-            return Err(RuntimeError::Shape(
+            return Err(RuntimeError::Order(
                 "backward needs the trace of a training forward pass (`Mode::Train`) of this model"
                     .into(),
             ));
@@ -24,10 +24,13 @@ impl GpuModel {
         let out = self.net.output();
         let out_len = images * nodes[out].shape.len();
         if grad_output.len() != out_len || grad_output.dtype != Dtype::F32 {
-            return Err(RuntimeError::Shape(format!(
-                "the output gradient is {} {:?}; the output has {out_len} f32 values",
-                grad_output.dtype, grad_output.shape
-            )));
+            return Err(RuntimeError::invalid(
+                "model backward",
+                format!(
+                    "the output gradient is {} {:?}; the output has {out_len} f32 values",
+                    grad_output.dtype, grad_output.shape
+                ),
+            ));
         }
         let dev = self.device.clone();
         // Tensors not written below (neuron params of fixed-free layers, padding) stay 0.
@@ -66,7 +69,7 @@ impl GpuModel {
             let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
             let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
                 trace.values[node.inputs[k]].clone().ok_or_else(|| {
-                    RuntimeError::Shape(format!("the input of `{}` was not kept", node.name))
+                    RuntimeError::Internal(format!("the input of `{}` was not kept", node.name))
                 })
             };
             let saved = std::mem::replace(&mut trace.saved[id], Saved::None);
@@ -76,7 +79,11 @@ impl GpuModel {
                 (Op::Conv2d(_), _) => {
                     let (w, b) = match &self.layers[id] {
                         Layer::Conv { weight, bias, .. } => (*weight, *bias),
-                        _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                        _ => {
+                            return Err(RuntimeError::Internal(
+                                "a conv layer without its state".into(),
+                            ));
+                        }
                     };
                     let (wt, dw) = (self.weight(w)?, self.grad(w)?);
                     let db = b.map(|b| self.grad(b)).transpose()?;
@@ -106,7 +113,11 @@ impl GpuModel {
                 (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
                     let (g, b) = match &self.layers[id] {
                         Layer::BatchNorm { gamma, beta, .. } => (*gamma, *beta),
-                        _ => return Err(RuntimeError::Shape("batch-norm layer state".into())),
+                        _ => {
+                            return Err(RuntimeError::Internal(
+                                "a batch-norm layer without its state".into(),
+                            ));
+                        }
                     };
                     let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
                     batchnorm_backward(
@@ -126,7 +137,9 @@ impl GpuModel {
                 }
                 (Op::Neuron(_), Saved::Neuron(fwd)) => {
                     let Layer::Neuron { layer, learnable } = &self.layers[id] else {
-                        return Err(RuntimeError::Shape("neuron layer state".into()));
+                        return Err(RuntimeError::Internal(
+                            "a neuron layer without its state".into(),
+                        ));
                     };
                     let (steps, n) = (trace.steps, trace.batch * node.shape.len());
                     let dys = dy.reshape(&[steps, n])?;
@@ -147,7 +160,7 @@ impl GpuModel {
                         ir.param_index(name)
                             .and_then(|k| g.params[k].clone())
                             .ok_or_else(|| {
-                                RuntimeError::Shape(format!("no gradient for param `{name}`"))
+                                RuntimeError::Internal(format!("no gradient for param `{name}`"))
                             })
                     };
                     for (name, slot, _) in learnable {
@@ -173,13 +186,13 @@ impl GpuModel {
                             Op::BatchNorm2d(desc),
                         ) = (saved, &self.layers[bn], &nodes[bn].op)
                         else {
-                            return Err(RuntimeError::Shape(format!(
+                            return Err(RuntimeError::Internal(format!(
                                 "`{}` kept no batch statistics",
                                 nodes[bn].name
                             )));
                         };
                         let xv = trace.values[x].clone().ok_or_else(|| {
-                            RuntimeError::Shape(format!(
+                            RuntimeError::Internal(format!(
                                 "the input of `{}` was not kept",
                                 nodes[bn].name
                             ))
@@ -215,7 +228,11 @@ impl GpuModel {
                 (Op::Linear(l), _) => {
                     let (w, b) = match &self.layers[id] {
                         Layer::Linear { weight, bias } => (*weight, *bias),
-                        _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                        _ => {
+                            return Err(RuntimeError::Internal(
+                                "a linear layer without its state".into(),
+                            ));
+                        }
                     };
                     let dx = wants_dx
                         .then(|| DeviceTensor::empty(&dev, Dtype::F32, &shape4))
@@ -223,7 +240,7 @@ impl GpuModel {
                     let blas = self
                         .cublas
                         .as_ref()
-                        .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                        .ok_or_else(|| RuntimeError::Internal("no cuBLAS handle".into()))?;
                     linear_backward(
                         blas,
                         l,
@@ -239,7 +256,7 @@ impl GpuModel {
                 }
                 (Op::Add, _) => vec![dy.clone(), dy],
                 (op, _) => {
-                    return Err(RuntimeError::Shape(format!(
+                    return Err(RuntimeError::Internal(format!(
                         "`{}` ({}) kept nothing for the backward pass",
                         node.name,
                         op.kind()

@@ -14,24 +14,24 @@ impl GpuModel {
         let input = node.input_shape(&self.net);
         let (cudnn, math) = (self.cudnn.clone(), self.options.conv_math);
         let Layer::Conv { problem, .. } = &mut self.layers[id] else {
-            return Err(RuntimeError::Shape(format!(
+            return Err(RuntimeError::Internal(format!(
                 "`{}` is not a convolution",
                 node.name
             )));
         };
         let Op::Conv2d(conv) = &node.op else {
-            return Err(RuntimeError::Shape(format!(
+            return Err(RuntimeError::Internal(format!(
                 "`{}` is not a convolution",
                 node.name
             )));
         };
         if problem.as_ref().is_none_or(|(n, _)| *n != images) {
-            let cudnn = cudnn.ok_or_else(|| RuntimeError::Shape("no cuDNN handle".into()))?;
+            let cudnn = cudnn.ok_or_else(|| RuntimeError::Internal("no cuDNN handle".into()))?;
             *problem = Some((images, ConvGpu::new(&cudnn, conv, input, images, math)?));
         }
         match problem {
             Some((_, p)) => Ok(p),
-            None => Err(RuntimeError::Shape("no convolution problem".into())),
+            None => Err(RuntimeError::Internal("no convolution problem".into())),
         }
     }
 
@@ -76,7 +76,9 @@ impl GpuModel {
             ..
         } = &self.layers[id]
         else {
-            return Err(RuntimeError::Shape("batch-norm layer state".into()));
+            return Err(RuntimeError::Internal(
+                "a batch-norm layer without its state".into(),
+            ));
         };
         let g = self.weight(*gamma)?;
         let scale = DeviceTensor::empty(&dev, Dtype::F32, &[bn.channels])?;
@@ -118,7 +120,7 @@ impl GpuModel {
         let (Saved::FusedBn { mean, scale, .. }, Layer::BatchNorm { beta, .. }) =
             (&trace.saved[bn], &self.layers[bn])
         else {
-            return Err(RuntimeError::Shape(format!(
+            return Err(RuntimeError::Internal(format!(
                 "`{}` ran before its batch-norm's statistics",
                 self.net.node(id).name
             )));
@@ -126,7 +128,9 @@ impl GpuModel {
         let shift = self.weight(*beta)?;
         let (mean, scale) = (mean.clone(), scale.clone());
         let Layer::Neuron { layer, .. } = &mut self.layers[id] else {
-            return Err(RuntimeError::Shape("neuron layer state".into()));
+            return Err(RuntimeError::Internal(
+                "a neuron layer without its state".into(),
+            ));
         };
         layer.bind_param(BN_MEAN, &mean)?;
         layer.bind_param(BN_SCALE, &scale)?;
@@ -147,10 +151,13 @@ impl GpuModel {
         let images = steps * batch;
         let input = self.net.input_shape();
         if x.dtype != Dtype::F32 || x.len() != images * input.len() || images == 0 {
-            return Err(RuntimeError::Shape(format!(
-                "the input is {} {:?}; {steps} steps x {batch} images of {input} need f32 [{steps}, {batch}, {}, {}, {}] (and neither may be 0)",
-                x.dtype, x.shape, input.channels, input.height, input.width
-            )));
+            return Err(RuntimeError::invalid(
+                "model forward",
+                format!(
+                    "the input is {} {:?}; {steps} steps x {batch} images of {input} need f32 [{steps}, {batch}, {}, {}, {}] (and neither may be 0)",
+                    x.dtype, x.shape, input.channels, input.height, input.width
+                ),
+            ));
         }
         let train = mode == Mode::Train;
         let n = self.net.nodes().len();
@@ -171,7 +178,7 @@ impl GpuModel {
             let shape4 = |s: ImageShape| [images, s.channels, s.height, s.width];
             let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
                 trace.values[node.inputs[k]].clone().ok_or_else(|| {
-                    RuntimeError::Shape(format!("the input of `{}` was freed", node.name))
+                    RuntimeError::Internal(format!("the input of `{}` was freed", node.name))
                 })
             };
             let y = match (&node.op, self.fusion[id]) {
@@ -191,7 +198,7 @@ impl GpuModel {
                         .iter()
                         .map(|&i| {
                             trace.values[i].clone().ok_or_else(|| {
-                                RuntimeError::Shape(format!(
+                                RuntimeError::Internal(format!(
                                     "the input of `{}` was freed",
                                     node.name
                                 ))
@@ -238,13 +245,17 @@ impl GpuModel {
         let dev = self.device.clone();
         let x = inputs
             .first()
-            .ok_or_else(|| RuntimeError::Shape(format!("`{}` has no input", node.name)))?;
+            .ok_or_else(|| RuntimeError::Internal(format!("`{}` has no input", node.name)))?;
         match op {
             Op::Input | Op::Flatten => {}
             Op::Conv2d(_) => {
                 let (w, b) = match &self.layers[id] {
                     Layer::Conv { weight, bias, .. } => (*weight, *bias),
-                    _ => return Err(RuntimeError::Shape("conv layer state".into())),
+                    _ => {
+                        return Err(RuntimeError::Internal(
+                            "a conv layer without its state".into(),
+                        ));
+                    }
                 };
                 let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
                 self.conv_problem(id, images)?
@@ -259,7 +270,9 @@ impl GpuModel {
                     ..
                 } = &self.layers[id]
                 else {
-                    return Err(RuntimeError::Shape("batch-norm layer state".into()));
+                    return Err(RuntimeError::Internal(
+                        "a batch-norm layer without its state".into(),
+                    ));
                 };
                 let (g, b) = (self.weight(*gamma)?, self.weight(*beta)?);
                 if train {
@@ -303,7 +316,9 @@ impl GpuModel {
             Op::Neuron(_) => {
                 self.sync_neuron_params(id)?;
                 let Layer::Neuron { layer, .. } = &self.layers[id] else {
-                    return Err(RuntimeError::Shape("neuron layer state".into()));
+                    return Err(RuntimeError::Internal(
+                        "a neuron layer without its state".into(),
+                    ));
                 };
                 let n = images / steps * node.shape.len();
                 let xs = inputs
@@ -352,19 +367,23 @@ impl GpuModel {
             Op::Linear(l) => {
                 let (w, b) = match &self.layers[id] {
                     Layer::Linear { weight, bias } => (*weight, *bias),
-                    _ => return Err(RuntimeError::Shape("linear layer state".into())),
+                    _ => {
+                        return Err(RuntimeError::Internal(
+                            "a linear layer without its state".into(),
+                        ));
+                    }
                 };
                 let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
                 let blas = self
                     .cublas
                     .as_ref()
-                    .ok_or_else(|| RuntimeError::Shape("no cuBLAS handle".into()))?;
+                    .ok_or_else(|| RuntimeError::Internal("no cuBLAS handle".into()))?;
                 linear_forward(blas, l, images, x, &w, b.as_ref(), y)?;
             }
             Op::Add => {
                 let b = inputs
                     .get(1)
-                    .ok_or_else(|| RuntimeError::Shape("add needs two inputs".into()))?;
+                    .ok_or_else(|| RuntimeError::Internal("add needs two inputs".into()))?;
                 add(&dev, x, b, y)?;
             }
         }

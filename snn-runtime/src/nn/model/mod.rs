@@ -13,9 +13,9 @@ use cudarc::driver::CudaEvent;
 use snn_codegen::Mode;
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
 use snn_codegen::{Dtype, ParamShape};
+use snn_nn::ImageShape;
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};
-use snn_nn::{ImageShape, NnError};
 
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -38,10 +38,6 @@ mod profile;
 /// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
 /// tensor is aligned for vector loads and for cuDNN.
 const ALIGN: usize = 64;
-
-fn nn_err(e: NnError) -> RuntimeError {
-    RuntimeError::Shape(e.to_string())
-}
 
 /// How the model computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,7 +235,7 @@ impl GpuModel {
         params: &ParamSet<f32>,
         options: ModelOptions,
     ) -> Result<Self, RuntimeError> {
-        net.check_params(params).map_err(nn_err)?;
+        net.check_params(params)?;
         let mut slots = Vec::new();
         let mut total = 0;
         for t in params.weights() {
@@ -260,9 +256,9 @@ impl GpuModel {
             slots
                 .iter()
                 .position(|s| s.name == name)
-                .ok_or_else(|| RuntimeError::Shape(format!("no trained tensor `{name}`")))
+                .ok_or_else(|| RuntimeError::Internal(format!("no trained tensor `{name}`")))
         };
-        let data = |name: String| params.data(&name).map_err(nn_err);
+        let data = |name: String| params.data(&name);
         let needs_conv = net.nodes().iter().any(|n| matches!(n.op, Op::Conv2d(_)));
         let needs_blas = net.nodes().iter().any(|n| matches!(n.op, Op::Linear(_)));
         let mut layers = Vec::new();
@@ -424,11 +420,14 @@ impl GpuModel {
     /// optimizer state), as a named set.
     pub fn weights_to_host(&self, flat: &DeviceTensor) -> Result<ParamSet<f32>, RuntimeError> {
         if flat.len() != self.params.len() {
-            return Err(RuntimeError::Shape(format!(
-                "a flat buffer of {} values; this model's has {}",
-                flat.len(),
-                self.params.len()
-            )));
+            return Err(RuntimeError::invalid(
+                "reading weights",
+                format!(
+                    "a flat buffer of {} values; this model's has {}",
+                    flat.len(),
+                    self.params.len()
+                ),
+            ));
         }
         let all = flat.to_f32()?;
         let mut set = ParamSet::new();
@@ -439,8 +438,7 @@ impl GpuModel {
                 shape: s.shape.clone(),
                 role: Role::Weight,
                 data: all[s.offset..s.offset + len].to_vec(),
-            })
-            .map_err(nn_err)?;
+            })?;
         }
         Ok(set)
     }
@@ -454,24 +452,30 @@ impl GpuModel {
     ) -> Result<(), RuntimeError> {
         let mut all = vec![0f32; self.params.len()];
         for s in &self.slots {
-            let t = set
-                .get(&s.name)
-                .ok_or_else(|| RuntimeError::Shape(format!("no tensor `{}` to load", s.name)))?;
+            let t = set.get(&s.name).ok_or_else(|| {
+                RuntimeError::invalid("loading weights", format!("no tensor `{}`", s.name))
+            })?;
             if t.shape != s.shape {
-                return Err(RuntimeError::Shape(format!(
-                    "tensor `{}` is {:?}; the model needs {:?}",
-                    s.name, t.shape, s.shape
-                )));
+                return Err(RuntimeError::invalid(
+                    "loading weights",
+                    format!(
+                        "tensor `{}` is {:?}; the model needs {:?}",
+                        s.name, t.shape, s.shape
+                    ),
+                ));
             }
             all[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
         }
         if flat.len() != all.len() || flat.dtype != Dtype::F32 {
-            return Err(RuntimeError::Shape(format!(
-                "a flat buffer of {} {} values; this model's has {} f32",
-                flat.len(),
-                flat.dtype,
-                all.len()
-            )));
+            return Err(RuntimeError::invalid(
+                "loading weights",
+                format!(
+                    "a flat buffer of {} {} values; this model's has {} f32",
+                    flat.len(),
+                    flat.dtype,
+                    all.len()
+                ),
+            ));
         }
         flat.write_bytes(&Dtype::F32.encode(&all))
     }
@@ -499,7 +503,7 @@ impl GpuModel {
                         .iter()
                         .find(|s| s.name == info.name)
                         .ok_or_else(|| {
-                            RuntimeError::Shape(format!("no slot for `{}`", info.name))
+                            RuntimeError::Internal(format!("no slot for `{}`", info.name))
                         })?;
                     all[s.offset..s.offset + len].to_vec()
                 }
@@ -517,7 +521,7 @@ impl GpuModel {
                             vec![*batches as f32]
                         }
                         _ => {
-                            return Err(RuntimeError::Shape(format!(
+                            return Err(RuntimeError::Internal(format!(
                                 "no storage for `{}`",
                                 info.name
                             )));
@@ -530,8 +534,7 @@ impl GpuModel {
                 shape: info.shape,
                 role: info.role,
                 data,
-            })
-            .map_err(nn_err)?;
+            })?;
         }
         Ok(set)
     }

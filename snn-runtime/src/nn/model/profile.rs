@@ -15,7 +15,7 @@ impl GpuModel {
     /// node order; waits for the device.
     pub fn take_profile(&mut self) -> Result<Vec<NodeTime>, RuntimeError> {
         let Some(events) = self.profile.as_mut() else {
-            return Err(RuntimeError::Shape(
+            return Err(RuntimeError::Order(
                 "profiling is off: call `set_profiling(true)` first".into(),
             ));
         };
