@@ -5,8 +5,9 @@
 //! bytes, and (as the project grows) fused CUDA kernels for all time steps of a layer.
 //!
 //! This crate is the facade: it re-exports the compiler core ([`codegen`]), the
-//! [`neuron`] macro (see [`dsl`] for the guide) and the GPU runtime ([`runtime`]). Start
-//! with the [`prelude`]:
+//! [`neuron`] macro (see [`dsl`] for the guide), the networks ([`nn`]), the datasets
+//! ([`data`]) and the GPU runtime ([`runtime`]), and holds the `snn` command. Start with
+//! the [`prelude`]:
 //!
 //! ```
 //! use snn::prelude::*;
@@ -30,8 +31,7 @@ pub mod prelude {
     pub use crate::{neuron, neuron_helper};
     pub use snn_codegen::interp::{Gradients, Params, Reference, Seq};
     pub use snn_codegen::{
-        Compiled, Dtype, IrError, Neuron, NeuronBuilder, NeuronIr, ParamDecl, ParamShape, Storage,
-        Surrogate, Value, compile, zoo,
+        Compiled, Dtype, IrError, Layout, Mode, Neuron, NeuronBuilder, NeuronIr, ParamDecl,
+        ParamShape, Storage, Surrogate, Value, compile, zoo,
     };
-    pub use snn_codegen::{Layout, Mode};
 }

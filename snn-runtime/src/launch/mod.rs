@@ -187,7 +187,7 @@ enum Value {
 
 /// Queues `kernel` with `args` in its signature's order, after checking each against its
 /// parameter (module docs).
-pub(crate) fn launch(
+pub fn launch(
     device: &Device,
     kernel: &Kernel,
     config: LaunchConfig,
