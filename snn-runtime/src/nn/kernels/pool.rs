@@ -167,6 +167,15 @@ impl MaxPoolLaunch {
         })
     }
 
+    /// A launch of kernel `name`, or of its `_wide` twin where indices need 64 bits.
+    fn kernel<'d>(
+        &self,
+        device: &'d Device,
+        (name, wide): (&'static str, &'static str),
+    ) -> Result<Launch<'d>, RuntimeError> {
+        device.kernel(&programs::POOL, if self.wide { wide } else { name })
+    }
+
     /// Runs `launch` (its tensors bound), with `vec` where every row starts aligned for
     /// the kernel's wide stores.
     fn run(&self, launch: Launch, vec: bool) -> Result<(), RuntimeError> {
@@ -206,12 +215,8 @@ pub fn maxpool2d_forward(
     // 16-byte stores of `y` and 4-byte stores of `argmax` where every row starts aligned.
     let vec =
         output.width.is_multiple_of(4) && check::aligned16(&[y]) && argmax.ptr().is_multiple_of(4);
-    let kernel = if m.wide {
-        "snn_maxpool2d_forward_wide"
-    } else {
-        "snn_maxpool2d_forward"
-    };
-    let launch = device.kernel(&programs::POOL, kernel)?;
+    let kernels = ("snn_maxpool2d_forward", "snn_maxpool2d_forward_wide");
+    let launch = m.kernel(device, kernels)?;
     m.run(launch.arg("x", x).arg("y", y).arg("argmax", argmax), vec)
 }
 
@@ -238,12 +243,8 @@ pub fn maxpool2d_backward(
     let m = MaxPoolLaunch::new(OP, device, pool, input, output, images, input)?;
     // 16-byte stores of `dx` where every row starts aligned.
     let vec = input.width.is_multiple_of(4) && check::aligned16(&[dx]);
-    let kernel = if m.wide {
-        "snn_maxpool2d_backward_wide"
-    } else {
-        "snn_maxpool2d_backward"
-    };
-    let launch = device.kernel(&programs::POOL, kernel)?;
+    let kernels = ("snn_maxpool2d_backward", "snn_maxpool2d_backward_wide");
+    let launch = m.kernel(device, kernels)?;
     m.run(
         launch.arg("argmax", argmax).arg("dy", dy).arg("dx", dx),
         vec,
