@@ -147,6 +147,12 @@ pub fn to_u32(op: &str, what: &str, v: usize) -> Result<u32, RuntimeError> {
     })
 }
 
+/// Whether every tensor starts on a 16-byte boundary, as kernels that move 16 bytes per
+/// access (float4) need.
+pub fn aligned16(tensors: &[&DeviceTensor]) -> bool {
+    tensors.iter().all(|t| t.ptr().is_multiple_of(16))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

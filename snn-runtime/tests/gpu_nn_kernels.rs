@@ -1037,8 +1037,15 @@ fn gpu_add_and_add_assign_equal_the_host_sums() {
 
 fn shape_error(r: Result<(), RuntimeError>, needle: &str) {
     match r {
-        Err(RuntimeError::Shape(m)) => assert!(m.contains(needle), "`{m}` lacks `{needle}`"),
-        other => panic!("expected a shape error mentioning `{needle}`, got {other:?}"),
+        Err(
+            e @ (RuntimeError::Tensor { .. }
+            | RuntimeError::Overlap { .. }
+            | RuntimeError::Invalid { .. }),
+        ) => {
+            let m = e.to_string();
+            assert!(m.contains(needle), "`{m}` lacks `{needle}`");
+        }
+        other => panic!("expected an argument error mentioning `{needle}`, got {other:?}"),
     }
 }
 

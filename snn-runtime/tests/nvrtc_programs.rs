@@ -79,11 +79,36 @@ fn entry<'a>(ptx: &'a str, kernel: &str) -> &'a str {
 
 /// Passes over whole tensors read (and write) 16 bytes per access: the instructions each
 /// such kernel's PTX must contain.
-const WIDE: &[(Program, &str, &[&str])] = &[(
-    programs::ELEMENTWISE,
-    "snn_add",
-    &["ld.global.v4.f32", "st.global.v4.f32"],
-)];
+const WIDE: &[(Program, &str, &[&str])] = &[
+    (
+        programs::ELEMENTWISE,
+        "snn_add",
+        &["ld.global.v4.f32", "st.global.v4.f32"],
+    ),
+    (programs::BATCHNORM, "snn_bn_stats", &[LDG4]),
+    (programs::BATCHNORM, "snn_bn_apply", &[LDG4, ST4]),
+    (programs::BATCHNORM, "snn_bn_grad_sums", &[LDG4]),
+    (programs::BATCHNORM, "snn_bn_grad_input", &[LDG4, ST4]),
+    // `x` through the read-only path, `g` (written in place) through the plain one.
+    (
+        programs::BATCHNORM,
+        "snn_bn_grad_fused",
+        &[LDG4, "ld.global.v4.f32", ST4],
+    ),
+    (programs::POOL, "snn_avgpool_backward", &[ST4]),
+    // A strip's 4 outputs and their 4 argmax bytes in one store each.
+    (
+        programs::POOL,
+        "snn_maxpool2d_forward",
+        &[ST4, "st.global.u32"],
+    ),
+    (programs::POOL, "snn_maxpool2d_backward", &[ST4]),
+];
+
+/// A 16-byte load through the read-only cache (`__ldg` of a float4).
+const LDG4: &str = "ld.global.nc.v4.f32";
+/// A 16-byte store.
+const ST4: &str = "st.global.v4.f32";
 
 #[test]
 #[cfg_attr(

@@ -23,5 +23,11 @@ macro_rules! program {
 /// Elementwise sums: a residual add, gradient accumulation.
 pub const ELEMENTWISE: Program = program!("elementwise");
 
+/// Batch normalisation: statistics, normalisation, backward, the fused path's pieces.
+pub const BATCHNORM: Program = program!("batchnorm");
+
+/// Max pooling and global average pooling, forward and backward.
+pub const POOL: Program = program!("pool");
+
 /// Every program (the NVRTC test compiles each, and checks every kernel's declaration).
-pub const ALL: &[Program] = &[ELEMENTWISE];
+pub const ALL: &[Program] = &[ELEMENTWISE, BATCHNORM, POOL];
