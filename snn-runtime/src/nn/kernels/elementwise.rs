@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{BLOCKS_PER_SM, THREADS};
-use crate::check;
+use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
@@ -39,6 +39,12 @@ pub fn add_assign(
     let n = acc.len();
     check::f32_tensor(OP, "acc", acc, n, "any shape")?;
     check::f32_tensor(OP, "x", x, n, "like `acc`")?;
+    // Checked under this operation's names: the kernel's own (`a`, `b`, `out`) would puzzle.
+    check::memory(
+        OP,
+        device,
+        &[("x", x, Access::Read), ("acc", acc, Access::WriteInPlace)],
+    )?;
     launch(OP, device, acc, x, acc)
 }
 
