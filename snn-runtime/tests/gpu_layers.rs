@@ -22,8 +22,7 @@
 //!    reference run over all elements on all cores.
 //! 4. `gpu_bad_arguments_are_errors`: wrong inputs and params are errors, not panics.
 //!
-//! Each test prints one line per configuration. Without a GPU they print a notice and pass;
-//! with `SNN_REQUIRE_GPU=1` they fail instead.
+//! Each test prints one line per configuration.
 //!
 //! # Tolerances
 //!
@@ -859,10 +858,9 @@ fn check(
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_layers_match_the_reference() {
-    let Some(dev) = device("gpu_layers_match_the_reference") else {
-        return;
-    };
+    let dev = device();
     let start = Instant::now();
     let mut failures = Vec::new();
     let mut configs = 0;
@@ -928,10 +926,9 @@ fn gpu_layers_match_the_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_chunked_equals_unchunked() {
-    let Some(dev) = device("gpu_chunked_equals_unchunked") else {
-        return;
-    };
+    let dev = device();
     const STEPS: usize = 32;
     const SPLIT: usize = 11;
     let mut failures = Vec::new();
@@ -1163,10 +1160,9 @@ fn gather(all: &[f32], steps: usize, n: usize, idx: &[usize]) -> Vec<f32> {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_paper_lif_beyond_2_31_element_steps() {
-    let Some(dev) = device("gpu_paper_lif_beyond_2_31_element_steps") else {
-        return;
-    };
+    let dev = device();
     const STEPS: usize = 16;
     const N: usize = (1 << 27) + 12;
     const { assert!(STEPS * N > 1 << 31) };
@@ -1458,10 +1454,9 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_bad_arguments_are_errors() {
-    let Some(dev) = device("gpu_bad_arguments_are_errors") else {
-        return;
-    };
+    let dev = device();
     let (layout, batch, steps) = (VECTOR.0, 2, 5);
     let n = layout.neurons() * batch;
     let lif = zoo::PaperLif::default();

@@ -8,8 +8,7 @@
 //! Spiking-ResNet18 shapes on fewer images, and one full-size stem batch-norm
 //! ([3200, 64, 16, 16], 819200 values per channel) to check the reductions at scale. Each
 //! configuration runs twice and must give bit-identical results (the reductions have a
-//! fixed order). Without a GPU the tests print a notice and pass; with `SNN_REQUIRE_GPU=1`
-//! they fail instead.
+//! fixed order).
 //!
 //! # Tolerances
 //!
@@ -370,10 +369,9 @@ fn check_batchnorm(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_matches_the_cpu_reference") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xB47C);
     let case = |images, c, h, w, offset, spread| BnCase {
         images,
@@ -410,10 +408,9 @@ fn gpu_batchnorm_matches_the_cpu_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_at_the_resnet18_stem_scale() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_at_the_resnet18_stem_scale") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // T = 32, B = 100: 3200 images after the 7x7 stride-2 stem convolution.
     let case = BnCase {
         images: 3200,
@@ -495,11 +492,9 @@ fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut 
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_statistics_equal_the_training_forward() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_statistics_equal_the_training_forward")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x57A7);
     let case = |images, c, h, w, offset, shift| BnCase {
         images,
@@ -525,12 +520,9 @@ fn gpu_batchnorm_statistics_equal_the_training_forward() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
-    let Some(dev) =
-        gpu_common::device("gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x5CA1E);
     // 600 channels: three blocks, the last one partly idle.
     for c in [3, 64, 600] {
@@ -794,11 +786,9 @@ fn check_backward_fused(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_backward_fused_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_backward_fused_matches_the_cpu_reference")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xF05E);
     let case = |images, c, h, w, offset, spread| BnCase {
         images,
@@ -890,11 +880,9 @@ fn check_maxpool(
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_maxpool_matches_the_cpu_reference_ties_included() {
-    let Some(dev) = gpu_common::device("gpu_maxpool_matches_the_cpu_reference_ties_included")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x9001);
     // The kernels give each thread a strip of 4 values of a row; planes of at most 256
     // strips go to a block whole, larger ones 256 strips at a time. 3x3 stride 2 and 2x2
@@ -935,10 +923,9 @@ fn gpu_maxpool_matches_the_cpu_reference_ties_included() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_maxpool_at_the_resnet18_stem_scale() {
-    let Some(dev) = gpu_common::device("gpu_maxpool_at_the_resnet18_stem_scale") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // T = 32, B = 100 after the stem: every block strides over many planes.
     let (images, input) = (3200, ImageShape::new(64, 16, 16));
     let mut rng = Rng::new(0x5E3);
@@ -957,10 +944,9 @@ fn gpu_maxpool_at_the_resnet18_stem_scale() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_global_avgpool_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_global_avgpool_matches_the_cpu_reference") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xA7E);
     // 1x1 (ResNet18 on CIFAR), 2x2 and 4x4 (float4 backward), 7x7 (a warp per row), 3x5.
     for (images, input) in [
@@ -1006,10 +992,9 @@ fn gpu_global_avgpool_matches_the_cpu_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_add_and_add_assign_equal_the_host_sums() {
-    let Some(dev) = gpu_common::device("gpu_add_and_add_assign_equal_the_host_sums") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xADD);
     // A length that is not a multiple of 4 (the scalar tail), a ResNet block's output.
     for len in [1003, 3200 * 64 * 8 * 8] {
@@ -1043,10 +1028,9 @@ fn shape_error(r: Result<(), RuntimeError>, needle: &str) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_nn_kernels_reject_bad_arguments() {
-    let Some(dev) = gpu_common::device("gpu_nn_kernels_reject_bad_arguments") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let (images, input) = (2, ImageShape::new(3, 4, 4));
     let bn = BatchNorm2d::new(3);
     let t = |len| upload(&dev, &vec![0.5; len]);

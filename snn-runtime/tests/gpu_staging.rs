@@ -2,7 +2,7 @@
 //! the host data, also when the ring of pinned buffers is reused while the GPU is busy and
 //! the uploads run ahead of the compute; and the pipeline loader -> upload (copy stream)
 //! -> u8 to f32 -> rate encoding (compute stream) gives bit-identical spikes to the CPU
-//! encoder. Skipped without a GPU unless `SNN_REQUIRE_GPU=1`.
+//! encoder.
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -34,11 +34,9 @@ fn busy_work(dev: &Arc<snn_runtime::Device>) -> (DeviceTensor, Vec<u64>) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_uploads_equal_the_host_data_while_the_ring_is_reused() {
-    let Some(dev) = gpu_common::device("gpu_uploads_equal_the_host_data_while_the_ring_is_reused")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let (busy, busy_samples) = busy_work(&dev);
     let mut up = Uploader::with_slots(&dev, 1 << 20, 2).unwrap();
     let sizes = [1usize, 1000, 4096, 1 << 20, 777, 65_536, 3];
@@ -95,10 +93,9 @@ fn gpu_uploads_equal_the_host_data_while_the_ring_is_reused() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_uploaded_batches_equal_the_host_batches() {
-    let Some(dev) = gpu_common::device("gpu_uploaded_batches_equal_the_host_batches") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut up = Uploader::new(&dev, 1 << 16).unwrap();
     assert_eq!(up.slots(), Uploader::DEFAULT_SLOTS);
 
@@ -173,10 +170,9 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_pipeline_spikes_equal_the_cpu_encoder() {
-    let Some(dev) = gpu_common::device("gpu_pipeline_spikes_equal_the_cpu_encoder") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // 23 images of 3 x 7 x 9 (not a multiple of 4 pixels), every u8 value present.
     let (n, shape) = (23usize, [3usize, 7, 9]);
     let per: usize = shape.iter().product();
