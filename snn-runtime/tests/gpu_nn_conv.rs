@@ -14,8 +14,7 @@
 //!   and a sum of products by at most 2^-9 * sum |w| |x|; f32 accumulation adds far less.
 //!
 //! The GPU tests (named `gpu_*`) are ignored unless asked for (`--ignored`); the library
-//! probes and the shape checks run everywhere, the NVRTC compile of the bias kernels
-//! wherever NVRTC is.
+//! probes and the shape checks run everywhere (nvrtc_kernels.rs compiles the bias kernels).
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -29,11 +28,10 @@ use snn_nn::cpu::{
 };
 use snn_nn::{Conv2d, ImageShape, Linear};
 use snn_runtime::nn::conv::{
-    BIAS_KERNELS_SOURCE, ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn, cublas_library,
-    cudnn_library,
+    ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn, cublas_library, cudnn_library,
 };
 use snn_runtime::nn::linear::{self as gpu_linear, Cublas};
-use snn_runtime::{Device, DeviceTensor, RuntimeError, nvrtc};
+use snn_runtime::{Device, DeviceTensor, RuntimeError};
 
 const F32_REL: f64 = 1e-5;
 const TF32_REL: f64 = 1.0 / 512.0;
@@ -105,34 +103,6 @@ fn conv_shapes_follow_pytorch_and_reject_what_cudnn_cannot_hold() {
         msg.contains("2^31") && msg.contains("fewer images"),
         "{msg}"
     );
-}
-
-#[test]
-#[cfg_attr(
-    not(snn_nvrtc),
-    ignore = "needs NVRTC: pip install nvidia-cuda-nvrtc==13.0.* and put its lib on LD_LIBRARY_PATH"
-)]
-fn nvrtc_compiles_the_bias_kernels_for_sm_90_without_spills() {
-    let mut opts: Vec<&str> = snn_codegen::cuda::COMPILE_OPTIONS.to_vec();
-    opts.push("--ptxas-options=-v");
-    let out = nvrtc::compile(BIAS_KERNELS_SOURCE, "snn_bias", "sm_90", &opts)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let res = nvrtc::resources(&out.log);
-    for kernel in [
-        "snn_bias_add",
-        "snn_bias_grad_partial",
-        "snn_bias_grad_finish",
-    ] {
-        let r = res
-            .iter()
-            .find(|r| r.kernel == kernel)
-            .unwrap_or_else(|| panic!("no resource report for {kernel} in:\n{}", out.log));
-        assert_eq!(
-            (r.stack_frame_bytes, r.spill_store_bytes, r.spill_load_bytes),
-            (0, 0, 0),
-            "{kernel} uses local memory: {r:?}"
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -417,33 +387,25 @@ fn cudnn() -> (Arc<Device>, Arc<Cudnn>) {
 // ---------------------------------------------------------------------------------------
 // Convolutions on the GPU.
 
-#[test]
-#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
-fn gpu_resnet_convolutions_match_the_cpu_in_f32() {
+/// Every problem of [`resnet_problems`] on 3 images in `math`, inputs drawn from `seed`.
+fn check_resnet_convolutions(math: ConvMath, seed: u64) {
     let (dev, cudnn) = cudnn();
-    let mut rng = Rng::new(1);
+    let mut rng = Rng::new(seed);
     for (name, conv, input) in resnet_problems() {
-        check_conv(&dev, &cudnn, name, &conv, input, 3, ConvMath::F32, &mut rng);
+        check_conv(&dev, &cudnn, name, &conv, input, 3, math, &mut rng);
     }
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_resnet_convolutions_match_the_cpu_in_f32() {
+    check_resnet_convolutions(ConvMath::F32, 1);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_resnet_convolutions_match_the_cpu_in_tf32() {
-    let (dev, cudnn) = cudnn();
-    let mut rng = Rng::new(2);
-    for (name, conv, input) in resnet_problems() {
-        check_conv(
-            &dev,
-            &cudnn,
-            name,
-            &conv,
-            input,
-            3,
-            ConvMath::Tf32,
-            &mut rng,
-        );
-    }
+    check_resnet_convolutions(ConvMath::Tf32, 2);
 }
 
 #[test]

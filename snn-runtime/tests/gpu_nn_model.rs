@@ -22,6 +22,14 @@ const F32_CONV: ModelOptions = ModelOptions {
     fuse: true,
 };
 
+/// PLIF with its decay learnable per channel.
+fn per_channel_plif() -> zoo::Plif {
+    zoo::Plif {
+        shape: snn_codegen::ParamShape::PerChannel,
+        ..zoo::Plif::default()
+    }
+}
+
 /// `[T, B, C, H, W]` spikes with firing probability `p`.
 fn spikes(rng: &mut Rng, len: usize, p: f64) -> Vec<f32> {
     (0..len)
@@ -228,10 +236,7 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_small_cnn_trains_like_the_cpu() {
     let dev = device();
-    let plif = zoo::Plif {
-        shape: snn_codegen::ParamShape::PerChannel,
-        ..zoo::Plif::default()
-    };
+    let plif = per_channel_plif();
     let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, &plif).unwrap();
     let params = init_params::<f32>(&net, 5).unwrap();
     assert!(params.get("sn1.w").is_some());
@@ -311,10 +316,7 @@ fn gpu_training_memory_is_reused() {
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_deterministic_training_repeats_bit_for_bit() {
     let dev = device();
-    let plif = zoo::Plif {
-        shape: snn_codegen::ParamShape::PerChannel,
-        ..zoo::Plif::default()
-    };
+    let plif = per_channel_plif();
     let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &plif).unwrap();
     let params = init_params::<f32>(&net, 9).unwrap();
     let mut rng = Rng::new(9);

@@ -22,6 +22,17 @@ fn pattern(k: usize, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Event frames of two samples (5 and 6, labels 10 and 0), time-major.
+fn time_major<E>(data: Vec<E>, shape: &[usize]) -> Batch<E> {
+    Batch {
+        indices: vec![5, 6],
+        data,
+        labels: vec![10, 0],
+        shape: shape.to_vec(),
+        layout: BatchLayout::TimeMajor,
+    }
+}
+
 /// `[B, P]` intensities large enough that rate encoding them keeps the GPU busy for a
 /// while, so that later uploads queue behind it.
 fn busy_work(dev: &Arc<snn_runtime::Device>) -> (DeviceTensor, Vec<u64>) {
@@ -125,13 +136,7 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
     // Event frames [T, B, 2, H, W]: u8 counts become f32 counts, f32 frames travel as is.
     let shape = vec![3, 2, 2, 5, 4];
     let counts: Vec<u8> = (0..240).map(|i| (i * 13 % 256) as u8).collect();
-    let frames = Batch {
-        indices: vec![5, 6],
-        data: counts.clone(),
-        labels: vec![10, 0],
-        shape: shape.clone(),
-        layout: BatchLayout::TimeMajor,
-    };
+    let frames = time_major(counts.clone(), &shape);
     let gpu = frames.upload_counts(&mut up).unwrap();
     assert_eq!(gpu.data.shape, shape);
     assert_eq!(
@@ -141,13 +146,7 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
     assert_eq!(gpu.labels.to_f32().unwrap(), [10.0, 0.0]);
     assert!(frames.upload_images(&mut up).is_err());
     let values: Vec<f32> = counts.iter().map(|&c| f32::from(c) * 1.5).collect();
-    let float_frames = Batch {
-        indices: vec![5, 6],
-        data: values.clone(),
-        labels: vec![10, 0],
-        shape: shape.clone(),
-        layout: BatchLayout::TimeMajor,
-    };
+    let float_frames = time_major(values.clone(), &shape);
     let gpu = float_frames.upload_frames(&mut up).unwrap();
     assert_eq!(gpu.data.to_f32().unwrap(), values);
     assert_eq!(gpu.labels.to_f32().unwrap(), [10.0, 0.0]);
