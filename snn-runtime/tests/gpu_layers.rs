@@ -85,7 +85,7 @@ use gpu_common::{
     Rng, all_learnable, device, initial_states, jittered, mix, params_of, zoo_with_inputs,
 };
 use snn_codegen::cuda::{KernelOptions, Reduction};
-use snn_codegen::interp::{Forward, Gradients, Params, Reference, Seq};
+use snn_codegen::interp::{Forward, Gradients, Params, Real, Reference, Seq};
 use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Dtype, Neuron, Storage, compile, zoo};
 use snn_codegen::{Layout, Mode};
@@ -255,22 +255,25 @@ impl Problem {
         reference: &Reference,
         params: &Params<f32>,
     ) -> (Forward<f32>, Gradients<f32>) {
-        let init = self.init.as_deref();
-        let fwd = reference
-            .forward(params, &self.x, init, Mode::Train)
-            .unwrap();
-        let grads = reference
-            .backward(
-                params,
-                &self.x,
-                init,
-                &fwd,
-                &self.dy,
-                self.dfinal.as_deref(),
-            )
-            .unwrap();
-        (fwd, grads)
+        let (init, dfinal) = (self.init.as_deref(), self.dfinal.as_deref());
+        train(reference, params, &self.x, init, &self.dy, dfinal)
     }
+}
+
+/// The reference's training forward and backward (of a problem, or of its f64 twin).
+fn train<T: Real>(
+    reference: &Reference,
+    params: &Params<T>,
+    x: &[Seq<T>],
+    init: Option<&[Vec<T>]>,
+    dy: &[Seq<T>],
+    dfinal: Option<&[Vec<T>]>,
+) -> (Forward<T>, Gradients<T>) {
+    let fwd = reference.forward(params, x, init, Mode::Train).unwrap();
+    let grads = reference
+        .backward(params, x, init, &fwd, dy, dfinal)
+        .unwrap();
+    (fwd, grads)
 }
 
 /// What the reference computes for a problem.
@@ -338,12 +341,8 @@ fn own_error(
         .dfinal
         .as_ref()
         .map(|s| s.iter().map(|v| widen_vec(v)).collect());
-    let f = reference
-        .forward(&params, &x, init.as_deref(), Mode::Train)
-        .unwrap();
-    let g = reference
-        .backward(&params, &x, init.as_deref(), &f, &dy, dfinal.as_deref())
-        .unwrap();
+    let (init, dfinal) = (init.as_deref(), dfinal.as_deref());
+    let (f, g) = train(reference, &params, &x, init, &dy, dfinal);
     let n = p.n;
     // Elements whose spikes differ between f32 and f64 (a legitimate flip) tell nothing
     // about rounding.
@@ -1159,6 +1158,10 @@ fn gather(all: &[f32], steps: usize, n: usize, idx: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// A sampled tensor of the large test: what it is, the GPU's values, the reference's, the
+/// relative tolerance, and whether it holds spikes.
+type Sampled<'a> = (&'a str, &'a [f32], &'a [f32], f64, bool);
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_paper_lif_beyond_2_31_element_steps() {
@@ -1309,9 +1312,7 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
     };
     let ndiv = div.iter().filter(|&&d| d).count();
     let mut cmp = Compare::new(format!("paper_lif narrow T={STEPS} N={N} (sample of {m})"));
-    // What, the GPU's sample, the reference's, the relative tolerance, spikes.
-    let mut tensors: Vec<(&str, &[f32], &[f32], f64, bool)> =
-        vec![("output", &out, &want.outputs[0].data, 0.0, true)];
+    let mut tensors: Vec<Sampled> = vec![("output", &out, &want.outputs[0].data, 0.0, true)];
     for (s, w) in saves.iter().zip(&want.saved) {
         tensors.push(("save", s, &w.data, BF16_REL, false));
     }
