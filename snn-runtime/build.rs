@@ -1,13 +1,19 @@
-//! Sets `cfg(snn_nvrtc)` when NVRTC can be found (or `SNN_REQUIRE_NVRTC=1` demands it), so
-//! that the tests which compile kernels with NVRTC run where it is and show as ignored,
-//! with the reason, where it is not: `cargo test` reports honestly what it skipped.
+//! Tells the tests what this machine has, so that a test that cannot run here shows as
+//! ignored, with the reason, instead of passing without checking anything:
+//! - `cfg(snn_nvrtc)` where NVRTC can be found (or `SNN_REQUIRE_NVRTC=1` demands it): the
+//!   tests that compile kernels with NVRTC run;
+//! - `cfg(snn_cuda_driver)` where the CUDA driver can be found: the test of the error
+//!   without one cannot run.
 
 #[path = "src/libs/search.rs"]
 #[allow(dead_code)]
 mod search;
 
+use search::{DRIVER, NVRTC, Spec};
+
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(snn_nvrtc)");
+    println!("cargo::rustc-check-cfg=cfg(snn_cuda_driver)");
     for var in [
         "SNN_REQUIRE_NVRTC",
         "LD_LIBRARY_PATH",
@@ -21,14 +27,16 @@ fn main() {
     }
     println!("cargo::rerun-if-changed=src/libs/search.rs");
     let required = std::env::var("SNN_REQUIRE_NVRTC").as_deref() == Ok("1");
-    if required || nvrtc_found() {
+    if required || found(&NVRTC) {
         println!("cargo::rustc-cfg=snn_nvrtc");
+    }
+    if found(&DRIVER) {
+        println!("cargo::rustc-cfg=snn_cuda_driver");
     }
 }
 
-/// Whether a directory on the loader's path, or one the runtime searches, holds NVRTC.
-fn nvrtc_found() -> bool {
-    let spec = &search::NVRTC;
+/// Whether a directory on the loader's path, or one the runtime searches, holds `spec`.
+fn found(spec: &Spec) -> bool {
     let loader: Vec<std::path::PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();

@@ -4,7 +4,8 @@
 //! every time and writes nothing.
 //!
 //! One test in its own binary: it sets `SNN_CACHE_DIR` and `SNN_CACHE`, which
-//! `Device::open` reads, so nothing may run beside it.
+//! `Device::open` reads, so nothing may run beside it (kernel_cache_env.rs checks how the
+//! cache reads them, without a GPU).
 #![allow(clippy::unwrap_used, unsafe_code)]
 
 mod gpu_common;
@@ -128,28 +129,17 @@ fn restarted() -> Arc<Device> {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_kernel_cache_on_disk() {
     let root = temp_dir("gpu-cache");
     let dir = root.join("kernels");
-
-    // Configuration from the environment (no GPU needed).
     // SAFETY: this binary has this one test, and no other thread has been started yet that
     // could read the environment while it is written.
     unsafe {
         std::env::remove_var("SNN_CACHE");
         std::env::set_var("SNN_CACHE_DIR", &dir);
     }
-    assert_eq!(KernelCache::from_env().dir(), Some(dir.as_path()));
-    // SAFETY: as above.
-    unsafe { std::env::set_var("SNN_CACHE", "OFF") };
-    assert_eq!(KernelCache::from_env().dir(), None, "SNN_CACHE=off");
-    // SAFETY: as above.
-    unsafe { std::env::remove_var("SNN_CACHE") };
-
-    let Some(dev) = device("gpu_kernel_cache_on_disk") else {
-        std::fs::remove_dir_all(&root).unwrap();
-        return;
-    };
+    let dev = device();
     assert_eq!(dev.cache.dir(), Some(dir.as_path()));
 
     // 1. A first process compiles the layer's three kernels and writes them.

@@ -1,6 +1,6 @@
 //! Fused neuron layers on a GPU against the CPU reference interpreter.
 //!
-//! 1. `gpu_layers_match_the_reference`: every zoo neuron and a resonate-and-fire neuron
+//! 1. `gpu_layers_match_the_reference`: every zoo neuron and a two-compartment neuron
 //!    declared here with `#[neuron]`, every param learnable and alternately scalar,
 //!    per-channel and per-neuron with jittered values; T in {1, 7, 32, 128}; the 4-wide
 //!    vector path (3 channels of 4, N = 1032) and the scalar path (7 channels of 3,
@@ -22,8 +22,7 @@
 //!    reference run over all elements on all cores.
 //! 4. `gpu_bad_arguments_are_errors`: wrong inputs and params are errors, not panics.
 //!
-//! Each test prints one line per configuration. Without a GPU they print a notice and pass;
-//! with `SNN_REQUIRE_GPU=1` they fail instead.
+//! Each test prints one line per configuration.
 //!
 //! # Tolerances
 //!
@@ -53,7 +52,7 @@
 //!   random-signed `dL/dy`, a membrane just after a reset): their rounding error is a few
 //!   ulp of the *terms*, not of the result. Measured: the GPU differs from the CPU by up to
 //!   ~3e-4 relative (at the 1e-3 floor) in input and initial-state gradients of LIF, IF,
-//!   PLIF, Izhikevich, EIF and resonate-and-fire, and the CPU's own f32 result differs from
+//!   PLIF, Izhikevich and EIF, and the CPU's own f32 result differs from
 //!   its f64 result by as much (up to ~5e-4), so no f32 implementation meets 1e-5 there;
 //!   every such GPU difference was within 1.6 E. A real bug (a wrong term, a missed step, an
 //!   unwritten element) is far outside both bounds.
@@ -86,7 +85,7 @@ use gpu_common::{
     Rng, all_learnable, device, initial_states, jittered, mix, params_of, zoo_with_inputs,
 };
 use snn_codegen::cuda::{KernelOptions, Reduction};
-use snn_codegen::interp::{Forward, Gradients, Params, Reference, Seq};
+use snn_codegen::interp::{Forward, Gradients, Params, Real, Reference, Seq};
 use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Dtype, Neuron, Storage, compile, zoo};
 use snn_codegen::{Layout, Mode};
@@ -95,25 +94,24 @@ use snn_runtime::{
     Device, DeviceTensor, LayerConfig, LayerForward, LayerGradients, NeuronLayer, RuntimeError,
 };
 
-/// Resonate-and-fire (Izhikevich, 2001), as in examples/resonate_and_fire.rs: a damped
-/// oscillator (`re + i im`) driven by the input, firing when its imaginary part crosses the
-/// threshold.
+/// A neuron that is not in the zoo, declared with `#[neuron]` (with params before and
+/// after its states): a leaky dendrite integrates the input and drives, through a coupling
+/// learned per channel, a leaky soma that spikes and resets.
 #[neuron(crate = snn_codegen, surrogate = atan(alpha = 2.0))]
-pub fn resonate_and_fire(
+pub fn two_compartment(
     i: Input,
-    re: State,
-    im: State,
-    #[param(default = -0.1)] damping: Param,
-    #[param(default = 0.6, learnable, per_channel)] omega: Param,
+    #[param(default = 0.3, learnable, per_channel)] coupling: Param,
+    #[param(default = 0.5)] dendrite_decay: Param,
+    dendrite: State,
+    soma: State,
+    #[param(default = 0.9)] soma_decay: Param,
     #[param(default = 1.0)] threshold: Param,
-    #[param(default = 0.5)] dt: Param,
 ) -> Spike {
-    let re_next = re + dt * (damping * re - omega * im + i);
-    let im_next = im + dt * (omega * re + damping * im);
-    let s = spike(im_next - threshold);
-    // Reset both parts after a spike.
-    re.set(re_next * (1.0 - s));
-    im.set(im_next * (1.0 - s));
+    let d = dendrite_decay * dendrite + i;
+    let h = soma_decay * soma + coupling * d;
+    let s = spike(h - threshold);
+    dendrite.set(d);
+    soma.set(h * (1.0 - s));
     s
 }
 
@@ -191,10 +189,11 @@ impl Variant {
     }
 }
 
-/// The zoo with its input ranges, and resonate-and-fire.
+/// The zoo with its input ranges, and the two-compartment neuron (spiking at about a fifth
+/// of the steps on these inputs).
 fn neurons() -> Vec<(NeuronIr, (f64, f64))> {
     let mut all = zoo_with_inputs();
-    all.push((ResonateAndFire::new().ir().unwrap(), (-0.2, 1.2)));
+    all.push((TwoCompartment::new().ir().unwrap(), (-0.2, 1.2)));
     all
 }
 
@@ -247,6 +246,34 @@ impl Problem {
             dfinal,
         }
     }
+}
+
+impl Problem {
+    /// The reference's training forward and backward of this problem with `params`.
+    fn reference(
+        &self,
+        reference: &Reference,
+        params: &Params<f32>,
+    ) -> (Forward<f32>, Gradients<f32>) {
+        let (init, dfinal) = (self.init.as_deref(), self.dfinal.as_deref());
+        train(reference, params, &self.x, init, &self.dy, dfinal)
+    }
+}
+
+/// The reference's training forward and backward (of a problem, or of its f64 twin).
+fn train<T: Real>(
+    reference: &Reference,
+    params: &Params<T>,
+    x: &[Seq<T>],
+    init: Option<&[Vec<T>]>,
+    dy: &[Seq<T>],
+    dfinal: Option<&[Vec<T>]>,
+) -> (Forward<T>, Gradients<T>) {
+    let fwd = reference.forward(params, x, init, Mode::Train).unwrap();
+    let grads = reference
+        .backward(params, x, init, &fwd, dy, dfinal)
+        .unwrap();
+    (fwd, grads)
 }
 
 /// What the reference computes for a problem.
@@ -314,12 +341,8 @@ fn own_error(
         .dfinal
         .as_ref()
         .map(|s| s.iter().map(|v| widen_vec(v)).collect());
-    let f = reference
-        .forward(&params, &x, init.as_deref(), Mode::Train)
-        .unwrap();
-    let g = reference
-        .backward(&params, &x, init.as_deref(), &f, &dy, dfinal.as_deref())
-        .unwrap();
+    let (init, dfinal) = (init.as_deref(), dfinal.as_deref());
+    let (f, g) = train(reference, &params, &x, init, &dy, dfinal);
     let n = p.n;
     // Elements whose spikes differ between f32 and f64 (a legitimate flip) tell nothing
     // about rounding.
@@ -366,20 +389,7 @@ fn per_element(ir: &NeuronIr) -> NeuronIr {
 
 fn expected(reference: &Reference, flat: &Reference, p: &Problem) -> Expected {
     let ir = &reference.compiled().neuron;
-    let params = params_of(ir, p.layout, &p.values);
-    let fwd = reference
-        .forward(&params, &p.x, p.init.as_deref(), Mode::Train)
-        .unwrap();
-    let grads = reference
-        .backward(
-            &params,
-            &p.x,
-            p.init.as_deref(),
-            &fwd,
-            &p.dy,
-            p.dfinal.as_deref(),
-        )
-        .unwrap();
+    let (fwd, grads) = p.reference(reference, &params_of(ir, p.layout, &p.values));
 
     // The same problem with one param value per element.
     let flat_ir = &flat.compiled().neuron;
@@ -388,20 +398,8 @@ fn expected(reference: &Reference, flat: &Reference, p: &Problem) -> Expected {
         let each = (0..p.n).map(|i| v[p.layout.index(spec.shape, i)]).collect();
         flat_params.set(name, each).unwrap();
     }
-    let ffwd = flat
-        .forward(&flat_params, &p.x, p.init.as_deref(), Mode::Train)
-        .unwrap();
+    let (ffwd, fgrads) = p.reference(flat, &flat_params);
     assert_eq!(ffwd.outputs, fwd.outputs, "per-element run: same forward");
-    let fgrads = flat
-        .backward(
-            &flat_params,
-            &p.x,
-            p.init.as_deref(),
-            &ffwd,
-            &p.dy,
-            p.dfinal.as_deref(),
-        )
-        .unwrap();
     let grad_scale = ir
         .params
         .iter()
@@ -859,10 +857,9 @@ fn check(
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_layers_match_the_reference() {
-    let Some(dev) = device("gpu_layers_match_the_reference") else {
-        return;
-    };
+    let dev = device();
     let start = Instant::now();
     let mut failures = Vec::new();
     let mut configs = 0;
@@ -928,10 +925,9 @@ fn gpu_layers_match_the_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_chunked_equals_unchunked() {
-    let Some(dev) = device("gpu_chunked_equals_unchunked") else {
-        return;
-    };
+    let dev = device();
     const STEPS: usize = 32;
     const SPLIT: usize = 11;
     let mut failures = Vec::new();
@@ -1162,11 +1158,14 @@ fn gather(all: &[f32], steps: usize, n: usize, idx: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// A sampled tensor of the large test: what it is, the GPU's values, the reference's, the
+/// relative tolerance, and whether it holds spikes.
+type Sampled<'a> = (&'a str, &'a [f32], &'a [f32], f64, bool);
+
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_paper_lif_beyond_2_31_element_steps() {
-    let Some(dev) = device("gpu_paper_lif_beyond_2_31_element_steps") else {
-        return;
-    };
+    let dev = device();
     const STEPS: usize = 16;
     const N: usize = (1 << 27) + 12;
     const { assert!(STEPS * N > 1 << 31) };
@@ -1313,61 +1312,19 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
     };
     let ndiv = div.iter().filter(|&&d| d).count();
     let mut cmp = Compare::new(format!("paper_lif narrow T={STEPS} N={N} (sample of {m})"));
-    cmp.tensor(
-        "output",
-        &out,
-        &want.outputs[0].data,
-        m,
-        0.0,
-        0.0,
-        true,
-        &div,
-    );
-    for (k, s) in saves.iter().enumerate() {
-        cmp.tensor(
-            "save",
-            s,
-            &want.saved[k].data,
-            m,
-            BF16_REL,
-            0.0,
-            false,
-            &div,
-        );
+    let mut tensors: Vec<Sampled> = vec![("output", &out, &want.outputs[0].data, 0.0, true)];
+    for (s, w) in saves.iter().zip(&want.saved) {
+        tensors.push(("save", s, &w.data, BF16_REL, false));
     }
-    for (j, s) in finals.iter().enumerate() {
-        cmp.tensor(
-            "final state",
-            s,
-            &want.final_states[j],
-            m,
-            F32_REL,
-            0.0,
-            false,
-            &div,
-        );
+    for (s, w) in finals.iter().zip(&want.final_states) {
+        tensors.push(("final state", s, w, F32_REL, false));
     }
-    cmp.tensor(
-        "input gradient",
-        &dx,
-        &wg.inputs[0].data,
-        m,
-        BF16_REL,
-        0.0,
-        false,
-        &div,
-    );
-    for (j, s) in dinit.iter().enumerate() {
-        cmp.tensor(
-            "initial-state gradient",
-            s,
-            &wg.init_states[j],
-            m,
-            BF16_REL,
-            0.0,
-            false,
-            &div,
-        );
+    tensors.push(("input gradient", &dx, &wg.inputs[0].data, BF16_REL, false));
+    for (s, w) in dinit.iter().zip(&wg.init_states) {
+        tensors.push(("initial-state gradient", s, w, BF16_REL, false));
+    }
+    for (what, got, want, rel, spikes) in tensors {
+        cmp.tensor(what, got, want, m, rel, 0.0, spikes, &div);
     }
     eprintln!(
         "{}: max rel err {:.2e} ({}), diverged {ndiv}",
@@ -1458,10 +1415,9 @@ fn gpu_paper_lif_beyond_2_31_element_steps() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_bad_arguments_are_errors() {
-    let Some(dev) = device("gpu_bad_arguments_are_errors") else {
-        return;
-    };
+    let dev = device();
     let (layout, batch, steps) = (VECTOR.0, 2, 5);
     let n = layout.neurons() * batch;
     let lif = zoo::PaperLif::default();

@@ -8,8 +8,7 @@
 //! Spiking-ResNet18 shapes on fewer images, and one full-size stem batch-norm
 //! ([3200, 64, 16, 16], 819200 values per channel) to check the reductions at scale. Each
 //! configuration runs twice and must give bit-identical results (the reductions have a
-//! fixed order). Without a GPU the tests print a notice and pass; with `SNN_REQUIRE_GPU=1`
-//! they fail instead.
+//! fixed order).
 //!
 //! # Tolerances
 //!
@@ -127,12 +126,187 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f6
 
 /// A batch-norm problem: `images` images of `shape`, inputs `offset + spread * U(-1, 1)`;
 /// `x`, `y`, `dy` and `dx` start `shift` elements into their buffers.
+#[derive(Clone, Copy)]
 struct BnCase {
     images: usize,
     shape: ImageShape,
     offset: f64,
     spread: f64,
     shift: usize,
+}
+
+impl BnCase {
+    /// `images` images of `c x h x w`, aligned.
+    fn new(images: usize, c: usize, h: usize, w: usize, offset: f64, spread: f64) -> Self {
+        Self {
+            images,
+            shape: ImageShape::new(c, h, w),
+            offset,
+            spread,
+            shift: 0,
+        }
+    }
+
+    fn shifted(self, shift: usize) -> Self {
+        Self { shift, ..self }
+    }
+}
+
+/// The problems of the forward and backward checks.
+fn bn_cases() -> [BnCase; 11] {
+    let case = BnCase::new;
+    [
+        // Odd planes (63, 15 values): the scalar path, groups of lanes that do not divide
+        // the block, odd image counts (the fused backward's unrolled pair's tail).
+        case(3, 5, 7, 9, 0.0, 1.0),
+        case(7, 5, 3, 5, 0.5, 2.0),
+        // A mean 1000 times the spread: the statistics must not cancel.
+        case(6, 3, 4, 5, 1000.0, 1.0),
+        // Planes over 256 float4s: several units per lane.
+        case(3, 2, 40, 36, -2.0, 3.0),
+        // Spiking-ResNet18's shapes on fewer images.
+        case(24, 64, 16, 16, 0.3, 1.0),
+        case(40, 64, 8, 8, 0.0, 1.0),
+        case(50, 128, 4, 4, -1.0, 2.0),
+        case(60, 256, 2, 2, 0.0, 1.0),
+        case(100, 512, 1, 1, 5.0, 1.0),
+        // Two values per channel: the fewest training allows.
+        case(2, 600, 1, 1, 0.0, 1.0),
+        // Planes of 64 values in tensors that are not 16-byte aligned: the scalar path.
+        case(10, 16, 8, 8, 0.0, 1.0).shifted(1),
+    ]
+}
+
+/// Runs `check` on every problem of [`bn_cases`], with random inputs from `seed`.
+fn check_cases(seed: u64, check: fn(&Arc<Device>, &BnCase, &mut Rng)) {
+    let dev = gpu_common::device();
+    let mut rng = Rng::new(seed);
+    for case in bn_cases() {
+        check(&dev, &case, &mut rng);
+    }
+}
+
+/// Batch-norm over `channels` with momentum 0.3 (PyTorch's eps), so that the running
+/// statistics move far.
+fn fast_batchnorm(channels: usize) -> BatchNorm2d {
+    BatchNorm2d {
+        momentum: 0.3,
+        ..BatchNorm2d::new(channels)
+    }
+}
+
+/// Saved statistics of `channels`, poisoned.
+fn poisoned_saved(dev: &Arc<Device>, channels: usize) -> BatchNormSaved {
+    BatchNormSaved {
+        mean: poisoned(dev, Dtype::F32, channels),
+        inv_std: poisoned(dev, Dtype::F32, channels),
+    }
+}
+
+/// The f64 oracle's batch-norm backward: `[dx, dgamma, dbeta]`.
+fn cpu_backward(
+    bn: &BatchNorm2d,
+    case: &BnCase,
+    [x, gamma, dy]: [&[f64]; 3],
+    stats: &cpu::BatchStats<f64>,
+) -> [Vec<f64>; 3] {
+    let c = bn.channels;
+    let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+    let grads = cpu::BatchNormGrads {
+        input: &mut dx,
+        gamma: &mut dgamma,
+        beta: &mut dbeta,
+    };
+    cpu::batchnorm_backward(bn, case.shape, case.images, x, gamma, stats, dy, grads).unwrap();
+    [dx, dgamma, dbeta]
+}
+
+/// The tolerance of the module docs.
+const REL: f64 = 1e-5;
+
+/// The bounds of the module docs on one problem: the oracle's inputs `x`, `gamma`, `dy`
+/// and the statistics it normalises with, and per channel `S(x)`, `S(dy)`, `S(dy x_hat)`.
+struct BnBounds<'a> {
+    x: &'a [f64],
+    gamma: &'a [f64],
+    dy: &'a [f64],
+    stats: &'a cpu::BatchStats<f64>,
+    plane: usize,
+    /// Values per channel.
+    n: f64,
+    abs_x: Vec<f64>,
+    abs_dy: Vec<f64>,
+    abs_dy_x_hat: Vec<f64>,
+}
+
+impl<'a> BnBounds<'a> {
+    fn new(case: &BnCase, [x, gamma, dy]: [&'a [f64]; 3], stats: &'a cpu::BatchStats<f64>) -> Self {
+        let (c, plane) = (case.shape.channels, case.shape.plane());
+        let mut b = Self {
+            x,
+            gamma,
+            dy,
+            stats,
+            plane,
+            n: (case.images * plane) as f64,
+            abs_x: vec![0.0; c],
+            abs_dy: vec![0.0; c],
+            abs_dy_x_hat: vec![0.0; c],
+        };
+        for i in 0..x.len() {
+            let ch = b.channel(i);
+            b.abs_x[ch] += x[i].abs();
+            b.abs_dy[ch] += dy[i].abs();
+            b.abs_dy_x_hat[ch] += (dy[i] * b.x_hat(i)).abs();
+        }
+        b
+    }
+
+    fn channel(&self, i: usize) -> usize {
+        (i / self.plane) % self.gamma.len()
+    }
+
+    fn x_hat(&self, i: usize) -> f64 {
+        let ch = self.channel(i);
+        (self.x[i] - self.stats.mean[ch]) * self.stats.inv_std[ch]
+    }
+
+    /// `|gamma| * inv_std`, what `y` and `dx` scale by.
+    fn scale(&self, ch: usize) -> f64 {
+        self.gamma[ch].abs() * self.stats.inv_std[ch]
+    }
+
+    /// The bound of the batch mean: the GPU normalises with its own statistics, so their
+    /// errors carry into `y`, `dgamma` and `dx`.
+    fn mean(&self, ch: usize) -> f64 {
+        REL * self.abs_x[ch] / self.n
+    }
+
+    /// `M`: the mean's error in units of `x_hat`.
+    fn mean_hat(&self, ch: usize) -> f64 {
+        self.abs_x[ch] / self.n * self.stats.inv_std[ch]
+    }
+
+    fn dgamma_terms(&self, ch: usize) -> f64 {
+        self.abs_dy_x_hat[ch] + self.mean_hat(ch) * self.abs_dy[ch]
+    }
+
+    /// Checks a GPU backward's `[dx, dgamma, dbeta]` against the oracle's.
+    fn check_backward(&self, prefix: &str, got: [Vec<f32>; 3], want: &[Vec<f64>; 3]) {
+        let [dx, dgamma, dbeta] = got;
+        assert_close(&format!("{prefix}dbeta"), &dbeta, &want[2], |ch| {
+            REL * self.abs_dy[ch]
+        });
+        assert_close(&format!("{prefix}dgamma"), &dgamma, &want[1], |ch| {
+            REL * self.dgamma_terms(ch)
+        });
+        assert_close(&format!("{prefix}dx"), &dx, &want[0], |i| {
+            let ch = self.channel(i);
+            let spread = (self.x_hat(i).abs() + self.mean_hat(ch)) * self.dgamma_terms(ch);
+            let terms = self.dy[i].abs() + (self.abs_dy[ch] + spread) / self.n;
+            REL * self.scale(ch) * terms
+        });
+    }
 }
 
 /// What a training forward and a backward wrote, downloaded.
@@ -171,51 +345,62 @@ fn bn_inputs(case: &BnCase, rng: &mut Rng) -> BnInputs {
     ]
 }
 
+/// A problem's inputs on the GPU, `x` and `dy` `case.shift` elements into their buffers.
+struct BnTensors {
+    x: DeviceTensor,
+    gamma: DeviceTensor,
+    beta: DeviceTensor,
+    running_mean: DeviceTensor,
+    running_var: DeviceTensor,
+    dy: DeviceTensor,
+}
+
+impl BnTensors {
+    fn new(dev: &Arc<Device>, case: &BnCase, inputs: &BnInputs) -> Self {
+        let [x, gamma, beta, rm, rv, dy] = inputs;
+        Self {
+            x: upload_at(dev, x, case.shift),
+            gamma: upload(dev, gamma),
+            beta: upload(dev, beta),
+            running_mean: upload(dev, rm),
+            running_var: upload(dev, rv),
+            dy: upload_at(dev, dy, case.shift),
+        }
+    }
+
+    /// The training forward into `y` and `saved` (updating the running statistics), or
+    /// without `saved` the eval forward (normalising with the running statistics).
+    fn forward(
+        &self,
+        dev: &Arc<Device>,
+        bn: &BatchNorm2d,
+        case: &BnCase,
+        y: &DeviceTensor,
+        saved: Option<&BatchNormSaved>,
+    ) {
+        let (shape, images) = (case.shape, case.images);
+        let (x, g, b) = (&self.x, &self.gamma, &self.beta);
+        let (rm, rv) = (&self.running_mean, &self.running_var);
+        match saved {
+            Some(s) => {
+                kernels::batchnorm_forward_train(dev, bn, shape, images, x, g, b, rm, rv, y, s)
+            }
+            None => kernels::batchnorm_forward_eval(dev, bn, shape, images, x, g, b, rm, rv, y),
+        }
+        .unwrap();
+    }
+}
+
 /// Training forward, eval forward (with the updated running statistics) and backward on
 /// the GPU, every output poisoned first.
 fn bn_gpu(dev: &Arc<Device>, bn: &BatchNorm2d, case: &BnCase, inputs: &BnInputs) -> BnRun {
-    let [x, gamma, beta, rm, rv, dy] = inputs;
-    let (c, len) = (bn.channels, x.len());
-    let (xt, gt, bt, dyt) = (
-        upload_at(dev, x, case.shift),
-        upload(dev, gamma),
-        upload(dev, beta),
-        upload_at(dev, dy, case.shift),
-    );
-    let (rmt, rvt) = (upload(dev, rm), upload(dev, rv));
+    let (c, len) = (bn.channels, inputs[0].len());
+    let t = BnTensors::new(dev, case, inputs);
     let y = poisoned_at(dev, Dtype::F32, len, case.shift);
-    let saved = BatchNormSaved {
-        mean: poisoned(dev, Dtype::F32, c),
-        inv_std: poisoned(dev, Dtype::F32, c),
-    };
-    kernels::batchnorm_forward_train(
-        dev,
-        bn,
-        case.shape,
-        case.images,
-        &xt,
-        &gt,
-        &bt,
-        &rmt,
-        &rvt,
-        &y,
-        &saved,
-    )
-    .unwrap();
+    let saved = poisoned_saved(dev, c);
+    t.forward(dev, bn, case, &y, Some(&saved));
     let eval_y = poisoned_at(dev, Dtype::F32, len, case.shift);
-    kernels::batchnorm_forward_eval(
-        dev,
-        bn,
-        case.shape,
-        case.images,
-        &xt,
-        &gt,
-        &bt,
-        &rmt,
-        &rvt,
-        &eval_y,
-    )
-    .unwrap();
+    t.forward(dev, bn, case, &eval_y, None);
     let (dx, dgamma, dbeta) = (
         poisoned_at(dev, Dtype::F32, len, case.shift),
         poisoned(dev, Dtype::F32, c),
@@ -226,10 +411,10 @@ fn bn_gpu(dev: &Arc<Device>, bn: &BatchNorm2d, case: &BnCase, inputs: &BnInputs)
         bn,
         case.shape,
         case.images,
-        &xt,
-        &gt,
+        &t.x,
+        &t.gamma,
         &saved,
-        &dyt,
+        &t.dy,
         &dx,
         &dgamma,
         &dbeta,
@@ -240,8 +425,8 @@ fn bn_gpu(dev: &Arc<Device>, bn: &BatchNorm2d, case: &BnCase, inputs: &BnInputs)
         y: get(&y),
         mean: get(&saved.mean),
         inv_std: get(&saved.inv_std),
-        running_mean: get(&rmt),
-        running_var: get(&rvt),
+        running_mean: get(&t.running_mean),
+        running_var: get(&t.running_var),
         eval_y: get(&eval_y),
         dx: get(&dx),
         dgamma: get(&dgamma),
@@ -251,12 +436,7 @@ fn bn_gpu(dev: &Arc<Device>, bn: &BatchNorm2d, case: &BnCase, inputs: &BnInputs)
 
 /// Runs `case` twice on the GPU (bit-identical) and checks it against the f64 reference.
 fn check_batchnorm(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
-    let (c, plane) = (case.shape.channels, case.shape.plane());
-    let bn = BatchNorm2d {
-        channels: c,
-        eps: 1e-5,
-        momentum: 0.3,
-    };
+    let bn = fast_batchnorm(case.shape.channels);
     eprintln!(
         "batch-norm: {} images of {}, inputs {} +- {}, shifted by {}",
         case.images, case.shape, case.offset, case.spread, case.shift
@@ -297,131 +477,48 @@ fn check_batchnorm(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
         &mut eval64,
     )
     .unwrap();
-    let (mut dx64, mut dg64, mut db64) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-    let grads = cpu::BatchNormGrads {
-        input: &mut dx64,
-        gamma: &mut dg64,
-        beta: &mut db64,
-    };
-    cpu::batchnorm_backward(
-        &bn,
-        case.shape,
-        case.images,
-        &x64,
-        &g64,
-        &stats,
-        &dy64,
-        grads,
-    )
-    .unwrap();
+    let want = cpu_backward(&bn, case, [&x64, &g64, &dy64], &stats);
 
-    // Per-channel sums of magnitudes, for the bounds.
-    let n = (case.images * plane) as f64;
-    let channel = |i: usize| (i / plane) % c;
-    let mut abs_x = vec![0.0; c];
-    let mut abs_dy = vec![0.0; c];
-    let mut abs_dyxh = vec![0.0; c];
-    for i in 0..x.len() {
-        let ch = channel(i);
-        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
-        abs_x[ch] += x64[i].abs();
-        abs_dy[ch] += dy64[i].abs();
-        abs_dyxh[ch] += (dy64[i] * x_hat).abs();
-    }
-    let rel = 1e-5;
+    let bounds = BnBounds::new(case, [&x64, &g64, &dy64], &stats);
     let m = bn.momentum;
-    // The bound of the batch mean, and of the running mean, per channel: the GPU
-    // normalises with its own statistics, so their errors carry into y, dgamma and dx.
-    let mean_tol = |ch: usize| rel * abs_x[ch] / n;
-    let rm_tol = |ch: usize| rel * (1.0 - m) * f64::from(rm[ch]).abs() + m * mean_tol(ch);
-    assert_close("mean", &as_f32(&run.mean), &stats.mean, mean_tol);
+    let rm_tol = |ch: usize| REL * (1.0 - m) * f64::from(rm[ch]).abs() + m * bounds.mean(ch);
+    assert_close("mean", &as_f32(&run.mean), &stats.mean, |ch| {
+        bounds.mean(ch)
+    });
     assert_close("inv_std", &as_f32(&run.inv_std), &stats.inv_std, |ch| {
-        rel * stats.inv_std[ch]
+        REL * stats.inv_std[ch]
     });
     assert_close("running_mean", &as_f32(&run.running_mean), &rm64, rm_tol);
     assert_close("running_var", &as_f32(&run.running_var), &rv64, |ch| {
-        rel * rv64[ch]
+        REL * rv64[ch]
     });
-    let scale = |ch: usize| g64[ch].abs() * stats.inv_std[ch];
     assert_close("y", &as_f32(&run.y), &y64, |i| {
-        let ch = channel(i);
-        let terms = (x64[i].abs() + stats.mean[ch].abs()) * scale(ch) + b64[ch].abs();
-        rel * terms + mean_tol(ch) * scale(ch)
+        let ch = bounds.channel(i);
+        let terms = (x64[i].abs() + stats.mean[ch].abs()) * bounds.scale(ch) + b64[ch].abs();
+        REL * terms + bounds.mean(ch) * bounds.scale(ch)
     });
     assert_close("eval y", &as_f32(&run.eval_y), &eval64, |i| {
-        let ch = channel(i);
+        let ch = bounds.channel(i);
         let scale = g64[ch].abs() / (rv64[ch] + bn.eps).sqrt();
         let terms = (x64[i].abs() + rm64[ch].abs()) * scale + b64[ch].abs();
-        rel * terms + rm_tol(ch) * scale
+        REL * terms + rm_tol(ch) * scale
     });
-    assert_close("dbeta", &as_f32(&run.dbeta), &db64, |ch| rel * abs_dy[ch]);
-    // The mean's error, in units of x_hat.
-    let mean_hat = |ch: usize| abs_x[ch] / n * stats.inv_std[ch];
-    assert_close("dgamma", &as_f32(&run.dgamma), &dg64, |ch| {
-        rel * (abs_dyxh[ch] + mean_hat(ch) * abs_dy[ch])
-    });
-    assert_close("dx", &as_f32(&run.dx), &dx64, |i| {
-        let ch = channel(i);
-        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
-        let dgamma_terms = abs_dyxh[ch] + mean_hat(ch) * abs_dy[ch];
-        let terms = dy64[i].abs() + (abs_dy[ch] + (x_hat.abs() + mean_hat(ch)) * dgamma_terms) / n;
-        rel * scale(ch) * terms
-    });
+    let got = [&run.dx, &run.dgamma, &run.dbeta].map(|b| as_f32(b));
+    bounds.check_backward("", got, &want);
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_matches_the_cpu_reference") else {
-        return;
-    };
-    let mut rng = Rng::new(0xB47C);
-    let case = |images, c, h, w, offset, spread| BnCase {
-        images,
-        shape: ImageShape::new(c, h, w),
-        offset,
-        spread,
-        shift: 0,
-    };
-    for case in [
-        // Odd planes (63, 15 values): the scalar path, groups of lanes that do not divide
-        // the block.
-        case(3, 5, 7, 9, 0.0, 1.0),
-        case(7, 5, 3, 5, 0.5, 2.0),
-        // A mean 1000 times the spread: the statistics must not cancel.
-        case(6, 3, 4, 5, 1000.0, 1.0),
-        // Planes over 256 float4s: several units per lane.
-        case(3, 2, 40, 36, -2.0, 3.0),
-        // Spiking-ResNet18's shapes on fewer images.
-        case(24, 64, 16, 16, 0.3, 1.0),
-        case(40, 64, 8, 8, 0.0, 1.0),
-        case(50, 128, 4, 4, -1.0, 2.0),
-        case(60, 256, 2, 2, 0.0, 1.0),
-        case(100, 512, 1, 1, 5.0, 1.0),
-        // Two values per channel: the fewest training allows.
-        case(2, 600, 1, 1, 0.0, 1.0),
-        // Planes of 64 values in tensors that are not 16-byte aligned: the scalar path.
-        BnCase {
-            shift: 1,
-            ..case(10, 16, 8, 8, 0.0, 1.0)
-        },
-    ] {
-        check_batchnorm(&dev, &case, &mut rng);
-    }
+    check_cases(0xB47C, check_batchnorm);
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_at_the_resnet18_stem_scale() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_at_the_resnet18_stem_scale") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // T = 32, B = 100: 3200 images after the 7x7 stride-2 stem convolution.
-    let case = BnCase {
-        images: 3200,
-        shape: ImageShape::new(64, 16, 16),
-        offset: 0.5,
-        spread: 2.0,
-        shift: 0,
-    };
+    let case = BnCase::new(3200, 64, 16, 16, 0.5, 2.0);
     check_batchnorm(&dev, &case, &mut Rng::new(0x57E3));
 }
 
@@ -432,52 +529,42 @@ type StatsBits = [Vec<u32>; 4];
 /// statistics (each on its own copy, saved statistics poisoned): must agree bit for bit.
 fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut Rng) {
     let c = case.shape.channels;
-    let bn = BatchNorm2d {
-        channels: c,
-        eps: 1e-5,
-        momentum: 0.3,
-    };
+    let bn = fast_batchnorm(c);
     eprintln!(
         "batch-norm statistics: {} images of {}, x shifted by {}, y by {y_shift}",
         case.images, case.shape, case.shift
     );
-    let [x, gamma, beta, rm, rv, _] = bn_inputs(case, rng);
-    let xt = upload_at(dev, &x, case.shift);
-    let (gt, bt) = (upload(dev, &gamma), upload(dev, &beta));
-    let fresh = || {
-        let saved = BatchNormSaved {
-            mean: poisoned(dev, Dtype::F32, c),
-            inv_std: poisoned(dev, Dtype::F32, c),
-        };
-        (upload(dev, &rm), upload(dev, &rv), saved)
-    };
+    let inputs = bn_inputs(case, rng);
     let get = |t: &DeviceTensor| bits(&t.to_f32().unwrap());
-    let collect = |rm: &DeviceTensor, rv: &DeviceTensor, saved: &BatchNormSaved| -> StatsBits {
-        [get(&saved.mean), get(&saved.inv_std), get(rm), get(rv)]
+    let collect = |t: &BnTensors, saved: &BatchNormSaved| -> StatsBits {
+        [
+            get(&saved.mean),
+            get(&saved.inv_std),
+            get(&t.running_mean),
+            get(&t.running_var),
+        ]
     };
 
-    let (rmt, rvt, saved) = fresh();
-    let y = poisoned_at(dev, Dtype::F32, x.len(), y_shift);
-    kernels::batchnorm_forward_train(
-        dev,
-        &bn,
-        case.shape,
-        case.images,
-        &xt,
-        &gt,
-        &bt,
-        &rmt,
-        &rvt,
-        &y,
-        &saved,
-    )
-    .unwrap();
-    let want = collect(&rmt, &rvt, &saved);
+    let t = BnTensors::new(dev, case, &inputs);
+    let saved = poisoned_saved(dev, c);
+    let y = poisoned_at(dev, Dtype::F32, inputs[0].len(), y_shift);
+    t.forward(dev, &bn, case, &y, Some(&saved));
+    let want = collect(&t, &saved);
     let stats = || {
-        let (rmt, rvt, saved) = fresh();
-        kernels::batchnorm_statistics(dev, &bn, case.shape, case.images, &xt, &rmt, &rvt, &saved)
-            .unwrap();
-        collect(&rmt, &rvt, &saved)
+        let t = BnTensors::new(dev, case, &inputs);
+        let saved = poisoned_saved(dev, c);
+        kernels::batchnorm_statistics(
+            dev,
+            &bn,
+            case.shape,
+            case.images,
+            &t.x,
+            &t.running_mean,
+            &t.running_var,
+            &saved,
+        )
+        .unwrap();
+        collect(&t, &saved)
     };
     let got = stats();
     for (what, g, w) in [
@@ -490,55 +577,40 @@ fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut 
     }
     assert!(stats() == got, "two runs differ");
     // The running statistics did move (momentum 0.3 towards the batch).
-    assert_ne!(got[2], bits(&rm), "running_mean unchanged");
-    assert_ne!(got[3], bits(&rv), "running_var unchanged");
+    assert_ne!(got[2], bits(&inputs[3]), "running_mean unchanged");
+    assert_ne!(got[3], bits(&inputs[4]), "running_var unchanged");
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_statistics_equal_the_training_forward() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_statistics_equal_the_training_forward")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x57A7);
-    let case = |images, c, h, w, offset, shift| BnCase {
-        images,
-        shape: ImageShape::new(c, h, w),
-        offset,
-        spread: 1.0,
-        shift,
-    };
+    let case = |images, c, h, w, offset| BnCase::new(images, c, h, w, offset, 1.0);
     for (case, y_shift) in [
-        (case(3, 5, 7, 9, 0.0, 0), 0),
-        (case(6, 3, 4, 5, 1000.0, 0), 0),
-        (case(24, 64, 16, 16, 0.3, 0), 0),
-        (case(50, 128, 4, 4, -1.0, 0), 0),
-        (case(100, 512, 1, 1, 5.0, 0), 0),
-        (case(2, 600, 1, 1, 0.0, 0), 0),
+        (case(3, 5, 7, 9, 0.0), 0),
+        (case(6, 3, 4, 5, 1000.0), 0),
+        (case(24, 64, 16, 16, 0.3), 0),
+        (case(50, 128, 4, 4, -1.0), 0),
+        (case(100, 512, 1, 1, 5.0), 0),
+        (case(2, 600, 1, 1, 0.0), 0),
         // Unaligned `x`: the scalar split in both.
-        (case(10, 16, 8, 8, 0.0, 1), 1),
+        (case(10, 16, 8, 8, 0.0).shifted(1), 1),
         // Aligned `x` but unaligned `y`: the statistics must not depend on `y`.
-        (case(10, 16, 8, 8, 0.0, 0), 1),
+        (case(10, 16, 8, 8, 0.0), 1),
     ] {
         check_statistics(&dev, &case, y_shift, &mut rng);
     }
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
-    let Some(dev) =
-        gpu_common::device("gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x5CA1E);
     // 600 channels: three blocks, the last one partly idle.
     for c in [3, 64, 600] {
-        let bn = BatchNorm2d {
-            channels: c,
-            eps: 1e-5,
-            momentum: 0.1,
-        };
+        let bn = BatchNorm2d::new(c);
         let gamma = rng.vec(c, -1.5, 1.5);
         let inv_std = rng.vec(c, 0.2, 5.0);
         let var = rng.vec(c, 0.0, 3.0);
@@ -608,10 +680,7 @@ fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
             &bits(&y.to_f32().unwrap()),
             &bits(&apply(&mean, &eval)),
         );
-        let saved = BatchNormSaved {
-            mean: poisoned(&dev, Dtype::F32, c),
-            inv_std: poisoned(&dev, Dtype::F32, c),
-        };
+        let saved = poisoned_saved(&dev, c);
         let (rm, rv) = (upload(&dev, &mean), upload(&dev, &var));
         let y = poisoned(&dev, Dtype::F32, x.len());
         kernels::batchnorm_forward_train(
@@ -640,11 +709,7 @@ type FusedBits = [Vec<u32>; 3];
 /// f64 with the same statistics.
 fn check_backward_fused(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
     let (c, plane) = (case.shape.channels, case.shape.plane());
-    let bn = BatchNorm2d {
-        channels: c,
-        eps: 1e-5,
-        momentum: 0.1,
-    };
+    let bn = BatchNorm2d::new(c);
     eprintln!(
         "fused batch-norm backward: {} images of {}, inputs {} +- {}, shifted by {}",
         case.images, case.shape, case.offset, case.spread, case.shift
@@ -748,89 +813,16 @@ fn check_backward_fused(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
         mean: f64s(&mean),
         inv_std: f64s(&inv_std),
     };
-    let (mut dx64, mut dg64, mut db64) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-    let grads = cpu::BatchNormGrads {
-        input: &mut dx64,
-        gamma: &mut dg64,
-        beta: &mut db64,
-    };
-    cpu::batchnorm_backward(
-        &bn,
-        case.shape,
-        case.images,
-        &x64,
-        &g64,
-        &stats,
-        &dy64,
-        grads,
-    )
-    .unwrap();
-
+    let want = cpu_backward(&bn, case, [&x64, &g64, &dy64], &stats);
     // The bounds of `check_batchnorm`, with the statistics the oracle shares.
-    let (mut abs_x, mut abs_dy, mut abs_dyxh) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
-    for i in 0..x.len() {
-        let ch = channel(i);
-        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
-        abs_x[ch] += x64[i].abs();
-        abs_dy[ch] += dy64[i].abs();
-        abs_dyxh[ch] += (dy64[i] * x_hat).abs();
-    }
-    let (rel, nf) = (1e-5, n as f64);
-    let mean_hat = |ch: usize| abs_x[ch] / nf * stats.inv_std[ch];
-    let dgamma_terms = |ch: usize| abs_dyxh[ch] + mean_hat(ch) * abs_dy[ch];
-    assert_close("fused dbeta", &as_f32(&got[2]), &db64, |ch| {
-        rel * abs_dy[ch]
-    });
-    assert_close("fused dgamma", &as_f32(&got[1]), &dg64, |ch| {
-        rel * dgamma_terms(ch)
-    });
-    assert_close("fused dx", &as_f32(&got[0]), &dx64, |i| {
-        let ch = channel(i);
-        let x_hat = (x64[i] - stats.mean[ch]) * stats.inv_std[ch];
-        let terms =
-            dy64[i].abs() + (abs_dy[ch] + (x_hat.abs() + mean_hat(ch)) * dgamma_terms(ch)) / nf;
-        rel * g64[ch].abs() * stats.inv_std[ch] * terms
-    });
+    let bounds = BnBounds::new(case, [&x64, &g64, &dy64], &stats);
+    bounds.check_backward("fused ", got.map(|b| as_f32(&b)), &want);
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_batchnorm_backward_fused_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_batchnorm_backward_fused_matches_the_cpu_reference")
-    else {
-        return;
-    };
-    let mut rng = Rng::new(0xF05E);
-    let case = |images, c, h, w, offset, spread| BnCase {
-        images,
-        shape: ImageShape::new(c, h, w),
-        offset,
-        spread,
-        shift: 0,
-    };
-    for case in [
-        // Odd planes: the scalar path, groups that do not divide the block, odd image
-        // counts (the unrolled pair's tail).
-        case(3, 5, 7, 9, 0.0, 1.0),
-        case(7, 5, 3, 5, 0.5, 2.0),
-        // A mean 1000 times the spread.
-        case(6, 3, 4, 5, 1000.0, 1.0),
-        // Planes over 256 float4s.
-        case(3, 2, 40, 36, -2.0, 3.0),
-        // Spiking-ResNet18's shapes on fewer images.
-        case(24, 64, 16, 16, 0.3, 1.0),
-        case(40, 64, 8, 8, 0.0, 1.0),
-        case(50, 128, 4, 4, -1.0, 2.0),
-        case(60, 256, 2, 2, 0.0, 1.0),
-        case(100, 512, 1, 1, 5.0, 1.0),
-        case(2, 600, 1, 1, 0.0, 1.0),
-        // Not 16-byte aligned: the scalar path on planes of 64.
-        BnCase {
-            shift: 1,
-            ..case(10, 16, 8, 8, 0.0, 1.0)
-        },
-    ] {
-        check_backward_fused(&dev, &case, &mut rng);
-    }
+    check_cases(0xF05E, check_backward_fused);
 }
 
 /// Max-pools `x` on the GPU (twice: bit-identical) and checks `y`, the chosen indices and
@@ -890,11 +882,9 @@ fn check_maxpool(
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_maxpool_matches_the_cpu_reference_ties_included() {
-    let Some(dev) = gpu_common::device("gpu_maxpool_matches_the_cpu_reference_ties_included")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0x9001);
     // The kernels give each thread a strip of 4 values of a row; planes of at most 256
     // strips go to a block whole, larger ones 256 strips at a time. 3x3 stride 2 and 2x2
@@ -935,10 +925,9 @@ fn gpu_maxpool_matches_the_cpu_reference_ties_included() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_maxpool_at_the_resnet18_stem_scale() {
-    let Some(dev) = gpu_common::device("gpu_maxpool_at_the_resnet18_stem_scale") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // T = 32, B = 100 after the stem: every block strides over many planes.
     let (images, input) = (3200, ImageShape::new(64, 16, 16));
     let mut rng = Rng::new(0x5E3);
@@ -957,10 +946,9 @@ fn gpu_maxpool_at_the_resnet18_stem_scale() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_global_avgpool_matches_the_cpu_reference() {
-    let Some(dev) = gpu_common::device("gpu_global_avgpool_matches_the_cpu_reference") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xA7E);
     // 1x1 (ResNet18 on CIFAR), 2x2 and 4x4 (float4 backward), 7x7 (a warp per row), 3x5.
     for (images, input) in [
@@ -1006,10 +994,9 @@ fn gpu_global_avgpool_matches_the_cpu_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_add_and_add_assign_equal_the_host_sums() {
-    let Some(dev) = gpu_common::device("gpu_add_and_add_assign_equal_the_host_sums") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(0xADD);
     // A length that is not a multiple of 4 (the scalar tail), a ResNet block's output.
     for len in [1003, 3200 * 64 * 8 * 8] {
@@ -1050,10 +1037,9 @@ fn shape_error(r: Result<(), RuntimeError>, needle: &str) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_nn_kernels_reject_bad_arguments() {
-    let Some(dev) = gpu_common::device("gpu_nn_kernels_reject_bad_arguments") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let (images, input) = (2, ImageShape::new(3, 4, 4));
     let bn = BatchNorm2d::new(3);
     let t = |len| upload(&dev, &vec![0.5; len]);

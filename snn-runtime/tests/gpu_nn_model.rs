@@ -22,6 +22,14 @@ const F32_CONV: ModelOptions = ModelOptions {
     fuse: true,
 };
 
+/// PLIF with its decay learnable per channel.
+fn per_channel_plif() -> zoo::Plif {
+    zoo::Plif {
+        shape: snn_codegen::ParamShape::PerChannel,
+        ..zoo::Plif::default()
+    }
+}
+
 /// `[T, B, C, H, W]` spikes with firing probability `p`.
 fn spikes(rng: &mut Rng, len: usize, p: f64) -> Vec<f32> {
     (0..len)
@@ -212,10 +220,9 @@ fn resnet18_step(dev: &std::sync::Arc<snn_runtime::Device>, seed: u64) -> bool {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_resnet18_training_step_matches_the_cpu() {
-    let Some(dev) = device("gpu_resnet18_training_step_matches_the_cpu") else {
-        return;
-    };
+    let dev = device();
     let compared = (11..17).filter(|&seed| resnet18_step(&dev, seed)).count();
     assert!(
         compared >= 2,
@@ -226,14 +233,10 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
 /// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training
 /// steps on both sides, then inference.
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_small_cnn_trains_like_the_cpu() {
-    let Some(dev) = device("gpu_small_cnn_trains_like_the_cpu") else {
-        return;
-    };
-    let plif = zoo::Plif {
-        shape: snn_codegen::ParamShape::PerChannel,
-        ..zoo::Plif::default()
-    };
+    let dev = device();
+    let plif = per_channel_plif();
     let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, &plif).unwrap();
     let params = init_params::<f32>(&net, 5).unwrap();
     assert!(params.get("sn1.w").is_some());
@@ -281,10 +284,9 @@ fn gpu_small_cnn_trains_like_the_cpu() {
 /// Backward returns every activation to the pool, and a second iteration allocates
 /// nothing new from the driver.
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_training_memory_is_reused() {
-    let Some(dev) = device("gpu_training_memory_is_reused") else {
-        return;
-    };
+    let dev = device();
     let lif = zoo::PaperLif::default();
     let net: Network = spiking_cnn(ImageShape::new(1, 16, 16), 8, 10, &lif).unwrap();
     let params = init_params::<f32>(&net, 0).unwrap();
@@ -311,14 +313,10 @@ fn gpu_training_memory_is_reused() {
 /// With `deterministic`, two runs of the same training steps give bit-identical weights,
 /// statistics and optimizer state.
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_deterministic_training_repeats_bit_for_bit() {
-    let Some(dev) = device("gpu_deterministic_training_repeats_bit_for_bit") else {
-        return;
-    };
-    let plif = zoo::Plif {
-        shape: snn_codegen::ParamShape::PerChannel,
-        ..zoo::Plif::default()
-    };
+    let dev = device();
+    let plif = per_channel_plif();
     let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &plif).unwrap();
     let params = init_params::<f32>(&net, 9).unwrap();
     let mut rng = Rng::new(9);

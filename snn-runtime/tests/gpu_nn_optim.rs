@@ -94,10 +94,9 @@ fn optimizers() -> Vec<Optimizer> {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_optimizer_steps_match_the_cpu() {
-    let Some(dev) = gpu_common::device("gpu_optimizer_steps_match_the_cpu") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(7);
     // Lengths: below one float4, a float4 exactly, odd, and float4 groups plus a tail.
     for (len, misaligned) in [
@@ -160,10 +159,9 @@ fn gpu_optimizer_steps_match_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_grad_norm_and_clipping_match_the_cpu() {
-    let Some(dev) = gpu_common::device("gpu_grad_norm_and_clipping_match_the_cpu") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(11);
     for (len, misaligned) in [
         (1, false),
@@ -245,10 +243,9 @@ fn check_loss(what: &str, got: (f32, usize, &[f32]), want: &snn_nn::LossOutput<f
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_losses_match_the_cpu() {
-    let Some(dev) = gpu_common::device("gpu_losses_match_the_cpu") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(3);
     for loss in [Loss::CrossEntropyRate, Loss::MseRate] {
         // Few classes, more classes than threads per block, one step.
@@ -272,10 +269,9 @@ fn gpu_losses_match_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_loss_buffers_are_reused_and_grow() {
-    let Some(dev) = gpu_common::device("gpu_loss_buffers_are_reused_and_grow") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut rng = Rng::new(5);
     for loss in [Loss::CrossEntropyRate, Loss::MseRate] {
         let classes = 6;
@@ -299,10 +295,9 @@ fn gpu_loss_buffers_are_reused_and_grow() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_bad_arguments_are_errors() {
-    let Some(dev) = gpu_common::device("gpu_bad_arguments_are_errors") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let f32s = |n: usize| DeviceTensor::zeros(&dev, Dtype::F32, &[n]).unwrap();
     let (p, g) = (f32s(8), f32s(8));
     let (m, v) = (f32s(8), f32s(8));

@@ -2,7 +2,7 @@
 //! the host data, also when the ring of pinned buffers is reused while the GPU is busy and
 //! the uploads run ahead of the compute; and the pipeline loader -> upload (copy stream)
 //! -> u8 to f32 -> rate encoding (compute stream) gives bit-identical spikes to the CPU
-//! encoder. Skipped without a GPU unless `SNN_REQUIRE_GPU=1`.
+//! encoder.
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -22,6 +22,17 @@ fn pattern(k: usize, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Event frames of two samples (5 and 6, labels 10 and 0), time-major.
+fn time_major<E>(data: Vec<E>, shape: &[usize]) -> Batch<E> {
+    Batch {
+        indices: vec![5, 6],
+        data,
+        labels: vec![10, 0],
+        shape: shape.to_vec(),
+        layout: BatchLayout::TimeMajor,
+    }
+}
+
 /// `[B, P]` intensities large enough that rate encoding them keeps the GPU busy for a
 /// while, so that later uploads queue behind it.
 fn busy_work(dev: &Arc<snn_runtime::Device>) -> (DeviceTensor, Vec<u64>) {
@@ -34,11 +45,9 @@ fn busy_work(dev: &Arc<snn_runtime::Device>) -> (DeviceTensor, Vec<u64>) {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_uploads_equal_the_host_data_while_the_ring_is_reused() {
-    let Some(dev) = gpu_common::device("gpu_uploads_equal_the_host_data_while_the_ring_is_reused")
-    else {
-        return;
-    };
+    let dev = gpu_common::device();
     let (busy, busy_samples) = busy_work(&dev);
     let mut up = Uploader::with_slots(&dev, 1 << 20, 2).unwrap();
     let sizes = [1usize, 1000, 4096, 1 << 20, 777, 65_536, 3];
@@ -95,10 +104,9 @@ fn gpu_uploads_equal_the_host_data_while_the_ring_is_reused() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_uploaded_batches_equal_the_host_batches() {
-    let Some(dev) = gpu_common::device("gpu_uploaded_batches_equal_the_host_batches") else {
-        return;
-    };
+    let dev = gpu_common::device();
     let mut up = Uploader::new(&dev, 1 << 16).unwrap();
     assert_eq!(up.slots(), Uploader::DEFAULT_SLOTS);
 
@@ -128,13 +136,7 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
     // Event frames [T, B, 2, H, W]: u8 counts become f32 counts, f32 frames travel as is.
     let shape = vec![3, 2, 2, 5, 4];
     let counts: Vec<u8> = (0..240).map(|i| (i * 13 % 256) as u8).collect();
-    let frames = Batch {
-        indices: vec![5, 6],
-        data: counts.clone(),
-        labels: vec![10, 0],
-        shape: shape.clone(),
-        layout: BatchLayout::TimeMajor,
-    };
+    let frames = time_major(counts.clone(), &shape);
     let gpu = frames.upload_counts(&mut up).unwrap();
     assert_eq!(gpu.data.shape, shape);
     assert_eq!(
@@ -144,13 +146,7 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
     assert_eq!(gpu.labels.to_f32().unwrap(), [10.0, 0.0]);
     assert!(frames.upload_images(&mut up).is_err());
     let values: Vec<f32> = counts.iter().map(|&c| f32::from(c) * 1.5).collect();
-    let float_frames = Batch {
-        indices: vec![5, 6],
-        data: values.clone(),
-        labels: vec![10, 0],
-        shape: shape.clone(),
-        layout: BatchLayout::TimeMajor,
-    };
+    let float_frames = time_major(values.clone(), &shape);
     let gpu = float_frames.upload_frames(&mut up).unwrap();
     assert_eq!(gpu.data.to_f32().unwrap(), values);
     assert_eq!(gpu.labels.to_f32().unwrap(), [10.0, 0.0]);
@@ -173,10 +169,9 @@ fn gpu_uploaded_batches_equal_the_host_batches() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_pipeline_spikes_equal_the_cpu_encoder() {
-    let Some(dev) = gpu_common::device("gpu_pipeline_spikes_equal_the_cpu_encoder") else {
-        return;
-    };
+    let dev = gpu_common::device();
     // 23 images of 3 x 7 x 9 (not a multiple of 4 pixels), every u8 value present.
     let (n, shape) = (23usize, [3usize, 7, 9]);
     let per: usize = shape.iter().product();

@@ -1,10 +1,8 @@
-//! Helpers shared by the GPU tests (`gpu_layers`, `gpu_cache`): the device or a skip, a
-//! seeded generator, and the random problems of snn-codegen's own tests
-//! (snn-codegen/tests/common/mod.rs), restated here because that file belongs to another
-//! crate's test tree.
+//! Helpers shared by the GPU tests: the device, a seeded generator, and the random problems
+//! of snn-codegen's own tests (snn-codegen/tests/common/mod.rs), restated here because that
+//! file belongs to another crate's test tree.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use snn_codegen::Layout;
@@ -13,41 +11,19 @@ use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Dtype, Init, zoo};
 use snn_runtime::Device;
 
-/// Whether `SNN_REQUIRE_GPU` asks for a GPU (set, and neither empty nor `0`).
-pub fn gpu_required() -> bool {
-    std::env::var("SNN_REQUIRE_GPU").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Device 0, opened once per test binary (so that its in-memory kernel cache is shared by
-/// the tests), or `None` with a notice where there is no GPU. With `SNN_REQUIRE_GPU=1` a
-/// missing GPU is a failure instead.
-pub fn device(test: &str) -> Option<Arc<Device>> {
+/// the tests). The GPU tests are `#[ignore]`d, so they run only when asked for (`--ignored`):
+/// without a usable GPU that is a failure that says why.
+pub fn device() -> Arc<Device> {
     static DEVICE: OnceLock<Result<Arc<Device>, String>> = OnceLock::new();
     let dev = DEVICE.get_or_init(|| match Device::count() {
         Ok(c) if c > 0 => Device::open(0).map_err(|e| format!("opening device 0 failed: {e}")),
-        Ok(_) => Err("no CUDA device".into()),
+        Ok(_) => Err("the CUDA driver reports no device".into()),
         Err(e) => Err(e.to_string()),
     });
     match dev {
-        Ok(d) => Some(d.clone()),
-        Err(why) => {
-            assert!(
-                !gpu_required(),
-                "SNN_REQUIRE_GPU is set but there is no usable GPU: {why}"
-            );
-            // Straight to stderr, past the test harness's output capture, so that the skip
-            // shows in a plain `cargo test`.
-            let first = why
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(" Searched:");
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipping {test}: no GPU ({first}); set SNN_REQUIRE_GPU=1 to fail instead"
-            );
-            None
-        }
+        Ok(d) => d.clone(),
+        Err(why) => panic!("this test needs a CUDA GPU: {why}"),
     }
 }
 
