@@ -124,23 +124,3 @@ fn nvrtc_reports_compile_errors_with_the_offending_line() {
         "{msg}"
     );
 }
-
-#[test]
-fn nvrtc_compiles_the_rate_encoder() {
-    if !nvrtc_available() {
-        return;
-    }
-    let mut opts: Vec<&str> = COMPILE_OPTIONS.to_vec();
-    opts.push("--ptxas-options=-v");
-    for arch in ["sm_80", "sm_90"] {
-        let out = nvrtc::compile(
-            snn_runtime::encode::RATE_ENCODE_SOURCE,
-            "snn_rate_encode",
-            arch,
-            &opts,
-        )
-        .unwrap();
-        let r = &nvrtc::resources(&out.log)[0];
-        assert_eq!((r.stack_frame_bytes, r.spill_store_bytes), (0, 0), "{r:?}");
-    }
-}

@@ -79,11 +79,31 @@ fn entry<'a>(ptx: &'a str, kernel: &str) -> &'a str {
 
 /// Passes over whole tensors read (and write) 16 bytes per access: the instructions each
 /// such kernel's PTX must contain.
-const WIDE: &[(Program, &str, &[&str])] = &[(
-    programs::ELEMENTWISE,
-    "snn_add",
-    &["ld.global.v4.f32", "st.global.v4.f32"],
-)];
+const WIDE: &[(Program, &str, &[&str])] = &[
+    (
+        programs::ELEMENTWISE,
+        "snn_add",
+        &["ld.global.v4.f32", "st.global.v4.f32"],
+    ),
+    (programs::OPTIM, "snn_adam_step", UPDATE),
+    (programs::OPTIM, "snn_sgd_step", UPDATE),
+    (
+        programs::OPTIM,
+        "snn_sum_squares_partial",
+        &["ld.global.nc.v4.f32"],
+    ),
+    (programs::OPTIM, "snn_scale", IN_PLACE),
+    (programs::OPTIM, "snn_clip_scale", IN_PLACE),
+];
+
+/// An optimizer step: the weights and state read and written, the gradients read only.
+const UPDATE: &[&str] = &[
+    "ld.global.v4.f32",
+    "ld.global.nc.v4.f32",
+    "st.global.v4.f32",
+];
+/// A tensor scaled in place.
+const IN_PLACE: &[&str] = &["ld.global.v4.f32", "st.global.v4.f32"];
 
 #[test]
 #[cfg_attr(
