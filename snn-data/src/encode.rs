@@ -56,10 +56,12 @@ impl fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
-const PHILOX_M0: u32 = 0xd251_1f53;
-const PHILOX_M1: u32 = 0xcd9e_8d57;
-const PHILOX_W0: u32 = 0x9e37_79b9;
-const PHILOX_W1: u32 = 0xbb67_ae85;
+// Philox-4x32's round multipliers and key increments (Weyl constants). Public so that the
+// GPU encoder's test (snn-runtime) checks its kernel's copies against them.
+pub const PHILOX_M0: u32 = 0xd251_1f53;
+pub const PHILOX_M1: u32 = 0xcd9e_8d57;
+pub const PHILOX_W0: u32 = 0x9e37_79b9;
+pub const PHILOX_W1: u32 = 0xbb67_ae85;
 
 #[inline(always)]
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {

@@ -29,7 +29,7 @@ pub fn cross_entropy_rate<T: Float>(
     output: &[T],
     labels: &[usize],
 ) -> Result<LossOutput<T>, NnError> {
-    check(steps, batch, classes, output, labels)?;
+    check(steps, batch, classes, output.len(), labels)?;
     let mut grad = vec![T::default(); output.len()];
     let (mut total, mut correct) = (T::default(), 0);
     let (inv_batch, inv_steps) = (
@@ -72,7 +72,7 @@ pub fn mse_rate<T: Float>(
     output: &[T],
     labels: &[usize],
 ) -> Result<LossOutput<T>, NnError> {
-    check(steps, batch, classes, output, labels)?;
+    check(steps, batch, classes, output.len(), labels)?;
     let mut grad = vec![T::default(); output.len()];
     let (mut total, mut correct) = (T::default(), 0);
     let inv_count = T::from_f64(1.0 / (batch * classes) as f64);
@@ -127,11 +127,14 @@ fn argmax<T: Float>(values: &[T]) -> usize {
     best
 }
 
-fn check<T>(
+/// Checks a loss problem: at least one step, sample and class, an output of `values =
+/// T * B * K` values, and one label per sample, each below `classes` (the GPU losses check
+/// the same).
+pub fn check(
     steps: usize,
     batch: usize,
     classes: usize,
-    output: &[T],
+    values: usize,
     labels: &[usize],
 ) -> Result<(), NnError> {
     if steps == 0 || batch == 0 || classes == 0 {
@@ -142,10 +145,9 @@ fn check<T>(
     let len = steps
         .checked_mul(batch)
         .and_then(|n| n.checked_mul(classes));
-    if len != Some(output.len()) {
+    if len != Some(values) {
         return Err(NnError::shape(format!(
-            "the output has {} values but [T, B, K] = [{steps}, {batch}, {classes}] needs {}",
-            output.len(),
+            "the output has {values} values but [T, B, K] = [{steps}, {batch}, {classes}] needs {}",
             len.map_or_else(|| "more than fit in memory".into(), |n| n.to_string())
         )));
     }

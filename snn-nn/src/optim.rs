@@ -164,6 +164,23 @@ impl Optimizer {
         }
     }
 
+    /// Checks a step before anything changes: the hyper-parameters ([`Optimizer::validate`]),
+    /// the step's learning rate `lr` (a schedule's, not only the base rate), and that the
+    /// state holds `buffers` buffers, one per [state name](Optimizer::state_names).
+    pub fn check_step(&self, lr: f64, buffers: usize) -> Result<(), NnError> {
+        self.validate()?;
+        check_lr(self.kind(), lr)?;
+        let names = self.state_names();
+        if buffers != names.len() {
+            return Err(NnError::Config(format!(
+                "{} keeps {} state tensors per weight ({names:?}) but the state has {buffers}: create the state for this optimizer",
+                self.kind(),
+                names.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The per-step scalars of the update at learning rate `lr` and 1-based step `step`,
     /// folded in `f64` as PyTorch folds them in Python floats: the CPU step and the GPU
     /// kernels both use exactly these (rounded once to the compute type).
@@ -175,14 +192,14 @@ impl Optimizer {
                 weight_decay,
                 nesterov,
                 ..
-            } => StepScalars::Sgd {
+            } => StepScalars::Sgd(SgdScalars {
                 lr,
                 weight_decay,
                 momentum,
                 one_minus_dampening: 1.0 - dampening,
                 first: step <= 1,
                 nesterov,
-            },
+            }),
             Optimizer::Adam {
                 beta1,
                 beta2,
@@ -201,7 +218,7 @@ impl Optimizer {
                 let t = step as f64;
                 let bias_correction1 = 1.0 - beta1.powf(t);
                 let bias_correction2 = 1.0 - beta2.powf(t);
-                StepScalars::Adam {
+                StepScalars::Adam(AdamScalars {
                     decay: if decoupled {
                         1.0 - lr * weight_decay
                     } else {
@@ -214,7 +231,7 @@ impl Optimizer {
                     step_size: lr / bias_correction1,
                     bias_correction2_sqrt: bias_correction2.sqrt(),
                     eps,
-                }
+                })
             }
         }
     }
@@ -233,29 +250,35 @@ fn check_lr(kind: &str, lr: f64) -> Result<(), NnError> {
 /// The scalars of one optimizer step (see [`Optimizer::scalars`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepScalars {
-    /// `g += weight_decay * p`; `buf = first ? g : momentum * buf + one_minus_dampening *
-    /// g`; `g = nesterov ? g + momentum * buf : buf` (momentum > 0 only); `p -= lr * g`.
-    Sgd {
-        lr: f64,
-        weight_decay: f64,
-        momentum: f64,
-        one_minus_dampening: f64,
-        first: bool,
-        nesterov: bool,
-    },
-    /// `p *= decay`; `g += grad_weight_decay * p`; `m = lerp(m, g, one_minus_beta1)`;
-    /// `v = beta2 * v + one_minus_beta2 * g * g`; `p -= step_size * m / (sqrt(v) /
-    /// bias_correction2_sqrt + eps)`.
-    Adam {
-        decay: f64,
-        grad_weight_decay: f64,
-        one_minus_beta1: f64,
-        beta2: f64,
-        one_minus_beta2: f64,
-        step_size: f64,
-        bias_correction2_sqrt: f64,
-        eps: f64,
-    },
+    Sgd(SgdScalars),
+    Adam(AdamScalars),
+}
+
+/// `g += weight_decay * p`; `buf = first ? g : momentum * buf + one_minus_dampening * g`;
+/// `g = nesterov ? g + momentum * buf : buf` (momentum > 0 only); `p -= lr * g`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdScalars {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub one_minus_dampening: f64,
+    pub first: bool,
+    pub nesterov: bool,
+}
+
+/// `p *= decay`; `g += grad_weight_decay * p`; `m = lerp(m, g, one_minus_beta1)`; `v =
+/// beta2 * v + one_minus_beta2 * g * g`; `p -= step_size * m / (sqrt(v) /
+/// bias_correction2_sqrt + eps)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamScalars {
+    pub decay: f64,
+    pub grad_weight_decay: f64,
+    pub one_minus_beta1: f64,
+    pub beta2: f64,
+    pub one_minus_beta2: f64,
+    pub step_size: f64,
+    pub bias_correction2_sqrt: f64,
+    pub eps: f64,
 }
 
 /// `torch.lerp(start, end, weight)` as PyTorch computes it (the form depends on the weight,
@@ -356,17 +379,8 @@ pub fn step<T: Float>(
     params: &mut ParamSet<T>,
     grads: &ParamSet<T>,
 ) -> Result<(), NnError> {
-    opt.validate()?;
-    check_lr(opt.kind(), lr)?;
+    opt.check_step(lr, state.buffers.len())?;
     let names = opt.state_names();
-    if state.buffers.len() != names.len() {
-        return Err(NnError::Config(format!(
-            "{} keeps {} state tensors per weight ({names:?}) but the state has {}: create it with OptimizerState::new for this optimizer",
-            opt.kind(),
-            names.len(),
-            state.buffers.len()
-        )));
-    }
     for w in params.weights() {
         let grad = grads.get(&w.name).ok_or_else(|| {
             NnError::shape(format!(
@@ -404,14 +418,14 @@ pub fn step<T: Float>(
     for w in params.iter_mut().filter(|t| t.role == Role::Weight) {
         let g = grads.data(&w.name)?;
         let mut bufs = buffers.iter_mut().filter_map(|set| set.get_mut(&w.name));
-        match scalars {
-            StepScalars::Sgd { .. } => {
+        match &scalars {
+            StepScalars::Sgd(s) => {
                 let buf = bufs.next().map(|b| &mut b.data[..]);
-                sgd(&scalars, &mut w.data, g, buf);
+                sgd(s, &mut w.data, g, buf);
             }
-            StepScalars::Adam { .. } => {
+            StepScalars::Adam(s) => {
                 if let (Some(m), Some(v)) = (bufs.next(), bufs.next()) {
-                    adam(&scalars, &mut w.data, g, &mut m.data, &mut v.data);
+                    adam(s, &mut w.data, g, &mut m.data, &mut v.data);
                 }
             }
         }
@@ -419,36 +433,25 @@ pub fn step<T: Float>(
     Ok(())
 }
 
-fn sgd<T: Float>(s: &StepScalars, p: &mut [T], g: &[T], mut buf: Option<&mut [T]>) {
-    let &StepScalars::Sgd {
-        lr,
-        weight_decay,
-        momentum,
-        one_minus_dampening,
-        first,
-        nesterov,
-    } = s
-    else {
-        return;
-    };
+fn sgd<T: Float>(s: &SgdScalars, p: &mut [T], g: &[T], mut buf: Option<&mut [T]>) {
     let (lr, wd, mom, omd) = (
-        T::from_f64(lr),
-        T::from_f64(weight_decay),
-        T::from_f64(momentum),
-        T::from_f64(one_minus_dampening),
+        T::from_f64(s.lr),
+        T::from_f64(s.weight_decay),
+        T::from_f64(s.momentum),
+        T::from_f64(s.one_minus_dampening),
     );
     for i in 0..p.len() {
         let mut grad = g[i];
-        if weight_decay != 0.0 {
+        if s.weight_decay != 0.0 {
             grad += wd * p[i];
         }
         if let Some(buf) = buf.as_deref_mut() {
-            buf[i] = if first {
+            buf[i] = if s.first {
                 grad
             } else {
                 buf[i] * mom + omd * grad
             };
-            grad = if nesterov {
+            grad = if s.nesterov {
                 grad + mom * buf[i]
             } else {
                 buf[i]
@@ -458,35 +461,22 @@ fn sgd<T: Float>(s: &StepScalars, p: &mut [T], g: &[T], mut buf: Option<&mut [T]
     }
 }
 
-fn adam<T: Float>(s: &StepScalars, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
-    let &StepScalars::Adam {
-        decay,
-        grad_weight_decay,
-        one_minus_beta1,
-        beta2,
-        one_minus_beta2,
-        step_size,
-        bias_correction2_sqrt,
-        eps,
-    } = s
-    else {
-        return;
-    };
+fn adam<T: Float>(s: &AdamScalars, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
     let c = T::from_f64;
-    let (decay_t, wd, w1, b2, w2) = (
-        c(decay),
-        c(grad_weight_decay),
-        c(one_minus_beta1),
-        c(beta2),
-        c(one_minus_beta2),
+    let (decay, wd, w1, b2, w2) = (
+        c(s.decay),
+        c(s.grad_weight_decay),
+        c(s.one_minus_beta1),
+        c(s.beta2),
+        c(s.one_minus_beta2),
     );
-    let (step_size, bc2_sqrt, eps) = (c(step_size), c(bias_correction2_sqrt), c(eps));
+    let (step_size, bc2_sqrt, eps) = (c(s.step_size), c(s.bias_correction2_sqrt), c(s.eps));
     for i in 0..p.len() {
-        if decay != 1.0 {
-            p[i] *= decay_t;
+        if s.decay != 1.0 {
+            p[i] *= decay;
         }
         let mut grad = g[i];
-        if grad_weight_decay != 0.0 {
+        if s.grad_weight_decay != 0.0 {
             grad += wd * p[i];
         }
         m[i] = lerp(m[i], grad, w1);

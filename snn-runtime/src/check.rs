@@ -45,6 +45,29 @@ pub fn f32_tensor(
     tensor(op, arg, t, Dtype::F32, len, what)
 }
 
+/// Checks that a layer's bias (or its gradient) is given exactly when the layer has one,
+/// as an f32 tensor of one value per output channel.
+pub fn bias(
+    op: &str,
+    arg: &str,
+    t: Option<&DeviceTensor>,
+    has_bias: bool,
+    channels: usize,
+) -> Result<(), RuntimeError> {
+    match (has_bias, t) {
+        (true, Some(t)) => f32_tensor(op, arg, t, channels, "one per output channel"),
+        (false, None) => Ok(()),
+        (true, None) => Err(RuntimeError::invalid(
+            op,
+            format!("the layer has a bias, so `{arg}` must be given"),
+        )),
+        (false, Some(_)) => Err(RuntimeError::invalid(
+            op,
+            format!("the layer has no bias, so `{arg}` must be None"),
+        )),
+    }
+}
+
 /// Checks that `t` lives on `device` (its kernels run on that device's stream).
 pub fn on_device(
     op: &str,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys};
+use cudarc::driver::{CudaContext, CudaStream, sys};
 use snn_codegen::cuda::{COMPILE_OPTIONS, parse_kernels};
 
 use crate::cache::KernelCache;
@@ -42,8 +42,6 @@ pub struct Device {
     pub info: DeviceInfo,
     pub cache: KernelCache,
     pub(crate) pool: Pool,
-    /// Hand-written kernels loaded on this device, by (program, kernel).
-    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Hand-written kernels loaded on this device with their signatures, by (program,
     /// kernel): looking a module up hashes its whole source, too slow to repeat at every
     /// launch.
@@ -96,36 +94,8 @@ impl Device {
             info,
             cache: KernelCache::from_env(),
             pool: Pool::default(),
-            functions: Mutex::default(),
             kernels: Mutex::default(),
         }))
-    }
-
-    /// Kernel `kernel` of the hand-written CUDA `source` (named `program` in the cache and
-    /// in errors), compiled through the kernel cache and loaded once per device: looking a
-    /// module up hashes its whole source, too slow to repeat at every launch.
-    pub fn function(
-        &self,
-        program: &'static str,
-        source: &'static str,
-        kernel: &'static str,
-    ) -> Result<CudaFunction, RuntimeError> {
-        let lock = || self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = lock().get(&(program, kernel)) {
-            return Ok(f.clone());
-        }
-        let module = self.cache.module(
-            &self.ctx,
-            source,
-            program,
-            &self.info.arch(),
-            &COMPILE_OPTIONS,
-        )?;
-        let f = module
-            .load_function(kernel)
-            .map_err(|e| RuntimeError::driver(format!("loading `{kernel}`"), e))?;
-        lock().insert((program, kernel), f.clone());
-        Ok(f)
     }
 
     /// A launch of kernel `kernel` of the hand-written `program`, to bind its arguments by

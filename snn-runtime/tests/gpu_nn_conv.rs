@@ -14,7 +14,7 @@
 //!   and a sum of products by at most 2^-9 * sum |w| |x|; f32 accumulation adds far less.
 //!
 //! The GPU tests (named `gpu_*`) are ignored unless asked for (`--ignored`); the library
-//! probes and the shape checks run everywhere (nvrtc_kernels.rs compiles the bias kernels).
+//! probes and the shape checks run everywhere (nvrtc_programs.rs compiles the bias kernels).
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -27,9 +27,8 @@ use snn_nn::cpu::{
     Conv2dGrads, LinearGrads, conv2d_backward, conv2d_forward, linear_backward, linear_forward,
 };
 use snn_nn::{Conv2d, ImageShape, Linear};
-use snn_runtime::nn::conv::{
-    ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn, cublas_library, cudnn_library,
-};
+use snn_runtime::libs::{cublas as cublas_library, cudnn as cudnn_library};
+use snn_runtime::nn::conv::{ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn};
 use snn_runtime::nn::linear::{self as gpu_linear, Cublas};
 use snn_runtime::{Device, DeviceTensor, RuntimeError};
 
@@ -507,8 +506,9 @@ fn gpu_convolution_at_training_batch_size() {
 fn gpu_convolutions_reject_bad_tensors() {
     let (dev, cudnn) = cudnn();
     let err = |r: Result<(), RuntimeError>| match r {
-        Err(RuntimeError::Shape(msg)) => msg,
-        other => panic!("expected a shape error, got {other:?}"),
+        Err(e @ (RuntimeError::Tensor { .. } | RuntimeError::Invalid { .. })) => e.to_string(),
+        Err(e @ RuntimeError::Overlap { .. }) => e.to_string(),
+        other => panic!("expected an argument error, got {other:?}"),
     };
     let input = ImageShape::new(4, 6, 6);
     let conv = Conv2d::new(4, 4, 3, 1, 1);
@@ -526,27 +526,33 @@ fn gpu_convolutions_reject_bad_tensors() {
     );
     let msg = err(gpu.forward(&zeros(&[2, 4, 6, 5]), &w, None, &y));
     assert!(
-        msg.contains("`x` has 240 values") && msg.contains("expected 288"),
+        msg.contains("`x` must be f32 with 288 values") && msg.contains("(240 values)"),
         "{msg}"
     );
     let half = DeviceTensor::zeros(&dev, Dtype::F16, &[4, 4, 3, 3]).unwrap();
     let msg = err(gpu.forward(&x, &half, None, &y));
-    assert!(msg.contains("`weight` must be f32, got a f16"), "{msg}");
+    assert!(
+        msg.contains("`weight` must be f32") && msg.contains("got f16"),
+        "{msg}"
+    );
     let bias = zeros(&[4]);
     let msg = err(gpu.forward(&x, &w, Some(&bias), &y));
     assert!(msg.contains("no bias, so `bias` must be None"), "{msg}");
     let msg = err(gpu.forward(&x, &w, None, &x));
-    assert!(msg.contains("`y` and `x` are the same memory"), "{msg}");
+    assert!(msg.contains("`x` and `y` share device memory"), "{msg}");
     let msg = err(gpu.backward_data(&y, &w, &zeros(&[4, 4, 6, 6])));
-    assert!(msg.contains("`dx` has 576 values"), "{msg}");
+    assert!(msg.contains("`dx` must be f32 with 288 values"), "{msg}");
     let msg = err(gpu.backward_filter(&x, &y, &zeros(&[4, 4, 3]), None));
-    assert!(msg.contains("`dweight` has 48 values"), "{msg}");
+    assert!(
+        msg.contains("`dweight` must be f32 with 144 values"),
+        "{msg}"
+    );
 
     let biased = ConvGpu::new(&cudnn, &conv.with_bias(), input, 2, ConvMath::F32).unwrap();
     let msg = err(biased.forward(&x, &w, None, &y));
     assert!(msg.contains("has a bias, so `bias` must be given"), "{msg}");
     let msg = err(biased.backward_filter(&x, &y, &zeros(&[4, 4, 3, 3]), Some(&zeros(&[5]))));
-    assert!(msg.contains("`dbias` has 5 values"), "{msg}");
+    assert!(msg.contains("`dbias` must be f32 with 4 values"), "{msg}");
     // Views that fold time into the batch are fine: only the element count matters.
     let folded = x.reshape(&[2, 1, 4, 36]).unwrap();
     gpu.forward(&folded, &w, None, &y).unwrap();
@@ -658,8 +664,9 @@ fn gpu_linear_layers_reject_bad_tensors() {
     let dev = gpu_common::device();
     let blas = Cublas::new(&dev).unwrap();
     let err = |r: Result<(), RuntimeError>| match r {
-        Err(RuntimeError::Shape(msg)) => msg,
-        other => panic!("expected a shape error, got {other:?}"),
+        Err(e @ (RuntimeError::Tensor { .. } | RuntimeError::Invalid { .. })) => e.to_string(),
+        Err(e @ RuntimeError::Overlap { .. }) => e.to_string(),
+        other => panic!("expected an argument error, got {other:?}"),
     };
     let linear = Linear::new(6, 3);
     let zeros = |shape: &[usize]| DeviceTensor::zeros(&dev, Dtype::F32, shape).unwrap();
@@ -670,11 +677,11 @@ fn gpu_linear_layers_reject_bad_tensors() {
     fwd(&x, &w, Some(&b), &y).unwrap();
     let msg = err(fwd(&zeros(&[4, 5]), &w, Some(&b), &y));
     assert!(
-        msg.contains("`x` has 20 values") && msg.contains("[4, 6]"),
+        msg.contains("`x` must be f32 with 24 values") && msg.contains("[4, 5]"),
         "{msg}"
     );
     let msg = err(fwd(&x, &zeros(&[6, 3, 1]), Some(&b), &zeros(&[4, 6])));
-    assert!(msg.contains("`y` has 24 values"), "{msg}");
+    assert!(msg.contains("`y` must be f32 with 12 values"), "{msg}");
     let msg = err(fwd(&x, &w, None, &y));
     assert!(msg.contains("has a bias, so `bias` must be given"), "{msg}");
     let bf16 = DeviceTensor::zeros(&dev, Dtype::BF16, &[3]).unwrap();
@@ -692,7 +699,7 @@ fn gpu_linear_layers_reject_bad_tensors() {
         &dw,
         Some(&db),
     ));
-    assert!(msg.contains("`dx` has 28 values"), "{msg}");
+    assert!(msg.contains("`dx` must be f32 with 24 values"), "{msg}");
     let msg = err(gpu_linear::linear_backward(
         &blas, &linear, 4, &x, &w, &y, None, &dw, None,
     ));

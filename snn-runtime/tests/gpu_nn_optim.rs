@@ -16,7 +16,7 @@ use gpu_common::Rng;
 use snn_codegen::Dtype;
 use snn_nn::optim::{self as cpu, CosineSchedule, Optimizer, OptimizerState};
 use snn_nn::{Loss, ParamSet, Role, Tensor};
-use snn_runtime::nn::loss::{LossGpu, cross_entropy_rate, mse_rate, rate_loss};
+use snn_runtime::nn::loss::{LossGpu, rate_loss};
 use snn_runtime::nn::optim::{clip_grad_norm, grad_norm, optimizer_state, optimizer_step, scale};
 use snn_runtime::{Device, DeviceTensor};
 
@@ -259,10 +259,7 @@ fn gpu_losses_match_the_cpu() {
                 DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, classes], &out).unwrap();
             let g = DeviceTensor::zeros(&dev, Dtype::F32, &[steps, batch, classes]).unwrap();
             g.fill_bytes(0xff).unwrap();
-            let v = match loss {
-                Loss::CrossEntropyRate => cross_entropy_rate(&dev, &o, &labels, &g).unwrap(),
-                Loss::MseRate => mse_rate(&dev, &o, &labels, &g).unwrap(),
-            };
+            let v = rate_loss(&dev, loss, &o, &labels, &g).unwrap();
             check_loss(&what, (v.loss, v.correct, &g.to_f32().unwrap()), &want);
         }
     }
@@ -316,7 +313,7 @@ fn gpu_bad_arguments_are_errors() {
             &f32s(7),
             &[&m, &v]
         ))
-        .contains("`grads` must be an f32 tensor of 8 values")
+        .contains("`grads` must be f32 with 8 values")
     );
     let half = DeviceTensor::zeros(&dev, Dtype::F16, &[8]).unwrap();
     assert!(msg(optimizer_step(&dev, &adam, 1e-3, 1, &p, &half, &[&m, &v])).contains("f16"));
@@ -333,9 +330,10 @@ fn gpu_bad_arguments_are_errors() {
     let out = DeviceTensor::zeros(&dev, Dtype::F32, &[2, 3, 4]).unwrap();
     let grad = f32s(24);
     let err = |r: Result<_, snn_runtime::RuntimeError>| r.unwrap_err().to_string();
-    assert!(err(cross_entropy_rate(&dev, &out, &[0, 1, 4], &grad)).contains("label 4 of sample 2"));
-    assert!(err(mse_rate(&dev, &out, &[0, 1], &grad)).contains("2 labels for a batch of 3"));
-    assert!(err(rate_loss(&dev, Loss::MseRate, &f32s(24), &[0], &grad)).contains("[T, B, K]"));
-    assert!(err(cross_entropy_rate(&dev, &out, &[0, 1, 2], &out)).contains("share device memory"));
-    assert!(err(cross_entropy_rate(&dev, &out, &[0, 1, 2], &f32s(23))).contains("`grad`"));
+    let (ce, mse) = (Loss::CrossEntropyRate, Loss::MseRate);
+    assert!(err(rate_loss(&dev, ce, &out, &[0, 1, 4], &grad)).contains("label 4 of sample 2"));
+    assert!(err(rate_loss(&dev, mse, &out, &[0, 1], &grad)).contains("2 labels for a batch of 3"));
+    assert!(err(rate_loss(&dev, mse, &f32s(24), &[0], &grad)).contains("[T, B, K]"));
+    assert!(err(rate_loss(&dev, ce, &out, &[0, 1, 2], &out)).contains("share device memory"));
+    assert!(err(rate_loss(&dev, ce, &out, &[0, 1, 2], &f32s(23))).contains("`grad`"));
 }

@@ -7,7 +7,6 @@
 use snn_codegen::cuda::{COMPILE_OPTIONS, KernelOptions, KernelSet, Reduction, generate};
 use snn_codegen::fuse::batch_norm_input;
 use snn_codegen::{Dtype, NeuronIr, Storage, compile, zoo};
-use snn_runtime::nn::conv::BIAS_KERNELS_SOURCE;
 use snn_runtime::nvrtc;
 
 /// Compiles `source` for `arch` with ptxas's report, and asserts that each of `kernels` is
@@ -114,31 +113,4 @@ fn nvrtc_reports_compile_errors_with_the_offending_line() {
         msg.contains("undeclared") && msg.contains("line 2: x[0] = undeclared;"),
         "{msg}"
     );
-}
-
-/// The kernels written by hand: rate encoding and the convolutions' bias.
-#[test]
-#[cfg_attr(
-    not(snn_nvrtc),
-    ignore = "needs NVRTC: pip install nvidia-cuda-nvrtc==13.0.* and put its lib on LD_LIBRARY_PATH"
-)]
-fn nvrtc_compiles_the_rate_encoder_and_bias_kernels_without_spills() {
-    for arch in ["sm_80", "sm_90"] {
-        assert_no_local_memory(
-            snn_runtime::encode::RATE_ENCODE_SOURCE,
-            "snn_rate_encode",
-            arch,
-            &["snn_rate_encode"],
-        );
-        assert_no_local_memory(
-            BIAS_KERNELS_SOURCE,
-            "snn_bias",
-            arch,
-            &[
-                "snn_bias_add",
-                "snn_bias_grad_partial",
-                "snn_bias_grad_finish",
-            ],
-        );
-    }
 }

@@ -103,12 +103,26 @@ const WIDE: &[(Program, &str, &[&str])] = &[
         &[ST4, "st.global.u32"],
     ),
     (programs::POOL, "snn_maxpool2d_backward", &[ST4]),
+    (programs::OPTIM, "snn_adam_step", UPDATE),
+    (programs::OPTIM, "snn_sgd_step", UPDATE),
+    (programs::OPTIM, "snn_sum_squares_partial", &[LDG4]),
+    (programs::OPTIM, "snn_scale", IN_PLACE),
+    (programs::OPTIM, "snn_clip_scale", IN_PLACE),
 ];
 
 /// A 16-byte load through the read-only cache (`__ldg` of a float4).
 const LDG4: &str = "ld.global.nc.v4.f32";
 /// A 16-byte store.
 const ST4: &str = "st.global.v4.f32";
+
+/// An optimizer step: the weights and state read and written, the gradients read only.
+const UPDATE: &[&str] = &[
+    "ld.global.v4.f32",
+    "ld.global.nc.v4.f32",
+    "st.global.v4.f32",
+];
+/// A tensor scaled in place.
+const IN_PLACE: &[&str] = &["ld.global.v4.f32", "st.global.v4.f32"];
 
 #[test]
 #[cfg_attr(

@@ -29,5 +29,29 @@ pub const BATCHNORM: Program = program!("batchnorm");
 /// Max pooling and global average pooling, forward and backward.
 pub const POOL: Program = program!("pool");
 
+/// Per-channel bias of convolutions and linear layers, forward and gradient.
+pub const BIAS: Program = program!("bias");
+
+/// Rate encoding with Philox-4x32-10, as the CPU encoder.
+pub const ENCODE: Program = program!("encode");
+
+/// The rate losses: cross-entropy and MSE of time-averaged outputs.
+pub const LOSS: Program = program!("loss");
+
+/// Optimizer steps, the gradient norm and gradient scaling over flat buffers.
+pub const OPTIM: Program = program!("optim");
+
+/// Conversion of uploaded `u8` batches to `f32`.
+pub const STAGING: Program = program!("staging");
+
 /// Every program (the NVRTC test compiles each, and checks every kernel's declaration).
-pub const ALL: &[Program] = &[ELEMENTWISE, BATCHNORM, POOL];
+pub const ALL: &[Program] = &[
+    ELEMENTWISE,
+    BATCHNORM,
+    POOL,
+    BIAS,
+    ENCODE,
+    LOSS,
+    OPTIM,
+    STAGING,
+];

@@ -65,29 +65,22 @@ fn open_global(file: impl libloading::AsFilename) -> bool {
     }
 }
 
-/// Makes NVRTC available to cudarc; returns where it was found.
-pub fn nvrtc() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    load(&NVRTC, &SLOT)
+/// Declares `pub fn $name()`, which makes the library of `$spec` available to cudarc (once
+/// per process) and returns where it was found.
+macro_rules! library {
+    ($name:ident, $spec:ident, $what:literal) => {
+        #[doc = concat!("Makes ", $what, " available to cudarc; returns where it was found.")]
+        pub fn $name() -> Result<String, RuntimeError> {
+            static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
+            load(&$spec, &SLOT)
+        }
+    };
 }
 
-/// Makes the CUDA driver library available to cudarc; returns where it was found.
-pub fn driver() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    load(&DRIVER, &SLOT)
-}
-
-/// Makes cuDNN 9 available to cudarc; returns where it was found.
-pub fn cudnn() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    load(&CUDNN, &SLOT)
-}
-
-/// Makes cuBLAS 13 available to cudarc; returns where it was found.
-pub fn cublas() -> Result<String, RuntimeError> {
-    static SLOT: OnceLock<Result<String, RuntimeError>> = OnceLock::new();
-    load(&CUBLAS, &SLOT)
-}
+library!(nvrtc, NVRTC, "NVRTC");
+library!(driver, DRIVER, "the CUDA driver library");
+library!(cudnn, CUDNN, "cuDNN 9");
+library!(cublas, CUBLAS, "cuBLAS 13");
 
 #[cfg(test)]
 mod tests {

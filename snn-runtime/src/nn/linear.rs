@@ -5,7 +5,7 @@
 //! column-major `[c, r]` one, its transpose, so `y = x W^T` is computed as `y^T = W x^T`
 //! with no copies (one `sgemm` that transposes the column-major view of `W`), and likewise
 //! the gradients. The bias and its gradient use the small deterministic kernels shared with
-//! the convolutions.
+//! the convolutions ([`super::bias`]).
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;
@@ -16,36 +16,24 @@ use cudarc::cublas::result as blas;
 use cudarc::cublas::sys;
 use snn_nn::Linear;
 
-use super::conv::{BiasKernels, check_bias, check_distinct, check_f32, cublas_library, zero_bytes};
+use super::bias;
+use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
+use crate::libs;
 use crate::tensor::DeviceTensor;
 
-/// The raw cuBLAS handle.
-struct Handle(sys::cublasHandle_t);
-
-// SAFETY: a cuBLAS handle may be used from any thread, one thread at a time; `Cublas` only
-// touches it with its mutex held.
-unsafe impl Send for Handle {}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // SAFETY: the handle was created by `cublasCreate` and is destroyed once, here. An
-        // error while tearing down cannot be acted on.
-        let _ = unsafe { blas::destroy_handle(self.0) };
-    }
-}
-
-/// The mutable part of [`Cublas`], behind its mutex.
-struct State {
-    handle: Handle,
-    bias: Option<Arc<BiasKernels>>,
-}
+owned!(
+    /// A cuBLAS handle (`Cublas` uses it with its mutex held).
+    Handle,
+    sys::cublasHandle_t,
+    blas::destroy_handle
+);
 
 /// cuBLAS for one device, on the device's stream, in full f32 math.
 pub struct Cublas {
     device: Arc<Device>,
-    state: Mutex<State>,
+    handle: Mutex<Handle>,
 }
 
 impl fmt::Debug for Cublas {
@@ -59,7 +47,7 @@ impl fmt::Debug for Cublas {
 impl Cublas {
     /// Loads cuBLAS 13 and creates a handle on `device`'s stream, in default math (no TF32).
     pub fn new(device: &Arc<Device>) -> Result<Arc<Self>, RuntimeError> {
-        cublas_library()?;
+        libs::cublas()?;
         device
             .ctx
             .bind_to_thread()
@@ -76,7 +64,7 @@ impl Cublas {
             .map_err(|e| RuntimeError::cublas("cublasSetMathMode", e))?;
         Ok(Arc::new(Self {
             device: device.clone(),
-            state: Mutex::new(State { handle, bias: None }),
+            handle: Mutex::new(handle),
         }))
     }
 
@@ -84,8 +72,8 @@ impl Cublas {
         &self.device
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>, RuntimeError> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> Result<MutexGuard<'_, Handle>, RuntimeError> {
+        let st = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         self.device
             .ctx
             .bind_to_thread()
@@ -93,20 +81,11 @@ impl Cublas {
         Ok(st)
     }
 
-    fn bias_kernels(&self, st: &mut State) -> Result<Arc<BiasKernels>, RuntimeError> {
-        if let Some(k) = &st.bias {
-            return Ok(k.clone());
-        }
-        let k = Arc::new(BiasKernels::load(&self.device)?);
-        st.bias = Some(k.clone());
-        Ok(k)
-    }
-
     /// Column-major `c = op(a) op(b)` (`[m, k] x [k, n]`), overwriting `c`.
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
         &self,
-        st: &State,
+        handle: &Handle,
         what: &str,
         (trans_a, trans_b): (bool, bool),
         (m, n, k): (usize, usize, usize),
@@ -128,7 +107,7 @@ impl Cublas {
         // default pointer mode.
         unsafe {
             blas::sgemm(
-                st.handle.0,
+                handle.0,
                 op(trans_a),
                 op(trans_b),
                 m as c_int,
@@ -165,13 +144,21 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(op: &str, linear: &Linear, rows: usize) -> Result<Self, RuntimeError> {
+    /// The extents of `linear` over `rows` rows, with the tensors both passes read checked:
+    /// `x` `[rows, in]` and `weight` `[out, in]`.
+    fn new(
+        op: &str,
+        linear: &Linear,
+        rows: usize,
+        x: &DeviceTensor,
+        weight: &DeviceTensor,
+    ) -> Result<Self, RuntimeError> {
         let (fin, fout) = (linear.in_features, linear.out_features);
-        if [rows, fin, fout].iter().any(|&d| d > i32::MAX as usize) {
-            return Err(RuntimeError::Shape(format!(
-                "{op}: {rows} rows of {fin} -> {fout} features: cuBLAS takes extents below 2^31; split the rows"
-            )));
+        for (what, v) in [("rows", rows), ("in features", fin), ("out features", fout)] {
+            check::to_i32(op, what, v)?;
         }
+        check::f32_tensor(op, "x", x, rows * fin, "[rows, in features]")?;
+        check::f32_tensor(op, "weight", weight, fout * fin, "[out, in features]")?;
         Ok(Self { rows, fin, fout })
     }
 
@@ -179,10 +166,11 @@ impl Dims {
     fn degenerate(&self) -> bool {
         self.rows == 0 || self.fin == 0 || self.fout == 0
     }
-}
 
-fn shape(r: usize, c: usize) -> String {
-    format!("[{r}, {c}]")
+    /// The bias kernels' view of a `[rows, out]` tensor: images of one plane per feature.
+    fn bias(&self) -> (usize, usize, usize) {
+        (self.rows, self.fout, 1)
+    }
 }
 
 /// `torch.nn.Linear` on `x` `[rows, in]` -> `y` `[rows, out]` (overwritten), `weight`
@@ -197,25 +185,20 @@ pub fn linear_forward(
     y: &DeviceTensor,
 ) -> Result<(), RuntimeError> {
     const OP: &str = "linear forward (cuBLAS)";
-    let dev = &*blas.device;
-    let d = Dims::new(OP, linear, rows)?;
-    check_f32(dev, (OP, "x"), x, d.rows * d.fin, &|| shape(d.rows, d.fin))?;
-    check_f32(dev, (OP, "weight"), weight, d.fout * d.fin, &|| {
-        shape(d.fout, d.fin)
-    })?;
-    check_f32(dev, (OP, "y"), y, d.rows * d.fout, &|| {
-        shape(d.rows, d.fout)
-    })?;
-    check_bias(dev, (OP, "bias"), linear.bias, bias, d.fout)?;
-    check_distinct(OP, ("y", y), ("x", x))?;
-    check_distinct(OP, ("y", y), ("weight", weight))?;
-    let mut st = blas.lock()?;
+    let d = Dims::new(OP, linear, rows, x, weight)?;
+    check::f32_tensor(OP, "y", y, d.rows * d.fout, "[rows, out features]")?;
+    check::bias(OP, "bias", bias, linear.bias, d.fout)?;
+    let mut args = vec![("x", x, Access::Read), ("weight", weight, Access::Read)];
+    args.extend(bias.map(|b| ("bias", b, Access::Read)));
+    args.push(("y", y, Access::Write));
+    check::memory(OP, &blas.device, &args)?;
+    let handle = blas.lock()?;
     if d.degenerate() {
-        zero_bytes(&blas.device, y.ptr(), y.num_bytes())?;
+        y.clear()?;
     } else {
         // y^T [out, rows] = (W^T [in, out])^T x^T [in, rows].
         blas.sgemm(
-            &st,
+            &handle,
             "the linear forward",
             (true, false),
             (d.fout, d.rows, d.fin),
@@ -224,11 +207,10 @@ pub fn linear_forward(
             (y.ptr(), d.fout),
         )?;
     }
-    if let Some(b) = bias {
-        let k = blas.bias_kernels(&mut st)?;
-        k.add(&blas.device, y.ptr(), b.ptr(), (d.rows, d.fout, 1))?;
+    match bias {
+        Some(b) => bias::add(&blas.device, y, b, d.bias()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The gradients of [`linear_forward`] from `dy` `[rows, out]`, each overwritten:
@@ -247,40 +229,33 @@ pub fn linear_backward(
     dbias: Option<&DeviceTensor>,
 ) -> Result<(), RuntimeError> {
     const OP: &str = "linear backward (cuBLAS)";
-    let dev = &*blas.device;
-    let d = Dims::new(OP, linear, rows)?;
-    check_f32(dev, (OP, "x"), x, d.rows * d.fin, &|| shape(d.rows, d.fin))?;
-    check_f32(dev, (OP, "weight"), weight, d.fout * d.fin, &|| {
-        shape(d.fout, d.fin)
-    })?;
-    check_f32(dev, (OP, "dy"), dy, d.rows * d.fout, &|| {
-        shape(d.rows, d.fout)
-    })?;
-    check_f32(dev, (OP, "dweight"), dweight, d.fout * d.fin, &|| {
-        "like `weight`".into()
-    })?;
-    check_bias(dev, (OP, "dbias"), linear.bias, dbias, d.fout)?;
-    check_distinct(OP, ("dweight", dweight), ("x", x))?;
-    check_distinct(OP, ("dweight", dweight), ("dy", dy))?;
+    let d = Dims::new(OP, linear, rows, x, weight)?;
+    check::f32_tensor(OP, "dy", dy, d.rows * d.fout, "[rows, out features]")?;
     if let Some(dx) = dx {
-        check_f32(dev, (OP, "dx"), dx, d.rows * d.fin, &|| "like `x`".into())?;
-        check_distinct(OP, ("dx", dx), ("dy", dy))?;
-        check_distinct(OP, ("dx", dx), ("weight", weight))?;
+        check::f32_tensor(OP, "dx", dx, d.rows * d.fin, "like `x`")?;
     }
-    if let Some(db) = dbias {
-        check_distinct(OP, ("dbias", db), ("dy", dy))?;
-    }
-    let mut st = blas.lock()?;
+    check::f32_tensor(OP, "dweight", dweight, d.fout * d.fin, "like `weight`")?;
+    check::bias(OP, "dbias", dbias, linear.bias, d.fout)?;
+    let mut args = vec![
+        ("x", x, Access::Read),
+        ("weight", weight, Access::Read),
+        ("dy", dy, Access::Read),
+        ("dweight", dweight, Access::Write),
+    ];
+    args.extend(dx.map(|t| ("dx", t, Access::Write)));
+    args.extend(dbias.map(|t| ("dbias", t, Access::Write)));
+    check::memory(OP, &blas.device, &args)?;
+    let handle = blas.lock()?;
     if d.degenerate() {
         if let Some(dx) = dx {
-            zero_bytes(&blas.device, dx.ptr(), dx.num_bytes())?;
+            dx.clear()?;
         }
-        zero_bytes(&blas.device, dweight.ptr(), dweight.num_bytes())?;
+        dweight.clear()?;
     } else {
         if let Some(dx) = dx {
             // dx^T [in, rows] = W^T [in, out] dy^T [out, rows].
             blas.sgemm(
-                &st,
+                &handle,
                 "the linear input gradient",
                 (false, false),
                 (d.fin, d.rows, d.fout),
@@ -291,7 +266,7 @@ pub fn linear_backward(
         }
         // dW^T [in, out] = x^T [in, rows] (dy^T [out, rows])^T.
         blas.sgemm(
-            &st,
+            &handle,
             "the linear weight gradient",
             (false, true),
             (d.fin, d.fout, d.rows),
@@ -300,9 +275,8 @@ pub fn linear_backward(
             (dweight.ptr(), d.fin),
         )?;
     }
-    if let Some(db) = dbias {
-        let k = blas.bias_kernels(&mut st)?;
-        k.grad(&blas.device, dy.ptr(), db.ptr(), (d.rows, d.fout, 1))?;
+    match dbias {
+        Some(db) => bias::grad(&blas.device, dy, db, d.bias()),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The losses of [`snn_nn::loss`] on the GPU: cross-entropy of time-averaged logits (the
-//! paper's) and MSE of firing rates (SpikingJelly's), each one kernel over the `[T, B, K]`
-//! f32 output that writes `dL/doutput` and each sample's loss and correctness.
+//! paper's) and MSE of firing rates (SpikingJelly's), each one kernel (`kernels/loss.cu`)
+//! over the `[T, B, K]` f32 output that writes `dL/doutput` and each sample's loss and
+//! correctness.
 //!
 //! One block per sample, with fixed-tree block reductions, and the per-sample values summed
 //! on the host in sample order: the loss is deterministic. Time sums run in time order and
@@ -10,139 +11,17 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaEvent, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
+use cudarc::driver::{CudaEvent, PinnedHostSlice, sys};
 use snn_codegen::Dtype;
 use snn_nn::Loss;
 
-use super::optim::{check_disjoint, check_f32, function, i64_of};
+use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
+use crate::launch::{self, programs};
 use crate::tensor::DeviceTensor;
 
-/// The NVRTC program name of [`LOSS_SOURCE`].
-pub const LOSS_PROGRAM: &str = "snn_loss";
-
-/// The kernels of [`LOSS_SOURCE`].
-pub const LOSS_KERNELS: &[&str] = &["snn_cross_entropy_rate", "snn_mse_rate"];
-
-/// The kernels: block `b` handles sample `b`.
-pub const LOSS_SOURCE: &str = r#"// snn-runtime: losses on time-averaged [T, B, K] outputs, one block per sample.
-#define SNN_THREADS 256
-
-// The output of class k of the block's sample summed over time, in time order.
-__device__ __forceinline__ float snn_time_sum(const float* __restrict__ out, const long long steps,
-                                             const long long stride, const long long row, const long long k) {
-    float s = 0.0f;
-    for (long long t = 0; t < steps; ++t) s += out[t * stride + row + k];
-    return s;
-}
-
-// The class with the largest time sum, the first one on ties (as torch.argmax); its sum
-// goes to *best_sum. Every thread gets both.
-__device__ long long snn_block_argmax(const float* __restrict__ out, const long long steps,
-                                      const long long stride, const long long row,
-                                      const long long classes, float* best_sum) {
-    __shared__ float sv[SNN_THREADS];
-    __shared__ long long sk[SNN_THREADS];
-    float v = 0.0f; // unused until k_best names a class
-    long long k_best = classes;
-    for (long long k = threadIdx.x; k < classes; k += SNN_THREADS) {
-        const float s = snn_time_sum(out, steps, stride, row, k);
-        if (k_best == classes || s > v) { v = s; k_best = k; }
-    }
-    sv[threadIdx.x] = v;
-    sk[threadIdx.x] = k_best;
-    __syncthreads();
-    for (int w = SNN_THREADS / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) {
-            const float ov = sv[threadIdx.x + w];
-            const long long ok = sk[threadIdx.x + w];
-            if (ok < classes && (sk[threadIdx.x] == classes || ov > sv[threadIdx.x] ||
-                                 (ov == sv[threadIdx.x] && ok < sk[threadIdx.x]))) {
-                sv[threadIdx.x] = ov;
-                sk[threadIdx.x] = ok;
-            }
-        }
-        __syncthreads();
-    }
-    const long long k = sk[0];
-    *best_sum = sv[0];
-    __syncthreads();
-    return k;
-}
-
-// Sums `x` over the block in a fixed tree; every thread gets the sum.
-__device__ float snn_block_sum(float x) {
-    __shared__ float s[SNN_THREADS];
-    s[threadIdx.x] = x;
-    __syncthreads();
-    for (int w = SNN_THREADS / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    const float r = s[0];
-    __syncthreads();
-    return r;
-}
-
-// F.cross_entropy(output.mean(0), labels): sample_loss[b] = logsumexp(z) - z[label],
-// grad = (softmax(z) - onehot) * inv_batch * inv_steps at every step.
-extern "C" __global__ void snn_cross_entropy_rate(
-    const float* __restrict__ out, const unsigned* __restrict__ labels, float* __restrict__ grad,
-    float* __restrict__ sample_loss, float* __restrict__ sample_correct,
-    const long long steps, const long long batch, const long long classes,
-    const float steps_f, const float inv_batch, const float inv_steps) {
-    const long long b = blockIdx.x, row = b * classes, stride = batch * classes;
-    const long long label = labels[b];
-    float best;
-    const long long k_best = snn_block_argmax(out, steps, stride, row, classes, &best);
-    const float m = __fdiv_rn(best, steps_f);
-    float local = 0.0f;
-    for (long long k = threadIdx.x; k < classes; k += SNN_THREADS) {
-        const float z = __fdiv_rn(snn_time_sum(out, steps, stride, row, k), steps_f);
-        local += expf(z - m);
-    }
-    const float lse = m + logf(snn_block_sum(local));
-    for (long long k = threadIdx.x; k < classes; k += SNN_THREADS) {
-        const float z = __fdiv_rn(snn_time_sum(out, steps, stride, row, k), steps_f);
-        const float g = (expf(z - lse) - (k == label ? 1.0f : 0.0f)) * inv_batch * inv_steps;
-        for (long long t = 0; t < steps; ++t) grad[t * stride + row + k] = g;
-    }
-    if (threadIdx.x == 0) {
-        const float z = __fdiv_rn(snn_time_sum(out, steps, stride, row, label), steps_f);
-        sample_loss[b] = lse - z;
-        sample_correct[b] = k_best == label ? 1.0f : 0.0f;
-    }
-}
-
-// F.mse_loss(output.mean(0), one_hot(labels)): sample_loss[b] = sum_k (r_k - y_k)^2,
-// grad = 2 (r - y) * inv_count * inv_steps at every step.
-extern "C" __global__ void snn_mse_rate(
-    const float* __restrict__ out, const unsigned* __restrict__ labels, float* __restrict__ grad,
-    float* __restrict__ sample_loss, float* __restrict__ sample_correct,
-    const long long steps, const long long batch, const long long classes,
-    const float steps_f, const float inv_count, const float inv_steps) {
-    const long long b = blockIdx.x, row = b * classes, stride = batch * classes;
-    const long long label = labels[b];
-    float best;
-    const long long k_best = snn_block_argmax(out, steps, stride, row, classes, &best);
-    float local = 0.0f;
-    for (long long k = threadIdx.x; k < classes; k += SNN_THREADS) {
-        const float r = __fdiv_rn(snn_time_sum(out, steps, stride, row, k), steps_f);
-        const float diff = r - (k == label ? 1.0f : 0.0f);
-        local += diff * diff;
-        const float g = 2.0f * diff * inv_count * inv_steps;
-        for (long long t = 0; t < steps; ++t) grad[t * stride + row + k] = g;
-    }
-    const float total = snn_block_sum(local);
-    if (threadIdx.x == 0) {
-        sample_loss[b] = total;
-        sample_correct[b] = k_best == label ? 1.0f : 0.0f;
-    }
-}
-"#;
-
-/// Threads per block (`SNN_THREADS` in the source).
+/// Threads per block (`SNN_THREADS` in `kernels/loss.cu`).
 const THREADS: u32 = 256;
 
 /// The smallest batch a [`LossGpu`]'s buffers are made for (they grow to the largest
@@ -157,30 +36,10 @@ pub struct LossValue {
     pub correct: usize,
 }
 
-/// [`snn_nn::loss::cross_entropy_rate`] on the GPU: `output` is the network's f32 output
-/// of shape `[T, B, K]`, `labels` one class per sample; `grad` (f32, as many values)
-/// receives `dL/doutput`. Waits for the device twice (label upload, loss read-back); a
-/// training loop that should not wait keeps a [`LossGpu`] instead.
-pub fn cross_entropy_rate(
-    device: &Arc<Device>,
-    output: &DeviceTensor,
-    labels: &[usize],
-    grad: &DeviceTensor,
-) -> Result<LossValue, RuntimeError> {
-    rate_loss(device, Loss::CrossEntropyRate, output, labels, grad)
-}
-
-/// [`snn_nn::loss::mse_rate`] on the GPU (arguments as [`cross_entropy_rate`]).
-pub fn mse_rate(
-    device: &Arc<Device>,
-    output: &DeviceTensor,
-    labels: &[usize],
-    grad: &DeviceTensor,
-) -> Result<LossValue, RuntimeError> {
-    rate_loss(device, Loss::MseRate, output, labels, grad)
-}
-
-/// `loss` of `output` (`[T, B, K]`), as [`cross_entropy_rate`].
+/// `loss` ([`snn_nn::loss`]) on the GPU: `output` is the network's f32 output of shape
+/// `[T, B, K]`, `labels` one class per sample; `grad` (f32, as many values) receives
+/// `dL/doutput`. Waits for the device twice (label upload, loss read-back); a training
+/// loop that should not wait keeps a [`LossGpu`] instead.
 pub fn rate_loss(
     device: &Arc<Device>,
     loss: Loss,
@@ -189,36 +48,37 @@ pub fn rate_loss(
     grad: &DeviceTensor,
 ) -> Result<LossValue, RuntimeError> {
     let &[steps, batch, classes] = &output.shape[..] else {
-        return Err(RuntimeError::Shape(format!(
-            "{}: the output must be [T, B, K], got shape {:?}",
-            op_name(loss),
-            output.shape
-        )));
+        return Err(RuntimeError::Tensor {
+            op: op_name(loss).into(),
+            arg: "output".into(),
+            expected: "an f32 tensor of shape [T, B, K]".into(),
+            got: format!("shape {:?}", output.shape),
+        });
     };
     let problem = Problem::check(device, loss, steps, batch, classes, output, labels, grad)?;
-    // Scratch, [3, B]: the labels (as raw u32 words), then each sample's loss and
-    // correctness.
-    let scratch = DeviceTensor::empty(device, Dtype::F32, &[3 * batch])?;
-    let words: Vec<u8> = labels
-        .iter()
-        .flat_map(|&l| (l as u32).to_le_bytes())
-        .collect();
-    scratch.view(0, &[batch])?.write_bytes(&words)?;
-    let results = scratch.view(batch, &[2 * batch])?;
-    problem.launch(device, scratch.ptr(), results.ptr())?;
-    let values = results.to_f32()?;
-    Ok(problem.reduce(&values))
+    let labels_dev = DeviceTensor::empty(device, Dtype::U32, &[batch])?;
+    labels_dev.write_bytes(&label_words(labels))?;
+    let results = DeviceTensor::empty(device, Dtype::F32, &[2 * batch])?;
+    problem.launch(device, output, &labels_dev, grad, &results)?;
+    Ok(problem.reduce(&results.to_f32()?))
 }
 
-/// A checked loss launch.
+/// Labels as the kernels read them: `u32`, little-endian (each below the class count,
+/// which fits a `u32`: see [`Problem::check`]).
+fn label_words(labels: &[usize]) -> Vec<u8> {
+    labels
+        .iter()
+        .flat_map(|&l| (l as u32).to_le_bytes())
+        .collect()
+}
+
+/// A checked loss problem.
 #[derive(Clone, Copy, Debug)]
 struct Problem {
     loss: Loss,
     steps: usize,
     batch: usize,
     classes: usize,
-    output: u64,
-    grad: u64,
 }
 
 fn op_name(loss: Loss) -> &'static str {
@@ -229,10 +89,13 @@ fn op_name(loss: Loss) -> &'static str {
 }
 
 impl Problem {
-    /// Checks the sizes, tensors and labels (each label below `classes`, so below 2^32).
+    /// Checks the sizes, tensors and labels as [`snn_nn::loss::check`] does, and that the
+    /// batch (one block per sample) and the classes (labels are `u32`) fit a `u32`. The
+    /// launch checks the same memory rules: checking them here too fails before a
+    /// [`LossGpu`] uploads anything.
     #[allow(clippy::too_many_arguments)]
     fn check(
-        device: &Arc<Device>,
+        device: &Device,
         loss: Loss,
         steps: usize,
         batch: usize,
@@ -242,42 +105,59 @@ impl Problem {
         grad: &DeviceTensor,
     ) -> Result<Self, RuntimeError> {
         let op = op_name(loss);
-        if steps == 0 || batch == 0 || classes == 0 {
-            return Err(RuntimeError::Shape(format!(
-                "{op}: a loss needs at least one step, sample and class: got T = {steps}, B = {batch}, K = {classes}"
-            )));
-        }
-        let len = steps
-            .checked_mul(batch)
-            .and_then(|n| n.checked_mul(classes))
-            .filter(|_| u32::try_from(batch).is_ok() && u32::try_from(classes).is_ok())
-            .ok_or_else(|| {
-                RuntimeError::Shape(format!(
-                    "{op}: [T, B, K] = [{steps}, {batch}, {classes}] is too large for one launch"
-                ))
-            })?;
-        check_f32(device, op, "output", output, len)?;
-        check_f32(device, op, "grad", grad, len)?;
-        check_disjoint(op, &[("output", output), ("grad", grad)])?;
-        if labels.len() != batch {
-            return Err(RuntimeError::Shape(format!(
-                "{op}: {} labels for a batch of {batch}: give one label per sample",
-                labels.len()
-            )));
-        }
-        if let Some((b, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
-            return Err(RuntimeError::Shape(format!(
-                "{op}: label {label} of sample {b} is out of range for {classes} classes (labels are 0..{classes})"
-            )));
-        }
+        snn_nn::loss::check(steps, batch, classes, output.len(), labels)
+            .map_err(|e| RuntimeError::invalid(op, e.to_string()))?;
+        check::to_u32(op, "the batch", batch)?;
+        check::to_u32(op, "the number of classes", classes)?;
+        let len = output.len();
+        check::f32_tensor(op, "output", output, len, "[T, B, K]")?;
+        check::f32_tensor(op, "grad", grad, len, "like `output`")?;
+        check::memory(
+            op,
+            device,
+            &[
+                ("output", output, Access::Read),
+                ("grad", grad, Access::Write),
+            ],
+        )?;
         Ok(Self {
             loss,
             steps,
             batch,
             classes,
-            output: output.ptr(),
-            grad: grad.ptr(),
         })
+    }
+
+    /// Queues the kernel: `labels` holds `batch` u32 labels, `results` room for `2 *
+    /// batch` f32 (each sample's loss, then each sample's correctness).
+    fn launch(
+        &self,
+        device: &Device,
+        output: &DeviceTensor,
+        labels: &DeviceTensor,
+        grad: &DeviceTensor,
+        results: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        let kernel = match self.loss {
+            Loss::CrossEntropyRate => "snn_cross_entropy_rate",
+            Loss::MseRate => "snn_mse_rate",
+        };
+        let op = op_name(self.loss);
+        let b = self.batch;
+        device
+            .kernel(&programs::LOSS, kernel)?
+            .arg("out", output)
+            .arg("labels", &labels.view(0, &[b])?)
+            .arg("grad", grad)
+            .arg("sample_loss", &results.view(0, &[b])?)
+            .arg("sample_correct", &results.view(b, &[b])?)
+            .arg("steps", check::to_i64(op, "T", self.steps)?)
+            .arg("batch", check::to_i64(op, "B", b)?)
+            .arg("classes", check::to_i64(op, "K", self.classes)?)
+            .arg("steps_f", self.steps as f32)
+            .arg("inv_count", self.scale() as f32)
+            .arg("inv_steps", (1.0 / self.steps as f64) as f32)
+            .run(launch::config((check::to_u32(op, "B", b)?, 1), THREADS))
     }
 
     /// The factor of the mean: over the batch (cross-entropy) or over `B * K` (MSE).
@@ -286,51 +166,6 @@ impl Problem {
             Loss::CrossEntropyRate => 1.0 / self.batch as f64,
             Loss::MseRate => 1.0 / (self.batch as f64 * self.classes as f64),
         }
-    }
-
-    /// Queues the kernel: `labels` holds `batch` u32 labels, `results` room for `2 *
-    /// batch` f32 (each sample's loss, then each sample's correctness).
-    fn launch(&self, device: &Arc<Device>, labels: u64, results: u64) -> Result<(), RuntimeError> {
-        let kernel = match self.loss {
-            Loss::CrossEntropyRate => "snn_cross_entropy_rate",
-            Loss::MseRate => "snn_mse_rate",
-        };
-        let op = op_name(self.loss);
-        let (t, b, k) = (
-            i64_of(op, self.steps)?,
-            i64_of(op, self.batch)?,
-            i64_of(op, self.classes)?,
-        );
-        let correct = results + 4 * self.batch as u64;
-        let steps_f = self.steps as f32;
-        let inv_steps = (1.0 / self.steps as f64) as f32;
-        let scale = self.scale() as f32;
-        let f = function(device, LOSS_PROGRAM, LOSS_SOURCE, kernel)?;
-        let mut l = device.stream.launch_builder(&f);
-        l.arg(&self.output)
-            .arg(&labels)
-            .arg(&self.grad)
-            .arg(&results)
-            .arg(&correct)
-            .arg(&t)
-            .arg(&b)
-            .arg(&k)
-            .arg(&steps_f)
-            .arg(&scale)
-            .arg(&inv_steps);
-        let cfg = LaunchConfig {
-            // The batch fits a u32 (checked).
-            grid_dim: (self.batch as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments match the kernel's parameters in order and type; the
-        // output and gradient hold T * B * K f32 each and do not overlap (checked), the
-        // caller passes `labels` with B u32 labels below K (checked) and `results` with
-        // room for 2 * B f32; one block per sample.
-        unsafe { l.launch(cfg) }
-            .map_err(|e| RuntimeError::driver(format!("launching `{kernel}`"), e))?;
-        Ok(())
     }
 
     /// The loss and correct count from the kernel's `2 * batch` results: the per-sample
@@ -363,7 +198,7 @@ pub struct LossGpu {
     capacity: usize,
     labels_host: PinnedHostSlice<u32>,
     results_host: PinnedHostSlice<f32>,
-    /// `capacity` labels as raw `u32` words (the tensor's f32 dtype only sizes it).
+    /// Room for `capacity` labels, `u32`.
     labels_dev: DeviceTensor,
     /// Room for `2 * capacity` results.
     results_dev: DeviceTensor,
@@ -377,10 +212,10 @@ impl LossGpu {
     /// `loss` over `classes` classes on `device`.
     pub fn new(device: &Arc<Device>, loss: Loss, classes: usize) -> Result<Self, RuntimeError> {
         if classes == 0 {
-            return Err(RuntimeError::Shape(format!(
-                "{}: a loss needs at least one class",
-                op_name(loss)
-            )));
+            return Err(RuntimeError::invalid(
+                op_name(loss),
+                "a loss needs at least one class",
+            ));
         }
         let event = || {
             // A blocking-sync event sleeps the waiting host thread instead of spinning.
@@ -470,7 +305,13 @@ impl LossGpu {
             .record(stream)
             .map_err(driver("recording the label upload"))?;
         // 2. The kernel.
-        problem.launch(&self.device, self.labels_dev.ptr(), self.results_dev.ptr())?;
+        problem.launch(
+            &self.device,
+            output,
+            &self.labels_dev,
+            grad,
+            &self.results_dev,
+        )?;
         // 3. The results back to the host. `read` borrows `self`, so no read overlaps the
         // refill of the pinned buffer, and copies into it are ordered on the stream.
         let res = self
@@ -499,7 +340,7 @@ impl LossGpu {
     /// are on the host (waits for them only).
     pub fn read(&self) -> Result<LossValue, RuntimeError> {
         let problem = self.last.ok_or_else(|| {
-            RuntimeError::Shape(format!(
+            RuntimeError::Order(format!(
                 "{}: nothing computed yet: call compute first",
                 op_name(self.loss)
             ))
@@ -572,17 +413,7 @@ fn buffers(device: &Arc<Device>, capacity: usize) -> Result<Buffers, RuntimeErro
     Ok((
         labels_host,
         results_host,
-        DeviceTensor::zeros(device, Dtype::F32, &[capacity])?,
+        DeviceTensor::zeros(device, Dtype::U32, &[capacity])?,
         DeviceTensor::zeros(device, Dtype::F32, &[2 * capacity])?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loss_kernels_compile_for_sm90() {
-        super::super::optim::check_compiles(LOSS_PROGRAM, LOSS_SOURCE, LOSS_KERNELS);
-    }
 }

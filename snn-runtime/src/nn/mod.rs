@@ -2,6 +2,31 @@
 //! cuBLAS (linear layers) and small hand-written kernels (batch-norm, pooling, losses,
 //! optimizers), each checked against the CPU reference in `snn_nn::cpu`.
 
+/// Declares `$name`, the owner of a raw cuDNN or cuBLAS object (a handle, a descriptor)
+/// that `$destroy` frees once, when the owner is dropped.
+macro_rules! owned {
+    ($(#[$doc:meta])* $name:ident, $raw:ty, $destroy:path) => {
+        $(#[$doc])*
+        pub(crate) struct $name(pub(crate) $raw);
+
+        // SAFETY: the library may use its objects from any thread, one call at a time: a
+        // handle is only reached through its owner's mutex, and a descriptor, host memory
+        // the library reads during calls, is only changed with the `Cudnn` mutex held.
+        unsafe impl Send for $name {}
+        // SAFETY: as above.
+        unsafe impl Sync for $name {}
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: created once by the library and destroyed once, here. An error
+                // while tearing down cannot be acted on.
+                let _ = unsafe { $destroy(self.0) };
+            }
+        }
+    };
+}
+
+mod bias;
 pub mod conv;
 pub mod fusion;
 pub mod kernels;
