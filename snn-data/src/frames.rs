@@ -54,6 +54,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
+
 /// One event: time in microseconds, pixel coordinates and polarity (`true` = ON).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RawEvent {
@@ -513,18 +515,19 @@ pub struct FrameCacheStats {
 /// | bytes | field                                                         |
 /// |-------|---------------------------------------------------------------|
 /// | 8     | magic `SNNFRAME`                                              |
-/// | 4     | format version (1)                                            |
+/// | 4     | format version (2)                                            |
 /// | 4     | key length in bytes                                           |
 /// | 16    | shape `T, 2, H, W` as four `u32`                               |
-/// | 8     | checksum of the 32 bytes above, the key and the values        |
+/// | 8     | XXH3-64 of the 32 bytes above, the key and the values         |
 /// | ...   | the key's canonical text, then `T*2*H*W` `f32`                 |
 ///
 /// A file whose length, magic, version, key or checksum is wrong is deleted and its
-/// frames recomputed. The checksum (a multiply/xorshift hash over 64-bit words, see
-/// `checksum`) catches every single-word corruption and, with the length check, every
-/// truncation; it is not cryptographic. Files are written to a unique temporary name in
-/// the same directory and renamed into place, so readers (other threads or processes)
-/// see either no file or a whole one; on a failed write the temporary file is removed.
+/// frames recomputed. The checksum catches corruption and, with the length check,
+/// truncation; it is not cryptographic. (Version 1 hashed names and contents by hand: its
+/// files have other names and are never read.) Files are written to a unique temporary
+/// name in the same directory and renamed into place, so readers (other threads or
+/// processes) see either no file or a whole one; on a failed write the temporary file is
+/// removed.
 /// Files are not `fsync`ed: a file torn by a power cut fails its checksum and is
 /// recomputed. A process killed mid-write can leave a `.*.tmp` file, which is never read.
 ///
@@ -539,37 +542,17 @@ pub struct FrameCache {
 }
 
 const MAGIC: &[u8; 8] = b"SNNFRAME";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 40;
 
-/// One step of the checksum: a bijection of the state for any word, so a change to any
-/// single word always changes the result.
-#[inline]
-fn mix(h: u64, word: u64) -> u64 {
-    let x = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^ (x >> 29)
-}
-
-/// Folds `bytes` into the checksum state: 8-byte little-endian words, the zero-padded
-/// tail, then the length.
-fn checksum(mut h: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = mix(h, u64::from_le_bytes(b));
-    }
-    let rest = words.remainder();
-    let mut b = [0u8; 8];
-    b[..rest.len()].copy_from_slice(rest);
-    h = mix(h, u64::from_le_bytes(b));
-    mix(h, bytes.len() as u64)
-}
-
+/// The checksum of a file: XXH3-64 of its header before the checksum, its key and its
+/// values.
 fn file_checksum(prefix: &[u8], key: &[u8], payload: &[u8]) -> u64 {
-    let h = checksum(0x736e_6e2d_6672_616d, prefix);
-    let h = checksum(h, key);
-    checksum(h, payload)
+    let mut h = Xxh3Default::new();
+    for part in [prefix, key, payload] {
+        h.update(part);
+    }
+    h.digest()
 }
 
 /// `name` reduced to `[A-Za-z0-9._-]`, at most 64 characters, never empty or dots only.
@@ -616,8 +599,7 @@ impl FrameCache {
 
     /// The file that holds `key`'s frames.
     pub fn path(&self, key: &CacheKey) -> PathBuf {
-        let canonical = key.canonical();
-        let hash = checksum(0, canonical.as_bytes());
+        let hash = xxh3_64(key.canonical().as_bytes());
         self.dir
             .join(sanitize(&key.dataset))
             .join(format!(

@@ -674,6 +674,11 @@ fn cache_recomputes_corrupt_and_truncated_files() {
             b[0] = b'X';
             b
         }),
+        ("previous format version", {
+            let mut b = original.clone();
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b
+        }),
     ];
     for (i, (what, bytes)) in damages.into_iter().enumerate() {
         std::fs::write(&path, &bytes).unwrap();
