@@ -60,16 +60,13 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(snn_nn::Rng::new(seed))
     }
-    pub fn u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         self.0.range(lo, hi)
     }
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.u64() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
     /// `[steps, n]` uniform values, as they read back from `dtype`.
     pub fn seq(&mut self, steps: usize, n: usize, lo: f64, hi: f64, dtype: Dtype) -> Seq<f32> {
