@@ -6,13 +6,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use snn::data::Event;
 use snn::data::encode::rate_encode;
-use snn::data::frames::{
-    CacheKey, FrameCache, FrameError, FrameSpec, RawEvent, SplitBy, integrate,
-};
+use snn::data::frames::{CacheKey, FrameCache, FrameError, FrameSpec, SplitBy, integrate};
 
 /// A sorted stream of `n` events over `span_us` microseconds on a `w x h` sensor.
-fn stream(n: usize, w: u16, h: u16, span_us: u64, seed: u64) -> Vec<RawEvent> {
+fn stream(n: usize, w: u16, h: u16, span_us: u64, seed: u64) -> Vec<Event> {
     let mut s = seed;
     let mut next = move || {
         s = s
@@ -20,8 +19,8 @@ fn stream(n: usize, w: u16, h: u16, span_us: u64, seed: u64) -> Vec<RawEvent> {
             .wrapping_add(1_442_695_040_888_963_407);
         s >> 33
     };
-    let mut events: Vec<RawEvent> = (0..n)
-        .map(|_| RawEvent {
+    let mut events: Vec<Event> = (0..n)
+        .map(|_| Event {
             t: next() % span_us,
             x: (next() % u64::from(w)) as u16,
             y: (next() % u64::from(h)) as u16,

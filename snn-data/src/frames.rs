@@ -56,29 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
-/// One event: time in microseconds, pixel coordinates and polarity (`true` = ON).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RawEvent {
-    /// Timestamp in microseconds.
-    pub t: u64,
-    pub x: u16,
-    pub y: u16,
-    /// Polarity: `false` = OFF (channel 0), `true` = ON (channel 1).
-    pub p: bool,
-}
-
-/// Anything that can be read as a [`RawEvent`]: lets [`integrate`] take a dataset's own
-/// event type without copying the stream.
-pub trait AsRawEvent {
-    fn raw(&self) -> RawEvent;
-}
-
-impl AsRawEvent for RawEvent {
-    #[inline]
-    fn raw(&self) -> RawEvent {
-        *self
-    }
-}
+use crate::Event;
 
 /// How a stream is cut into frames (see the module docs for the exact boundaries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,8 +298,8 @@ fn frame_len(frames: usize, height: usize, width: usize) -> Result<usize, FrameE
 /// `cal_fixed_frames_number_segment_index` (`j_l[i]..j_r[i]`), with empty windows giving
 /// empty ranges instead of an error (see the module docs). The ranges are contiguous and
 /// cover `0..N`.
-pub fn segment_bounds<E: AsRawEvent>(
-    events: &[E],
+pub fn segment_bounds(
+    events: &[Event],
     split: SplitBy,
     frames: usize,
 ) -> Result<Vec<Range<usize>>, FrameError> {
@@ -339,22 +317,22 @@ pub fn segment_bounds<E: AsRawEvent>(
             starts.extend((0..frames).map(|i| i * di));
         }
         SplitBy::Time => {
-            let mut previous = first.raw().t;
+            let mut previous = first.t;
             for (index, e) in events.iter().enumerate().skip(1) {
-                let t = e.raw().t;
+                let t = e.t;
                 if t < previous {
                     return Err(FrameError::Unsorted { index, previous, t });
                 }
                 previous = t;
             }
-            let t0 = first.raw().t;
+            let t0 = first.t;
             // `frames` fits in u64 on every supported target.
-            let dt = (last.raw().t - t0) / frames as u64;
+            let dt = (last.t - t0) / frames as u64;
             // For sorted events, SpikingJelly's j_l[i] (the first index in window i) is
             // the first index with t >= t0 + i*dt, and j_r[i] is j_l[i + 1].
             starts.extend((0..frames).map(|i| {
                 let t_l = t0 + dt * i as u64;
-                events.partition_point(|e| e.raw().t < t_l)
+                events.partition_point(|e| e.t < t_l)
             }));
         }
     }
@@ -371,8 +349,8 @@ pub fn segment_bounds<E: AsRawEvent>(
 ///
 /// Errors: `T == 0`, a downsampling factor of 0, an empty sensor, an empty stream, an
 /// event outside the sensor, and (for [`SplitBy::Time`]) events out of time order.
-pub fn integrate<E: AsRawEvent>(
-    events: &[E],
+pub fn integrate(
+    events: &[Event],
     width: usize,
     height: usize,
     spec: FrameSpec,
@@ -390,28 +368,11 @@ pub fn integrate<E: AsRawEvent>(
     let (out_w, out_h) = spec.output_size(width, height);
     let mut data = vec![0.0f32; frame_len(spec.frames, out_h, out_w)?];
     let f = spec.downsample;
+    let (sensor, out) = ((width, height), (out_w, out_h));
     if f == 1 {
-        accumulate(
-            events,
-            &bounds,
-            width,
-            height,
-            out_w,
-            out_h,
-            &mut data,
-            |c| c,
-        )?;
+        accumulate(events, &bounds, sensor, out, &mut data, |c| c)?;
     } else {
-        accumulate(
-            events,
-            &bounds,
-            width,
-            height,
-            out_w,
-            out_h,
-            &mut data,
-            |c| c / f,
-        )?;
+        accumulate(events, &bounds, sensor, out, &mut data, |c| c / f)?;
     }
     Ok(Frames {
         frames: spec.frames,
@@ -421,16 +382,14 @@ pub fn integrate<E: AsRawEvent>(
     })
 }
 
-/// Counts each frame's events into `data`, mapping sensor coordinates by `cell`.
-#[allow(clippy::too_many_arguments)]
+/// Counts each frame's events into `data`, mapping sensor coordinates by `cell` (the
+/// division by the downsampling factor is left out at factor 1, its own instantiation).
 #[inline(always)]
-fn accumulate<E: AsRawEvent>(
-    events: &[E],
+fn accumulate(
+    events: &[Event],
     bounds: &[Range<usize>],
-    width: usize,
-    height: usize,
-    out_w: usize,
-    out_h: usize,
+    (width, height): (usize, usize),
+    (out_w, out_h): (usize, usize),
     data: &mut [f32],
     cell: impl Fn(usize) -> usize,
 ) -> Result<(), FrameError> {
@@ -438,7 +397,6 @@ fn accumulate<E: AsRawEvent>(
     for (i, range) in bounds.iter().enumerate() {
         let frame = &mut data[i * 2 * plane..(i + 1) * 2 * plane];
         for (k, e) in events[range.clone()].iter().enumerate() {
-            let e = e.raw();
             let (x, y) = (usize::from(e.x), usize::from(e.y));
             if x >= width || y >= height {
                 return Err(FrameError::OutOfRange {
@@ -757,17 +715,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FrameError> {
         return Err(io(e));
     }
     Ok(())
-}
-
-/// The datasets' events integrate without copying.
-impl AsRawEvent for crate::Event {
-    #[inline]
-    fn raw(&self) -> RawEvent {
-        RawEvent {
-            t: self.t,
-            x: self.x,
-            y: self.y,
-            p: self.p,
-        }
-    }
 }

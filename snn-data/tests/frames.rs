@@ -6,25 +6,26 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use snn_data::Event;
 use snn_data::encode::{
     EncodeError, direct_encode, grey_to_rgb, philox4x32_10, random_u32, rate_encode,
     rate_encode_batch, rate_spike, u8_to_unit, uniform,
 };
 use snn_data::frames::{
-    CacheKey, FrameCache, FrameCacheStats, FrameError, FrameSpec, Frames, RawEvent, SplitBy,
-    integrate, segment_bounds,
+    CacheKey, FrameCache, FrameCacheStats, FrameError, FrameSpec, Frames, SplitBy, integrate,
+    segment_bounds,
 };
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-fn ev(t: u64, x: u16, y: u16, p: bool) -> RawEvent {
-    RawEvent { t, x, y, p }
+fn ev(t: u64, x: u16, y: u16, p: bool) -> Event {
+    Event { t, x, y, p }
 }
 
 /// Events at time `t[i]`, all at pixel (0, 0), ON.
-fn at_times(ts: &[u64]) -> Vec<RawEvent> {
+fn at_times(ts: &[u64]) -> Vec<Event> {
     ts.iter().map(|&t| ev(t, 0, 0, true)).collect()
 }
 
@@ -334,7 +335,7 @@ fn matches_spikingjelly_on_random_streams() {
     for _ in 0..200 {
         let n = 1 + next(60) as usize;
         let mut t = next(1000);
-        let events: Vec<RawEvent> = (0..n)
+        let events: Vec<Event> = (0..n)
             .map(|_| {
                 t += if next(3) == 0 { 0 } else { next(40) };
                 ev(t, next(5) as u16, next(4) as u16, next(2) == 1)
@@ -494,7 +495,7 @@ fn integration_errors() {
         Err(FrameError::ZeroFrames)
     ));
     assert!(matches!(
-        integrate::<RawEvent>(&[], 2, 2, spec),
+        integrate(&[], 2, 2, spec),
         Err(FrameError::EmptyStream)
     ));
     assert!(matches!(
@@ -557,7 +558,7 @@ fn split_names() {
 // Cache
 // ---------------------------------------------------------------------------------------
 
-fn sample_events() -> Vec<RawEvent> {
+fn sample_events() -> Vec<Event> {
     (0..100u16)
         .map(|i| ev(u64::from(i) * 10, i % 4, (i / 4) % 3, i % 3 == 0))
         .collect()
@@ -740,7 +741,7 @@ fn cache_errors_leave_nothing_behind() {
     let key = CacheKey::new("toy", "bad", spec);
     // The computation's error is returned; nothing is written.
     let err = cache
-        .get_or_compute(&key, || integrate::<RawEvent>(&[], 4, 3, spec))
+        .get_or_compute(&key, || integrate(&[], 4, 3, spec))
         .unwrap_err();
     assert!(matches!(err, FrameError::EmptyStream));
     // Frames whose T is not the key's are refused.
