@@ -227,9 +227,7 @@ fn install_local(
     dir: &Path,
     data_dir: &Path,
 ) -> Result<Outcome, DownloadError> {
-    if let Some(creates) = file.unpack.creates()
-        && dir.join(creates).is_dir()
-    {
+    if file.unpack.is_done_in(dir) {
         return Ok(Outcome::AlreadyUnpacked);
     }
     let path = dir.join(&file.name);
@@ -244,7 +242,7 @@ fn install_local(
     verify_file(&path, file).map_err(|e| {
         e.with_note(format!(
             "it is not the archive IBM publishes, or it is damaged: delete it and \
-                 download it again from {DVS_PAGE}"
+             download it again from {DVS_PAGE}"
         ))
     })?;
     unpack(&path, dir, &file.unpack)?;
@@ -258,9 +256,7 @@ pub fn install_file(
     dir: &Path,
     opts: &DownloadOptions,
 ) -> Result<Outcome, DownloadError> {
-    if let Some(creates) = file.unpack.creates()
-        && dir.join(creates).is_dir()
-    {
+    if file.unpack.is_done_in(dir) {
         return Ok(Outcome::AlreadyUnpacked);
     }
     let outcome = download_file(file, dir, opts)?;

@@ -247,6 +247,11 @@ impl Unpack {
             Unpack::TarGz { creates } | Unpack::Zip { creates } => Some(creates),
         }
     }
+
+    /// Whether the folder unpacking creates is already in `dir`.
+    pub fn is_done_in(&self, dir: &Path) -> bool {
+        self.creates().is_some_and(|c| dir.join(c).is_dir())
+    }
 }
 
 /// One file of a dataset: where it comes from and how to check it.
