@@ -18,6 +18,10 @@ use snn_data::{
 };
 use tempfile::TempDir;
 
+mod support;
+
+use support::{aedat_packet, aedat_polarity, idx, nmnist_bytes};
+
 /// Asserts that the message names `path` and returns it for further checks.
 fn names(err: &DataError, path: &Path) -> String {
     let msg = err.to_string();
@@ -40,23 +44,17 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 // MNIST
 // ------------------------------------------------------------------------------------
 
+/// `n` images of `rows x cols` with pixels that depend on `seed`, as an IDX file, and the
+/// pixels.
 fn idx_images(n: usize, rows: usize, cols: usize, seed: u8) -> (Vec<u8>, Vec<u8>) {
-    let mut f = vec![0, 0, 8, 3];
-    for d in [n, rows, cols] {
-        f.extend_from_slice(&(d as u32).to_be_bytes());
-    }
     let pixels: Vec<u8> = (0..n * rows * cols)
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
         .collect();
-    f.extend_from_slice(&pixels);
-    (f, pixels)
+    (idx(&[n, rows, cols], &pixels), pixels)
 }
 
 fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, 0, 8, 1];
-    f.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-    f.extend_from_slice(labels);
-    f
+    idx(&[labels.len()], labels)
 }
 
 /// Train split gzipped, test split plain, as users have them after `gunzip` or not.
@@ -366,21 +364,6 @@ fn cifar_bad_label_is_corruption() {
 // N-MNIST
 // ------------------------------------------------------------------------------------
 
-/// Encodes events as N-MNIST records: x, y, polarity in bit 7 of byte 2 and the 23-bit
-/// timestamp in the remaining 23 bits.
-fn nmnist_bytes(events: &[(u8, u8, bool, u32)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    for &(x, y, p, t) in events {
-        assert!(t < 1 << 23);
-        f.push(x);
-        f.push(y);
-        f.push(((p as u8) << 7) | (t >> 16) as u8);
-        f.push((t >> 8) as u8);
-        f.push(t as u8);
-    }
-    f
-}
-
 fn nmnist_events(digit: u8, id: u32) -> Vec<(u8, u8, bool, u32)> {
     vec![
         (digit, 33, true, id),
@@ -588,56 +571,33 @@ fn nmnist_missing_or_empty_digit_folder_names_it() {
 // DVS128 Gesture
 // ------------------------------------------------------------------------------------
 
-/// One AEDAT 3.1 packet: the 28-byte header, then `events` of `size` bytes each.
-fn packet(kind: u16, size: u32, overflow: u32, events: &[Vec<u8>]) -> Vec<u8> {
-    let n = events.len() as u32;
-    let mut f = Vec::new();
-    f.extend_from_slice(&kind.to_le_bytes());
-    f.extend_from_slice(&1u16.to_le_bytes()); // eventSource
-    f.extend_from_slice(&size.to_le_bytes());
-    f.extend_from_slice(&4u32.to_le_bytes()); // eventTSOffset
-    f.extend_from_slice(&overflow.to_le_bytes());
-    f.extend_from_slice(&n.to_le_bytes()); // eventCapacity
-    f.extend_from_slice(&n.to_le_bytes()); // eventNumber
-    f.extend_from_slice(&n.to_le_bytes()); // eventValid
-    for e in events {
-        assert_eq!(e.len(), size as usize);
-        f.extend_from_slice(e);
-    }
-    f
-}
-
-fn polarity(x: u32, y: u32, p: bool, t: u32, valid: bool) -> Vec<u8> {
-    let word = (x << 17) | (y << 2) | ((p as u32) << 1) | valid as u32;
-    [word.to_le_bytes(), t.to_le_bytes()].concat()
-}
-
-const AEDAT_HEADER: &str = "#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n\
+/// A header as jAER writes it, with lines the reader skips.
+const JAER_HEADER: &str = "#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n\
                             #Start-Time: 2017-01-01 00:00:00 (TZ+0000)\r\n#!END-HEADER\r\n";
 
 /// A recording of three packets: polarity events, a special-event packet to skip, and
 /// polarity events after a timestamp overflow (one of them invalid).
-fn aedat(x0: u32) -> Vec<u8> {
-    let mut f = AEDAT_HEADER.as_bytes().to_vec();
-    f.extend(packet(
+fn recording(x0: u16) -> Vec<u8> {
+    let mut f = JAER_HEADER.as_bytes().to_vec();
+    f.extend(aedat_packet(
         1,
         8,
         0,
         &[
-            polarity(x0, 0, true, 1000, true),
-            polarity(127, 127, false, 1999, true),
-            polarity(5, 64, true, 2000, true),
+            aedat_polarity(x0, 0, true, 1000, true),
+            aedat_polarity(127, 127, false, 1999, true),
+            aedat_polarity(5, 64, true, 2000, true),
         ],
     ));
-    f.extend(packet(0, 8, 0, &[vec![0xff; 8], vec![0xee; 8]]));
-    f.extend(packet(
+    f.extend(aedat_packet(0, 8, 0, &[vec![0xff; 8], vec![0xee; 8]]));
+    f.extend(aedat_packet(
         1,
         8,
         1,
         &[
-            polarity(10, 20, false, 3, true),
-            polarity(11, 21, true, 4, false),
-            polarity(12, 22, true, 5, true),
+            aedat_polarity(10, 20, false, 3, true),
+            aedat_polarity(11, 21, true, 4, false),
+            aedat_polarity(12, 22, true, 5, true),
         ],
     ));
     f
@@ -655,7 +615,7 @@ fn gesture_dir() -> (TempDir, PathBuf) {
         ("user02_lab", 2),
         ("user24_led", 3),
     ] {
-        fs::write(root.join(format!("{name}.aedat")), aedat(x0)).unwrap();
+        fs::write(root.join(format!("{name}.aedat")), recording(x0)).unwrap();
         fs::write(
             root.join(format!("{name}_labels.csv")),
             format!(
@@ -751,7 +711,12 @@ fn gesture_accepts_the_jaer_header_terminator() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.aedat");
     let mut f = b"#!AER-DAT3.1\r\n#End Of ASCII Header\r\n".to_vec();
-    f.extend(packet(1, 8, 0, &[polarity(9, 8, true, 7, true)]));
+    f.extend(aedat_packet(
+        1,
+        8,
+        0,
+        &[aedat_polarity(9, 8, true, 7, true)],
+    ));
     fs::write(&path, f).unwrap();
     assert_eq!(read_aedat(&path).unwrap().events(), &[ev(7, 9, 8, true)]);
 }
@@ -882,15 +847,20 @@ fn gesture_bad_csv_rows_name_the_file_and_line() {
 fn gesture_event_out_of_range_names_file_and_index() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let mut f = AEDAT_HEADER.as_bytes().to_vec();
-    f.extend(packet(1, 8, 0, &[polarity(1, 1, true, 1, true)]));
-    f.extend(packet(
+    let mut f = JAER_HEADER.as_bytes().to_vec();
+    f.extend(aedat_packet(
+        1,
+        8,
+        0,
+        &[aedat_polarity(1, 1, true, 1, true)],
+    ));
+    f.extend(aedat_packet(
         1,
         8,
         0,
         &[
-            polarity(2, 2, true, 2, true),
-            polarity(3, 128, true, 3, true),
+            aedat_polarity(2, 2, true, 2, true),
+            aedat_polarity(3, 128, true, 3, true),
         ],
     ));
     fs::write(&path, f).unwrap();
@@ -918,7 +888,7 @@ fn gesture_event_out_of_range_names_file_and_index() {
 fn gesture_truncated_recording_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let full = aedat(1);
+    let full = recording(1);
     // Cut inside the last packet's events, then inside its header.
     for cut in [full.len() - 3, full.len() - 24 - 10] {
         fs::write(&path, &full[..cut]).unwrap();
@@ -943,7 +913,11 @@ fn gesture_wrong_version_or_no_header_is_bad_magic() {
     let msg = names(&err, &path);
     assert!(msg.contains("#!AER-DAT2.0"), "{msg}");
 
-    fs::write(&path, packet(1, 8, 0, &[polarity(1, 1, true, 1, true)])).unwrap();
+    fs::write(
+        &path,
+        aedat_packet(1, 8, 0, &[aedat_polarity(1, 1, true, 1, true)]),
+    )
+    .unwrap();
     let err = read_aedat(&path).unwrap_err();
     assert!(matches!(err, DataError::BadMagic { .. }), "{err:?}");
     names(&err, &path);
@@ -953,9 +927,9 @@ fn gesture_wrong_version_or_no_header_is_bad_magic() {
 fn gesture_inconsistent_packet_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let mut p = packet(1, 8, 0, &[polarity(1, 1, true, 1, true)]);
+    let mut p = aedat_packet(1, 8, 0, &[aedat_polarity(1, 1, true, 1, true)]);
     p[20..24].copy_from_slice(&5u32.to_le_bytes()); // eventNumber > eventCapacity
-    fs::write(&path, [AEDAT_HEADER.as_bytes(), &p].concat()).unwrap();
+    fs::write(&path, [JAER_HEADER.as_bytes(), &p].concat()).unwrap();
     let err = read_aedat(&path).unwrap_err();
     assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
     names(&err, &path);

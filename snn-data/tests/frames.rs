@@ -16,6 +16,10 @@ use snn_data::frames::{
     segment_bounds,
 };
 
+mod support;
+
+use support::{Rng, random_events};
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
@@ -42,25 +46,6 @@ fn expected(shape: [usize; 4], cells: &[(usize, usize, usize, usize, f32)]) -> V
 /// Per-frame event totals.
 fn frame_sums(f: &Frames) -> Vec<f32> {
     (0..f.frames()).map(|t| f.frame(t).iter().sum()).collect()
-}
-
-/// A fresh, empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("snn-data-frames-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Every file under `dir`, recursively.
@@ -324,13 +309,8 @@ fn matches_spikingjelly_on_random_streams() {
     // Random sorted streams (with runs of equal timestamps), every T from 1 to 12: the
     // bounds and frames equal the literal algorithm's wherever it does not raise, and the
     // time split's empty-window cases are exactly the ones it raises on.
-    let mut s = 99u64;
-    let mut next = move |m: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
+    let mut rng = Rng::new(99);
+    let mut next = move |m: u64| rng.below(m);
     let (mut compared, mut raised) = (0, 0);
     for _ in 0..200 {
         let n = 1 + next(60) as usize;
@@ -442,24 +422,7 @@ fn downsampling_divides_coordinates() {
 fn downsampling_equals_sum_pooling_when_divisible() {
     // A pseudo-random stream on an 8x6 sensor, factor 2: each output cell is the sum of
     // its 2x2 block of the full-resolution frames.
-    let mut s = 12345u64;
-    let mut next = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) as u32
-    };
-    let mut events: Vec<_> = (0..500)
-        .map(|_| {
-            ev(
-                u64::from(next() % 1000),
-                (next() % 8) as u16,
-                (next() % 6) as u16,
-                next() % 2 == 0,
-            )
-        })
-        .collect();
-    events.sort_by_key(|e| e.t);
+    let events = random_events(&mut Rng::new(12345), 500, (8, 6), 0, 1000);
     for split in [SplitBy::Number, SplitBy::Time] {
         let full = integrate(&events, 8, 6, FrameSpec::new(3, split)).unwrap();
         let down = integrate(&events, 8, 6, FrameSpec::new(3, split).downsample(2)).unwrap();
@@ -566,8 +529,8 @@ fn sample_events() -> Vec<Event> {
 
 #[test]
 fn cache_miss_then_hit() {
-    let tmp = TempDir::new("hit");
-    let cache = FrameCache::new(tmp.0.join("cache")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path().join("cache")).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(4, SplitBy::Time);
     let key = CacheKey::new("toy", "train/0/sample 1.bin", spec);
@@ -602,7 +565,7 @@ fn cache_miss_then_hit() {
     );
 
     // A new cache on the same directory (a second run) hits too.
-    let again = FrameCache::new(tmp.0.join("cache")).unwrap();
+    let again = FrameCache::new(tmp.path().join("cache")).unwrap();
     assert_eq!(again.get_or_compute(&key, compute).unwrap(), first);
     assert_eq!(computed.get(), 1);
     assert_eq!(again.stats().hits, 1);
@@ -638,14 +601,14 @@ fn cache_miss_then_hit() {
             discarded: 0
         }
     );
-    assert_eq!(files_under(&tmp.0).len(), 6);
-    assert_no_temp_files(&tmp.0);
+    assert_eq!(files_under(tmp.path()).len(), 6);
+    assert_no_temp_files(tmp.path());
 }
 
 #[test]
 fn cache_recomputes_corrupt_and_truncated_files() {
-    let tmp = TempDir::new("corrupt");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(3, SplitBy::Number);
     let key = CacheKey::new("toy", "7", spec);
@@ -705,15 +668,15 @@ fn cache_recomputes_corrupt_and_truncated_files() {
         .get_or_compute::<_, FrameError>(&key, || panic!("a whole file must not be recomputed"))
         .unwrap();
     assert_eq!(cache.stats().hits, hits + 1);
-    assert_no_temp_files(&tmp.0);
+    assert_no_temp_files(tmp.path());
 }
 
 #[test]
 fn cache_file_of_another_key_is_not_used() {
     // A file copied over another key's path (a stand-in for a hash collision) is rejected
     // because the file stores its whole key.
-    let tmp = TempDir::new("collision");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(2, SplitBy::Number);
     let a = CacheKey::new("toy", "a", spec);
@@ -735,8 +698,8 @@ fn cache_file_of_another_key_is_not_used() {
 
 #[test]
 fn cache_errors_leave_nothing_behind() {
-    let tmp = TempDir::new("errors");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let spec = FrameSpec::new(2, SplitBy::Number);
     let key = CacheKey::new("toy", "bad", spec);
     // The computation's error is returned; nothing is written.
@@ -752,7 +715,11 @@ fn cache_errors_leave_nothing_behind() {
         })
         .unwrap_err();
     assert!(matches!(err, FrameError::Shape(_)), "{err:?}");
-    assert!(files_under(&tmp.0).is_empty(), "{:?}", files_under(&tmp.0));
+    assert!(
+        files_under(tmp.path()).is_empty(),
+        "{:?}",
+        files_under(tmp.path())
+    );
     assert_eq!(
         cache.stats(),
         FrameCacheStats {
@@ -765,8 +732,8 @@ fn cache_errors_leave_nothing_behind() {
 
 #[test]
 fn cache_shared_by_threads() {
-    let tmp = TempDir::new("threads");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(4, SplitBy::Time);
     let want = integrate(&events, 4, 3, spec).unwrap();
@@ -784,8 +751,8 @@ fn cache_shared_by_threads() {
     let stats = cache.stats();
     assert_eq!(stats.hits + stats.misses, 160);
     assert_eq!(stats.discarded, 0);
-    assert_eq!(files_under(&tmp.0).len(), 5);
-    assert_no_temp_files(&tmp.0);
+    assert_eq!(files_under(tmp.path()).len(), 5);
+    assert_no_temp_files(tmp.path());
 }
 
 // ---------------------------------------------------------------------------------------
