@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use snn_data::dvs_gesture::{read_aedat, read_labels};
 use snn_data::nmnist::read_events;
 use snn_data::{
-    Cifar10, DataError, DvsGesture, Event, EventError, EventStream, GestureSpan, Mnist, NMnist,
-    Split,
+    Cifar10, DataError, DvsGesture, Event, EventError, EventStream, GestureSpan, ImageDataset,
+    Mnist, NMnist, Split,
 };
 use tempfile::TempDir;
 
@@ -112,77 +112,115 @@ fn mnist_accepts_a_gzip_file_without_the_gz_suffix() {
     assert_eq!(test.labels(), &[3]);
 }
 
+/// A damaged file of an image dataset: the file and its split, how it is damaged, the
+/// error loading the split must give and what its message must say besides the path.
+struct Damage {
+    file: &'static str,
+    split: Split,
+    damage: fn(Vec<u8>) -> Vec<u8>,
+    is: fn(&DataError) -> bool,
+    says: &'static [&'static str],
+}
+
+fn truncated(e: &DataError) -> bool {
+    matches!(e, DataError::Truncated { .. })
+}
+
+fn corrupt(e: &DataError) -> bool {
+    matches!(e, DataError::Corrupt { .. })
+}
+
+/// Applies each damage to a fresh dataset from `make` (its folder, and the folder of its
+/// files) and checks the error of `load`ing the damaged file's split.
+fn check_damages(
+    cases: &[Damage],
+    make: impl Fn() -> (TempDir, PathBuf),
+    load: fn(&Path, Split) -> Result<ImageDataset, DataError>,
+) {
+    for case in cases {
+        let (dir, files) = make();
+        let path = files.join(case.file);
+        fs::write(&path, (case.damage)(fs::read(&path).unwrap())).unwrap();
+        let err = load(dir.path(), case.split).unwrap_err();
+        assert!((case.is)(&err), "{}: {err:?}", case.file);
+        let msg = names(&err, &path);
+        for text in case.says {
+            assert!(msg.contains(text), "{}: {msg}", case.file);
+        }
+    }
+}
+
 #[test]
-fn mnist_wrong_magic_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    // A label file under the image file's name.
-    let path = dir.path().join("t10k-images-idx3-ubyte");
-    fs::write(&path, idx_labels(&[1, 2])).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::BadMagic { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(
-        msg.contains("0x00000803") && msg.contains("0x00000801 (IDX labels)"),
-        "{msg}"
+fn mnist_damaged_files_are_named_in_the_error() {
+    let cases = [
+        // A label file under the image file's name.
+        Damage {
+            file: "t10k-images-idx3-ubyte",
+            split: Split::Test,
+            damage: |_| idx_labels(&[1, 2]),
+            is: |e| matches!(e, DataError::BadMagic { .. }),
+            says: &["0x00000803", "0x00000801 (IDX labels)"],
+        },
+        Damage {
+            file: "t10k-images-idx3-ubyte",
+            split: Split::Test,
+            damage: |b| b[..b.len() - 100].to_vec(),
+            is: truncated,
+            says: &["item 1 is incomplete"],
+        },
+        // A truncated header.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| vec![0, 0, 8, 1, 0, 0],
+            is: truncated,
+            says: &[],
+        },
+        Damage {
+            file: "train-images-idx3-ubyte.gz",
+            split: Split::Train,
+            damage: |b| b[..b.len() / 2].to_vec(),
+            is: truncated,
+            says: &[],
+        },
+        // The CRC-32 of the gzip trailer.
+        Damage {
+            file: "train-labels-idx1-ubyte.gz",
+            split: Split::Train,
+            damage: |mut b| {
+                let n = b.len();
+                b[n - 8] ^= 0xff;
+                b
+            },
+            is: corrupt,
+            says: &[],
+        },
+        // Trailing bytes.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| [idx_labels(&[7, 2]), vec![4]].concat(),
+            is: corrupt,
+            says: &[],
+        },
+        // A label out of range.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| idx_labels(&[7, 10]),
+            is: corrupt,
+            says: &["label 10 of image 1"],
+        },
+    ];
+    check_damages(
+        &cases,
+        || {
+            let (dir, _, _) = mnist_dir();
+            let files = dir.path().to_path_buf();
+            (dir, files)
+        },
+        |dir, split| Mnist::load(dir, split),
     );
-}
-
-#[test]
-fn mnist_truncated_images_name_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-images-idx3-ubyte");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("item 1 is incomplete"), "{msg}");
-}
-
-#[test]
-fn mnist_truncated_header_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    fs::write(&path, [0, 0, 8, 1, 0, 0]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_truncated_gzip_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("train-images-idx3-ubyte.gz");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_corrupt_gzip_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("train-labels-idx1-ubyte.gz");
-    let mut bytes = fs::read(&path).unwrap();
-    let n = bytes.len();
-    bytes[n - 8] ^= 0xff; // the CRC-32 of the gzip trailer
-    fs::write(&path, bytes).unwrap();
-    let err = Mnist::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_trailing_bytes_are_corruption() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    let mut bytes = idx_labels(&[7, 2]);
-    bytes.push(4);
-    fs::write(&path, bytes).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    names(&err, &path);
 }
 
 #[test]
@@ -200,17 +238,6 @@ fn mnist_count_mismatch_names_both_files() {
     assert_eq!((*images, *n), (2, 3));
     let msg = names(&err, &dir.path().join("t10k-images-idx3-ubyte"));
     assert!(msg.contains(&labels.display().to_string()), "{msg}");
-}
-
-#[test]
-fn mnist_label_out_of_range_is_corruption() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    fs::write(&path, idx_labels(&[7, 10])).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("label 10 of image 1"), "{msg}");
 }
 
 #[test]
@@ -314,50 +341,39 @@ fn cifar_missing_directory_is_a_missing_batch() {
 }
 
 #[test]
-fn cifar_truncated_batch_names_it() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(
-        msg.contains("record 2 is cut off after 2073 bytes"),
-        "{msg}"
-    );
-}
-
-#[test]
-fn cifar_batch_shorter_than_the_others_is_truncated() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("data_batch_4.bin");
-    fs::write(&path, cifar_batch(3, &[2])).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("holds 1 records while"), "{msg}");
-}
-
-#[test]
-fn cifar_empty_batch_is_truncated() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    fs::write(&path, b"").unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn cifar_bad_label_is_corruption() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    fs::write(&path, cifar_batch(9, &[3, 200])).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("record 1 has label 200"), "{msg}");
+fn cifar_damaged_batches_are_named_in_the_error() {
+    let cases = [
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |b| b[..b.len() - 1000].to_vec(),
+            is: truncated,
+            says: &["record 2 is cut off after 2073 bytes"],
+        },
+        // A batch shorter than the others.
+        Damage {
+            file: "data_batch_4.bin",
+            split: Split::Train,
+            damage: |_| cifar_batch(3, &[2]),
+            is: truncated,
+            says: &["holds 1 records while"],
+        },
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |_| Vec::new(),
+            is: truncated,
+            says: &[],
+        },
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |_| cifar_batch(9, &[3, 200]),
+            is: corrupt,
+            says: &["record 1 has label 200"],
+        },
+    ];
+    check_damages(&cases, cifar_dir, |dir, split| Cifar10::load(dir, split));
 }
 
 // ------------------------------------------------------------------------------------
