@@ -33,6 +33,13 @@ fn at_times(ts: &[u64]) -> Vec<Event> {
     ts.iter().map(|&t| ev(t, 0, 0, true)).collect()
 }
 
+/// Asserts that `f` has `shape` and that its cells are zero but the listed
+/// `(t, c, y, x, count)`.
+fn assert_frames(f: &Frames, shape: [usize; 4], cells: &[(usize, usize, usize, usize, f32)]) {
+    assert_eq!(f.shape(), shape);
+    assert_eq!(f.data(), &expected(shape, cells)[..]);
+}
+
 /// A `[T, 2, H, W]` buffer with the listed `(t, c, y, x, count)` cells set.
 fn expected(shape: [usize; 4], cells: &[(usize, usize, usize, usize, f32)]) -> Vec<f32> {
     let [t_n, c_n, h, w] = shape;
@@ -91,8 +98,8 @@ fn number_split_divisible() {
     let bounds = segment_bounds(&events, SplitBy::Number, 3).unwrap();
     assert_eq!(bounds, vec![0..2, 2..4, 4..6]);
     let f = integrate(&events, 3, 2, FrameSpec::new(3, SplitBy::Number)).unwrap();
-    assert_eq!(f.shape(), [3, 2, 2, 3]);
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 2, 3],
         &[
             (0, 1, 0, 0, 1.0),
@@ -102,7 +109,6 @@ fn number_split_divisible() {
             (2, 1, 0, 2, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
     assert_eq!(f.get(1, 1, 0, 1), 2.0);
 }
 
@@ -115,7 +121,8 @@ fn number_split_remainder_goes_to_last_frame() {
         vec![0..2, 2..4, 4..7]
     );
     let f = integrate(&events, 7, 1, FrameSpec::new(3, SplitBy::Number)).unwrap();
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 1, 7],
         &[
             (0, 1, 0, 0, 1.0),
@@ -127,7 +134,6 @@ fn number_split_remainder_goes_to_last_frame() {
             (2, 1, 0, 6, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
     assert_eq!(frame_sums(&f), vec![2.0, 2.0, 3.0]);
 
     // N = 11, T = 4: di = 2, last frame [6, 11) holds 5.
@@ -181,7 +187,8 @@ fn time_split_with_remainder() {
         vec![0..3, 3..4, 4..7]
     );
     let f = integrate(&events, 7, 1, FrameSpec::new(3, SplitBy::Time)).unwrap();
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 1, 7],
         &[
             (0, 0, 0, 0, 1.0),
@@ -193,7 +200,6 @@ fn time_split_with_remainder() {
             (2, 0, 0, 6, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
 }
 
 #[test]
@@ -404,8 +410,8 @@ fn downsampling_divides_coordinates() {
     let spec = FrameSpec::new(1, SplitBy::Number).downsample(2);
     assert_eq!(spec.output_size(5, 3), (3, 2));
     let f = integrate(&events, 5, 3, spec).unwrap();
-    assert_eq!(f.shape(), [1, 2, 2, 3]);
-    let want = expected(
+    assert_frames(
+        &f,
         [1, 2, 2, 3],
         &[
             (0, 1, 0, 0, 2.0), // (0,0) and (1,1)
@@ -415,7 +421,6 @@ fn downsampling_divides_coordinates() {
             (0, 1, 1, 1, 1.0), // (2,2)
         ],
     );
-    assert_eq!(f.data(), &want[..]);
 }
 
 #[test]
