@@ -2,7 +2,7 @@
 //! (never the internet, see `server/`): success, checksum mismatch, an interrupted transfer
 //! resumed with a Range request, servers without Range support, files already present,
 //! archives unpacked and DVS128 Gesture's manual-download error. The `snn data` commands
-//! are tested in the root crate (`tests/cli_data.rs`).
+//! are tested in the root crate (`tests/cli.rs`).
 
 // Fixture helpers are not `#[test]` functions, so clippy.toml's test allowance does not
 // reach them; a failed fixture write should just fail the test.
