@@ -4,46 +4,16 @@
 //! `cargo run --release --example frames_bench`
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use snn::data::encode::rate_encode;
-use snn::data::frames::{
-    CacheKey, FrameCache, FrameError, FrameSpec, RawEvent, SplitBy, integrate,
-};
+use snn::data::frames::{CacheKey, FrameCache, FrameError, FrameSpec, SplitBy, integrate};
 
-/// A sorted stream of `n` events over `span_us` microseconds on a `w x h` sensor.
-fn stream(n: usize, w: u16, h: u16, span_us: u64, seed: u64) -> Vec<RawEvent> {
-    let mut s = seed;
-    let mut next = move || {
-        s = s
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        s >> 33
-    };
-    let mut events: Vec<RawEvent> = (0..n)
-        .map(|_| RawEvent {
-            t: next() % span_us,
-            x: (next() % u64::from(w)) as u16,
-            y: (next() % u64::from(h)) as u16,
-            p: next() % 2 == 1,
-        })
-        .collect();
-    events.sort_by_key(|e| e.t);
-    events
-}
+// Synthetic event streams and the timer, shared with snn-data's tests and loader_bench.
+#[path = "../snn-data/tests/support/mod.rs"]
+mod support;
 
-/// Runs `f` repeatedly for about `budget`; the best (smallest) time of one call.
-fn best_of(budget: Duration, mut f: impl FnMut()) -> Duration {
-    f(); // warm up
-    let start = Instant::now();
-    let mut best = Duration::MAX;
-    while start.elapsed() < budget {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
-    }
-    best
-}
+use support::{Rng, best_of, random_events};
 
 fn main() {
     let budget = Duration::from_millis(400);
@@ -51,12 +21,17 @@ fn main() {
         // DVS128 Gesture: ~300k events in a ~6 s clip, 128x128.
         (
             "dvs-gesture-like",
-            stream(300_000, 128, 128, 6_000_000, 1),
+            random_events(&mut Rng::new(1), 300_000, (128, 128), 0, 6_000_000),
             128usize,
             128usize,
         ),
         // N-MNIST: ~4k events in ~300 ms, 34x34.
-        ("nmnist-like", stream(4_000, 34, 34, 300_000, 2), 34, 34),
+        (
+            "nmnist-like",
+            random_events(&mut Rng::new(2), 4_000, (34, 34), 0, 300_000),
+            34,
+            34,
+        ),
     ];
     println!("frame integration (best of repeated runs, one thread):");
     for (name, events, w, h) in &datasets {

@@ -18,13 +18,19 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use snn::data::frames::{FrameCache, FrameSpec, SplitBy, integrate};
 use snn::data::{
-    Cifar10, Dataset, DvsGesture, EventFrames, ImageDataset, Loader, LoaderConfig, Mnist, NMnist,
-    Split,
+    Cifar10, DataError, Dataset, DvsGesture, EventFrames, ImageDataset, Loader, LoaderConfig,
+    Mnist, NMnist, Split,
 };
 use snn::runtime::Device;
 use snn::runtime::codegen::Dtype;
 use snn::runtime::encode::rate_encode;
 use snn::runtime::staging::{Upload, Uploader};
+
+// Synthetic files in the real formats, shared with snn-data's tests.
+#[path = "../snn-data/tests/support/mod.rs"]
+mod support;
+
+use support::{Rng, aedat, best_of, idx, nmnist_file, random_events};
 
 #[derive(Parser, Debug)]
 #[command(about = "Throughput of the data loaders, frame integration and GPU uploads")]
@@ -52,31 +58,6 @@ struct Args {
     workers: Option<usize>,
 }
 
-/// A deterministic generator.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// `n` sorted events `(x, y, p, t)` on a `size x size` sensor over `[t0, t0 + span)`.
-fn events(rng: &mut Lcg, n: usize, size: u64, t0: u64, span: u64) -> Vec<(u16, u16, bool, u64)> {
-    let mut ts: Vec<u64> = (0..n).map(|_| t0 + rng.below(span)).collect();
-    ts.sort_unstable();
-    ts.into_iter()
-        .map(|t| {
-            let (x, y, p) = (rng.below(size), rng.below(size), rng.below(2) == 1);
-            (x as u16, y as u16, p, t)
-        })
-        .collect()
-}
-
 fn write(path: &Path, bytes: &[u8]) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).expect("create a folder in the temp dir");
@@ -85,24 +66,16 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 /// MNIST's test split as IDX files: `n` images of 28x28.
-fn write_mnist(dir: &Path, n: usize, rng: &mut Lcg) {
-    let mut images = [0x803u32, n as u32, 28, 28]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect::<Vec<u8>>();
-    images.extend((0..n * 784).map(|_| rng.below(256) as u8));
-    let mut labels = [0x801u32, n as u32]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect::<Vec<u8>>();
-    labels.extend((0..n).map(|_| rng.below(10) as u8));
+fn write_mnist(dir: &Path, n: usize, rng: &mut Rng) {
+    let pixels: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
     let (i, l) = Mnist::file_names(Split::Test);
-    write(&dir.join(i), &images);
-    write(&dir.join(l), &labels);
+    write(&dir.join(i), &idx(&[n, 28, 28], &pixels));
+    write(&dir.join(l), &idx(&[n], &labels));
 }
 
 /// CIFAR-10's test batch: `n` records of a label and 3x32x32 pixels.
-fn write_cifar(dir: &Path, n: usize, rng: &mut Lcg) {
+fn write_cifar(dir: &Path, n: usize, rng: &mut Rng) {
     let mut bytes = Vec::with_capacity(n * Cifar10::RECORD_BYTES);
     for _ in 0..n {
         bytes.push(rng.below(10) as u8);
@@ -112,58 +85,48 @@ fn write_cifar(dir: &Path, n: usize, rng: &mut Lcg) {
 }
 
 /// N-MNIST's test split: `n` files of ~4000 events over ~300 ms on 34x34.
-fn write_nmnist(dir: &Path, n: usize, rng: &mut Lcg) {
+fn write_nmnist(dir: &Path, n: usize, rng: &mut Rng) {
     for i in 0..n {
-        let digit = i % 10;
         let count = 3_500 + rng.below(1_000) as usize;
-        let mut f = Vec::with_capacity(count * 5);
-        for (x, y, p, t) in events(rng, count, 34, 0, 300_000) {
-            f.extend_from_slice(&[
-                x as u8,
-                y as u8,
-                (u8::from(p) << 7) | (t >> 16) as u8,
-                (t >> 8) as u8,
-                t as u8,
-            ]);
-        }
-        write(&dir.join(format!("Test/{digit}/{i:05}.bin")), &f);
+        let events = random_events(rng, count, (34, 34), 0, 300_000);
+        write(
+            &dir.join(format!("Test/{}/{i:05}.bin", i % 10)),
+            &nmnist_file(&events),
+        );
     }
 }
 
 /// DVS128 Gesture: `recordings` AEDAT 3.1 files of 11 gestures of 6 s and `per_gesture`
 /// events each, with their label CSVs; all listed as the test split.
-fn write_gestures(dir: &Path, recordings: usize, per_gesture: usize, rng: &mut Lcg) {
+fn write_gestures(dir: &Path, recordings: usize, per_gesture: usize, rng: &mut Rng) {
     let root = dir.join(DvsGesture::FOLDER);
     let mut list = String::new();
     for r in 0..recordings {
         let name = format!("user{:02}_fluorescent", 24 + r);
-        let mut f =
-            b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n".to_vec();
         let mut csv = String::from("class,startTime_usec,endTime_usec\n");
         let mut all = Vec::new();
         for g in 0..11u64 {
             let (start, span) = (1_000_000 + g * 6_100_000, 6_000_000);
             csv.push_str(&format!("{},{start},{}\n", g + 1, start + span));
-            all.extend(events(rng, per_gesture, 128, start, span));
+            all.extend(random_events(rng, per_gesture, (128, 128), start, span));
         }
-        for chunk in all.chunks(4096) {
-            let n = chunk.len() as u32;
-            for v in [1u32 | 1 << 16, 8, 4, 0, n, n, n] {
-                // eventType 1 and eventSource 1 share the first word.
-                f.extend_from_slice(&v.to_le_bytes());
-            }
-            for &(x, y, p, t) in chunk {
-                let word = (u32::from(x) << 17) | (u32::from(y) << 2) | (u32::from(p) << 1) | 1;
-                f.extend_from_slice(&word.to_le_bytes());
-                f.extend_from_slice(&(t as u32).to_le_bytes());
-            }
-        }
-        write(&root.join(format!("{name}.aedat")), &f);
+        write(&root.join(format!("{name}.aedat")), &aedat(&all, 4096));
         write(&root.join(format!("{name}_labels.csv")), csv.as_bytes());
         list.push_str(&format!("{name}.aedat\n"));
     }
     write(&root.join("trials_to_train.txt"), list.as_bytes());
     write(&root.join("trials_to_test.txt"), list.as_bytes());
+}
+
+/// The image dataset `load` reads, after printing its images per second.
+fn parsed(name: &str, load: impl FnOnce() -> Result<ImageDataset, DataError>) -> Arc<ImageDataset> {
+    let t = Instant::now();
+    let ds = load().unwrap_or_else(|e| panic!("{name} does not read: {e}"));
+    println!(
+        "  {name} parse: {:.0} images/s",
+        ds.len() as f64 / t.elapsed().as_secs_f64()
+    );
+    Arc::new(ds)
 }
 
 fn config(batch: usize, workers: usize) -> LoaderConfig {
@@ -202,7 +165,7 @@ fn main() {
     let worker_counts: Vec<usize> = if most > 1 { vec![1, most] } else { vec![1] };
     let tmp = std::env::temp_dir().join(format!("snn-loader-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let mut rng = Lcg(42);
+    let mut rng = Rng::new(42);
     println!(
         "synthetic data in the real formats (no internet here), {cores} CPU cores, batch {}",
         args.batch
@@ -218,24 +181,14 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let image_sets: Vec<(&str, Arc<ImageDataset>)> = vec![
-        ("MNIST 1x28x28", {
-            let t = Instant::now();
-            let ds = Mnist::load(tmp.join("mnist"), Split::Test).expect("MNIST reads");
-            println!(
-                "  MNIST parse: {:.0} images/s",
-                ds.len() as f64 / t.elapsed().as_secs_f64()
-            );
-            Arc::new(ds)
-        }),
-        ("CIFAR-10 3x32x32", {
-            let t = Instant::now();
-            let ds = Cifar10::load(tmp.join("cifar"), Split::Test).expect("CIFAR-10 reads");
-            println!(
-                "  CIFAR-10 parse: {:.0} images/s",
-                ds.len() as f64 / t.elapsed().as_secs_f64()
-            );
-            Arc::new(ds)
-        }),
+        (
+            "MNIST 1x28x28",
+            parsed("MNIST", || Mnist::load(tmp.join("mnist"), Split::Test)),
+        ),
+        (
+            "CIFAR-10 3x32x32",
+            parsed("CIFAR-10", || Cifar10::load(tmp.join("cifar"), Split::Test)),
+        ),
     ];
     println!("image loaders (u8 batches [B, C, H, W], best of 3 epochs):");
     for (name, ds) in &image_sets {
@@ -337,19 +290,6 @@ fn main() {
 
     gpu(&args, &image_sets, most);
     let _ = std::fs::remove_dir_all(&tmp);
-}
-
-/// Runs `f` repeatedly for about `budget`; the best time of one call.
-fn best_of(budget: Duration, mut f: impl FnMut()) -> Duration {
-    f();
-    let start = Instant::now();
-    let mut best = Duration::MAX;
-    while start.elapsed() < budget {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
-    }
-    best
 }
 
 /// The upload rate and the pipeline's samples/s, or a notice without a GPU.

@@ -154,23 +154,16 @@ pub fn leaky_integrator(x: Input, v: State, #[param(default = 0.9)] decay: Param
 const T: usize = 16;
 const N: usize = 300;
 
-/// SplitMix64: deterministic, dependency-free random numbers.
-struct Rng(u64);
+/// Seeded random numbers: snn's generator with the draws these tests need.
+struct Rng(snn::nn::Rng);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Self(snn::nn::Rng::new(seed))
     }
     /// Uniform in `[lo, hi)`.
     fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.range(lo, hi)
     }
     fn vec<T: Real>(&mut self, n: usize, lo: f64, hi: f64) -> Vec<T> {
         (0..n).map(|_| T::from_f64(self.uniform(lo, hi))).collect()

@@ -132,25 +132,11 @@ fn missing_batch(path: &Path, dir: &Path) -> DataError {
 /// Splits a batch into pixels and labels, checking its length and every label.
 fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DataError> {
     const R: usize = Cifar10::RECORD_BYTES;
-    if bytes.is_empty() {
-        return Err(DataError::truncated(path, "the file is empty"));
-    }
-    if !bytes.len().is_multiple_of(R) {
-        return Err(DataError::truncated(
-            path,
-            format!(
-                "its {} bytes are not a whole number of {R}-byte records: record {} is cut \
-                 off after {} bytes",
-                bytes.len(),
-                bytes.len() / R,
-                bytes.len() % R
-            ),
-        ));
-    }
-    let n = bytes.len() / R;
+    let records = crate::records(path, bytes, R, "record")?;
+    let n = records.len();
     let mut images = Vec::with_capacity(n * (R - 1));
     let mut labels = Vec::with_capacity(n);
-    for (i, record) in bytes.chunks_exact(R).enumerate() {
+    for (i, record) in records.enumerate() {
         let label = record[0];
         if usize::from(label) >= Cifar10::CLASSES {
             return Err(DataError::corrupt(

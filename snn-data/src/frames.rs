@@ -54,29 +54,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One event: time in microseconds, pixel coordinates and polarity (`true` = ON).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RawEvent {
-    /// Timestamp in microseconds.
-    pub t: u64,
-    pub x: u16,
-    pub y: u16,
-    /// Polarity: `false` = OFF (channel 0), `true` = ON (channel 1).
-    pub p: bool,
-}
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
-/// Anything that can be read as a [`RawEvent`]: lets [`integrate`] take a dataset's own
-/// event type without copying the stream.
-pub trait AsRawEvent {
-    fn raw(&self) -> RawEvent;
-}
-
-impl AsRawEvent for RawEvent {
-    #[inline]
-    fn raw(&self) -> RawEvent {
-        *self
-    }
-}
+use crate::Event;
 
 /// How a stream is cut into frames (see the module docs for the exact boundaries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -318,8 +298,8 @@ fn frame_len(frames: usize, height: usize, width: usize) -> Result<usize, FrameE
 /// `cal_fixed_frames_number_segment_index` (`j_l[i]..j_r[i]`), with empty windows giving
 /// empty ranges instead of an error (see the module docs). The ranges are contiguous and
 /// cover `0..N`.
-pub fn segment_bounds<E: AsRawEvent>(
-    events: &[E],
+pub fn segment_bounds(
+    events: &[Event],
     split: SplitBy,
     frames: usize,
 ) -> Result<Vec<Range<usize>>, FrameError> {
@@ -337,22 +317,22 @@ pub fn segment_bounds<E: AsRawEvent>(
             starts.extend((0..frames).map(|i| i * di));
         }
         SplitBy::Time => {
-            let mut previous = first.raw().t;
+            let mut previous = first.t;
             for (index, e) in events.iter().enumerate().skip(1) {
-                let t = e.raw().t;
+                let t = e.t;
                 if t < previous {
                     return Err(FrameError::Unsorted { index, previous, t });
                 }
                 previous = t;
             }
-            let t0 = first.raw().t;
+            let t0 = first.t;
             // `frames` fits in u64 on every supported target.
-            let dt = (last.raw().t - t0) / frames as u64;
+            let dt = (last.t - t0) / frames as u64;
             // For sorted events, SpikingJelly's j_l[i] (the first index in window i) is
             // the first index with t >= t0 + i*dt, and j_r[i] is j_l[i + 1].
             starts.extend((0..frames).map(|i| {
                 let t_l = t0 + dt * i as u64;
-                events.partition_point(|e| e.raw().t < t_l)
+                events.partition_point(|e| e.t < t_l)
             }));
         }
     }
@@ -369,8 +349,8 @@ pub fn segment_bounds<E: AsRawEvent>(
 ///
 /// Errors: `T == 0`, a downsampling factor of 0, an empty sensor, an empty stream, an
 /// event outside the sensor, and (for [`SplitBy::Time`]) events out of time order.
-pub fn integrate<E: AsRawEvent>(
-    events: &[E],
+pub fn integrate(
+    events: &[Event],
     width: usize,
     height: usize,
     spec: FrameSpec,
@@ -388,28 +368,11 @@ pub fn integrate<E: AsRawEvent>(
     let (out_w, out_h) = spec.output_size(width, height);
     let mut data = vec![0.0f32; frame_len(spec.frames, out_h, out_w)?];
     let f = spec.downsample;
+    let (sensor, out) = ((width, height), (out_w, out_h));
     if f == 1 {
-        accumulate(
-            events,
-            &bounds,
-            width,
-            height,
-            out_w,
-            out_h,
-            &mut data,
-            |c| c,
-        )?;
+        accumulate(events, &bounds, sensor, out, &mut data, |c| c)?;
     } else {
-        accumulate(
-            events,
-            &bounds,
-            width,
-            height,
-            out_w,
-            out_h,
-            &mut data,
-            |c| c / f,
-        )?;
+        accumulate(events, &bounds, sensor, out, &mut data, |c| c / f)?;
     }
     Ok(Frames {
         frames: spec.frames,
@@ -419,16 +382,14 @@ pub fn integrate<E: AsRawEvent>(
     })
 }
 
-/// Counts each frame's events into `data`, mapping sensor coordinates by `cell`.
-#[allow(clippy::too_many_arguments)]
+/// Counts each frame's events into `data`, mapping sensor coordinates by `cell` (the
+/// division by the downsampling factor is left out at factor 1, its own instantiation).
 #[inline(always)]
-fn accumulate<E: AsRawEvent>(
-    events: &[E],
+fn accumulate(
+    events: &[Event],
     bounds: &[Range<usize>],
-    width: usize,
-    height: usize,
-    out_w: usize,
-    out_h: usize,
+    (width, height): (usize, usize),
+    (out_w, out_h): (usize, usize),
     data: &mut [f32],
     cell: impl Fn(usize) -> usize,
 ) -> Result<(), FrameError> {
@@ -436,7 +397,6 @@ fn accumulate<E: AsRawEvent>(
     for (i, range) in bounds.iter().enumerate() {
         let frame = &mut data[i * 2 * plane..(i + 1) * 2 * plane];
         for (k, e) in events[range.clone()].iter().enumerate() {
-            let e = e.raw();
             let (x, y) = (usize::from(e.x), usize::from(e.y));
             if x >= width || y >= height {
                 return Err(FrameError::OutOfRange {
@@ -513,18 +473,19 @@ pub struct FrameCacheStats {
 /// | bytes | field                                                         |
 /// |-------|---------------------------------------------------------------|
 /// | 8     | magic `SNNFRAME`                                              |
-/// | 4     | format version (1)                                            |
+/// | 4     | format version (2)                                            |
 /// | 4     | key length in bytes                                           |
 /// | 16    | shape `T, 2, H, W` as four `u32`                               |
-/// | 8     | checksum of the 32 bytes above, the key and the values        |
+/// | 8     | XXH3-64 of the 32 bytes above, the key and the values         |
 /// | ...   | the key's canonical text, then `T*2*H*W` `f32`                 |
 ///
 /// A file whose length, magic, version, key or checksum is wrong is deleted and its
-/// frames recomputed. The checksum (a multiply/xorshift hash over 64-bit words, see
-/// `checksum`) catches every single-word corruption and, with the length check, every
-/// truncation; it is not cryptographic. Files are written to a unique temporary name in
-/// the same directory and renamed into place, so readers (other threads or processes)
-/// see either no file or a whole one; on a failed write the temporary file is removed.
+/// frames recomputed. The checksum catches corruption and, with the length check,
+/// truncation; it is not cryptographic. (Version 1 hashed names and contents by hand: its
+/// files have other names and are never read.) Files are written to a unique temporary
+/// name in the same directory and renamed into place, so readers (other threads or
+/// processes) see either no file or a whole one; on a failed write the temporary file is
+/// removed.
 /// Files are not `fsync`ed: a file torn by a power cut fails its checksum and is
 /// recomputed. A process killed mid-write can leave a `.*.tmp` file, which is never read.
 ///
@@ -539,37 +500,17 @@ pub struct FrameCache {
 }
 
 const MAGIC: &[u8; 8] = b"SNNFRAME";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 40;
 
-/// One step of the checksum: a bijection of the state for any word, so a change to any
-/// single word always changes the result.
-#[inline]
-fn mix(h: u64, word: u64) -> u64 {
-    let x = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^ (x >> 29)
-}
-
-/// Folds `bytes` into the checksum state: 8-byte little-endian words, the zero-padded
-/// tail, then the length.
-fn checksum(mut h: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = mix(h, u64::from_le_bytes(b));
-    }
-    let rest = words.remainder();
-    let mut b = [0u8; 8];
-    b[..rest.len()].copy_from_slice(rest);
-    h = mix(h, u64::from_le_bytes(b));
-    mix(h, bytes.len() as u64)
-}
-
+/// The checksum of a file: XXH3-64 of its header before the checksum, its key and its
+/// values.
 fn file_checksum(prefix: &[u8], key: &[u8], payload: &[u8]) -> u64 {
-    let h = checksum(0x736e_6e2d_6672_616d, prefix);
-    let h = checksum(h, key);
-    checksum(h, payload)
+    let mut h = Xxh3Default::new();
+    for part in [prefix, key, payload] {
+        h.update(part);
+    }
+    h.digest()
 }
 
 /// `name` reduced to `[A-Za-z0-9._-]`, at most 64 characters, never empty or dots only.
@@ -616,8 +557,7 @@ impl FrameCache {
 
     /// The file that holds `key`'s frames.
     pub fn path(&self, key: &CacheKey) -> PathBuf {
-        let canonical = key.canonical();
-        let hash = checksum(0, canonical.as_bytes());
+        let hash = xxh3_64(key.canonical().as_bytes());
         self.dir
             .join(sanitize(&key.dataset))
             .join(format!(
@@ -775,17 +715,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FrameError> {
         return Err(io(e));
     }
     Ok(())
-}
-
-/// The datasets' events integrate without copying.
-impl AsRawEvent for crate::Event {
-    #[inline]
-    fn raw(&self) -> RawEvent {
-        RawEvent {
-            t: self.t,
-            x: self.x,
-            y: self.y,
-            p: self.p,
-        }
-    }
 }

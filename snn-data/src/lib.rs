@@ -190,6 +190,32 @@ pub(crate) fn gunzip_if_gzipped(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, 
     }
 }
 
+/// A file's bytes as `size`-byte records (`what`: "record", "event"); an empty file or a
+/// cut-off last record is a truncation error naming the file.
+pub(crate) fn records<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    size: usize,
+    what: &str,
+) -> Result<std::slice::ChunksExact<'a, u8>, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::truncated(path, "the file is empty"));
+    }
+    if !bytes.len().is_multiple_of(size) {
+        return Err(DataError::truncated(
+            path,
+            format!(
+                "its {} bytes are not a whole number of {size}-byte {what}s: {what} {} is cut \
+                 off after {} bytes",
+                bytes.len(),
+                bytes.len() / size,
+                bytes.len() % size
+            ),
+        ));
+    }
+    Ok(bytes.chunks_exact(size))
+}
+
 /// The entries of a folder, sorted by name so that every listing is deterministic.
 pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();

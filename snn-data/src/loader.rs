@@ -44,6 +44,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
+use rand_xoshiro::SplitMix64;
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
+
 use super::{DataError, ImageDataset};
 
 /// Samples a [`Loader`] can batch: every sample has the same shape and a label.
@@ -313,9 +316,9 @@ impl<D: Dataset> Loader<D> {
     pub fn order(&self, epoch: u64) -> Vec<u64> {
         let mut order: Vec<u64> = (0..self.dataset.len() as u64).collect();
         if self.config.shuffle {
-            let mut rng = SplitMix64::for_epoch(self.config.seed, epoch);
+            let mut rng = epoch_rng(self.config.seed, epoch);
             for i in (1..order.len()).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
+                let j = below(&mut rng, i as u64 + 1) as usize;
                 order.swap(i, j);
             }
         }
@@ -591,41 +594,23 @@ fn work<D: Dataset>(job: &Job<D>, tx: &SyncSender<Sent<D::Elem>>) {
     }
 }
 
-/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
-/// OOPSLA 2014), as in `java.util.SplittableRandom`.
-struct SplitMix64(u64);
-
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl SplitMix64 {
-    /// A generator whose state mixes `seed` and `epoch`, so epochs get unrelated streams.
-    fn for_epoch(seed: u64, epoch: u64) -> Self {
-        let mut s = SplitMix64(seed);
-        let a = s.next_u64();
-        SplitMix64(a ^ mix(epoch.wrapping_add(GOLDEN_GAMMA)))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
-        mix(self.0)
-    }
-
-    /// A uniform number in `0..n` (`n > 0`), by rejection so there is no modulo bias.
-    fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % n;
-            }
-        }
-    }
+/// The generator of epoch `epoch`'s shuffle: SplitMix64 (Steele, Lea and Flood, OOPSLA
+/// 2014) seeded with the first outputs of generators seeded by `seed` and by `epoch`, so
+/// epochs get unrelated streams.
+fn epoch_rng(seed: u64, epoch: u64) -> SplitMix64 {
+    let first = |s| SplitMix64::seed_from_u64(s).next_u64();
+    SplitMix64::seed_from_u64(first(seed) ^ first(epoch))
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A uniform number in `0..n` (`n > 0`), by rejection so there is no modulo bias.
+fn below(rng: &mut SplitMix64, n: u64) -> u64 {
+    let zone = u64::MAX - u64::MAX % n;
+    loop {
+        let x = rng.next_u64();
+        if x < zone {
+            return x % n;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -635,7 +620,7 @@ mod tests {
     #[test]
     fn splitmix64_matches_reference() {
         // Reference outputs of SplitMix64 seeded with 1234567.
-        let mut s = SplitMix64(1_234_567);
+        let mut s = SplitMix64::seed_from_u64(1_234_567);
         assert_eq!(s.next_u64(), 6_457_827_717_110_365_317);
         assert_eq!(s.next_u64(), 3_203_168_211_198_807_973);
         assert_eq!(s.next_u64(), 9_817_491_932_198_370_423);

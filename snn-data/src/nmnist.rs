@@ -159,26 +159,11 @@ pub fn read_events(path: impl AsRef<Path>) -> Result<EventStream, DataError> {
 }
 
 fn decode(path: &Path, bytes: &[u8]) -> Result<EventStream, DataError> {
-    const B: usize = NMnist::EVENT_BYTES;
-    if bytes.is_empty() {
-        return Err(DataError::truncated(path, "the file is empty"));
-    }
-    if !bytes.len().is_multiple_of(B) {
-        return Err(DataError::truncated(
-            path,
-            format!(
-                "its {} bytes are not a whole number of {B}-byte events: event {} is cut off \
-                 after {} bytes",
-                bytes.len(),
-                bytes.len() / B,
-                bytes.len() % B
-            ),
-        ));
-    }
-    let mut events = Vec::with_capacity(bytes.len() / B);
+    let records = crate::records(path, bytes, NMnist::EVENT_BYTES, "event")?;
+    let mut events = Vec::with_capacity(records.len());
     let mut overflow = 0u64;
     let mut previous = 0u64;
-    for (index, r) in bytes.chunks_exact(B).enumerate() {
+    for (index, r) in records.enumerate() {
         let (x, y) = (u16::from(r[0]), u16::from(r[1]));
         if y == 240 {
             overflow += 1 << 23;

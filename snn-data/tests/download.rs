@@ -2,7 +2,7 @@
 //! (never the internet, see `server/`): success, checksum mismatch, an interrupted transfer
 //! resumed with a Range request, servers without Range support, files already present,
 //! archives unpacked and DVS128 Gesture's manual-download error. The `snn data` commands
-//! are tested in the root crate (`tests/cli_data.rs`).
+//! are tested in the root crate (`tests/cli.rs`).
 
 // Fixture helpers are not `#[test]` functions, so clippy.toml's test allowance does not
 // reach them; a failed fixture write should just fail the test.
@@ -56,6 +56,28 @@ fn part_of(path: &Path) -> std::path::PathBuf {
 
 const LEN: usize = 300_000;
 
+/// Asserts that `outcome` is a whole download that reused `resumed_from` bytes of a
+/// partial file, and that `path` holds `bytes`.
+fn assert_downloaded(outcome: Outcome, resumed_from: usize, path: &Path, bytes: &[u8]) {
+    assert_eq!(
+        outcome,
+        Outcome::Downloaded {
+            resumed_from: resumed_from as u64,
+            bytes: bytes.len() as u64
+        }
+    );
+    assert_eq!(fs::read(path).unwrap(), bytes);
+}
+
+/// `LEN` fixture bytes served as `f.bin` in `mode`, an empty folder to fetch them into,
+/// and the file checked by its SHA-256.
+fn serve(seed: u64, mode: Mode) -> (Vec<u8>, Server, TempDir, RemoteFile) {
+    let bytes = fixture(LEN, seed);
+    let server = Server::start(&[("f.bin", &bytes)], mode);
+    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    (bytes, server, TempDir::new().unwrap(), file)
+}
+
 // ---------------------------------------------------------------------------------------
 // Single files.
 
@@ -75,15 +97,8 @@ fn a_file_arrives_verified_under_its_final_name() {
     let dest = dir.path().join("nested/mnist");
     let outcome = download_file(&file, &dest, &opts()).unwrap();
 
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: 0,
-            bytes: LEN as u64
-        }
-    );
     let path = dest.join("train-images-idx3-ubyte.gz");
-    assert_eq!(fs::read(&path).unwrap(), bytes);
+    assert_downloaded(outcome, 0, &path, &bytes);
     assert!(!part_of(&path).exists(), "the .part file was left behind");
     verify_file(&path, &file).unwrap();
     let seen = server.seen();
@@ -184,12 +199,10 @@ fn an_md5_mismatch_names_md5() {
 
 #[test]
 fn a_server_offering_the_wrong_size_is_refused_before_downloading() {
-    let bytes = fixture(LEN, 5);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
-    let dir = TempDir::new().unwrap();
+    let (_, _server, dir, file) = serve(5, Mode::Normal);
     let file = RemoteFile {
         size: Some(LEN as u64 + 1),
-        ..RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes))
+        ..file
     };
     let err = download_file(&file, dir.path(), &opts()).unwrap_err();
     let msg = err.to_string();
@@ -245,14 +258,7 @@ fn an_interrupted_transfer_is_resumed_with_a_range_request() {
 
     // Second attempt: asks for the rest only, and completes.
     let outcome = download_file(&file, dir.path(), &opts()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: (LEN / 2) as u64,
-            bytes: LEN as u64
-        }
-    );
-    assert_eq!(fs::read(&path).unwrap(), bytes);
+    assert_downloaded(outcome, LEN / 2, &path, &bytes);
     assert!(!part.exists());
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -277,14 +283,7 @@ fn a_redirected_download_is_resumed_at_its_target() {
     let err = download_file(&file, dir.path(), &opts()).unwrap_err();
     assert!(matches!(err, DownloadError::Interrupted { .. }), "{err}");
     let outcome = download_file(&file, dir.path(), &opts()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: (LEN / 2) as u64,
-            bytes: LEN as u64
-        }
-    );
-    assert_eq!(fs::read(dir.path().join("Test.zip")).unwrap(), bytes);
+    assert_downloaded(outcome, LEN / 2, &dir.path().join("Test.zip"), &bytes);
     let seen = server.seen();
     let range = Some(format!("bytes={}-", LEN / 2));
     let expected = [
@@ -304,22 +303,12 @@ fn a_redirected_download_is_resumed_at_its_target() {
 
 #[test]
 fn a_server_without_range_support_gets_a_clean_restart() {
-    let bytes = fixture(LEN, 7);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::IgnoreRange);
-    let dir = TempDir::new().unwrap();
-    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let (bytes, server, dir, file) = serve(7, Mode::IgnoreRange);
     fs::write(dir.path().join("f.bin.part"), &bytes[..1000]).unwrap();
 
     let outcome = download_file(&file, dir.path(), &opts()).unwrap();
 
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: 0,
-            bytes: LEN as u64
-        }
-    );
-    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    assert_downloaded(outcome, 0, &dir.path().join("f.bin"), &bytes);
     let seen = server.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].range.as_deref(), Some("bytes=1000-"));
@@ -327,45 +316,25 @@ fn a_server_without_range_support_gets_a_clean_restart() {
 
 #[test]
 fn a_stale_partial_file_is_discarded_and_fetched_afresh() {
-    let bytes = fixture(LEN, 8);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
-    let dir = TempDir::new().unwrap();
-    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let (bytes, server, dir, file) = serve(8, Mode::Normal);
     // A partial file from some other version of the file.
     fs::write(dir.path().join("f.bin.part"), fixture(1000, 99)).unwrap();
 
     let outcome = download_file(&file, dir.path(), &opts()).unwrap();
 
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: 0,
-            bytes: LEN as u64
-        }
-    );
-    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    assert_downloaded(outcome, 0, &dir.path().join("f.bin"), &bytes);
     let ranges: Vec<_> = server.seen().into_iter().map(|s| s.range).collect();
     assert_eq!(ranges, [Some("bytes=1000-".to_string()), None]);
 }
 
 #[test]
 fn a_complete_partial_file_is_verified_without_another_transfer() {
-    let bytes = fixture(LEN, 9);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
-    let dir = TempDir::new().unwrap();
-    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let (bytes, server, dir, file) = serve(9, Mode::Normal);
     fs::write(dir.path().join("f.bin.part"), &bytes).unwrap();
 
     let outcome = download_file(&file, dir.path(), &opts()).unwrap();
 
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            resumed_from: LEN as u64,
-            bytes: LEN as u64
-        }
-    );
-    assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+    assert_downloaded(outcome, LEN, &dir.path().join("f.bin"), &bytes);
     let seen = server.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].range, Some(format!("bytes={LEN}-")));
@@ -373,10 +342,7 @@ fn a_complete_partial_file_is_verified_without_another_transfer() {
 
 #[test]
 fn a_file_already_present_is_not_downloaded_again() {
-    let bytes = fixture(LEN, 10);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
-    let dir = TempDir::new().unwrap();
-    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let (_, server, dir, file) = serve(10, Mode::Normal);
 
     download_file(&file, dir.path(), &opts()).unwrap();
     let again = download_file(&file, dir.path(), &opts()).unwrap();
@@ -387,10 +353,7 @@ fn a_file_already_present_is_not_downloaded_again() {
 
 #[test]
 fn a_damaged_file_already_present_is_reported_and_kept() {
-    let bytes = fixture(LEN, 11);
-    let server = Server::start(&[("f.bin", &bytes)], Mode::Normal);
-    let dir = TempDir::new().unwrap();
-    let file = RemoteFile::new("f.bin", server.url("f.bin"), sha256(&bytes));
+    let (_, server, dir, file) = serve(11, Mode::Normal);
     let path = dir.path().join("f.bin");
     fs::write(&path, b"something else").unwrap();
 

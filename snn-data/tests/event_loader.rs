@@ -18,54 +18,13 @@ use snn_data::{
 };
 use tempfile::TempDir;
 
+mod support;
+
+use support::{Rng, aedat, nmnist_bytes, nmnist_file, random_events};
+
 // ---------------------------------------------------------------------------------------
 // Files in the real formats
 // ---------------------------------------------------------------------------------------
-
-/// N-MNIST records: x, y, polarity in bit 7 of byte 2, the 23-bit timestamp after it.
-fn nmnist_bytes(events: &[(u8, u8, bool, u32)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    for &(x, y, p, t) in events {
-        f.extend_from_slice(&[
-            x,
-            y,
-            (u8::from(p) << 7) | (t >> 16) as u8,
-            (t >> 8) as u8,
-            t as u8,
-        ]);
-    }
-    f
-}
-
-/// A deterministic generator for event streams.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// `n` events on a `size x size` sensor with sorted timestamps below `span`.
-fn random_events(n: usize, size: u64, span: u64, seed: u64) -> Vec<(u16, u16, bool, u64)> {
-    let mut rng = Lcg(seed);
-    let mut ts: Vec<u64> = (0..n).map(|_| rng.below(span)).collect();
-    ts.sort_unstable();
-    ts.into_iter()
-        .map(|t| {
-            (
-                rng.below(size) as u16,
-                rng.below(size) as u16,
-                rng.below(2) == 1,
-                t,
-            )
-        })
-        .collect()
-}
 
 /// `Train` with `per_digit` files per digit and `Test` with one; sample (digit 0, file 0)
 /// of Train holds the hand-made events of [`hand_events`].
@@ -76,16 +35,13 @@ fn nmnist_dir(per_digit: usize) -> TempDir {
             let d = dir.path().join(split).join(digit.to_string());
             fs::create_dir_all(&d).unwrap();
             for k in 0..count {
-                let events: Vec<(u8, u8, bool, u32)> = if split == "Train" && digit == 0 && k == 0 {
-                    hand_events()
+                let bytes = if split == "Train" && digit == 0 && k == 0 {
+                    nmnist_bytes(&hand_events())
                 } else {
-                    let seed = u64::from(digit) * 1000 + k as u64 + 7;
-                    random_events(40 + 7 * k, 34, 300_000, seed)
-                        .into_iter()
-                        .map(|(x, y, p, t)| (x as u8, y as u8, p, t as u32))
-                        .collect()
+                    let mut rng = Rng::new(u64::from(digit) * 1000 + k as u64 + 7);
+                    nmnist_file(&random_events(&mut rng, 40 + 7 * k, (34, 34), 0, 300_000))
                 };
-                fs::write(d.join(format!("{k:05}.bin")), nmnist_bytes(&events)).unwrap();
+                fs::write(d.join(format!("{k:05}.bin")), bytes).unwrap();
             }
         }
     }
@@ -325,43 +281,6 @@ fn zero_frames_or_downsampling_are_errors() {
 // DVS128 Gesture
 // ---------------------------------------------------------------------------------------
 
-fn packet(size: u32, overflow: u32, events: &[Vec<u8>]) -> Vec<u8> {
-    let n = events.len() as u32;
-    let mut f = Vec::new();
-    f.extend_from_slice(&1u16.to_le_bytes()); // polarity events
-    f.extend_from_slice(&1u16.to_le_bytes()); // eventSource
-    f.extend_from_slice(&size.to_le_bytes());
-    f.extend_from_slice(&4u32.to_le_bytes()); // eventTSOffset
-    f.extend_from_slice(&overflow.to_le_bytes());
-    f.extend_from_slice(&n.to_le_bytes()); // eventCapacity
-    f.extend_from_slice(&n.to_le_bytes()); // eventNumber
-    f.extend_from_slice(&n.to_le_bytes()); // eventValid
-    for e in events {
-        f.extend_from_slice(e);
-    }
-    f
-}
-
-fn polarity(x: u16, y: u16, p: bool, t: u64) -> Vec<u8> {
-    let word = (u32::from(x) << 17) | (u32::from(y) << 2) | (u32::from(p) << 1) | 1;
-    [word.to_le_bytes(), (t as u32).to_le_bytes()].concat()
-}
-
-const AEDAT_HEADER: &str = "#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n";
-
-/// A recording of `events` in packets of 50.
-fn aedat(events: &[(u16, u16, bool, u64)]) -> Vec<u8> {
-    let mut f = AEDAT_HEADER.as_bytes().to_vec();
-    for chunk in events.chunks(50) {
-        let encoded: Vec<Vec<u8>> = chunk
-            .iter()
-            .map(|&(x, y, p, t)| polarity(x, y, p, t))
-            .collect();
-        f.extend(packet(8, 0, &encoded));
-    }
-    f
-}
-
 /// Users 01 and 02 train and 24 test, each recording 400 events over 0..60000 us cut into
 /// three gestures: 0..20000 (class 1), 20000..45000 (class 11), 45000..60000 (class 5);
 /// user 02's third span (60000..70000) is empty.
@@ -373,8 +292,8 @@ fn gesture_dir() -> TempDir {
         .iter()
         .enumerate()
     {
-        let events = random_events(400, 128, 60_000, r as u64 + 1);
-        fs::write(root.join(format!("{name}.aedat")), aedat(&events)).unwrap();
+        let events = random_events(&mut Rng::new(r as u64 + 1), 400, (128, 128), 0, 60_000);
+        fs::write(root.join(format!("{name}.aedat")), aedat(&events, 50)).unwrap();
         let last = if r == 1 { "60000,70000" } else { "45000,60000" };
         fs::write(
             root.join(format!("{name}_labels.csv")),

@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 use snn_data::dvs_gesture::{read_aedat, read_labels};
 use snn_data::nmnist::read_events;
 use snn_data::{
-    Cifar10, DataError, DvsGesture, Event, EventError, EventStream, GestureSpan, Mnist, NMnist,
-    Split,
+    Cifar10, DataError, DvsGesture, Event, EventError, EventStream, GestureSpan, ImageDataset,
+    Mnist, NMnist, Split,
 };
 use tempfile::TempDir;
+
+mod support;
+
+use support::{aedat_packet, aedat_polarity, idx, nmnist_bytes};
 
 /// Asserts that the message names `path` and returns it for further checks.
 fn names(err: &DataError, path: &Path) -> String {
@@ -40,23 +44,17 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 // MNIST
 // ------------------------------------------------------------------------------------
 
+/// `n` images of `rows x cols` with pixels that depend on `seed`, as an IDX file, and the
+/// pixels.
 fn idx_images(n: usize, rows: usize, cols: usize, seed: u8) -> (Vec<u8>, Vec<u8>) {
-    let mut f = vec![0, 0, 8, 3];
-    for d in [n, rows, cols] {
-        f.extend_from_slice(&(d as u32).to_be_bytes());
-    }
     let pixels: Vec<u8> = (0..n * rows * cols)
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
         .collect();
-    f.extend_from_slice(&pixels);
-    (f, pixels)
+    (idx(&[n, rows, cols], &pixels), pixels)
 }
 
 fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, 0, 8, 1];
-    f.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-    f.extend_from_slice(labels);
-    f
+    idx(&[labels.len()], labels)
 }
 
 /// Train split gzipped, test split plain, as users have them after `gunzip` or not.
@@ -114,77 +112,115 @@ fn mnist_accepts_a_gzip_file_without_the_gz_suffix() {
     assert_eq!(test.labels(), &[3]);
 }
 
+/// A damaged file of an image dataset: the file and its split, how it is damaged, the
+/// error loading the split must give and what its message must say besides the path.
+struct Damage {
+    file: &'static str,
+    split: Split,
+    damage: fn(Vec<u8>) -> Vec<u8>,
+    is: fn(&DataError) -> bool,
+    says: &'static [&'static str],
+}
+
+fn truncated(e: &DataError) -> bool {
+    matches!(e, DataError::Truncated { .. })
+}
+
+fn corrupt(e: &DataError) -> bool {
+    matches!(e, DataError::Corrupt { .. })
+}
+
+/// Applies each damage to a fresh dataset from `make` (its folder, and the folder of its
+/// files) and checks the error of `load`ing the damaged file's split.
+fn check_damages(
+    cases: &[Damage],
+    make: impl Fn() -> (TempDir, PathBuf),
+    load: fn(&Path, Split) -> Result<ImageDataset, DataError>,
+) {
+    for case in cases {
+        let (dir, files) = make();
+        let path = files.join(case.file);
+        fs::write(&path, (case.damage)(fs::read(&path).unwrap())).unwrap();
+        let err = load(dir.path(), case.split).unwrap_err();
+        assert!((case.is)(&err), "{}: {err:?}", case.file);
+        let msg = names(&err, &path);
+        for text in case.says {
+            assert!(msg.contains(text), "{}: {msg}", case.file);
+        }
+    }
+}
+
 #[test]
-fn mnist_wrong_magic_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    // A label file under the image file's name.
-    let path = dir.path().join("t10k-images-idx3-ubyte");
-    fs::write(&path, idx_labels(&[1, 2])).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::BadMagic { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(
-        msg.contains("0x00000803") && msg.contains("0x00000801 (IDX labels)"),
-        "{msg}"
+fn mnist_damaged_files_are_named_in_the_error() {
+    let cases = [
+        // A label file under the image file's name.
+        Damage {
+            file: "t10k-images-idx3-ubyte",
+            split: Split::Test,
+            damage: |_| idx_labels(&[1, 2]),
+            is: |e| matches!(e, DataError::BadMagic { .. }),
+            says: &["0x00000803", "0x00000801 (IDX labels)"],
+        },
+        Damage {
+            file: "t10k-images-idx3-ubyte",
+            split: Split::Test,
+            damage: |b| b[..b.len() - 100].to_vec(),
+            is: truncated,
+            says: &["item 1 is incomplete"],
+        },
+        // A truncated header.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| vec![0, 0, 8, 1, 0, 0],
+            is: truncated,
+            says: &[],
+        },
+        Damage {
+            file: "train-images-idx3-ubyte.gz",
+            split: Split::Train,
+            damage: |b| b[..b.len() / 2].to_vec(),
+            is: truncated,
+            says: &[],
+        },
+        // The CRC-32 of the gzip trailer.
+        Damage {
+            file: "train-labels-idx1-ubyte.gz",
+            split: Split::Train,
+            damage: |mut b| {
+                let n = b.len();
+                b[n - 8] ^= 0xff;
+                b
+            },
+            is: corrupt,
+            says: &[],
+        },
+        // Trailing bytes.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| [idx_labels(&[7, 2]), vec![4]].concat(),
+            is: corrupt,
+            says: &[],
+        },
+        // A label out of range.
+        Damage {
+            file: "t10k-labels-idx1-ubyte",
+            split: Split::Test,
+            damage: |_| idx_labels(&[7, 10]),
+            is: corrupt,
+            says: &["label 10 of image 1"],
+        },
+    ];
+    check_damages(
+        &cases,
+        || {
+            let (dir, _, _) = mnist_dir();
+            let files = dir.path().to_path_buf();
+            (dir, files)
+        },
+        |dir, split| Mnist::load(dir, split),
     );
-}
-
-#[test]
-fn mnist_truncated_images_name_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-images-idx3-ubyte");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("item 1 is incomplete"), "{msg}");
-}
-
-#[test]
-fn mnist_truncated_header_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    fs::write(&path, [0, 0, 8, 1, 0, 0]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_truncated_gzip_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("train-images-idx3-ubyte.gz");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Mnist::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_corrupt_gzip_names_the_file() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("train-labels-idx1-ubyte.gz");
-    let mut bytes = fs::read(&path).unwrap();
-    let n = bytes.len();
-    bytes[n - 8] ^= 0xff; // the CRC-32 of the gzip trailer
-    fs::write(&path, bytes).unwrap();
-    let err = Mnist::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn mnist_trailing_bytes_are_corruption() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    let mut bytes = idx_labels(&[7, 2]);
-    bytes.push(4);
-    fs::write(&path, bytes).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    names(&err, &path);
 }
 
 #[test]
@@ -202,17 +238,6 @@ fn mnist_count_mismatch_names_both_files() {
     assert_eq!((*images, *n), (2, 3));
     let msg = names(&err, &dir.path().join("t10k-images-idx3-ubyte"));
     assert!(msg.contains(&labels.display().to_string()), "{msg}");
-}
-
-#[test]
-fn mnist_label_out_of_range_is_corruption() {
-    let (dir, _, _) = mnist_dir();
-    let path = dir.path().join("t10k-labels-idx1-ubyte");
-    fs::write(&path, idx_labels(&[7, 10])).unwrap();
-    let err = Mnist::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("label 10 of image 1"), "{msg}");
 }
 
 #[test]
@@ -316,70 +341,44 @@ fn cifar_missing_directory_is_a_missing_batch() {
 }
 
 #[test]
-fn cifar_truncated_batch_names_it() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(
-        msg.contains("record 2 is cut off after 2073 bytes"),
-        "{msg}"
-    );
-}
-
-#[test]
-fn cifar_batch_shorter_than_the_others_is_truncated() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("data_batch_4.bin");
-    fs::write(&path, cifar_batch(3, &[2])).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("holds 1 records while"), "{msg}");
-}
-
-#[test]
-fn cifar_empty_batch_is_truncated() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    fs::write(&path, b"").unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    names(&err, &path);
-}
-
-#[test]
-fn cifar_bad_label_is_corruption() {
-    let (dir, bin) = cifar_dir();
-    let path = bin.join("test_batch.bin");
-    fs::write(&path, cifar_batch(9, &[3, 200])).unwrap();
-    let err = Cifar10::load(dir.path(), Split::Test).unwrap_err();
-    assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
-    let msg = names(&err, &path);
-    assert!(msg.contains("record 1 has label 200"), "{msg}");
+fn cifar_damaged_batches_are_named_in_the_error() {
+    let cases = [
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |b| b[..b.len() - 1000].to_vec(),
+            is: truncated,
+            says: &["record 2 is cut off after 2073 bytes"],
+        },
+        // A batch shorter than the others.
+        Damage {
+            file: "data_batch_4.bin",
+            split: Split::Train,
+            damage: |_| cifar_batch(3, &[2]),
+            is: truncated,
+            says: &["holds 1 records while"],
+        },
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |_| Vec::new(),
+            is: truncated,
+            says: &[],
+        },
+        Damage {
+            file: "test_batch.bin",
+            split: Split::Test,
+            damage: |_| cifar_batch(9, &[3, 200]),
+            is: corrupt,
+            says: &["record 1 has label 200"],
+        },
+    ];
+    check_damages(&cases, cifar_dir, |dir, split| Cifar10::load(dir, split));
 }
 
 // ------------------------------------------------------------------------------------
 // N-MNIST
 // ------------------------------------------------------------------------------------
-
-/// Encodes events as N-MNIST records: x, y, polarity in bit 7 of byte 2 and the 23-bit
-/// timestamp in the remaining 23 bits.
-fn nmnist_bytes(events: &[(u8, u8, bool, u32)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    for &(x, y, p, t) in events {
-        assert!(t < 1 << 23);
-        f.push(x);
-        f.push(y);
-        f.push(((p as u8) << 7) | (t >> 16) as u8);
-        f.push((t >> 8) as u8);
-        f.push(t as u8);
-    }
-    f
-}
 
 fn nmnist_events(digit: u8, id: u32) -> Vec<(u8, u8, bool, u32)> {
     vec![
@@ -588,56 +587,33 @@ fn nmnist_missing_or_empty_digit_folder_names_it() {
 // DVS128 Gesture
 // ------------------------------------------------------------------------------------
 
-/// One AEDAT 3.1 packet: the 28-byte header, then `events` of `size` bytes each.
-fn packet(kind: u16, size: u32, overflow: u32, events: &[Vec<u8>]) -> Vec<u8> {
-    let n = events.len() as u32;
-    let mut f = Vec::new();
-    f.extend_from_slice(&kind.to_le_bytes());
-    f.extend_from_slice(&1u16.to_le_bytes()); // eventSource
-    f.extend_from_slice(&size.to_le_bytes());
-    f.extend_from_slice(&4u32.to_le_bytes()); // eventTSOffset
-    f.extend_from_slice(&overflow.to_le_bytes());
-    f.extend_from_slice(&n.to_le_bytes()); // eventCapacity
-    f.extend_from_slice(&n.to_le_bytes()); // eventNumber
-    f.extend_from_slice(&n.to_le_bytes()); // eventValid
-    for e in events {
-        assert_eq!(e.len(), size as usize);
-        f.extend_from_slice(e);
-    }
-    f
-}
-
-fn polarity(x: u32, y: u32, p: bool, t: u32, valid: bool) -> Vec<u8> {
-    let word = (x << 17) | (y << 2) | ((p as u32) << 1) | valid as u32;
-    [word.to_le_bytes(), t.to_le_bytes()].concat()
-}
-
-const AEDAT_HEADER: &str = "#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n\
+/// A header as jAER writes it, with lines the reader skips.
+const JAER_HEADER: &str = "#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n\
                             #Start-Time: 2017-01-01 00:00:00 (TZ+0000)\r\n#!END-HEADER\r\n";
 
 /// A recording of three packets: polarity events, a special-event packet to skip, and
 /// polarity events after a timestamp overflow (one of them invalid).
-fn aedat(x0: u32) -> Vec<u8> {
-    let mut f = AEDAT_HEADER.as_bytes().to_vec();
-    f.extend(packet(
+fn recording(x0: u16) -> Vec<u8> {
+    let mut f = JAER_HEADER.as_bytes().to_vec();
+    f.extend(aedat_packet(
         1,
         8,
         0,
         &[
-            polarity(x0, 0, true, 1000, true),
-            polarity(127, 127, false, 1999, true),
-            polarity(5, 64, true, 2000, true),
+            aedat_polarity(x0, 0, true, 1000, true),
+            aedat_polarity(127, 127, false, 1999, true),
+            aedat_polarity(5, 64, true, 2000, true),
         ],
     ));
-    f.extend(packet(0, 8, 0, &[vec![0xff; 8], vec![0xee; 8]]));
-    f.extend(packet(
+    f.extend(aedat_packet(0, 8, 0, &[vec![0xff; 8], vec![0xee; 8]]));
+    f.extend(aedat_packet(
         1,
         8,
         1,
         &[
-            polarity(10, 20, false, 3, true),
-            polarity(11, 21, true, 4, false),
-            polarity(12, 22, true, 5, true),
+            aedat_polarity(10, 20, false, 3, true),
+            aedat_polarity(11, 21, true, 4, false),
+            aedat_polarity(12, 22, true, 5, true),
         ],
     ));
     f
@@ -655,7 +631,7 @@ fn gesture_dir() -> (TempDir, PathBuf) {
         ("user02_lab", 2),
         ("user24_led", 3),
     ] {
-        fs::write(root.join(format!("{name}.aedat")), aedat(x0)).unwrap();
+        fs::write(root.join(format!("{name}.aedat")), recording(x0)).unwrap();
         fs::write(
             root.join(format!("{name}_labels.csv")),
             format!(
@@ -751,7 +727,12 @@ fn gesture_accepts_the_jaer_header_terminator() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.aedat");
     let mut f = b"#!AER-DAT3.1\r\n#End Of ASCII Header\r\n".to_vec();
-    f.extend(packet(1, 8, 0, &[polarity(9, 8, true, 7, true)]));
+    f.extend(aedat_packet(
+        1,
+        8,
+        0,
+        &[aedat_polarity(9, 8, true, 7, true)],
+    ));
     fs::write(&path, f).unwrap();
     assert_eq!(read_aedat(&path).unwrap().events(), &[ev(7, 9, 8, true)]);
 }
@@ -882,15 +863,20 @@ fn gesture_bad_csv_rows_name_the_file_and_line() {
 fn gesture_event_out_of_range_names_file_and_index() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let mut f = AEDAT_HEADER.as_bytes().to_vec();
-    f.extend(packet(1, 8, 0, &[polarity(1, 1, true, 1, true)]));
-    f.extend(packet(
+    let mut f = JAER_HEADER.as_bytes().to_vec();
+    f.extend(aedat_packet(
+        1,
+        8,
+        0,
+        &[aedat_polarity(1, 1, true, 1, true)],
+    ));
+    f.extend(aedat_packet(
         1,
         8,
         0,
         &[
-            polarity(2, 2, true, 2, true),
-            polarity(3, 128, true, 3, true),
+            aedat_polarity(2, 2, true, 2, true),
+            aedat_polarity(3, 128, true, 3, true),
         ],
     ));
     fs::write(&path, f).unwrap();
@@ -918,7 +904,7 @@ fn gesture_event_out_of_range_names_file_and_index() {
 fn gesture_truncated_recording_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let full = aedat(1);
+    let full = recording(1);
     // Cut inside the last packet's events, then inside its header.
     for cut in [full.len() - 3, full.len() - 24 - 10] {
         fs::write(&path, &full[..cut]).unwrap();
@@ -943,7 +929,11 @@ fn gesture_wrong_version_or_no_header_is_bad_magic() {
     let msg = names(&err, &path);
     assert!(msg.contains("#!AER-DAT2.0"), "{msg}");
 
-    fs::write(&path, packet(1, 8, 0, &[polarity(1, 1, true, 1, true)])).unwrap();
+    fs::write(
+        &path,
+        aedat_packet(1, 8, 0, &[aedat_polarity(1, 1, true, 1, true)]),
+    )
+    .unwrap();
     let err = read_aedat(&path).unwrap_err();
     assert!(matches!(err, DataError::BadMagic { .. }), "{err:?}");
     names(&err, &path);
@@ -953,9 +943,9 @@ fn gesture_wrong_version_or_no_header_is_bad_magic() {
 fn gesture_inconsistent_packet_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user01_led.aedat");
-    let mut p = packet(1, 8, 0, &[polarity(1, 1, true, 1, true)]);
+    let mut p = aedat_packet(1, 8, 0, &[aedat_polarity(1, 1, true, 1, true)]);
     p[20..24].copy_from_slice(&5u32.to_le_bytes()); // eventNumber > eventCapacity
-    fs::write(&path, [AEDAT_HEADER.as_bytes(), &p].concat()).unwrap();
+    fs::write(&path, [JAER_HEADER.as_bytes(), &p].concat()).unwrap();
     let err = read_aedat(&path).unwrap_err();
     assert!(matches!(err, DataError::Corrupt { .. }), "{err:?}");
     names(&err, &path);

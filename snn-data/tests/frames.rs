@@ -6,26 +6,38 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use snn_data::Event;
 use snn_data::encode::{
     EncodeError, direct_encode, grey_to_rgb, philox4x32_10, random_u32, rate_encode,
     rate_encode_batch, rate_spike, u8_to_unit, uniform,
 };
 use snn_data::frames::{
-    CacheKey, FrameCache, FrameCacheStats, FrameError, FrameSpec, Frames, RawEvent, SplitBy,
-    integrate, segment_bounds,
+    CacheKey, FrameCache, FrameCacheStats, FrameError, FrameSpec, Frames, SplitBy, integrate,
+    segment_bounds,
 };
+
+mod support;
+
+use support::{Rng, random_events};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-fn ev(t: u64, x: u16, y: u16, p: bool) -> RawEvent {
-    RawEvent { t, x, y, p }
+fn ev(t: u64, x: u16, y: u16, p: bool) -> Event {
+    Event { t, x, y, p }
 }
 
 /// Events at time `t[i]`, all at pixel (0, 0), ON.
-fn at_times(ts: &[u64]) -> Vec<RawEvent> {
+fn at_times(ts: &[u64]) -> Vec<Event> {
     ts.iter().map(|&t| ev(t, 0, 0, true)).collect()
+}
+
+/// Asserts that `f` has `shape` and that its cells are zero but the listed
+/// `(t, c, y, x, count)`.
+fn assert_frames(f: &Frames, shape: [usize; 4], cells: &[(usize, usize, usize, usize, f32)]) {
+    assert_eq!(f.shape(), shape);
+    assert_eq!(f.data(), &expected(shape, cells)[..]);
 }
 
 /// A `[T, 2, H, W]` buffer with the listed `(t, c, y, x, count)` cells set.
@@ -41,25 +53,6 @@ fn expected(shape: [usize; 4], cells: &[(usize, usize, usize, usize, f32)]) -> V
 /// Per-frame event totals.
 fn frame_sums(f: &Frames) -> Vec<f32> {
     (0..f.frames()).map(|t| f.frame(t).iter().sum()).collect()
-}
-
-/// A fresh, empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("snn-data-frames-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Every file under `dir`, recursively.
@@ -105,8 +98,8 @@ fn number_split_divisible() {
     let bounds = segment_bounds(&events, SplitBy::Number, 3).unwrap();
     assert_eq!(bounds, vec![0..2, 2..4, 4..6]);
     let f = integrate(&events, 3, 2, FrameSpec::new(3, SplitBy::Number)).unwrap();
-    assert_eq!(f.shape(), [3, 2, 2, 3]);
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 2, 3],
         &[
             (0, 1, 0, 0, 1.0),
@@ -116,7 +109,6 @@ fn number_split_divisible() {
             (2, 1, 0, 2, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
     assert_eq!(f.get(1, 1, 0, 1), 2.0);
 }
 
@@ -129,7 +121,8 @@ fn number_split_remainder_goes_to_last_frame() {
         vec![0..2, 2..4, 4..7]
     );
     let f = integrate(&events, 7, 1, FrameSpec::new(3, SplitBy::Number)).unwrap();
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 1, 7],
         &[
             (0, 1, 0, 0, 1.0),
@@ -141,7 +134,6 @@ fn number_split_remainder_goes_to_last_frame() {
             (2, 1, 0, 6, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
     assert_eq!(frame_sums(&f), vec![2.0, 2.0, 3.0]);
 
     // N = 11, T = 4: di = 2, last frame [6, 11) holds 5.
@@ -195,7 +187,8 @@ fn time_split_with_remainder() {
         vec![0..3, 3..4, 4..7]
     );
     let f = integrate(&events, 7, 1, FrameSpec::new(3, SplitBy::Time)).unwrap();
-    let want = expected(
+    assert_frames(
+        &f,
         [3, 2, 1, 7],
         &[
             (0, 0, 0, 0, 1.0),
@@ -207,7 +200,6 @@ fn time_split_with_remainder() {
             (2, 0, 0, 6, 1.0),
         ],
     );
-    assert_eq!(f.data(), &want[..]);
 }
 
 #[test]
@@ -323,18 +315,13 @@ fn matches_spikingjelly_on_random_streams() {
     // Random sorted streams (with runs of equal timestamps), every T from 1 to 12: the
     // bounds and frames equal the literal algorithm's wherever it does not raise, and the
     // time split's empty-window cases are exactly the ones it raises on.
-    let mut s = 99u64;
-    let mut next = move |m: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
+    let mut rng = Rng::new(99);
+    let mut next = move |m: u64| rng.below(m);
     let (mut compared, mut raised) = (0, 0);
     for _ in 0..200 {
         let n = 1 + next(60) as usize;
         let mut t = next(1000);
-        let events: Vec<RawEvent> = (0..n)
+        let events: Vec<Event> = (0..n)
             .map(|_| {
                 t += if next(3) == 0 { 0 } else { next(40) };
                 ev(t, next(5) as u16, next(4) as u16, next(2) == 1)
@@ -423,8 +410,8 @@ fn downsampling_divides_coordinates() {
     let spec = FrameSpec::new(1, SplitBy::Number).downsample(2);
     assert_eq!(spec.output_size(5, 3), (3, 2));
     let f = integrate(&events, 5, 3, spec).unwrap();
-    assert_eq!(f.shape(), [1, 2, 2, 3]);
-    let want = expected(
+    assert_frames(
+        &f,
         [1, 2, 2, 3],
         &[
             (0, 1, 0, 0, 2.0), // (0,0) and (1,1)
@@ -434,31 +421,13 @@ fn downsampling_divides_coordinates() {
             (0, 1, 1, 1, 1.0), // (2,2)
         ],
     );
-    assert_eq!(f.data(), &want[..]);
 }
 
 #[test]
 fn downsampling_equals_sum_pooling_when_divisible() {
     // A pseudo-random stream on an 8x6 sensor, factor 2: each output cell is the sum of
     // its 2x2 block of the full-resolution frames.
-    let mut s = 12345u64;
-    let mut next = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) as u32
-    };
-    let mut events: Vec<_> = (0..500)
-        .map(|_| {
-            ev(
-                u64::from(next() % 1000),
-                (next() % 8) as u16,
-                (next() % 6) as u16,
-                next() % 2 == 0,
-            )
-        })
-        .collect();
-    events.sort_by_key(|e| e.t);
+    let events = random_events(&mut Rng::new(12345), 500, (8, 6), 0, 1000);
     for split in [SplitBy::Number, SplitBy::Time] {
         let full = integrate(&events, 8, 6, FrameSpec::new(3, split)).unwrap();
         let down = integrate(&events, 8, 6, FrameSpec::new(3, split).downsample(2)).unwrap();
@@ -494,7 +463,7 @@ fn integration_errors() {
         Err(FrameError::ZeroFrames)
     ));
     assert!(matches!(
-        integrate::<RawEvent>(&[], 2, 2, spec),
+        integrate(&[], 2, 2, spec),
         Err(FrameError::EmptyStream)
     ));
     assert!(matches!(
@@ -557,7 +526,7 @@ fn split_names() {
 // Cache
 // ---------------------------------------------------------------------------------------
 
-fn sample_events() -> Vec<RawEvent> {
+fn sample_events() -> Vec<Event> {
     (0..100u16)
         .map(|i| ev(u64::from(i) * 10, i % 4, (i / 4) % 3, i % 3 == 0))
         .collect()
@@ -565,8 +534,8 @@ fn sample_events() -> Vec<RawEvent> {
 
 #[test]
 fn cache_miss_then_hit() {
-    let tmp = TempDir::new("hit");
-    let cache = FrameCache::new(tmp.0.join("cache")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path().join("cache")).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(4, SplitBy::Time);
     let key = CacheKey::new("toy", "train/0/sample 1.bin", spec);
@@ -601,7 +570,7 @@ fn cache_miss_then_hit() {
     );
 
     // A new cache on the same directory (a second run) hits too.
-    let again = FrameCache::new(tmp.0.join("cache")).unwrap();
+    let again = FrameCache::new(tmp.path().join("cache")).unwrap();
     assert_eq!(again.get_or_compute(&key, compute).unwrap(), first);
     assert_eq!(computed.get(), 1);
     assert_eq!(again.stats().hits, 1);
@@ -637,14 +606,14 @@ fn cache_miss_then_hit() {
             discarded: 0
         }
     );
-    assert_eq!(files_under(&tmp.0).len(), 6);
-    assert_no_temp_files(&tmp.0);
+    assert_eq!(files_under(tmp.path()).len(), 6);
+    assert_no_temp_files(tmp.path());
 }
 
 #[test]
 fn cache_recomputes_corrupt_and_truncated_files() {
-    let tmp = TempDir::new("corrupt");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(3, SplitBy::Number);
     let key = CacheKey::new("toy", "7", spec);
@@ -674,6 +643,11 @@ fn cache_recomputes_corrupt_and_truncated_files() {
             b[0] = b'X';
             b
         }),
+        ("previous format version", {
+            let mut b = original.clone();
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b
+        }),
     ];
     for (i, (what, bytes)) in damages.into_iter().enumerate() {
         std::fs::write(&path, &bytes).unwrap();
@@ -699,15 +673,15 @@ fn cache_recomputes_corrupt_and_truncated_files() {
         .get_or_compute::<_, FrameError>(&key, || panic!("a whole file must not be recomputed"))
         .unwrap();
     assert_eq!(cache.stats().hits, hits + 1);
-    assert_no_temp_files(&tmp.0);
+    assert_no_temp_files(tmp.path());
 }
 
 #[test]
 fn cache_file_of_another_key_is_not_used() {
     // A file copied over another key's path (a stand-in for a hash collision) is rejected
     // because the file stores its whole key.
-    let tmp = TempDir::new("collision");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(2, SplitBy::Number);
     let a = CacheKey::new("toy", "a", spec);
@@ -729,13 +703,13 @@ fn cache_file_of_another_key_is_not_used() {
 
 #[test]
 fn cache_errors_leave_nothing_behind() {
-    let tmp = TempDir::new("errors");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let spec = FrameSpec::new(2, SplitBy::Number);
     let key = CacheKey::new("toy", "bad", spec);
     // The computation's error is returned; nothing is written.
     let err = cache
-        .get_or_compute(&key, || integrate::<RawEvent>(&[], 4, 3, spec))
+        .get_or_compute(&key, || integrate(&[], 4, 3, spec))
         .unwrap_err();
     assert!(matches!(err, FrameError::EmptyStream));
     // Frames whose T is not the key's are refused.
@@ -746,7 +720,11 @@ fn cache_errors_leave_nothing_behind() {
         })
         .unwrap_err();
     assert!(matches!(err, FrameError::Shape(_)), "{err:?}");
-    assert!(files_under(&tmp.0).is_empty(), "{:?}", files_under(&tmp.0));
+    assert!(
+        files_under(tmp.path()).is_empty(),
+        "{:?}",
+        files_under(tmp.path())
+    );
     assert_eq!(
         cache.stats(),
         FrameCacheStats {
@@ -759,8 +737,8 @@ fn cache_errors_leave_nothing_behind() {
 
 #[test]
 fn cache_shared_by_threads() {
-    let tmp = TempDir::new("threads");
-    let cache = FrameCache::new(&tmp.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FrameCache::new(tmp.path()).unwrap();
     let events = sample_events();
     let spec = FrameSpec::new(4, SplitBy::Time);
     let want = integrate(&events, 4, 3, spec).unwrap();
@@ -778,8 +756,8 @@ fn cache_shared_by_threads() {
     let stats = cache.stats();
     assert_eq!(stats.hits + stats.misses, 160);
     assert_eq!(stats.discarded, 0);
-    assert_eq!(files_under(&tmp.0).len(), 5);
-    assert_no_temp_files(&tmp.0);
+    assert_eq!(files_under(tmp.path()).len(), 5);
+    assert_no_temp_files(tmp.path());
 }
 
 // ---------------------------------------------------------------------------------------

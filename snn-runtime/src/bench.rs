@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaEvent, sys};
 use snn_codegen::Neuron;
+use snn_nn::Rng;
 
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -81,9 +82,9 @@ pub fn copy_bandwidth(
         .alloc_zeros::<u8>(bytes)
         .map_err(|e| RuntimeError::driver(doing("allocating the destination"), e))?;
     let pattern_len = bytes.min(COPY_PATTERN_BYTES);
-    let mut rng = SplitMix64(0x5eed_c0b1);
+    let mut rng = Rng::new(0x5eed_c0b1);
     let pattern: Vec<u8> = (0..pattern_len.div_ceil(8))
-        .flat_map(|_| rng.next().to_le_bytes())
+        .flat_map(|_| rng.next_u64().to_le_bytes())
         .take(pattern_len)
         .collect();
     let pattern = stream
@@ -133,12 +134,12 @@ pub fn neuron(
     let layer = NeuronLayer::new(dev, neuron, config)?;
     let ir = layer.neuron();
     let io = config.storage.io;
-    let mut rng = SplitMix64(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     let inputs = (0..ir.inputs.len())
-        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &rng.uniform(cells, 0.0, 1.0)))
+        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &uniform(&mut rng, cells, 0.0, 1.0)))
         .collect::<Result<Vec<_>, _>>()?;
     let grads = (0..ir.outputs.len())
-        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &rng.uniform(cells, -1.0, 1.0)))
+        .map(|_| DeviceTensor::from_f32(dev, io, &[steps, n], &uniform(&mut rng, cells, -1.0, 1.0)))
         .collect::<Result<Vec<_>, _>>()?;
     let inputs: Vec<&DeviceTensor> = inputs.iter().collect();
     let grads: Vec<&DeviceTensor> = grads.iter().collect();
@@ -222,29 +223,15 @@ pub(crate) fn median_ms(
     })
 }
 
-/// A small, fast generator for benchmark data (reproducible across runs; not for
-/// statistics that need quality randomness).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// `len` values uniform in `[lo, hi)`.
-    fn uniform(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                // 23 random mantissa bits: a float uniform in [1, 2).
-                let unit = f32::from_bits(0x3f80_0000 | (self.next() >> 41) as u32) - 1.0;
-                lo + (hi - lo) * unit
-            })
-            .collect()
-    }
+/// `len` values uniform in `[lo, hi)`: benchmark data, reproducible across runs.
+fn uniform(rng: &mut Rng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            // 23 random mantissa bits: a float uniform in [1, 2).
+            let unit = f32::from_bits(0x3f80_0000 | (rng.next_u64() >> 41) as u32) - 1.0;
+            lo + (hi - lo) * unit
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -253,7 +240,7 @@ mod tests {
 
     #[test]
     fn uniform_stays_in_range_and_is_not_constant() {
-        let v = SplitMix64(1).uniform(10_000, -1.0, 1.0);
+        let v = uniform(&mut Rng::new(1), 10_000, -1.0, 1.0);
         assert!(v.iter().all(|&x| (-1.0..1.0).contains(&x)));
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         assert!(mean.abs() < 0.05, "mean {mean}");
@@ -340,9 +327,9 @@ pub fn train(
         snn_nn::Loss::CrossEntropyRate,
     )?;
     let pixels = net.input_shape().len();
-    let mut rng = SplitMix64(seed ^ 0x5eed);
+    let mut rng = Rng::new(seed ^ 0x5eed);
     let intensity: Vec<f32> = (0..batch * pixels)
-        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
         .collect();
     let intensity = DeviceTensor::from_f32(
         device,
@@ -355,7 +342,7 @@ pub fn train(
     drop(intensity);
     let classes = net.output_shape().len() as u64;
     let labels: Vec<usize> = (0..batch)
-        .map(|_| (rng.next() % classes) as usize)
+        .map(|_| (rng.next_u64() % classes) as usize)
         .collect();
     let model_bytes = trainer.model.params().num_bytes() * (2 + trainer.state().len());
     // Warm-up (inside median_ms) chooses the convolution algorithms and fills the pool;

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaModule};
 use cudarc::nvrtc::Ptx;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::error::RuntimeError;
 use crate::nvrtc;
@@ -38,18 +39,9 @@ pub struct KernelCache {
     stats: Mutex<CacheStats>,
 }
 
-/// Marks a cache file, with a format version.
-const MAGIC: &[u8; 8] = b"SNNCUBN1";
-
-/// FNV-1a, 64 bits: a stable hash (the same in every process and build).
-fn fnv(bytes: &[u8], seed: u64) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+/// Marks a cache file, with a format version: entries of another version are discarded
+/// and recompiled (version 2 checksums with XXH3 instead of FNV-1a).
+const MAGIC: &[u8; 8] = b"SNNCUBN2";
 
 impl KernelCache {
     /// Configured from `SNN_CACHE` and `SNN_CACHE_DIR` (see the module docs).
@@ -96,11 +88,7 @@ impl KernelCache {
             env!("CARGO_PKG_VERSION"),
             options.join(" ")
         );
-        Ok(format!(
-            "{:016x}{:016x}",
-            fnv(text.as_bytes(), 0),
-            fnv(text.as_bytes(), 0x9e37_79b9_7f4a_7c15)
-        ))
+        Ok(format!("{:032x}", xxh3_128(text.as_bytes())))
     }
 
     /// The module of `source` for `ctx`'s device: from memory, from disk, or compiled.
@@ -167,7 +155,7 @@ impl KernelCache {
     }
 }
 
-/// A cache file's cubin, if the file is whole: magic, FNV checksum, payload.
+/// A cache file's cubin, if the file is whole: magic, checksum (XXH3, 64 bits), payload.
 fn read_entry(path: &Path) -> Option<Vec<u8>> {
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
@@ -175,7 +163,7 @@ fn read_entry(path: &Path) -> Option<Vec<u8>> {
     }
     let sum = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
     let payload = &bytes[16..];
-    (fnv(payload, 0) == sum).then(|| payload.to_vec())
+    (xxh3_64(payload) == sum).then(|| payload.to_vec())
 }
 
 /// Writes an entry atomically: to a unique temporary file, then renamed into place.
@@ -199,7 +187,7 @@ fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), RuntimeError> {
     ));
     let mut bytes = Vec::with_capacity(cubin.len() + 16);
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&fnv(cubin, 0).to_le_bytes());
+    bytes.extend_from_slice(&xxh3_64(cubin).to_le_bytes());
     bytes.extend_from_slice(cubin);
     std::fs::write(&tmp, &bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -232,8 +220,22 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_stable() {
-        // FNV-1a of "a" (a published test vector).
-        assert_eq!(fnv(b"a", 0), 0xaf63_dc4c_8601_ec8c);
+    fn the_hashes_are_stable() {
+        // XXH3 of the empty input (the reference implementation's values): keys and
+        // checksums are the same in every process and build.
+        assert_eq!(xxh3_64(b""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(xxh3_128(b""), 0x99aa_06d3_0147_98d8_6001_c324_468d_497f);
+    }
+
+    #[test]
+    fn entries_of_the_previous_format_are_stale() {
+        let dir = std::env::temp_dir().join(format!("snn-cache-stale-{}", std::process::id()));
+        let path = dir.join("k.cubin");
+        write_entry(&path, b"cubin").unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..8].copy_from_slice(b"SNNCUBN1");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_entry(&path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

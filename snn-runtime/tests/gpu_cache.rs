@@ -18,6 +18,7 @@ use snn_codegen::Layout;
 use snn_codegen::cuda::{COMPILE_OPTIONS, KernelOptions, generate};
 use snn_codegen::{Dtype, Storage, compile, zoo};
 use snn_runtime::{CacheStats, Device, DeviceTensor, KernelCache, LayerConfig, NeuronLayer};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// `(memory hits, disk hits, compiles, discarded)`.
 fn counts(s: CacheStats) -> (u64, u64, u64, u64) {
@@ -65,16 +66,6 @@ fn assert_only_entries(dir: &Path, count: usize) {
     assert_eq!(all.len(), count, "cache entries: {names:?}");
 }
 
-/// FNV-1a, 64 bits (the published algorithm; the cache checksums entries with it).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// Damages a cache file's bytes; `false` where it cannot.
 type Corruption = fn(&mut Vec<u8>) -> bool;
 
@@ -92,15 +83,15 @@ fn truncate(b: &mut Vec<u8>) -> bool {
 
 /// A well-formed entry (magic and checksum right) whose payload the driver rejects: the
 /// "does not load" path. NUL-terminated, since the driver reads an image that is not ELF as
-/// PTX text. `false` if the entry's checksum is not FNV-1a of the payload after a 16-byte
+/// PTX text. `false` if the entry's checksum is not XXH3-64 of the payload after a 16-byte
 /// header (the format this test knows).
 fn not_a_cubin(b: &mut Vec<u8>) -> bool {
-    if b.len() < 16 || fnv1a(&b[16..]) != u64::from_le_bytes(b[8..16].try_into().unwrap()) {
+    if b.len() < 16 || xxh3_64(&b[16..]) != u64::from_le_bytes(b[8..16].try_into().unwrap()) {
         return false;
     }
     let payload = b"this is not a cubin\0";
     b.truncate(8);
-    b.extend_from_slice(&fnv1a(payload).to_le_bytes());
+    b.extend_from_slice(&xxh3_64(payload).to_le_bytes());
     b.extend_from_slice(payload);
     true
 }

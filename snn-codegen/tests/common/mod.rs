@@ -1,24 +1,22 @@
 //! Helpers shared by the integration tests: a seeded generator and random problems.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use rand_xoshiro::SplitMix64;
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
 use snn_codegen::Layout;
 use snn_codegen::interp::{Params, Real, Seq};
 use snn_codegen::ir::{NeuronIr, ParamShape};
 use snn_codegen::{Neuron, zoo};
 
-/// SplitMix64: deterministic, dependency-free random numbers for tests.
-pub struct Rng(u64);
+/// Seeded random numbers for tests: SplitMix64 (`rand_xoshiro`) with the draws they need.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::seed_from_u64(seed))
     }
     pub fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {

@@ -11,23 +11,14 @@ impl SplitMix64 {
         Self(snn_nn::Rng::new(seed))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        self.0.range(lo, hi)
-    }
-
     /// `n` values uniform in `[lo, hi)`.
     pub fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
+        (0..n).map(|_| self.0.range(lo, hi)).collect()
     }
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn index(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
 
     /// A uniformly random permutation of `0..n` (Fisher-Yates).

@@ -27,25 +27,22 @@ pub fn device() -> Arc<Device> {
     }
 }
 
-/// SplitMix64: deterministic, dependency-free random numbers for tests.
+/// Seeded random numbers for tests: snn's generator ([`snn_nn::Rng`]) with the draws they
+/// need.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(snn_nn::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
+        Self(snn_nn::Rng::new(seed))
     }
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.range(lo, hi)
     }
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.u64() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
     /// `[steps, n]` uniform values, as they read back from `dtype`.
     pub fn seq(&mut self, steps: usize, n: usize, lo: f64, hi: f64, dtype: Dtype) -> Seq<f32> {
@@ -59,11 +56,10 @@ impl Rng {
     }
 }
 
-/// SplitMix64's finaliser: a good 64-bit integer hash.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// A good 64-bit integer hash: SplitMix64's output mixing, i.e. the first draw of the
+/// generator whose state is one step (the golden-ratio increment) before `z`.
+pub fn mix(z: u64) -> u64 {
+    snn_nn::Rng::new(z.wrapping_sub(0x9E37_79B9_7F4A_7C15)).next_u64()
 }
 
 /// Each zoo neuron with the input range that makes it spike often but not always (as in
