@@ -55,14 +55,6 @@ impl<'a> Gen<'a> {
     fn save(&self, k: usize) -> &str {
         &self.c.plan.saves[k].name
     }
-    fn out_dtype(&self, m: usize) -> Dtype {
-        let st = self.c.plan.storage;
-        if self.c.neuron.output_is_spike(m) {
-            st.spikes
-        } else {
-            st.io
-        }
-    }
 
     /// Input `k`: argument `x_`, local `in_`.
     fn input_stream(&self, k: usize) -> Stream {
@@ -70,7 +62,7 @@ impl<'a> Gen<'a> {
     }
     /// Output `m`: argument `y_`, local `{local}`.
     fn output_stream(&self, m: usize, local: &str) -> Stream {
-        Stream::new("y_", local, self.output(m), self.out_dtype(m))
+        Stream::new("y_", local, self.output(m), self.c.output_dtype(m))
     }
     /// Saved tensor `k`: argument `save_`, local `sv_`.
     fn save_stream(&self, k: usize) -> Stream {
