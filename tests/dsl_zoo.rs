@@ -836,6 +836,16 @@ fn generated_type_api() -> R {
     Ok(())
 }
 
+/// `ir`'s outputs after one inference step of one input, `xs` (one value per element), in
+/// f64 with the default params.
+fn one_step(ir: &NeuronIr, xs: &[f64]) -> Result<Vec<Vec<f64>>, Box<dyn std::error::Error>> {
+    let r = Reference::new(compile(ir, Storage::F64)?);
+    let params = Params::<f64>::defaults(ir, Layout::flat(xs.len()));
+    let x = Seq::new(1, xs.len(), xs.to_vec())?;
+    let fwd = r.forward(&params, &[x], None, Mode::Inference)?;
+    Ok(fwd.outputs.into_iter().map(|o| o.data).collect())
+}
+
 /// A tuple-returning helper, called with the builder (a step cannot destructure a tuple).
 #[test]
 fn tuple_helper() -> R {
@@ -848,16 +858,8 @@ fn tuple_helper() -> R {
     let text = ir.to_string();
     assert!(text.contains("output p = max(x, 0)"), "{text}");
     assert!(text.contains("output n = min(x, 0)"), "{text}");
-    let r = Reference::new(compile(&ir, Storage::F64)?);
-    let params = Params::<f64>::defaults(&ir, Layout::flat(3));
-    let fwd = r.forward(
-        &params,
-        &[Seq::new(1, 3, vec![-2.0, 0.0, 3.0])?],
-        None,
-        Mode::Inference,
-    )?;
-    assert_eq!(fwd.outputs[0].data, [0.0, 0.0, 3.0]);
-    assert_eq!(fwd.outputs[1].data, [-2.0, 0.0, 0.0]);
+    let out = one_step(&ir, &[-2.0, 0.0, 3.0])?;
+    assert_eq!(out, [[0.0, 0.0, 3.0], [-2.0, 0.0, 0.0]]);
     Ok(())
 }
 
@@ -880,15 +882,7 @@ fn a_step_destructures_a_tuple_helper() -> R {
         text.contains("output n = n") || text.contains("n = min(x, 0)"),
         "{text}"
     );
-    let r = Reference::new(compile(&ir, Storage::F64)?);
-    let params = Params::<f64>::defaults(&ir, Layout::flat(3));
-    let fwd = r.forward(
-        &params,
-        &[Seq::new(1, 3, vec![-2.0, 0.5, 3.0])?],
-        None,
-        Mode::Inference,
-    )?;
-    assert_eq!(fwd.outputs[0].data, [0.0, 0.0, 1.0]);
-    assert_eq!(fwd.outputs[1].data, [-2.0, 0.0, 0.0]);
+    let out = one_step(&ir, &[-2.0, 0.5, 3.0])?;
+    assert_eq!(out, [[0.0, 0.0, 1.0], [-2.0, 0.0, 0.0]]);
     Ok(())
 }
