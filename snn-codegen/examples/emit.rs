@@ -5,7 +5,7 @@
 //! `narrow` stores inputs and gradients in bf16, spikes in u8 and saves in bf16.
 
 use snn_codegen::cuda::{KernelOptions, generate};
-use snn_codegen::{Dtype, Storage, compile, zoo};
+use snn_codegen::{Storage, compile, zoo};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -13,11 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kind = args.next().unwrap_or_else(|| "backward".into());
     let neuron = zoo::by_name(&name).ok_or_else(|| format!("no zoo neuron named `{name}`"))?;
     let storage = match args.next().as_deref() {
-        Some("narrow") => Storage {
-            io: Dtype::BF16,
-            spikes: Dtype::U8,
-            saves: Dtype::BF16,
-        },
+        Some("narrow") => Storage::NARROW,
         _ => Storage::F32,
     };
     // A fourth argument fuses batch-norm (`bn`) or batch-norm and a residual add

@@ -146,13 +146,7 @@ pub fn differentiate(ir: &NeuronIr) -> Adjoint {
                         // The gradient goes to the chosen operand; ties go to the first.
                         let c = if b == Binary::Min { Cmp::Le } else { Cmp::Ge };
                         let first = g.cmp(c, x, y);
-                        let zero = g.constant(0.0);
-                        if wants(0) {
-                            contrib.push((0, g.select(first, a, zero)));
-                        }
-                        if wants(1) {
-                            contrib.push((1, g.select(first, zero, a)));
-                        }
+                        route(&mut g, first, a, [0, 1], &wants, &mut contrib);
                     }
                 }
             }
@@ -186,16 +180,7 @@ pub fn differentiate(ir: &NeuronIr) -> Adjoint {
                     contrib.push((2, g.select(above, a, zero)));
                 }
             }
-            Op::Select => {
-                let c = args[0];
-                let zero = g.constant(0.0);
-                if wants(1) {
-                    contrib.push((1, g.select(c, a, zero)));
-                }
-                if wants(2) {
-                    contrib.push((2, g.select(c, zero, a)));
-                }
-            }
+            Op::Select => route(&mut g, args[0], a, [1, 2], &wants, &mut contrib),
             Op::Spike(k) => {
                 let s = g.surrogate(k).cloned();
                 if let Some(s) = s {
@@ -236,4 +221,23 @@ pub fn differentiate(ir: &NeuronIr) -> Adjoint {
         }
     }
     Adjoint { graph: g, copy }
+}
+
+/// Adjoint `a` routed by `cond`: to operand `then` where it holds, to operand `other` where
+/// it does not (for the operands that want a gradient).
+fn route(
+    g: &mut Graph,
+    cond: NodeId,
+    a: NodeId,
+    [then, other]: [usize; 2],
+    wants: &dyn Fn(usize) -> bool,
+    contrib: &mut Vec<(usize, NodeId)>,
+) {
+    let zero = g.constant(0.0);
+    if wants(then) {
+        contrib.push((then, g.select(cond, a, zero)));
+    }
+    if wants(other) {
+        contrib.push((other, g.select(cond, zero, a)));
+    }
 }

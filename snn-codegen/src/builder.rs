@@ -30,8 +30,8 @@ use std::ops;
 
 use crate::error::IrError;
 use crate::ir::{
-    Binary, Cmp, CustomSurrogate, Graph, Init, Leaf, NeuronIr, NodeId, Op, ParamShape, ParamSpec,
-    Sink, StateSpec, Surrogate, Unary,
+    Binary, Cmp, CustomSurrogate, Init, Leaf, NeuronIr, NodeId, Op, ParamShape, ParamSpec, Sink,
+    StateSpec, Surrogate, Unary,
 };
 use crate::print::Printer;
 
@@ -110,18 +110,9 @@ impl From<f64> for ParamDecl {
 
 impl NeuronBuilder {
     pub fn new(name: impl Into<String>) -> Self {
-        let ir = NeuronIr {
-            name: name.into(),
-            doc: String::new(),
-            inputs: Vec::new(),
-            states: Vec::new(),
-            params: Vec::new(),
-            outputs: Vec::new(),
-            graph: Graph::new(),
-        };
         Self {
             inner: RefCell::new(Inner {
-                ir,
+                ir: NeuronIr::new(name),
                 surrogate: None,
                 leaves: BTreeMap::new(),
                 errors: Vec::new(),
@@ -411,29 +402,6 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub fn exp(self) -> Self {
-        self.unary(Unary::Exp)
-    }
-    /// The natural logarithm.
-    pub fn ln(self) -> Self {
-        self.unary(Unary::Log)
-    }
-    pub fn sqrt(self) -> Self {
-        self.unary(Unary::Sqrt)
-    }
-    pub fn tanh(self) -> Self {
-        self.unary(Unary::Tanh)
-    }
-    pub fn atan(self) -> Self {
-        self.unary(Unary::Atan)
-    }
-    /// `1 / (1 + exp(-x))`.
-    pub fn sigmoid(self) -> Self {
-        self.unary(Unary::Sigmoid)
-    }
-    pub fn abs(self) -> Self {
-        self.unary(Unary::Abs)
-    }
     pub fn min(self, o: impl IntoValue<'a>) -> Self {
         self.binary(Binary::Min, o)
     }
@@ -448,24 +416,6 @@ impl<'a> Value<'a> {
     pub fn powf(self, exponent: f64) -> Self {
         self.b.push(Op::Powf(exponent), &[self.id])
     }
-    pub fn lt(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Lt, o)
-    }
-    pub fn le(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Le, o)
-    }
-    pub fn gt(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Gt, o)
-    }
-    pub fn ge(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Ge, o)
-    }
-    pub fn eq(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Eq, o)
-    }
-    pub fn ne(self, o: impl IntoValue<'a>) -> Self {
-        self.cmp(Cmp::Ne, o)
-    }
     /// `a` where this comparison holds, else `b`.
     pub fn select(self, a: impl IntoValue<'a>, b: impl IntoValue<'a>) -> Self {
         let (a, b) = (self.other(a), self.other(b));
@@ -479,6 +429,44 @@ impl<'a> Value<'a> {
     fn unary_op(self, op: Op) -> Self {
         self.b.push(op, &[self.id])
     }
+}
+
+/// Methods that are one op: `unary` on the value, `cmp` of it and another value.
+macro_rules! op_methods {
+    ($($(#[$doc:meta])* $name:ident($kind:ident $op:expr $(, $o:ident)?);)*) => {
+        impl<'a> Value<'a> {
+            $(
+                $(#[$doc])*
+                pub fn $name(self $(, $o: impl IntoValue<'a>)?) -> Self {
+                    self.$kind($op $(, $o)?)
+                }
+            )*
+        }
+    };
+}
+
+op_methods! {
+    exp(unary Unary::Exp);
+    /// The natural logarithm.
+    ln(unary Unary::Log);
+    sqrt(unary Unary::Sqrt);
+    tanh(unary Unary::Tanh);
+    atan(unary Unary::Atan);
+    /// `1 / (1 + exp(-x))`.
+    sigmoid(unary Unary::Sigmoid);
+    abs(unary Unary::Abs);
+    /// `self < o`, a condition for [`Value::select`].
+    lt(cmp Cmp::Lt, o);
+    /// `self <= o`.
+    le(cmp Cmp::Le, o);
+    /// `self > o`.
+    gt(cmp Cmp::Gt, o);
+    /// `self >= o`.
+    ge(cmp Cmp::Ge, o);
+    /// `self == o`.
+    eq(cmp Cmp::Eq, o);
+    /// `self != o`.
+    ne(cmp Cmp::Ne, o);
 }
 
 macro_rules! binary_operator {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::autodiff::differentiate;
-use crate::dtype::Storage;
+use crate::dtype::{Dtype, Storage};
 use crate::error::IrError;
 use crate::ir::{Graph, Leaf, NeuronIr, NodeId, Sink};
 use crate::neuron::Neuron;
@@ -95,6 +95,11 @@ pub fn compile(neuron: &dyn Neuron, storage: Storage) -> Result<Compiled, IrErro
 }
 
 impl Compiled {
+    /// The dtype output `m` is stored in.
+    pub fn output_dtype(&self, m: usize) -> Dtype {
+        self.plan.storage.output(self.neuron.output_is_spike(m))
+    }
+
     /// The name a leaf of the backward graphs prints as.
     pub fn leaf_name(&self, leaf: Leaf) -> String {
         let ir = &self.neuron;

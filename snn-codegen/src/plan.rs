@@ -183,11 +183,7 @@ impl<'a> Search<'a> {
         for m in 0..ir.outputs.len() as u32 {
             if let Some(f) = fwd.sink_value(Sink::Output(m)) {
                 let n = adj.copy[&f];
-                let dtype = if ir.output_is_spike(m as usize) {
-                    st.spikes
-                } else {
-                    st.io
-                };
+                let dtype = st.output(ir.output_is_spike(m as usize));
                 if live.contains(&n) && !matches!(fwd.op(f), Op::Leaf(_) | Op::Const(_)) {
                     candidates.push((Candidate::Reread(m), n, dtype.size()));
                 }
@@ -334,11 +330,7 @@ pub fn plan(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> MemoryPlan {
 }
 
 fn output_size(ir: &NeuronIr, st: Storage, m: usize) -> usize {
-    if ir.output_is_spike(m) {
-        st.spikes.size()
-    } else {
-        st.io.size()
-    }
+    st.output(ir.output_is_spike(m)).size()
 }
 
 fn bytes(

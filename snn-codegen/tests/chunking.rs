@@ -7,7 +7,7 @@ mod common;
 use common::{Rng, all_learnable, assert_close, jittered_params, zoo_with_inputs};
 use snn_codegen::Mode;
 use snn_codegen::interp::{Reference, Seq};
-use snn_codegen::{Dtype, Storage, compile};
+use snn_codegen::{Storage, compile};
 
 const T: usize = 24;
 const N: usize = 300;
@@ -134,12 +134,5 @@ fn chunked_equals_unchunked_in_f32() {
 #[test]
 fn chunked_equals_unchunked_with_narrow_storage() {
     // bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding.
-    check(
-        Storage {
-            io: Dtype::BF16,
-            spikes: Dtype::U8,
-            saves: Dtype::BF16,
-        },
-        0.05,
-    );
+    check(Storage::NARROW, 0.05);
 }

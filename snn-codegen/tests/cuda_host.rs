@@ -40,11 +40,6 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let narrow = Storage {
-        io: Dtype::BF16,
-        spikes: Dtype::U8,
-        saves: Dtype::BF16,
-    };
     let half = Storage {
         io: Dtype::F16,
         spikes: Dtype::F16,
@@ -57,7 +52,7 @@ fn cases() -> Vec<Case> {
             (ir.clone(), Storage::F32, Reduction::Atomic),
             (learnable.clone(), Storage::F32, Reduction::Atomic),
             (learnable.clone(), Storage::F32, Reduction::Deterministic),
-            (learnable, narrow, Reduction::Atomic),
+            (learnable, Storage::NARROW, Reduction::Atomic),
             (ir, half, Reduction::Deterministic),
         ] {
             let opts = KernelOptions {

@@ -6,7 +6,15 @@
 use snn_codegen::cuda::{
     ArgType, KernelOptions, KernelSignature, PRELUDE, Reduction, generate, parse_kernels,
 };
-use snn_codegen::{Dtype, Storage, compile, zoo};
+use snn_codegen::{Storage, compile, zoo};
+
+/// The default options with the deterministic reduction.
+fn deterministic() -> KernelOptions {
+    KernelOptions {
+        reduction: Reduction::Deterministic,
+        ..Default::default()
+    }
+}
 
 fn without_prelude(source: &str) -> String {
     let prelude = PRELUDE.trim_end();
@@ -20,19 +28,10 @@ fn without_prelude(source: &str) -> String {
 
 #[test]
 fn generated_sources() {
-    let narrow = Storage {
-        io: Dtype::BF16,
-        spikes: Dtype::U8,
-        saves: Dtype::BF16,
-    };
-    let deterministic = KernelOptions {
-        reduction: Reduction::Deterministic,
-        ..Default::default()
-    };
     for n in zoo::all() {
         for (label, storage, opts) in [
             ("f32", Storage::F32, KernelOptions::default()),
-            ("narrow", narrow, deterministic),
+            ("narrow", Storage::NARROW, deterministic()),
         ] {
             let c = compile(n.as_ref(), storage).unwrap();
             for k in generate(&c, &opts).all() {
@@ -81,13 +80,9 @@ fn unrolled_kernels_take_no_steps_argument() {
 /// launch a generated kernel from its text alone, as it launches hand-written ones.
 #[test]
 fn signatures_match_the_declarations_in_the_source() {
-    let deterministic = KernelOptions {
-        reduction: Reduction::Deterministic,
-        ..Default::default()
-    };
     for n in zoo::all() {
         // f32 storage: parsing refuses 16-bit types, which could be f16 or bf16.
-        for opts in [KernelOptions::default(), deterministic] {
+        for opts in [KernelOptions::default(), deterministic()] {
             let c = compile(n.as_ref(), Storage::F32).unwrap();
             for k in generate(&c, &opts).all() {
                 let parsed = parse_kernels(&k.source).unwrap();

@@ -60,65 +60,50 @@ fn spiking_neurons_output_spikes() {
     }
 }
 
+/// The defaults of `T`, changed by `f`.
+fn with<T: Default>(f: impl FnOnce(&mut T)) -> T {
+    let mut n = T::default();
+    f(&mut n);
+    n
+}
+
 #[test]
 fn option_variants() {
     let variants: [(&str, Box<dyn Neuron>); 8] = [
         (
             "lif_soft_reset",
-            Box::new(Lif {
-                v_reset: None,
-                ..Lif::default()
-            }),
+            Box::new(with(|n: &mut Lif| n.v_reset = None)),
         ),
         (
             "lif_no_decay_input",
-            Box::new(Lif {
-                decay_input: false,
-                ..Lif::default()
-            }),
+            Box::new(with(|n: &mut Lif| n.decay_input = false)),
         ),
         (
             "lif_soft_reset_no_decay_input",
-            Box::new(Lif {
-                v_reset: None,
-                decay_input: false,
-                ..Lif::default()
-            }),
+            Box::new(with(|n: &mut Lif| {
+                n.v_reset = None;
+                n.decay_input = false;
+            })),
         ),
         (
             "integrate_and_fire_soft_reset",
-            Box::new(If {
-                v_reset: None,
-                ..If::default()
-            }),
+            Box::new(with(|n: &mut If| n.v_reset = None)),
         ),
         (
             "plif_per_channel",
-            Box::new(Plif {
-                shape: ParamShape::PerChannel,
-                ..Plif::default()
-            }),
+            Box::new(with(|n: &mut Plif| n.shape = ParamShape::PerChannel)),
         ),
         (
             "plif_soft_reset",
-            Box::new(Plif {
-                v_reset: None,
-                ..Plif::default()
-            }),
+            Box::new(with(|n: &mut Plif| n.v_reset = None)),
         ),
         (
             "plif_no_decay_input",
-            Box::new(Plif {
-                decay_input: false,
-                ..Plif::default()
-            }),
+            Box::new(with(|n: &mut Plif| n.decay_input = false)),
         ),
         (
             "leaky_integrator_learnable",
-            Box::new(LeakyIntegrator {
-                learnable: true,
-                ..LeakyIntegrator::default()
-            }),
+            Box::new(with(|n: &mut LeakyIntegrator| n.learnable = true)),
         ),
     ];
     for (name, n) in variants {
@@ -132,24 +117,15 @@ fn soft_and_hard_reset_differ() {
     for (hard, soft) in [
         (
             printed(&Lif::default()),
-            printed(&Lif {
-                v_reset: None,
-                ..Lif::default()
-            }),
+            printed(&with(|n: &mut Lif| n.v_reset = None)),
         ),
         (
             printed(&If::default()),
-            printed(&If {
-                v_reset: None,
-                ..If::default()
-            }),
+            printed(&with(|n: &mut If| n.v_reset = None)),
         ),
         (
             printed(&Plif::default()),
-            printed(&Plif {
-                v_reset: None,
-                ..Plif::default()
-            }),
+            printed(&with(|n: &mut Plif| n.v_reset = None)),
         ),
     ] {
         assert_ne!(hard, soft);
@@ -157,12 +133,7 @@ fn soft_and_hard_reset_differ() {
         assert!(!soft.contains("v_reset"), "{soft}");
         assert!(soft.contains("v <- h - s * v_threshold"), "{soft}");
     }
-    let soft = Lif {
-        v_reset: None,
-        ..Lif::default()
-    }
-    .ir()
-    .unwrap();
+    let soft = with(|n: &mut Lif| n.v_reset = None).ir().unwrap();
     assert!(soft.params.iter().all(|p| p.name != "v_reset"));
     assert_eq!(soft.states[0].init, Init::Const(0.0));
     let hard = Lif::default().ir().unwrap();

@@ -53,6 +53,45 @@ fn ident_of(e: &Expr) -> Option<Ident> {
     }
 }
 
+/// The error for an expression a step cannot contain, at its telling tokens.
+fn refused(e: &Expr) -> syn::Error {
+    let (at, msg): (&dyn ToTokens, &str) = match e {
+        Expr::ForLoop(l) => (&l.for_token, NO_LOOPS),
+        Expr::While(l) => (&l.while_token, NO_LOOPS),
+        Expr::Loop(l) => (&l.loop_token, NO_LOOPS),
+        Expr::Return(r) => (
+            r,
+            "`return` is not supported in a neuron step; end the step with its output as the last expression",
+        ),
+        Expr::Match(m) => (
+            &m.match_token,
+            "`match` is not supported in a neuron step; use `if` on a comparison (it becomes a select)",
+        ),
+        Expr::Cast(c) => (
+            c,
+            "casts are not needed: every value in a neuron step is a real number",
+        ),
+        Expr::Block(b) => (
+            b,
+            "blocks are not supported in a neuron step; use `let` bindings",
+        ),
+        Expr::Closure(c) => (
+            c,
+            "closures are not supported in a neuron step; write a `#[neuron_helper]` function",
+        ),
+        Expr::Macro(m) => (
+            m,
+            "macros cannot be used inside a neuron step: the body is traced, not run",
+        ),
+        Expr::Tuple(t) => (
+            t,
+            "tuples can only be the step's final expression (its outputs)",
+        ),
+        other => (other, "this expression is not supported in a neuron step"),
+    };
+    syn::Error::new_spanned(at, msg)
+}
+
 /// Rewrites step bodies for one neuron (or helper).
 pub struct Step {
     krate: TokenStream,
@@ -373,21 +412,6 @@ impl Step {
                 }
             }
             Expr::If(i) => self.if_else(i)?,
-            Expr::ForLoop(l) => return err(l.for_token, NO_LOOPS),
-            Expr::While(l) => return err(l.while_token, NO_LOOPS),
-            Expr::Loop(l) => return err(l.loop_token, NO_LOOPS),
-            Expr::Return(r) => {
-                return err(
-                    r,
-                    "`return` is not supported in a neuron step; end the step with its output as the last expression",
-                );
-            }
-            Expr::Match(m) => {
-                return err(
-                    m.match_token,
-                    "`match` is not supported in a neuron step; use `if` on a comparison (it becomes a select)",
-                );
-            }
             Expr::Assign(a) => {
                 if let Some(state) =
                     ident_of(&a.left).filter(|s| self.states.contains(&s.to_string()))
@@ -398,37 +422,7 @@ impl Step {
                 }
                 return err(a, IMMUTABLE);
             }
-            Expr::Cast(c) => {
-                return err(
-                    c,
-                    "casts are not needed: every value in a neuron step is a real number",
-                );
-            }
-            Expr::Block(b) => {
-                return err(
-                    b,
-                    "blocks are not supported in a neuron step; use `let` bindings",
-                );
-            }
-            Expr::Closure(c) => {
-                return err(
-                    c,
-                    "closures are not supported in a neuron step; write a `#[neuron_helper]` function",
-                );
-            }
-            Expr::Macro(m) => {
-                return err(
-                    m,
-                    "macros cannot be used inside a neuron step: the body is traced, not run",
-                );
-            }
-            Expr::Tuple(t) => {
-                return err(
-                    t,
-                    "tuples can only be the step's final expression (its outputs)",
-                );
-            }
-            other => return err(other, "this expression is not supported in a neuron step"),
+            other => return Err(refused(other)),
         })
     }
 

@@ -14,7 +14,6 @@ mod tensor;
 use thiserror::Error;
 
 use crate::compile::Compiled;
-use crate::dtype::Dtype;
 use crate::ir::{Init, Leaf, Sink};
 use crate::layer::Mode;
 
@@ -226,15 +225,6 @@ impl Reference {
         }
     }
 
-    fn output_dtype(&self, m: usize) -> Dtype {
-        let st = self.compiled.plan.storage;
-        if self.compiled.neuron.output_is_spike(m) {
-            st.spikes
-        } else {
-            st.io
-        }
-    }
-
     /// Runs the neuron forward over `inputs` (each `[T, N]`), from `init` states (default:
     /// the declared initial values).
     pub fn forward<T: Real>(
@@ -300,7 +290,7 @@ impl Reference {
                     let (dst, dtype) = match sink {
                         Sink::Output(m) => (
                             &mut out.outputs[m as usize].data[at],
-                            self.output_dtype(m as usize),
+                            self.compiled.output_dtype(m as usize),
                         ),
                         Sink::Save(k) => (&mut out.saved[k as usize].data[at], st.saves),
                         Sink::NextState(j) => {

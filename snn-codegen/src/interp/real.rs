@@ -46,8 +46,12 @@ pub trait Real:
     fn stored(self, dtype: Dtype) -> Self;
 }
 
+/// `Real` for the float types, through their own methods.
 macro_rules! float {
-    ($t:ty) => {
+    ($($t:ty),*) => {
+        $(float!(@impl $t; exp, ln, sqrt, tanh, atan, abs);)*
+    };
+    (@impl $t:ty; $($method:ident),*) => {
         impl Real for $t {
             fn from_f64(x: f64) -> Self {
                 x as $t
@@ -55,24 +59,11 @@ macro_rules! float {
             fn value(self) -> f64 {
                 f64::from(self)
             }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            fn atan(self) -> Self {
-                <$t>::atan(self)
-            }
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
+            $(
+                fn $method(self) -> Self {
+                    <$t>::$method(self)
+                }
+            )*
             fn powf(self, e: f64) -> Self {
                 <$t>::powf(self, e as $t)
             }
@@ -82,8 +73,7 @@ macro_rules! float {
         }
     };
 }
-float!(f32);
-float!(f64);
+float!(f32, f64);
 
 /// A forward-mode dual number `v + d * eps`: evaluating a step graph on duals gives the
 /// directional derivative along the seeded tangents, an independent check of the

@@ -58,6 +58,20 @@ pub struct NeuronIr {
 }
 
 impl NeuronIr {
+    /// A neuron with nothing declared yet, for [`crate::NeuronBuilder`] to fill in (or a
+    /// test to fill in by hand).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            doc: String::new(),
+            inputs: Vec::new(),
+            states: Vec::new(),
+            params: Vec::new(),
+            outputs: Vec::new(),
+            graph: Graph::new(),
+        }
+    }
+
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)
     }

@@ -174,16 +174,10 @@ impl Surrogate {
                 let k = g.constant(1.0 / width);
                 let ka = g.binary(Binary::Mul, a, k);
                 let one = g.constant(1.0);
-                let d = g.binary(Binary::Sub, one, ka);
-                let zero = g.constant(0.0);
-                g.binary(Binary::Max, d, zero)
+                above_zero(g, one, ka)
             }
             Self::FastSigmoid { alpha } => {
-                let a = g.unary(Unary::Abs, h);
-                let k = g.constant(alpha);
-                let ka = g.binary(Binary::Mul, k, a);
-                let one = g.constant(1.0);
-                let den = g.binary(Binary::Add, one, ka);
+                let (one, den) = one_plus_scaled_abs(g, h, alpha);
                 let sq = g.binary(Binary::Mul, den, den);
                 g.binary(Binary::Div, one, sq)
             }
@@ -192,9 +186,7 @@ impl Surrogate {
                 let k = g.constant(alpha * alpha);
                 let ka = g.binary(Binary::Mul, k, a);
                 let al = g.constant(alpha);
-                let d = g.binary(Binary::Sub, al, ka);
-                let zero = g.constant(0.0);
-                g.binary(Binary::Max, d, zero)
+                above_zero(g, al, ka)
             }
             Self::Custom(ref c) => {
                 let (_, sinks) = g.inline(c.graph(), &mut |_, _| h);
@@ -245,16 +237,28 @@ impl Surrogate {
                 clamped_quadratic(g, h, 1.0 / alpha, alpha, alpha * alpha / 2.0, 0.5)
             }
             Self::FastSigmoid { alpha } => {
-                let a = g.unary(Unary::Abs, h);
-                let k = g.constant(alpha);
-                let ka = g.binary(Binary::Mul, k, a);
-                let one = g.constant(1.0);
-                let den = g.binary(Binary::Add, one, ka);
+                let (_, den) = one_plus_scaled_abs(g, h, alpha);
                 g.binary(Binary::Div, h, den)
             }
             Self::Custom(_) => return None,
         })
     }
+}
+
+/// `max(top - x, 0)`: the window shapes' derivatives.
+fn above_zero(g: &mut Graph, top: NodeId, x: NodeId) -> NodeId {
+    let d = g.binary(Binary::Sub, top, x);
+    let zero = g.constant(0.0);
+    g.binary(Binary::Max, d, zero)
+}
+
+/// The constant `1` and `1 + alpha * |h|`, the fast sigmoid's denominator.
+fn one_plus_scaled_abs(g: &mut Graph, h: NodeId, alpha: f64) -> (NodeId, NodeId) {
+    let a = g.unary(Unary::Abs, h);
+    let k = g.constant(alpha);
+    let ka = g.binary(Binary::Mul, k, a);
+    let one = g.constant(1.0);
+    (one, g.binary(Binary::Add, one, ka))
 }
 
 impl fmt::Display for Surrogate {

@@ -100,27 +100,14 @@ impl NeuronIr {
                 continue;
             }
             match op {
-                Op::Leaf(l) => {
-                    let (i, count) = match l {
-                        Leaf::Input(i) => (i, self.inputs.len()),
-                        Leaf::State(i) => (i, self.states.len()),
-                        Leaf::Param(i) => (i, self.params.len()),
-                        _ => (u32::MAX, 0),
-                    };
-                    if i as usize >= count {
-                        errs.push(IrError::UndeclaredLeaf {
-                            neuron: neuron.clone(),
-                            leaf: l.to_string(),
-                        });
-                    }
+                Op::Leaf(l) if !self.declares_leaf(l) => {
+                    errs.push(IrError::UndeclaredLeaf {
+                        neuron: neuron.clone(),
+                        leaf: l.to_string(),
+                    });
                 }
                 Op::Sink(s) => {
-                    let (i, count) = match s {
-                        Sink::Output(i) => (i, self.outputs.len()),
-                        Sink::NextState(i) => (i, self.states.len()),
-                        _ => (u32::MAX, 0),
-                    };
-                    if i as usize >= count {
+                    if !self.declares_sink(s) {
                         errs.push(IrError::BadSink {
                             neuron: neuron.clone(),
                             sink: s.to_string(),
@@ -226,4 +213,30 @@ impl NeuronIr {
         }
         IrError::from_list(errs)
     }
+}
+
+impl NeuronIr {
+    /// Whether `leaf` is one of the neuron's declared inputs, states or params.
+    fn declares_leaf(&self, leaf: Leaf) -> bool {
+        match leaf {
+            Leaf::Input(i) => has(i, &self.inputs),
+            Leaf::State(i) => has(i, &self.states),
+            Leaf::Param(i) => has(i, &self.params),
+            _ => false,
+        }
+    }
+
+    /// Whether `sink` writes one of the neuron's declared outputs or states.
+    fn declares_sink(&self, sink: Sink) -> bool {
+        match sink {
+            Sink::Output(i) => has(i, &self.outputs),
+            Sink::NextState(i) => has(i, &self.states),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `list` has an item `i`.
+fn has<T>(i: u32, list: &[T]) -> bool {
+    (i as usize) < list.len()
 }

@@ -65,7 +65,9 @@ pub fn cse(g: &mut Graph) -> bool {
 mod tests {
     use super::*;
     use crate::ir::{Binary, Leaf, Op, Sink, Unary};
-    use crate::passes::test_util::{assert_line, assert_named, assert_same_values, count, expr};
+    use crate::passes::test_util::{
+        assert_line, assert_named, assert_rewrites, assert_same_values, count, expr,
+    };
     use crate::{NeuronBuilder, Surrogate};
 
     fn is(op: Op) -> impl Fn(Op) -> bool {
@@ -79,9 +81,7 @@ mod tests {
         let y = b.input("y");
         b.output("o", (x * y).exp() + (x * y).exp());
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(cse(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, cse);
         let g = &ir.graph;
         assert_eq!(count(g, is(Op::Binary(Binary::Mul))), 1);
         assert_eq!(count(g, is(Op::Unary(Unary::Exp))), 1);
@@ -106,9 +106,7 @@ mod tests {
             (x * y + y * x) * (x - y) * (y - x) * x.min(y) * y.min(x),
         );
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(cse(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, cse);
         let g = &ir.graph;
         // `x * y` once, and the four products of the factors.
         assert_eq!(count(g, is(Op::Binary(Binary::Mul))), 5);
@@ -126,9 +124,7 @@ mod tests {
         let x = b.input("x");
         b.output("o", x * 2.0 + x * 2.0 + x * 3.0 + x.powf(2.0) + x.powf(3.0));
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(cse(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, cse);
         let g = &ir.graph;
         assert_eq!(count(g, |op| matches!(op, Op::Const(_))), 2);
         assert_eq!(count(g, is(Op::Binary(Binary::Mul))), 2);
@@ -143,9 +139,7 @@ mod tests {
         let other = b.spike_with(x, Surrogate::rect(0.5));
         b.output("o", same + other + x.detach() + x.detach());
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(cse(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, cse);
         assert_eq!(count(&ir.graph, |op| matches!(op, Op::Spike(_))), 2);
         assert_eq!(count(&ir.graph, is(Op::Detach)), 1);
     }
@@ -159,9 +153,7 @@ mod tests {
         b.output("a", x.exp());
         b.output("b", x.exp());
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(cse(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, cse);
         assert_eq!(ir.graph.sinks().len(), 3);
         assert_eq!(count(&ir.graph, is(Op::Unary(Unary::Exp))), 1);
         ir.validate().expect("still valid");

@@ -72,7 +72,7 @@ mod tests {
     use crate::Surrogate;
     use crate::ir::{Binary, Cmp, Leaf, Sink, Unary};
     use crate::passes::dce;
-    use crate::passes::test_util::{assert_line, assert_same_values, count};
+    use crate::passes::test_util::{assert_line, assert_rewrites, assert_same_values, count};
 
     #[test]
     fn folds_arithmetic_on_constants() {
@@ -81,9 +81,7 @@ mod tests {
         let k = (b.constant(2.0) * 3.0 + 1.0).clamp(0.0, 10.0).powf(2.0) / 7.0;
         b.output("o", x * k);
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(fold(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, fold);
         assert_line(&ir, "output o = x * 7");
         // Only `x * 7` is left to compute.
         let g = &ir.graph;
@@ -102,9 +100,7 @@ mod tests {
         let k = -(b.constant(0.0).exp().detach());
         b.output("o", x + k);
         let mut ir = b.finish().expect("valid neuron");
-        let before = ir.graph.clone();
-        assert!(fold(&mut ir.graph));
-        assert_same_values(&before, &ir.graph);
+        assert_rewrites(&mut ir.graph, fold);
         assert_line(&ir, "output o = x + -1");
         assert_eq!(
             count(&ir.graph, |op| matches!(op, Op::Unary(_))
@@ -131,14 +127,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn comparisons_stay_booleans() {
-        // `select(1 < 2, x, y)`, built by hand so that the comparison's node is known.
+    /// A graph of inputs `x`, `y` and constants 1, 2, built by hand so that its nodes are
+    /// known.
+    fn inputs_and_constants() -> (Graph, [NodeId; 4]) {
         let mut g = Graph::new();
         let x = g.leaf(Leaf::Input(0));
         let y = g.leaf(Leaf::Input(1));
         let one = g.constant(1.0);
         let two = g.constant(2.0);
+        (g, [x, y, one, two])
+    }
+
+    #[test]
+    fn comparisons_stay_booleans() {
+        // `select(1 < 2, x, y)`.
+        let (mut g, [x, y, one, two]) = inputs_and_constants();
         let c = g.cmp(Cmp::Lt, one, two);
         let s = g.select(c, x, y);
         g.sink(Sink::Output(0), s);
@@ -152,10 +155,7 @@ mod tests {
         );
         assert_eq!(g.sink_value(Sink::Output(0)), Some(x));
         // A comparison of a leaf cannot fold, and neither can its select.
-        let mut g = Graph::new();
-        let x = g.leaf(Leaf::Input(0));
-        let one = g.constant(1.0);
-        let two = g.constant(2.0);
+        let (mut g, [x, _, one, two]) = inputs_and_constants();
         let c = g.cmp(Cmp::Lt, x, one);
         let s = g.select(c, one, two);
         g.sink(Sink::Output(0), s);

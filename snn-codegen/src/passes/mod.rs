@@ -110,6 +110,14 @@ pub(crate) mod test_util {
         }
     }
 
+    /// Runs `pass` on `g`, asserting that it rewrites something and that every sink still
+    /// computes the same.
+    pub fn assert_rewrites(g: &mut Graph, pass: fn(&mut Graph) -> bool) {
+        let before = g.clone();
+        assert!(pass(g), "the pass rewrote nothing");
+        assert_same_values(&before, g);
+    }
+
     /// How many nodes satisfy `pred`.
     pub fn count(g: &Graph, pred: impl Fn(Op) -> bool) -> usize {
         g.nodes().into_iter().filter(|&n| pred(g.op(n))).count()

@@ -102,20 +102,28 @@ mod tests {
     use crate::builder::Value;
     use crate::passes::dce;
     use crate::passes::test_util::{assert_line, assert_named, assert_same_values, count};
-    use crate::{NeuronBuilder, Surrogate};
+    use crate::{NeuronBuilder, NeuronIr, Surrogate};
 
-    /// Builds `output o = f(x, y)` (plus `output u = x + y`, so that both inputs are used),
-    /// simplifies it and checks the printed result and that values are unchanged.
-    fn case(
+    /// The neuron `output o = f(x, y)`, plus `output u = x + y` so that both inputs are
+    /// used.
+    fn neuron(
         f: impl for<'a> Fn(&'a NeuronBuilder, Value<'a>, Value<'a>) -> Value<'a>,
-        expected: &str,
-    ) {
+    ) -> NeuronIr {
         let b = NeuronBuilder::new("n").surrogate(Surrogate::sigmoid(4.0));
         let x = b.input("x");
         let y = b.input("y");
         b.output("o", f(&b, x, y));
         b.output("u", x + y);
-        let mut ir = b.finish().expect("valid neuron");
+        b.finish().expect("valid neuron")
+    }
+
+    /// Simplifies [`neuron`]`(f)` and checks the printed result and that values are
+    /// unchanged.
+    fn case(
+        f: impl for<'a> Fn(&'a NeuronBuilder, Value<'a>, Value<'a>) -> Value<'a>,
+        expected: &str,
+    ) {
+        let mut ir = neuron(f);
         let before = ir.graph.clone();
         let changed = simplify(&mut ir.graph);
         dce(&mut ir.graph);
@@ -172,12 +180,7 @@ mod tests {
         f: impl for<'a> Fn(&'a NeuronBuilder, Value<'a>, Value<'a>) -> Value<'a>,
         expected: &str,
     ) {
-        let b = NeuronBuilder::new("n").surrogate(Surrogate::sigmoid(4.0));
-        let x = b.input("x");
-        let y = b.input("y");
-        b.output("o", f(&b, x, y));
-        b.output("u", x + y);
-        let mut ir = b.finish().expect("valid neuron");
+        let mut ir = neuron(f);
         assert!(!simplify(&mut ir.graph), "`{expected}` was rewritten");
         assert_line(&ir, &format!("output o = {expected}"));
     }

@@ -4,6 +4,8 @@ use crate::builder::NeuronBuilder;
 use crate::error::IrError;
 use crate::ir::{NeuronIr, Surrogate};
 
+use super::Membrane;
+
 /// Integrate-and-fire without leak, following SpikingJelly's `IFNode`:
 ///
 /// ```text
@@ -45,16 +47,8 @@ impl crate::Neuron for If {
             .doc("Integrate-and-fire without leak, as SpikingJelly's IFNode.")
             .surrogate(self.surrogate.clone());
         let x = b.input("x");
-        let v_threshold = b.param("v_threshold", self.v_threshold);
-        let v_reset = self.v_reset.map(|r| b.param("v_reset", r));
-        let v = match v_reset {
-            Some(r) => b.state("v", r),
-            None => b.state("v", 0.0),
-        };
-        let h = (v + x).named("h");
-        let s = b.spike(h - v_threshold).named("s");
-        v.set(super::reset(h, s, v_threshold, v_reset));
-        b.output("s", s);
+        let membrane = Membrane::new(&b, self.v_threshold, self.v_reset);
+        membrane.fire((membrane.v + x).named("h"), false);
         b.finish()
     }
 }

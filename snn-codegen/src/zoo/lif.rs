@@ -4,6 +4,8 @@ use crate::builder::NeuronBuilder;
 use crate::error::IrError;
 use crate::ir::{NeuronIr, Surrogate};
 
+use super::Membrane;
+
 /// Leaky integrate-and-fire, following SpikingJelly's `LIFNode` (its defaults too).
 ///
 /// Charge, with `decay_input` (the input is divided by `tau` as well):
@@ -64,27 +66,9 @@ impl crate::Neuron for Lif {
             .surrogate(self.surrogate.clone());
         let x = b.input("x");
         let tau = b.param("tau", self.tau);
-        let v_threshold = b.param("v_threshold", self.v_threshold);
-        let v_reset = self.v_reset.map(|r| b.param("v_reset", r));
-        let v = match v_reset {
-            Some(r) => b.state("v", r),
-            None => b.state("v", 0.0),
-        };
-        // The leak pulls towards `v_reset`, or towards 0 with a soft reset.
-        let leak = match v_reset {
-            Some(r) => v - r,
-            None => v,
-        };
-        let h = if self.decay_input {
-            v + (x - leak) / tau
-        } else {
-            v - leak / tau + x
-        };
-        let h = h.named("h");
-        let s = b.spike(h - v_threshold).named("s");
-        let s_reset = if self.detach_reset { s.detach() } else { s };
-        v.set(super::reset(h, s_reset, v_threshold, v_reset));
-        b.output("s", s);
+        let membrane = Membrane::new(&b, self.v_threshold, self.v_reset);
+        let h = membrane.leaky_charge(x, self.decay_input, |d| d / tau);
+        membrane.fire(h, self.detach_reset);
         b.finish()
     }
 }

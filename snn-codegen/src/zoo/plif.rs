@@ -4,6 +4,8 @@ use crate::builder::{NeuronBuilder, ParamDecl};
 use crate::error::IrError;
 use crate::ir::{NeuronIr, ParamShape, Surrogate};
 
+use super::Membrane;
+
 /// Parametric LIF (Fang et al., ICCV 2021), following SpikingJelly's `ParametricLIFNode`:
 /// a LIF whose leak `1 / tau = sigmoid(w)` is learned.
 ///
@@ -66,26 +68,10 @@ impl crate::Neuron for Plif {
             .surrogate(self.surrogate.clone());
         let x = b.input("x");
         let w = b.param("w", ParamDecl::learnable(self.w0()).with_shape(self.shape));
-        let v_threshold = b.param("v_threshold", self.v_threshold);
-        let v_reset = self.v_reset.map(|r| b.param("v_reset", r));
-        let v = match v_reset {
-            Some(r) => b.state("v", r),
-            None => b.state("v", 0.0),
-        };
+        let membrane = Membrane::new(&b, self.v_threshold, self.v_reset);
         let k = w.sigmoid();
-        let leak = match v_reset {
-            Some(r) => v - r,
-            None => v,
-        };
-        let h = if self.decay_input {
-            v + (x - leak) * k
-        } else {
-            v - leak * k + x
-        };
-        let h = h.named("h");
-        let s = b.spike(h - v_threshold).named("s");
-        v.set(super::reset(h, s, v_threshold, v_reset));
-        b.output("s", s);
+        let h = membrane.leaky_charge(x, self.decay_input, |d| d * k);
+        membrane.fire(h, false);
         b.finish()
     }
 }
