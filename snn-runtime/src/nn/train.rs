@@ -298,3 +298,54 @@ impl Backend {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use snn_codegen::zoo;
+    use snn_data::{Batch, BatchLayout};
+    use snn_nn::ImageShape;
+    use snn_nn::models::spiking_mlp;
+    use snn_nn::train::RateCode;
+
+    use super::*;
+
+    #[test]
+    fn the_cpu_backend_resumes_a_checkpoint_with_its_optimizer_state() {
+        let net = spiking_mlp(ImageShape::new(1, 2, 2), 4, 3, &zoo::PaperLif::default()).unwrap();
+        let fresh = Checkpoint {
+            params: snn_nn::init_params::<f32>(&net, 1).unwrap(),
+            optimizer: None,
+            epoch: 0,
+            metadata: BTreeMap::new(),
+        };
+        let adam = Optimizer::adam(1e-2);
+        let ce = Loss::CrossEntropyRate;
+        let mut trainer = Backend::Cpu
+            .trainer(&net, &fresh, adam, ce, Some(1.0))
+            .unwrap();
+        assert_eq!(
+            (trainer.device_name().as_str(), trainer.steps_taken()),
+            ("the CPU", 0)
+        );
+        let batch = Batch {
+            indices: vec![0, 1],
+            data: vec![0, 60, 120, 255, 255, 120, 60, 0],
+            labels: vec![2, 1],
+            shape: vec![2, 1, 2, 2],
+            layout: BatchLayout::SampleMajor,
+        };
+        let input = Input::Images(&batch, RateCode { steps: 3, seed: 0 });
+        let stats = trainer.train_batch(input, 1e-2).unwrap();
+        assert!(stats.grad_norm.is_some(), "clipping is on");
+        let ckpt = trainer.checkpoint(0, BTreeMap::new()).unwrap();
+        let resumed = Backend::Cpu.trainer(&net, &ckpt, adam, ce, None).unwrap();
+        assert_eq!(resumed.steps_taken(), 1);
+        let sgd = Optimizer::sgd(1e-2, 0.9);
+        let e = Backend::Cpu
+            .trainer(&net, &ckpt, sgd, ce, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("same optimizer"), "{e}");
+    }
+}
