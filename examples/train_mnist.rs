@@ -23,9 +23,9 @@ use snn::data::{ImageDataset, Loader, LoaderConfig, Mnist, Split};
 use snn::nn::checkpoint::{self, Checkpoint};
 use snn::nn::models::{spiking_cnn, spiking_resnet};
 use snn::nn::train::{
-    EpochReport, FitConfig, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
+    EpochReport, FitConfig, Flow, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
 };
-use snn::nn::{ImageShape, Loss, Optimizer, TrainError, Trainer, init_params};
+use snn::nn::{ImageShape, Loss, Optimizer, Trainer, init_params};
 use snn::runtime::nn::{Backend, ModelOptions};
 
 #[derive(Debug, Parser)]
@@ -149,16 +149,12 @@ impl Observer for Progress {
         self.bar.set_message(format!("{}", epoch + 1));
     }
 
-    fn step(&mut self, _: &StepReport) -> ControlFlow<()> {
+    fn step(&mut self, _: &StepReport) -> Flow {
         self.bar.inc(1);
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
     }
 
-    fn epoch_end(
-        &mut self,
-        _: &dyn Trainer,
-        report: &EpochReport,
-    ) -> Result<ControlFlow<()>, TrainError> {
+    fn epoch_end(&mut self, _: &dyn Trainer, report: &EpochReport) -> Flow {
         self.bar.finish_and_clear();
         println!(
             "epoch {}: loss {:.4}, train accuracy {:.2}%",

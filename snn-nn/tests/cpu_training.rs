@@ -13,9 +13,11 @@ use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::models::spiking_cnn;
 use snn_nn::optim::CosineSchedule;
 use snn_nn::train::{
-    EpochReport, FitConfig, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
+    EpochReport, FitConfig, Flow, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
 };
-use snn_nn::{ImageShape, Loss, Network, Optimizer, Rng, TrainError, Trainer, init_params};
+use snn_nn::{
+    ImageShape, Loss, Network, NnError, Optimizer, Rng, TrainError, Trainer, init_params,
+};
 
 const SIDE: usize = 8;
 const RATE: RateCode = RateCode { steps: 4, seed: 3 };
@@ -82,19 +84,15 @@ impl Observer for Record {
         self.starts.push((epoch, batches));
     }
 
-    fn step(&mut self, report: &StepReport) -> ControlFlow<()> {
+    fn step(&mut self, report: &StepReport) -> Flow {
         self.steps.push(*report);
         if Some(report.steps_taken) == self.stop_at_step {
-            return ControlFlow::Break(());
+            return Ok(ControlFlow::Break(()));
         }
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
     }
 
-    fn epoch_end(
-        &mut self,
-        trainer: &dyn Trainer,
-        report: &EpochReport,
-    ) -> Result<ControlFlow<()>, TrainError> {
+    fn epoch_end(&mut self, trainer: &dyn Trainer, report: &EpochReport) -> Flow {
         assert_eq!(
             trainer.steps_taken(),
             self.steps.last().unwrap().steps_taken
@@ -186,6 +184,24 @@ fn an_observer_stops_fit_after_a_step_or_an_epoch() {
     fit(&mut t, &train, None, &config, &mut end).unwrap();
     assert_eq!((t.steps_taken(), end.epochs.len()), (5, 1));
     assert!(end.epochs[0].test.is_none());
+
+    // An observer's failure (a checkpoint it could not write) ends the run with it.
+    struct Failing;
+    impl Observer for Failing {
+        fn step(&mut self, report: &StepReport) -> Flow {
+            if report.steps_taken == 2 {
+                return Err(NnError::Config("disk full".into()).into());
+            }
+            Ok(ControlFlow::Continue(()))
+        }
+    }
+    let mut t = trainer(&net, 1);
+    let e = fit(&mut t, &train, None, &config, &mut Failing).unwrap_err();
+    assert!(
+        matches!(&e, TrainError::Nn(NnError::Config(m)) if m == "disk full"),
+        "{e}"
+    );
+    assert_eq!(t.steps_taken(), 2);
 
     // `max_batches` caps the epochs.
     let mut t = trainer(&net, 1);

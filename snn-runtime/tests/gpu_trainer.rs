@@ -13,7 +13,9 @@ use snn_codegen::zoo;
 use snn_data::{Batch, BatchLayout, ImageDataset, Loader, LoaderConfig};
 use snn_nn::checkpoint::Checkpoint;
 use snn_nn::models::spiking_cnn;
-use snn_nn::train::{FitConfig, Input, LrSchedule, Observer, RateCode, StepReport, evaluate, fit};
+use snn_nn::train::{
+    FitConfig, Flow, Input, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
+};
 use snn_nn::{ImageShape, Loss, Optimizer, Trainer, init_params};
 use snn_runtime::nn::{Backend, ConvMath, ModelOptions};
 
@@ -66,9 +68,9 @@ fn trainers(test: &str, channels: usize) -> Option<[Box<dyn Trainer>; 2]> {
 struct Losses(Vec<f64>);
 
 impl Observer for Losses {
-    fn step(&mut self, report: &StepReport) -> ControlFlow<()> {
+    fn step(&mut self, report: &StepReport) -> Flow {
         self.0.push(report.stats.loss);
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
     }
 }
 

@@ -119,6 +119,10 @@ pub struct EpochReport {
     pub test: Option<Evaluation>,
 }
 
+/// What an [`Observer`] tells [`fit`]: go on (`Ok(Continue(()))`), stop there
+/// (`Ok(Break(()))`: Ctrl-C, early stopping), or fail (a checkpoint it could not write).
+pub type Flow = Result<ControlFlow<()>, TrainError>;
+
 /// Watches [`fit`]: progress, metrics, checkpoints, and when to stop. Every method does
 /// nothing and continues unless implemented; `()` is the observer that watches nothing.
 pub trait Observer {
@@ -129,18 +133,14 @@ pub trait Observer {
 
     /// After each training step; `Break` stops [`fit`] there (the trainer keeps the
     /// step's update, and a checkpoint of it resumes after it).
-    fn step(&mut self, report: &StepReport) -> ControlFlow<()> {
+    fn step(&mut self, report: &StepReport) -> Flow {
         let _ = report;
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
     }
 
     /// After each epoch's training and evaluation, with the trainer (to save checkpoints);
     /// `Break` stops [`fit`] there.
-    fn epoch_end(
-        &mut self,
-        trainer: &dyn Trainer,
-        report: &EpochReport,
-    ) -> Result<ControlFlow<()>, TrainError> {
+    fn epoch_end(&mut self, trainer: &dyn Trainer, report: &EpochReport) -> Flow {
         let _ = (trainer, report);
         Ok(ControlFlow::Continue(()))
     }
@@ -209,7 +209,7 @@ where
                 lr,
                 stats,
             };
-            if observer.step(&report).is_break() {
+            if observer.step(&report)?.is_break() {
                 return Ok(());
             }
         }

@@ -13,7 +13,8 @@ mod input;
 mod trainer;
 
 pub use fit::{
-    EpochReport, Evaluation, FitConfig, LrSchedule, Observer, StepReport, TrainStats, evaluate, fit,
+    EpochReport, Evaluation, FitConfig, Flow, LrSchedule, Observer, StepReport, TrainStats,
+    evaluate, fit,
 };
 pub use input::{AsInput, Input, RateCode, expand_channels};
 pub use trainer::{TrainError, Trainer};
