@@ -27,4 +27,4 @@ pub use layers::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d};
 pub use loss::LossOutput;
 pub use optim::{CosineSchedule, Optimizer, OptimizerState};
 pub use params::{ParamSet, Role, Tensor};
-pub use train::{Loss, StepStats};
+pub use train::{Loss, StepStats, TrainError, Trainer};

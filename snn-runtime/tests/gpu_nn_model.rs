@@ -10,7 +10,7 @@ use snn_codegen::Mode;
 use snn_codegen::{Dtype, zoo};
 use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::models::{spiking_cnn, spiking_resnet};
-use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, init_params};
+use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, Trainer, init_params};
 use snn_runtime::DeviceTensor;
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 

@@ -1,5 +1,7 @@
 //! Training on the CPU: forward, loss, backward, optional gradient clipping, optimizer step.
 
+use std::collections::BTreeMap;
+
 use snn_codegen::Mode;
 
 use crate::checkpoint::Checkpoint;
@@ -8,7 +10,7 @@ use crate::error::NnError;
 use crate::float::Float;
 use crate::graph::Network;
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
-use crate::train::{Loss, StepStats};
+use crate::train::{Input, Loss, StepStats, TrainError, Trainer, predicted_classes};
 
 /// A model with its optimizer.
 #[derive(Clone, Debug)]
@@ -69,40 +71,15 @@ impl<T: Float> CpuTrainer<T> {
         })
     }
 
-    /// Predicted classes (argmax of the time-averaged output) in inference mode.
+    /// Predicted classes (argmax of the time-summed output) in inference mode.
     pub fn predict(&mut self, x: &[T], steps: usize, batch: usize) -> Result<Vec<usize>, NnError> {
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(x, steps, batch, Mode::Inference)?;
-        let out = trace.output();
-        Ok((0..batch)
-            .map(|b| {
-                let mean = |k: usize| {
-                    (0..steps)
-                        .map(|t| out[(t * batch + b) * classes + k].value())
-                        .sum::<f64>()
-                };
-                (0..classes).fold(0, |best, k| if mean(k) > mean(best) { k } else { best })
-            })
-            .collect())
+        predicted_classes(trace.output(), steps, batch, classes)
     }
 }
 
 impl CpuTrainer<f32> {
-    /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
-    /// the epoch, and `metadata`.
-    pub fn checkpoint(
-        &self,
-        epoch: u64,
-        metadata: std::collections::BTreeMap<String, String>,
-    ) -> Checkpoint {
-        Checkpoint {
-            params: self.model.params.clone(),
-            optimizer: Some((self.optimizer, self.state.clone())),
-            epoch,
-            metadata,
-        }
-    }
-
     /// Resumes from a checkpoint of `net` (with its optimizer state, if it has one of
     /// `optimizer`'s kind; else the optimizer starts fresh).
     pub fn from_checkpoint(
@@ -123,5 +100,43 @@ impl CpuTrainer<f32> {
             trainer.state = state.clone();
         }
         Ok(trainer)
+    }
+}
+
+/// Input encoded on the host, as [`Input::to_host`] gives it.
+impl Trainer for CpuTrainer<f32> {
+    fn network(&self) -> &Network {
+        self.model.network()
+    }
+
+    fn device_name(&self) -> String {
+        "the CPU".into()
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.state.step
+    }
+
+    fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError> {
+        let x = input.to_host(self.model.network())?;
+        Ok(self.step(&x, &input.labels(), input.steps(), lr)?)
+    }
+
+    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError> {
+        let x = input.to_host(self.model.network())?;
+        Ok(self.predict(&x, input.steps(), input.batch_size())?)
+    }
+
+    fn checkpoint(
+        &self,
+        epoch: u64,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Checkpoint, TrainError> {
+        Ok(Checkpoint {
+            params: self.model.params.clone(),
+            optimizer: Some((self.optimizer, self.state.clone())),
+            epoch,
+            metadata,
+        })
     }
 }

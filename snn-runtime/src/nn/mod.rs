@@ -38,4 +38,4 @@ pub mod train;
 
 pub use conv::ConvMath;
 pub use model::{GpuModel, GpuTrace, ModelOptions};
-pub use train::GpuTrainer;
+pub use train::{Backend, GpuTrainer};

@@ -1,21 +1,25 @@
 //! Training on one GPU: forward, loss, backward, optional gradient clipping, and a fused
-//! optimizer step over the flat parameter buffer.
+//! optimizer step over the flat parameter buffer; batches uploaded through pinned buffers
+//! and rate-coded on the device. [`Backend`] chooses the device of a run once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use snn_codegen::Dtype;
 use snn_codegen::Mode;
-use std::collections::BTreeMap;
-
 use snn_nn::checkpoint::Checkpoint;
+use snn_nn::cpu::CpuTrainer;
 use snn_nn::optim::{Optimizer, OptimizerState};
-use snn_nn::{Loss, Network, StepStats};
+use snn_nn::train::{Input, expand_channels, predicted_classes};
+use snn_nn::{Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
+use crate::encode::rate_encode;
 use crate::error::RuntimeError;
 use crate::nn::loss::LossGpu;
-use crate::nn::model::GpuModel;
+use crate::nn::model::{GpuModel, GpuTrace, ModelOptions};
 use crate::nn::optim::{clip_grad_norm, optimizer_state, optimizer_step};
+use crate::staging::{Upload, UploadFrames, Uploader};
 use crate::tensor::DeviceTensor;
 
 /// A model with its optimizer state on the device.
@@ -30,6 +34,9 @@ pub struct GpuTrainer {
     loss: LossGpu,
     /// Clip the gradients' total L2 norm to this value before each step.
     pub clip: Option<f64>,
+    /// Takes the host batches of [`Trainer`] calls; made on the first, sized for it, and
+    /// remade should a larger batch come.
+    uploader: Option<Uploader>,
 }
 
 impl GpuTrainer {
@@ -46,6 +53,7 @@ impl GpuTrainer {
             state,
             step: 0,
             clip: None,
+            uploader: None,
         })
     }
 
@@ -80,10 +88,7 @@ impl GpuTrainer {
         let batch = labels.len();
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(x, steps, batch, Mode::Train)?;
-        let out = trace
-            .output()
-            .ok_or_else(|| RuntimeError::Shape("the forward pass kept no output".into()))?
-            .reshape(&[steps, batch, classes])?;
+        let out = output(&trace)?.reshape(&[steps, batch, classes])?;
         let grad = DeviceTensor::empty(self.device(), Dtype::F32, &out.shape)?;
         let dev = self.device().clone();
         self.loss.compute(steps, batch, &out, labels, &grad)?;
@@ -114,32 +119,6 @@ impl GpuTrainer {
         })
     }
 
-    /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
-    /// the epoch, and `metadata`.
-    pub fn checkpoint(
-        &self,
-        epoch: u64,
-        metadata: BTreeMap<String, String>,
-    ) -> Result<Checkpoint, RuntimeError> {
-        let buffers = self
-            .state
-            .iter()
-            .map(|t| self.model.weights_to_host(t))
-            .collect::<Result<_, _>>()?;
-        Ok(Checkpoint {
-            params: self.model.to_host()?,
-            optimizer: Some((
-                self.optimizer,
-                OptimizerState {
-                    step: self.step,
-                    buffers,
-                },
-            )),
-            epoch,
-            metadata,
-        })
-    }
-
     /// Resumes from a checkpoint of `net` (its optimizer state too, if it has one; else
     /// `optimizer` starts fresh). A checkpoint of another network is an error listing the
     /// tensors that differ.
@@ -147,7 +126,7 @@ impl GpuTrainer {
         device: &Arc<Device>,
         net: &Network,
         ckpt: &Checkpoint,
-        options: crate::nn::ModelOptions,
+        options: ModelOptions,
         optimizer: Optimizer,
         loss: Loss,
     ) -> Result<Self, RuntimeError> {
@@ -167,5 +146,206 @@ impl GpuTrainer {
             trainer.step = state.step;
         }
         Ok(trainer)
+    }
+
+    /// `input` as the network's input `[T, B, ...]` on the device: images uploaded as `u8`
+    /// and rate-coded there (the spikes [`Input::to_host`] draws), event frames uploaded.
+    fn upload(&mut self, input: Input<'_>) -> Result<DeviceTensor, TrainError> {
+        let x = match input {
+            Input::Images(batch, rate) => {
+                let batch = expand_channels(batch, self.model.network())?;
+                let up = batch.upload_images(self.uploader(&batch.data, &batch.labels)?)?;
+                rate_encode(self.device(), &up.data, &up.samples, rate.steps, rate.seed)?
+            }
+            Input::Counts(batch) => {
+                let uploader = self.uploader(&batch.data, &batch.labels)?;
+                batch.upload_counts(uploader)?.data
+            }
+            Input::Frames(batch) => {
+                let uploader = self.uploader(&batch.data, &batch.labels)?;
+                batch.upload_frames(uploader)?.data
+            }
+        };
+        Ok(x)
+    }
+
+    /// The uploader, with room for a batch of `data` and `labels`.
+    fn uploader<E>(&mut self, data: &[E], labels: &[u8]) -> Result<&mut Uploader, RuntimeError> {
+        let bytes = size_of_val(data) + labels.len();
+        let uploader = match self.uploader.take() {
+            Some(u) if u.max_bytes() >= bytes => u,
+            _ => Uploader::new(self.model.device(), bytes)?,
+        };
+        Ok(self.uploader.insert(uploader))
+    }
+}
+
+/// The network's output in `trace`.
+fn output(trace: &GpuTrace) -> Result<&DeviceTensor, RuntimeError> {
+    trace
+        .output()
+        .ok_or_else(|| RuntimeError::Shape("the forward pass kept no output".into()))
+}
+
+/// Batches uploaded through pinned buffers and encoded on the device; the step reads only
+/// its loss back, as [`GpuTrainer::step`] does.
+impl Trainer for GpuTrainer {
+    fn network(&self) -> &Network {
+        self.model.network()
+    }
+
+    fn device_name(&self) -> String {
+        self.device().info.name.clone()
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError> {
+        let x = self.upload(input)?;
+        Ok(self.step(&x, &input.labels(), input.steps(), lr)?)
+    }
+
+    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError> {
+        let x = self.upload(input)?;
+        let (steps, batch) = (input.steps(), input.batch_size());
+        let classes = self.model.network().output_shape().len();
+        let trace = self.model.forward(&x, steps, batch, Mode::Inference)?;
+        let out = output(&trace)?.to_f32()?;
+        Ok(predicted_classes(&out, steps, batch, classes)?)
+    }
+
+    fn checkpoint(
+        &self,
+        epoch: u64,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Checkpoint, TrainError> {
+        let buffers = self
+            .state
+            .iter()
+            .map(|t| self.model.weights_to_host(t))
+            .collect::<Result<_, _>>()?;
+        Ok(Checkpoint {
+            params: self.model.to_host()?,
+            optimizer: Some((
+                self.optimizer,
+                OptimizerState {
+                    step: self.step,
+                    buffers,
+                },
+            )),
+            epoch,
+            metadata,
+        })
+    }
+}
+
+impl From<RuntimeError> for TrainError {
+    fn from(e: RuntimeError) -> Self {
+        TrainError::Device(Box::new(e))
+    }
+}
+
+/// Where a run trains, chosen once; everything after goes through [`Trainer`].
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The CPU reference (`snn_nn::cpu`).
+    Cpu,
+    /// One GPU.
+    Gpu {
+        device: Arc<Device>,
+        options: ModelOptions,
+    },
+}
+
+impl Backend {
+    /// GPU 0 when the machine has one (a driver that counts at least one device), else
+    /// the CPU.
+    pub fn auto(options: ModelOptions) -> Result<Self, RuntimeError> {
+        match Device::count() {
+            Ok(n) if n > 0 => Ok(Backend::Gpu {
+                device: Device::open(0)?,
+                options,
+            }),
+            _ => Ok(Backend::Cpu),
+        }
+    }
+
+    /// A trainer of `net` here, starting from `start`'s parameters and, when it has
+    /// some, its optimizer state (fresh parameters: a checkpoint with `optimizer: None`);
+    /// gradients clipped to a total L2 norm of `clip`.
+    pub fn trainer(
+        &self,
+        net: &Network,
+        start: &Checkpoint,
+        optimizer: Optimizer,
+        loss: Loss,
+        clip: Option<f64>,
+    ) -> Result<Box<dyn Trainer>, TrainError> {
+        Ok(match self {
+            Backend::Cpu => {
+                let mut t = CpuTrainer::from_checkpoint(net, start, optimizer, loss)?;
+                t.clip = clip;
+                Box::new(t)
+            }
+            Backend::Gpu { device, options } => {
+                let mut t =
+                    GpuTrainer::from_checkpoint(device, net, start, *options, optimizer, loss)?;
+                t.clip = clip;
+                Box::new(t)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use snn_codegen::zoo;
+    use snn_data::{Batch, BatchLayout};
+    use snn_nn::ImageShape;
+    use snn_nn::models::spiking_mlp;
+    use snn_nn::train::RateCode;
+
+    use super::*;
+
+    #[test]
+    fn the_cpu_backend_resumes_a_checkpoint_with_its_optimizer_state() {
+        let net = spiking_mlp(ImageShape::new(1, 2, 2), 4, 3, &zoo::PaperLif::default()).unwrap();
+        let fresh = Checkpoint {
+            params: snn_nn::init_params::<f32>(&net, 1).unwrap(),
+            optimizer: None,
+            epoch: 0,
+            metadata: BTreeMap::new(),
+        };
+        let adam = Optimizer::adam(1e-2);
+        let ce = Loss::CrossEntropyRate;
+        let mut trainer = Backend::Cpu
+            .trainer(&net, &fresh, adam, ce, Some(1.0))
+            .unwrap();
+        assert_eq!(
+            (trainer.device_name().as_str(), trainer.steps_taken()),
+            ("the CPU", 0)
+        );
+        let batch = Batch {
+            indices: vec![0, 1],
+            data: vec![0, 60, 120, 255, 255, 120, 60, 0],
+            labels: vec![2, 1],
+            shape: vec![2, 1, 2, 2],
+            layout: BatchLayout::SampleMajor,
+        };
+        let input = Input::Images(&batch, RateCode { steps: 3, seed: 0 });
+        let stats = trainer.train_batch(input, 1e-2).unwrap();
+        assert!(stats.grad_norm.is_some(), "clipping is on");
+        let ckpt = trainer.checkpoint(0, BTreeMap::new()).unwrap();
+        let resumed = Backend::Cpu.trainer(&net, &ckpt, adam, ce, None).unwrap();
+        assert_eq!(resumed.steps_taken(), 1);
+        let sgd = Optimizer::sgd(1e-2, 0.9);
+        let e = Backend::Cpu
+            .trainer(&net, &ckpt, sgd, ce, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("same optimizer"), "{e}");
     }
 }

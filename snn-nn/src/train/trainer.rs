@@ -1,0 +1,69 @@
+//! The one training abstraction: what the CPU reference and the GPU trainer both do with a
+//! batch, so that a run chooses its device once and every caller shares one epoch loop.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::fmt;
+
+use snn_data::DataError;
+use snn_data::encode::EncodeError;
+use thiserror::Error;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::NnError;
+use crate::graph::Network;
+use crate::train::{Input, StepStats};
+
+/// A model with its optimizer, on some device, taking loader batches.
+///
+/// Implemented by `snn_nn::cpu::CpuTrainer<f32>` (input encoded on the host) and
+/// `snn_runtime::nn::GpuTrainer` (input uploaded and encoded on the GPU, with the same
+/// spikes). Both also have tensor-level `step` methods for callers that prepare input
+/// themselves (benchmarks, device comparisons).
+pub trait Trainer: fmt::Debug {
+    /// The network trained.
+    fn network(&self) -> &Network;
+
+    /// Where it runs, in words ("the CPU", the GPU's name), for logs.
+    fn device_name(&self) -> String;
+
+    /// Optimizer steps taken, counting those before the checkpoint it resumed from:
+    /// where [`fit`](crate::train::fit) continues.
+    fn steps_taken(&self) -> u64;
+
+    /// One optimizer step on `input` at learning rate `lr`.
+    fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError>;
+
+    /// The class predicted for each sample of `input`, in inference mode (running
+    /// batch-norm statistics, no update).
+    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError>;
+
+    /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
+    /// `epoch` (completed epochs) and `metadata`.
+    fn checkpoint(
+        &self,
+        epoch: u64,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Checkpoint, TrainError>;
+}
+
+/// Why training or evaluation stopped, whichever device ran it.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Nn(#[from] NnError),
+    /// A batch could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The device failed (`snn_runtime::RuntimeError` for a GPU; downcast to inspect it).
+    #[error(transparent)]
+    Device(Box<dyn Error + Send + Sync>),
+    /// The loss stopped being a finite number: the parameters are lost from this step on.
+    #[error(
+        "the loss is {loss} at step {step} (epoch {epoch}): training diverged; lower the \
+         learning rate, clip the gradients, or resume from an earlier checkpoint"
+    )]
+    Diverged { epoch: u64, step: u64, loss: f64 },
+}
