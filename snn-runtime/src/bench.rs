@@ -69,8 +69,9 @@ pub fn copy_bandwidth(
     repeats: usize,
 ) -> Result<f64, RuntimeError> {
     if bytes == 0 || repeats == 0 {
-        return Err(RuntimeError::Shape(
-            "copy_bandwidth needs at least one byte and one repeat".into(),
+        return Err(RuntimeError::invalid(
+            "copy_bandwidth",
+            "it needs at least one byte and one repeat",
         ));
     }
     let stream = dev.stream();
@@ -123,14 +124,19 @@ pub fn neuron(
     repeats: usize,
 ) -> Result<NeuronBench, RuntimeError> {
     if steps == 0 || n == 0 || repeats == 0 {
-        return Err(RuntimeError::Shape(format!(
-            "a neuron benchmark needs T, N and repeats of at least 1, got T = {steps}, \
-             N = {n}, repeats = {repeats}"
-        )));
+        return Err(RuntimeError::invalid(
+            "neuron benchmark",
+            format!(
+                "T, N and repeats must be at least 1, got T = {steps}, N = {n}, repeats = {repeats}"
+            ),
+        ));
     }
-    let cells = steps
-        .checked_mul(n)
-        .ok_or_else(|| RuntimeError::Shape(format!("T * N overflows: T = {steps}, N = {n}")))?;
+    let cells = steps.checked_mul(n).ok_or_else(|| {
+        RuntimeError::invalid(
+            "neuron benchmark",
+            format!("T * N overflows: T = {steps}, N = {n}"),
+        )
+    })?;
     let layer = NeuronLayer::new(dev, neuron, config)?;
     let ir = layer.neuron();
     let io = config.storage.io;
@@ -318,8 +324,7 @@ pub fn train(
 ) -> Result<TrainBench, RuntimeError> {
     use crate::nn::{GpuModel, GpuTrainer};
     use snn_codegen::Mode;
-    let params =
-        snn_nn::init_params::<f32>(net, seed).map_err(|e| RuntimeError::Shape(e.to_string()))?;
+    let params = snn_nn::init_params::<f32>(net, seed)?;
     let model = GpuModel::new(device, net, &params, options)?;
     let mut trainer = GpuTrainer::new(
         model,

@@ -76,8 +76,6 @@ pub enum RuntimeError {
     /// A state that cannot happen: a bug in snn.
     #[error("internal error: {0} (a bug in snn: please report it)")]
     Internal(String),
-    #[error("{0}")]
-    Shape(String),
 }
 
 impl RuntimeError {

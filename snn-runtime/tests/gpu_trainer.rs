@@ -30,9 +30,9 @@ fn options() -> ModelOptions {
 }
 
 /// A small CNN on `channels` x 8 x 8 input, on the CPU and on the GPU from the same
-/// parameters; `None` (the test skips) without a GPU.
-fn trainers(test: &str, channels: usize) -> Option<[Box<dyn Trainer>; 2]> {
-    let dev = device(test)?;
+/// parameters.
+fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
+    let dev = device();
     let net = spiking_cnn(
         ImageShape::new(channels, 8, 8),
         4,
@@ -60,7 +60,7 @@ fn trainers(test: &str, channels: usize) -> Option<[Box<dyn Trainer>; 2]> {
         )
         .unwrap()
     });
-    Some(trainers)
+    trainers
 }
 
 /// The losses of every step.
@@ -75,10 +75,9 @@ impl Observer for Losses {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_fit_on_grey_images_trains_like_the_cpu() {
-    let Some([mut cpu, mut gpu]) = trainers("gpu_fit_on_grey_images_trains_like_the_cpu", 3) else {
-        return;
-    };
+    let [mut cpu, mut gpu] = trainers(3);
     let mut rng = Rng::new(8);
     let images = (0..64 * 64).map(|_| rng.below(256) as u8).collect();
     let labels = (0..64).map(|_| rng.below(4) as u8).collect();
@@ -115,10 +114,9 @@ fn gpu_fit_on_grey_images_trains_like_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_event_counts_are_used_as_they_are() {
-    let Some([mut cpu, mut gpu]) = trainers("gpu_event_counts_are_used_as_they_are", 2) else {
-        return;
-    };
+    let [mut cpu, mut gpu] = trainers(2);
     let mut rng = Rng::new(5);
     let (steps, batch) = (3, 4);
     let counts = Batch {

@@ -41,9 +41,7 @@ pub struct GpuTrainer {
 
 impl GpuTrainer {
     pub fn new(model: GpuModel, optimizer: Optimizer, loss: Loss) -> Result<Self, RuntimeError> {
-        optimizer
-            .validate()
-            .map_err(|e| RuntimeError::Shape(e.to_string()))?;
+        optimizer.validate()?;
         let state = optimizer_state(model.device(), &optimizer, model.params().len())?;
         let classes = model.network().output_shape().len();
         Ok(Self {
@@ -134,11 +132,14 @@ impl GpuTrainer {
         let mut trainer = Self::new(model, optimizer, loss)?;
         if let Some((saved, state)) = &ckpt.optimizer {
             if saved.kind() != optimizer.kind() || state.buffers.len() != trainer.state.len() {
-                return Err(RuntimeError::Shape(format!(
-                    "the checkpoint holds {} state; training asks for {}: resume with the same optimizer",
-                    saved.kind(),
-                    optimizer.kind()
-                )));
+                return Err(RuntimeError::invalid(
+                    "resuming training",
+                    format!(
+                        "the checkpoint holds {} state; training asks for {}: resume with the same optimizer",
+                        saved.kind(),
+                        optimizer.kind()
+                    ),
+                ));
             }
             for (set, flat) in state.buffers.iter().zip(&trainer.state) {
                 trainer.model.weights_from_host(set, flat)?;
@@ -184,7 +185,7 @@ impl GpuTrainer {
 fn output(trace: &GpuTrace) -> Result<&DeviceTensor, RuntimeError> {
     trace
         .output()
-        .ok_or_else(|| RuntimeError::Shape("the forward pass kept no output".into()))
+        .ok_or_else(|| RuntimeError::Internal("the forward pass kept no output".into()))
 }
 
 /// Batches uploaded through pinned buffers and encoded on the device; the step reads only
