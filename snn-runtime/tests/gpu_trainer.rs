@@ -50,7 +50,7 @@ fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
         device: dev,
         options: options(),
     };
-    let trainers = [Backend::Cpu, gpu].map(|b| {
+    [Backend::Cpu, gpu].map(|b| {
         b.trainer(
             &net,
             &start,
@@ -59,8 +59,7 @@ fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
             None,
         )
         .unwrap()
-    });
-    trainers
+    })
 }
 
 /// The losses of every step.
