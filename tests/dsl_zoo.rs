@@ -7,9 +7,14 @@
 //! construct and surrogate of the DSL beyond the zoo, each checked against a builder twin,
 //! hand-computed values or both.
 
+#[path = "../snn-codegen/tests/common/zoo_support.rs"]
+#[allow(dead_code)]
+mod zoo_support;
+
 use snn::codegen::Neuron;
 use snn::codegen::interp::{Forward, Real};
 use snn::prelude::*;
+use zoo_support::all_learnable;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -268,19 +273,7 @@ fn check_pair(mac: &dyn Neuron, zoo: &dyn Neuron, seed: u64) -> R {
 
     // And with every param learnable (scalar, per-channel, per-neuron in turn), jittered
     // param values and random initial states: gradients for every param.
-    let learnable = |ir: &NeuronIr| {
-        let mut ir = ir.clone();
-        for (p, spec) in ir.params.iter_mut().enumerate() {
-            spec.learnable = true;
-            spec.shape = [
-                ParamShape::Scalar,
-                ParamShape::PerChannel,
-                ParamShape::PerNeuron,
-            ][p % 3];
-        }
-        ir
-    };
-    let (la, lb) = (learnable(&mac.ir()?), learnable(&zoo.ir()?));
+    let (la, lb) = (all_learnable(&mac.ir()?), all_learnable(&zoo.ir()?));
     let ca = compile(&la, Storage::F32)?;
     let cb = compile(&lb, Storage::F32)?;
     assert_eq!(ca.plan, cb.plan, "{}: memory plan, learnable", a.name);

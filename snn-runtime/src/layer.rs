@@ -184,8 +184,8 @@ impl NeuronLayer {
         self.compiled.plan.storage
     }
 
-    /// Sets a param's values (one per value of its shape under the layout).
-    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), RuntimeError> {
+    /// Param `name`'s index, shape, and number of values under the layout.
+    fn param_slot(&self, name: &str) -> Result<(usize, ParamShape, usize), RuntimeError> {
         let ir = &self.compiled.neuron;
         let Some(p) = ir.param_index(name) else {
             let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
@@ -195,7 +195,12 @@ impl NeuronLayer {
             )));
         };
         let shape = ir.params[p].shape;
-        let expected = self.layout.len(shape);
+        Ok((p, shape, self.layout.len(shape)))
+    }
+
+    /// Sets a param's values (one per value of its shape under the layout).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), RuntimeError> {
+        let (p, shape, expected) = self.param_slot(name)?;
         if values.len() != expected {
             return Err(self.invalid(format!(
                 "param `{name}` is {shape} and needs {expected} value(s) for this layout, got {}",
@@ -221,16 +226,7 @@ impl NeuronLayer {
     /// tensor another kernel computes), so values that live on the device need no copy
     /// through the host. Kernels read it when they run.
     pub fn bind_param(&mut self, name: &str, values: &DeviceTensor) -> Result<(), RuntimeError> {
-        let ir = &self.compiled.neuron;
-        let Some(p) = ir.param_index(name) else {
-            let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(self.invalid(format!(
-                "no param named `{name}`; the neuron's params are: {}",
-                known.join(", ")
-            )));
-        };
-        let shape = ir.params[p].shape;
-        let expected = self.layout.len(shape);
+        let (p, shape, expected) = self.param_slot(name)?;
         if shape == ParamShape::Scalar || values.dtype != Dtype::F32 || values.len() != expected {
             return Err(self.invalid(format!(
                 "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (scalars are passed by value), got {} {:?}",

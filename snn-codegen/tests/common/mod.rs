@@ -1,11 +1,16 @@
 //! Helpers shared by the integration tests: a seeded generator and random problems.
 #![allow(dead_code, clippy::unwrap_used)]
 
+mod zoo_support;
+
+#[allow(unused_imports)] // Each test binary uses part of it.
+pub use zoo_support::{all_learnable, zoo_with_inputs};
+
 use rand_xoshiro::SplitMix64;
 use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
 use snn_codegen::Layout;
 use snn_codegen::interp::{Params, Real, Seq};
-use snn_codegen::ir::{NeuronIr, ParamShape};
+use snn_codegen::ir::NeuronIr;
 use snn_codegen::{Neuron, zoo};
 
 /// Seeded random numbers for tests: SplitMix64 (`rand_xoshiro`) with the draws they need.
@@ -31,37 +36,6 @@ impl Rng {
     pub fn vec<T: Real>(&mut self, n: usize, lo: f64, hi: f64) -> Vec<T> {
         (0..n).map(|_| T::from_f64(self.uniform(lo, hi))).collect()
     }
-}
-
-/// Each zoo neuron with the input range that makes it spike often but not always.
-pub fn zoo_with_inputs() -> Vec<(NeuronIr, (f64, f64))> {
-    zoo::all()
-        .into_iter()
-        .map(|n| {
-            let ir = n.ir().unwrap();
-            let range = match ir.name.as_str() {
-                "izhikevich" => (0.0, 12.0),
-                "paper_lif" => (0.0, 0.5),
-                _ => (-0.2, 1.2),
-            };
-            (ir, range)
-        })
-        .collect()
-}
-
-/// The neuron with every param learnable, alternately scalar, per-channel and per-neuron,
-/// so that gradients for every param and every sharing pattern are exercised.
-pub fn all_learnable(ir: &NeuronIr) -> NeuronIr {
-    let mut ir = ir.clone();
-    for (p, spec) in ir.params.iter_mut().enumerate() {
-        spec.learnable = true;
-        spec.shape = [
-            ParamShape::Scalar,
-            ParamShape::PerChannel,
-            ParamShape::PerNeuron,
-        ][p % 3];
-    }
-    ir
 }
 
 /// A layout of 3 channels of 4, so that per-channel and per-neuron params differ.

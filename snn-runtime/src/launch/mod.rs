@@ -70,35 +70,18 @@ impl<'a> From<&'a DeviceTensor> for Arg<'a> {
     }
 }
 
-impl From<f32> for Arg<'_> {
-    fn from(v: f32) -> Self {
-        Arg::F32(v)
-    }
+/// Scalars bind as the C type of the same width and kind.
+macro_rules! scalar_args {
+    ($($ty:ty => $variant:ident),*) => {$(
+        impl From<$ty> for Arg<'_> {
+            fn from(v: $ty) -> Self {
+                Arg::$variant(v)
+            }
+        }
+    )*};
 }
 
-impl From<f64> for Arg<'_> {
-    fn from(v: f64) -> Self {
-        Arg::F64(v)
-    }
-}
-
-impl From<i32> for Arg<'_> {
-    fn from(v: i32) -> Self {
-        Arg::I32(v)
-    }
-}
-
-impl From<i64> for Arg<'_> {
-    fn from(v: i64) -> Self {
-        Arg::I64(v)
-    }
-}
-
-impl From<u64> for Arg<'_> {
-    fn from(v: u64) -> Self {
-        Arg::U64(v)
-    }
-}
+scalar_args!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u64 => U64);
 
 /// One launch of a hand-written kernel, its arguments bound by name:
 ///

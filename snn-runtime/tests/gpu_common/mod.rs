@@ -1,14 +1,20 @@
 //! Helpers shared by the GPU tests: the device, a seeded generator, and the random problems
-//! of snn-codegen's own tests (snn-codegen/tests/common/mod.rs), restated here because that
-//! file belongs to another crate's test tree.
+//! of snn-codegen's own tests (the zoo's, included from snn-codegen/tests/common/), and
+//! tensor helpers.
 #![allow(dead_code, clippy::unwrap_used)]
+
+#[path = "../../../snn-codegen/tests/common/zoo_support.rs"]
+mod zoo_support;
+
+#[allow(unused_imports)] // Each test binary uses part of it.
+pub use zoo_support::{all_learnable, zoo_with_inputs};
 
 use std::sync::{Arc, OnceLock};
 
 use snn_codegen::Layout;
 use snn_codegen::interp::{Params, Real, Seq};
-use snn_codegen::ir::{NeuronIr, ParamShape};
-use snn_codegen::{Dtype, Init, zoo};
+use snn_codegen::ir::NeuronIr;
+use snn_codegen::{Dtype, Init};
 use snn_runtime::Device;
 
 /// Device 0, opened once per test binary (so that its in-memory kernel cache is shared by
@@ -60,37 +66,6 @@ impl Rng {
 /// generator whose state is one step (the golden-ratio increment) before `z`.
 pub fn mix(z: u64) -> u64 {
     snn_nn::Rng::new(z.wrapping_sub(0x9E37_79B9_7F4A_7C15)).next_u64()
-}
-
-/// Each zoo neuron with the input range that makes it spike often but not always (as in
-/// snn-codegen/tests/common/mod.rs).
-pub fn zoo_with_inputs() -> Vec<(NeuronIr, (f64, f64))> {
-    zoo::all()
-        .into_iter()
-        .map(|n| {
-            let ir = n.ir().unwrap();
-            let range = match ir.name.as_str() {
-                "izhikevich" => (0.0, 12.0),
-                "paper_lif" => (0.0, 0.5),
-                _ => (-0.2, 1.2),
-            };
-            (ir, range)
-        })
-        .collect()
-}
-
-/// The neuron with every param learnable, alternately scalar, per-channel and per-neuron.
-pub fn all_learnable(ir: &NeuronIr) -> NeuronIr {
-    let mut ir = ir.clone();
-    for (p, spec) in ir.params.iter_mut().enumerate() {
-        spec.learnable = true;
-        spec.shape = [
-            ParamShape::Scalar,
-            ParamShape::PerChannel,
-            ParamShape::PerNeuron,
-        ][p % 3];
-    }
-    ir
 }
 
 /// Every param's defaults perturbed by up to 5%, one draw per value (so per-channel and
