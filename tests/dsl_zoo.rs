@@ -8,7 +8,7 @@
 //! hand-computed values or both.
 
 #[path = "../snn-codegen/tests/common/zoo_support.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::unwrap_used)]
 mod zoo_support;
 
 use snn::codegen::Neuron;
