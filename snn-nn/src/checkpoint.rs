@@ -412,26 +412,16 @@ fn hyper_parameters(opt: &Optimizer) -> Vec<(&'static str, String)> {
             ("weight_decay", weight_decay.to_string()),
             ("nesterov", nesterov.to_string()),
         ],
-        Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => {
+            let adam = opt.adam_family();
+            vec![
+                ("lr", opt.lr().to_string()),
+                ("beta1", adam.beta1.to_string()),
+                ("beta2", adam.beta2.to_string()),
+                ("eps", adam.eps.to_string()),
+                ("weight_decay", adam.weight_decay.to_string()),
+            ]
         }
-        | Optimizer::AdamW {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } => vec![
-            ("lr", lr.to_string()),
-            ("beta1", beta1.to_string()),
-            ("beta2", beta2.to_string()),
-            ("eps", eps.to_string()),
-            ("weight_decay", weight_decay.to_string()),
-        ],
     }
 }
 

@@ -21,78 +21,90 @@ pub struct LossOutput<T> {
 }
 
 /// The paper's loss: cross-entropy (mean over the batch) of the time-averaged logits, as
-/// `F.cross_entropy(output.mean(0), labels)`.
+/// `F.cross_entropy(output.mean(0), labels)`; `dims` is `[T, B, K]`.
 pub fn cross_entropy_rate<T: Float>(
-    steps: usize,
-    batch: usize,
-    classes: usize,
+    dims: [usize; 3],
     output: &[T],
     labels: &[usize],
 ) -> Result<LossOutput<T>, NnError> {
-    check(steps, batch, classes, output.len(), labels)?;
-    let mut grad = vec![T::default(); output.len()];
-    let (mut total, mut correct) = (T::default(), 0);
-    let (inv_batch, inv_steps) = (
-        T::from_f64(1.0 / batch as f64),
-        T::from_f64(1.0 / steps as f64),
-    );
-    let steps_t = T::from_f64(steps as f64);
-    for (b, &label) in labels.iter().enumerate() {
-        let sums = time_sums(steps, batch, classes, output, b);
-        correct += usize::from(argmax(&sums) == label);
-        let logits: Vec<T> = sums.iter().map(|&s| s / steps_t).collect();
-        // Stable log-softmax: log sum exp z = m + log sum exp (z - m), m = max z.
-        let m = logits.iter().copied().fold(logits[0], Float::max);
-        let sum_exp: T = logits.iter().map(|&z| (z - m).exp()).sum();
-        let log_sum_exp = m + sum_exp.ln();
-        total += log_sum_exp - logits[label];
-        for (k, &z) in logits.iter().enumerate() {
-            let softmax = (z - log_sum_exp).exp();
-            let onehot = T::from_f64(if k == label { 1.0 } else { 0.0 });
-            let g = (softmax - onehot) * inv_batch * inv_steps;
-            for t in 0..steps {
-                grad[(t * batch + b) * classes + k] = g;
+    let steps_t = T::from_f64(dims[0] as f64);
+    let inv_batch = T::from_f64(1.0 / dims[1] as f64);
+    rate_loss(
+        dims,
+        output,
+        labels,
+        inv_batch,
+        |sums, label, grad, total| {
+            let logits: Vec<T> = sums.iter().map(|&s| s / steps_t).collect();
+            // Stable log-softmax: log sum exp z = m + log sum exp (z - m), m = max z.
+            let m = logits.iter().copied().fold(logits[0], Float::max);
+            let sum_exp: T = logits.iter().map(|&z| (z - m).exp()).sum();
+            let log_sum_exp = m + sum_exp.ln();
+            *total += log_sum_exp - logits[label];
+            for (k, (&z, g)) in logits.iter().zip(grad).enumerate() {
+                let softmax = (z - log_sum_exp).exp();
+                let onehot = T::from_f64(if k == label { 1.0 } else { 0.0 });
+                *g = (softmax - onehot) * inv_batch;
             }
-        }
-    }
-    Ok(LossOutput {
-        loss: total * inv_batch,
-        grad,
-        correct,
-    })
+        },
+    )
 }
 
 /// SpikingJelly's loss: the mean squared error between firing rates (time-averaged output)
 /// and one-hot labels, averaged over `B * K`, as `F.mse_loss(output.mean(0),
-/// F.one_hot(labels, K).float())`.
+/// F.one_hot(labels, K).float())`; `dims` is `[T, B, K]`.
 pub fn mse_rate<T: Float>(
-    steps: usize,
-    batch: usize,
-    classes: usize,
+    dims: [usize; 3],
     output: &[T],
     labels: &[usize],
 ) -> Result<LossOutput<T>, NnError> {
+    let [steps, batch, classes] = dims;
+    let inv_count = T::from_f64(1.0 / batch.saturating_mul(classes) as f64);
+    let (steps_t, two) = (T::from_f64(steps as f64), T::from_f64(2.0));
+    rate_loss(
+        dims,
+        output,
+        labels,
+        inv_count,
+        |sums, label, grad, total| {
+            for (k, (&s, g)) in sums.iter().zip(grad).enumerate() {
+                let onehot = T::from_f64(if k == label { 1.0 } else { 0.0 });
+                let diff = s / steps_t - onehot;
+                *total += diff * diff;
+                *g = two * diff * inv_count;
+            }
+        },
+    )
+}
+
+/// What both losses share: checks the problem, sums each sample's output over time, counts
+/// the correct predictions, and spreads `dL/drate` evenly over the steps. `sample` adds one
+/// sample's terms to the running total and writes `dL/drate` per class; the loss is the
+/// total times `scale`.
+fn rate_loss<T: Float>(
+    [steps, batch, classes]: [usize; 3],
+    output: &[T],
+    labels: &[usize],
+    scale: T,
+    mut sample: impl FnMut(&[T], usize, &mut [T], &mut T),
+) -> Result<LossOutput<T>, NnError> {
     check(steps, batch, classes, output.len(), labels)?;
     let mut grad = vec![T::default(); output.len()];
+    let mut rate_grad = vec![T::default(); classes];
     let (mut total, mut correct) = (T::default(), 0);
-    let inv_count = T::from_f64(1.0 / (batch * classes) as f64);
     let inv_steps = T::from_f64(1.0 / steps as f64);
-    let (steps_t, two) = (T::from_f64(steps as f64), T::from_f64(2.0));
     for (b, &label) in labels.iter().enumerate() {
         let sums = time_sums(steps, batch, classes, output, b);
         correct += usize::from(argmax(&sums) == label);
-        for (k, &s) in sums.iter().enumerate() {
-            let onehot = T::from_f64(if k == label { 1.0 } else { 0.0 });
-            let diff = s / steps_t - onehot;
-            total += diff * diff;
-            let g = two * diff * inv_count * inv_steps;
+        sample(&sums, label, &mut rate_grad, &mut total);
+        for (k, &g) in rate_grad.iter().enumerate() {
             for t in 0..steps {
-                grad[(t * batch + b) * classes + k] = g;
+                grad[(t * batch + b) * classes + k] = g * inv_steps;
             }
         }
     }
     Ok(LossOutput {
-        loss: total * inv_count,
+        loss: total * scale,
         grad,
         correct,
     })

@@ -101,57 +101,51 @@ impl Optimizer {
             )))
         };
         check_lr(self.kind(), self.lr())?;
-        match *self {
-            Optimizer::Sgd {
-                momentum,
-                dampening,
-                weight_decay,
-                nesterov,
-                ..
-            } => {
-                if !(momentum.is_finite() && momentum >= 0.0) {
-                    return bad("momentum", momentum, "finite and >= 0");
-                }
-                if !dampening.is_finite() {
-                    return bad("dampening", dampening, "finite");
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight_decay", weight_decay, "finite and >= 0");
-                }
-                if nesterov && (momentum <= 0.0 || dampening != 0.0) {
-                    return Err(NnError::Config(format!(
-                        "sgd with nesterov = true needs momentum > 0 and dampening = 0 (got momentum = {momentum}, dampening = {dampening})"
-                    )));
+        if let Optimizer::Sgd {
+            momentum,
+            dampening,
+            nesterov,
+            ..
+        } = *self
+        {
+            if !(momentum.is_finite() && momentum >= 0.0) {
+                return bad("momentum", momentum, "finite and >= 0");
+            }
+            if !dampening.is_finite() {
+                return bad("dampening", dampening, "finite");
+            }
+            if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+                return Err(NnError::Config(format!(
+                    "sgd with nesterov = true needs momentum > 0 and dampening = 0 (got momentum = {momentum}, dampening = {dampening})"
+                )));
+            }
+        } else {
+            let Adam {
+                beta1, beta2, eps, ..
+            } = self.adam_family();
+            for (what, beta) in [("beta1", beta1), ("beta2", beta2)] {
+                if !(0.0..1.0).contains(&beta) {
+                    return bad(what, beta, "in [0, 1)");
                 }
             }
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            }
-            | Optimizer::AdamW {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            } => {
-                for (what, beta) in [("beta1", beta1), ("beta2", beta2)] {
-                    if !(0.0..1.0).contains(&beta) {
-                        return bad(what, beta, "in [0, 1)");
-                    }
-                }
-                if !(eps.is_finite() && eps >= 0.0) {
-                    return bad("eps", eps, "finite and >= 0");
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight_decay", weight_decay, "finite and >= 0");
-                }
+            if !(eps.is_finite() && eps >= 0.0) {
+                return bad("eps", eps, "finite and >= 0");
             }
         }
+        let weight_decay = self.weight_decay();
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return bad("weight_decay", weight_decay, "finite and >= 0");
+        }
         Ok(())
+    }
+
+    /// The weight decay (an L2 penalty for SGD and Adam, decoupled for AdamW).
+    pub fn weight_decay(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { weight_decay, .. }
+            | Optimizer::Adam { weight_decay, .. }
+            | Optimizer::AdamW { weight_decay, .. } => weight_decay,
+        }
     }
 
     /// The names of the per-weight state tensors, as in PyTorch's `optimizer.state_dict()`
@@ -200,21 +194,14 @@ impl Optimizer {
                 first: step <= 1,
                 nesterov,
             }),
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            }
-            | Optimizer::AdamW {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            } => {
-                let decoupled = matches!(self, Optimizer::AdamW { .. });
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => {
+                let Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    decoupled,
+                } = self.adam_family();
                 let t = step as f64;
                 let bias_correction1 = 1.0 - beta1.powf(t);
                 let bias_correction2 = 1.0 - beta2.powf(t);
@@ -233,6 +220,51 @@ impl Optimizer {
                     eps,
                 })
             }
+        }
+    }
+}
+
+/// The hyper-parameters Adam and AdamW share.
+pub(crate) struct Adam {
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
+    pub(crate) weight_decay: f64,
+    /// AdamW's decay of the weights, instead of Adam's L2 penalty on the gradient.
+    pub(crate) decoupled: bool,
+}
+
+impl Optimizer {
+    /// The Adam hyper-parameters of Adam and AdamW (zeros for SGD, which has none).
+    pub(crate) fn adam_family(&self) -> Adam {
+        match *self {
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            }
+            | Optimizer::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled: matches!(self, Optimizer::AdamW { .. }),
+            },
+            Optimizer::Sgd { .. } => Adam {
+                beta1: 0.0,
+                beta2: 0.0,
+                eps: 0.0,
+                weight_decay: 0.0,
+                decoupled: false,
+            },
         }
     }
 }

@@ -5,17 +5,19 @@ mod common;
 
 use common::{SplitMix64, assert_close, check_gradient, project};
 use snn_nn::cpu::{
-    BatchNormGrads, BatchStats, Conv2dGrads, LinearGrads, batchnorm_backward,
-    batchnorm_forward_eval, batchnorm_forward_train, conv2d_backward, conv2d_forward,
-    global_avgpool_backward, global_avgpool_forward, linear_backward, linear_forward,
-    maxpool2d_backward, maxpool2d_forward,
+    BatchNormGrads, BatchStats, WeightGrads, batchnorm_backward, batchnorm_forward_eval,
+    batchnorm_forward_train, conv2d_backward, conv2d_forward, global_avgpool_backward,
+    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use snn_nn::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d, NnError};
 
 // ---------------------------------------------------------------- convolution
 
+/// A convolution, the shape of its input images and how many there are.
+type ConvCase = (Conv2d, ImageShape, usize);
+
 /// The convolutions the ResNets use, plus edge cases of the window arithmetic.
-fn conv_cases() -> Vec<(Conv2d, ImageShape, usize)> {
+fn conv_cases() -> Vec<ConvCase> {
     vec![
         // 3x3, stride 1, padding 1, with bias.
         (
@@ -54,14 +56,8 @@ fn conv_cases() -> Vec<(Conv2d, ImageShape, usize)> {
 }
 
 /// A direct 7-loop convolution with zero padding.
-fn naive_conv(
-    conv: &Conv2d,
-    input: ImageShape,
-    images: usize,
-    x: &[f64],
-    w: &[f64],
-    b: Option<&[f64]>,
-) -> Vec<f64> {
+fn naive_conv(case: &ConvCase, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let (conv, input, images) = *case;
     let out = conv.output(input).expect("valid case");
     let (k, s, p) = (conv.kernel, conv.stride, conv.padding);
     let (ci, co) = (conv.in_channels, conv.out_channels);
@@ -95,87 +91,64 @@ fn naive_conv(
 }
 
 /// Random `x`, `weight` and `bias` (when the layer has one) for a case.
-fn conv_inputs(
-    conv: &Conv2d,
-    input: ImageShape,
-    images: usize,
-    rng: &mut SplitMix64,
-) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
+fn conv_inputs(case: &ConvCase, rng: &mut SplitMix64) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
+    let (conv, input, images) = *case;
     let x = rng.vec(images * input.len(), -1.0, 1.0);
     let w = rng.vec(conv.weight_shape().iter().product(), -1.0, 1.0);
     let b = conv.bias.then(|| rng.vec(conv.out_channels, -1.0, 1.0));
     (x, w, b)
 }
 
-fn conv_forward(
-    conv: &Conv2d,
-    input: ImageShape,
-    images: usize,
-    x: &[f64],
-    w: &[f64],
-    b: Option<&[f64]>,
-) -> Vec<f64> {
+fn conv_forward(case: &ConvCase, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let (conv, input, images) = *case;
     let out = conv.output(input).expect("valid case");
     // NaN first: a forward that accumulated into `y` instead of overwriting it shows.
     let mut y = vec![f64::NAN; images * out.len()];
-    conv2d_forward(conv, input, images, x, w, b, &mut y).expect("valid shapes");
+    conv2d_forward(&conv, input, images, x, w, b, &mut y).expect("valid shapes");
     y
 }
 
 #[test]
 fn conv_forward_matches_a_direct_convolution() {
     let mut rng = SplitMix64::new(1);
-    for (conv, input, images) in conv_cases() {
-        let (x, w, b) = conv_inputs(&conv, input, images, &mut rng);
-        let y = conv_forward(&conv, input, images, &x, &w, b.as_deref());
-        let expected = naive_conv(&conv, input, images, &x, &w, b.as_deref());
-        assert_close(&format!("{conv:?} on {input}"), &y, &expected, 1e-12);
+    for case in conv_cases() {
+        let (x, w, b) = conv_inputs(&case, &mut rng);
+        let y = conv_forward(&case, &x, &w, b.as_deref());
+        let expected = naive_conv(&case, &x, &w, b.as_deref());
+        assert_close(&format!("{:?} on {}", case.0, case.1), &y, &expected, 1e-12);
     }
 }
 
 #[test]
 fn conv_backward_matches_finite_differences() {
     let mut rng = SplitMix64::new(2);
-    for (conv, input, images) in conv_cases() {
-        let (x, w, b) = conv_inputs(&conv, input, images, &mut rng);
+    for case in conv_cases() {
+        let (conv, input, images) = case;
+        let (x, w, b) = conv_inputs(&case, &mut rng);
         let out = conv.output(input).expect("valid case");
         let r = rng.vec(images * out.len(), -1.0, 1.0);
 
-        let mut dx = vec![f64::NAN; x.len()];
-        let mut dw = vec![f64::NAN; w.len()];
-        let mut db = b.as_ref().map(|b| vec![f64::NAN; b.len()]);
-        let grads = Conv2dGrads {
-            input: Some(&mut dx),
-            weight: &mut dw,
-            bias: db.as_deref_mut(),
-        };
-        conv2d_backward(&conv, input, images, &x, &w, &r, grads).expect("valid shapes");
-
-        let case = format!("{conv:?} on {input}");
-        let bias = b.as_deref();
-        check_gradient(&format!("{case} dx"), &x, &dx, &mut rng, |x| {
-            project(&r, &conv_forward(&conv, input, images, x, &w, bias))
-        });
-        check_gradient(&format!("{case} dw"), &w, &dw, &mut rng, |w| {
-            project(&r, &conv_forward(&conv, input, images, &x, w, bias))
-        });
-        if let (Some(b), Some(db)) = (&b, &db) {
-            check_gradient(&format!("{case} db"), b, db, &mut rng, |b| {
-                project(&r, &conv_forward(&conv, input, images, &x, &w, Some(b)))
-            });
-        }
+        let name = format!("{conv:?} on {input}");
+        let (dw, db) = check_weight_grads(
+            &name,
+            (&x, &w, b.as_deref()),
+            &r,
+            &mut rng,
+            |grads| conv2d_backward(&conv, input, images, &x, &w, &r, grads),
+            |x, w, b| conv_forward(&case, x, w, b),
+        );
 
         // Without the input gradient, the parameter gradients are the same.
         let mut dw2 = vec![f64::NAN; w.len()];
         let mut db2 = b.as_ref().map(|b| vec![f64::NAN; b.len()]);
-        let grads = Conv2dGrads {
+        let grads = WeightGrads {
             input: None,
             weight: &mut dw2,
             bias: db2.as_deref_mut(),
         };
         conv2d_backward(&conv, input, images, &x, &w, &r, grads).expect("valid shapes");
-        assert_eq!(dw2, dw, "{case}: dw without dx");
-        assert_eq!(db2, db, "{case}: db without dx");
+        assert_eq!(dw2, dw, "{name}: dw without dx");
+        assert_eq!(db2, db, "{name}: db without dx");
     }
 }
 
@@ -507,27 +480,49 @@ fn linear_forward_and_backward() {
         );
 
         let r = rng.vec(y.len(), -1.0, 1.0);
-        let mut dx = vec![f64::NAN; x.len()];
-        let mut dw = vec![f64::NAN; w.len()];
-        let mut db = b.as_ref().map(|b| vec![f64::NAN; b.len()]);
-        let grads = LinearGrads {
-            input: Some(&mut dx),
-            weight: &mut dw,
-            bias: db.as_deref_mut(),
-        };
-        linear_backward(&linear, rows, &x, &w, &r, grads).expect("valid shapes");
-        check_gradient(&format!("{linear:?} dx"), &x, &dx, &mut rng, |x| {
-            project(&r, &linear_forward_vec(&linear, rows, x, &w, bias))
-        });
-        check_gradient(&format!("{linear:?} dw"), &w, &dw, &mut rng, |w| {
-            project(&r, &linear_forward_vec(&linear, rows, &x, w, bias))
-        });
-        if let (Some(b), Some(db)) = (&b, &db) {
-            check_gradient(&format!("{linear:?} db"), b, db, &mut rng, |b| {
-                project(&r, &linear_forward_vec(&linear, rows, &x, &w, Some(b)))
-            });
-        }
+        check_weight_grads(
+            &format!("{linear:?}"),
+            (&x, &w, bias),
+            &r,
+            &mut rng,
+            |grads| linear_backward(&linear, rows, &x, &w, &r, grads),
+            |x, w, b| linear_forward_vec(&linear, rows, x, w, b),
+        );
     }
+}
+
+/// Runs a layer's `backward` from `dL/dy = r` into NaN-poisoned gradient buffers, checks
+/// `dx`, `dw` and `db` (when the layer has a bias) against finite differences of `forward`,
+/// and returns `dw` and `db`.
+fn check_weight_grads(
+    name: &str,
+    (x, w, b): (&[f64], &[f64], Option<&[f64]>),
+    r: &[f64],
+    rng: &mut SplitMix64,
+    backward: impl FnOnce(WeightGrads<'_, f64>) -> Result<(), NnError>,
+    forward: impl Fn(&[f64], &[f64], Option<&[f64]>) -> Vec<f64>,
+) -> (Vec<f64>, Option<Vec<f64>>) {
+    let mut dx = vec![f64::NAN; x.len()];
+    let mut dw = vec![f64::NAN; w.len()];
+    let mut db = b.map(|b| vec![f64::NAN; b.len()]);
+    let grads = WeightGrads {
+        input: Some(&mut dx),
+        weight: &mut dw,
+        bias: db.as_deref_mut(),
+    };
+    backward(grads).expect("valid shapes");
+    check_gradient(&format!("{name} dx"), x, &dx, rng, |x| {
+        project(r, &forward(x, w, b))
+    });
+    check_gradient(&format!("{name} dw"), w, &dw, rng, |w| {
+        project(r, &forward(x, w, b))
+    });
+    if let (Some(b), Some(db)) = (b, &db) {
+        check_gradient(&format!("{name} db"), b, db, rng, |b| {
+            project(r, &forward(x, w, Some(b)))
+        });
+    }
+    (dw, db)
 }
 
 // ---------------------------------------------------------------- f32
@@ -535,11 +530,15 @@ fn linear_forward_and_backward() {
 #[test]
 fn f32_layers_agree_with_f64() {
     let mut rng = SplitMix64::new(9);
-    let conv = Conv2d::new(3, 4, 3, 2, 1).with_bias();
-    let (input, images) = (ImageShape::new(3, 6, 6), 2);
-    let (x, w, b) = conv_inputs(&conv, input, images, &mut rng);
+    let case = (
+        Conv2d::new(3, 4, 3, 2, 1).with_bias(),
+        ImageShape::new(3, 6, 6),
+        2,
+    );
+    let (conv, input, images) = case;
+    let (x, w, b) = conv_inputs(&case, &mut rng);
     let b = b.expect("the layer has a bias");
-    let expected = conv_forward(&conv, input, images, &x, &w, Some(&b));
+    let expected = conv_forward(&case, &x, &w, Some(&b));
     let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
     let mut y = vec![f32::NAN; expected.len()];
     conv2d_forward(
@@ -624,7 +623,7 @@ fn bad_inputs_are_errors_that_name_the_problem() {
     );
     let mut dw = vec![0.0; w.len()];
     let mut db = [0.0; 3];
-    let grads = Conv2dGrads {
+    let grads = WeightGrads {
         input: None,
         weight: &mut dw,
         bias: Some(&mut db),
@@ -634,29 +633,20 @@ fn bad_inputs_are_errors_that_name_the_problem() {
         &["`grads.bias`", "no bias"],
     );
 
-    let pool = MaxPool2d::new(5, 1, 0);
     let mut argmax = vec![0u32; 4];
+    // One `side` x `side` image into a 2x2 output.
+    let pool_forward = |pool: &MaxPool2d, side: usize, argmax: &mut [u32]| {
+        let x = vec![0.0; side * side];
+        let input = ImageShape::new(1, side, side);
+        maxpool2d_forward(pool, input, 1, &x, &mut [0.0; 4], argmax)
+    };
     shape_error(
-        maxpool2d_forward(
-            &pool,
-            ImageShape::new(1, 3, 3),
-            1,
-            &[0.0; 9],
-            &mut [0.0; 4],
-            &mut argmax,
-        ),
+        pool_forward(&MaxPool2d::new(5, 1, 0), 3, &mut argmax),
         &["max-pool", "does not fit"],
     );
     let pool = MaxPool2d::new(2, 2, 0);
     shape_error(
-        maxpool2d_forward(
-            &pool,
-            ImageShape::new(1, 4, 4),
-            1,
-            &[0.0; 16],
-            &mut [0.0; 4],
-            &mut argmax[..3],
-        ),
+        pool_forward(&pool, 4, &mut argmax[..3]),
         &["`argmax`", "expected 4"],
     );
     shape_error(

@@ -17,7 +17,7 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 #[test]
 fn cross_entropy_matches_the_textbook_formula() {
     let labels = [2usize, 1];
-    let out = cross_entropy_rate(2, 2, 3, &OUT, &labels).unwrap();
+    let out = cross_entropy_rate([2, 2, 3], &OUT, &labels).unwrap();
     // Time averages, then -log(softmax) without any stabilisation.
     let z: [[f64; 3]; 2] = [[0.0, -0.5, 1.5], [1.0, 0.5, -0.25]];
     let mut want_loss = 0.0;
@@ -42,19 +42,19 @@ fn cross_entropy_matches_the_textbook_formula() {
 }
 
 /// A loss function over `[T, B, K]` output and labels.
-type Loss = fn(usize, usize, usize, &[f64], &[usize]) -> Result<LossOutput<f64>, NnError>;
+type Loss = fn([usize; 3], &[f64], &[usize]) -> Result<LossOutput<f64>, NnError>;
 
 /// Central differences of the loss in f64 against the returned gradient.
 fn check_gradient(f: Loss) {
     let labels = [0usize, 1];
-    let grad = f(2, 2, 3, &OUT, &labels).unwrap().grad;
+    let grad = f([2, 2, 3], &OUT, &labels).unwrap().grad;
     let h = 1e-6;
     for i in 0..OUT.len() {
         let (mut up, mut down) = (OUT, OUT);
         up[i] += h;
         down[i] -= h;
-        let numeric = (f(2, 2, 3, &up, &labels).unwrap().loss
-            - f(2, 2, 3, &down, &labels).unwrap().loss)
+        let numeric = (f([2, 2, 3], &up, &labels).unwrap().loss
+            - f([2, 2, 3], &down, &labels).unwrap().loss)
             / (2.0 * h);
         assert!(
             close(grad[i], numeric, 1e-7),
@@ -78,7 +78,7 @@ fn mse_gradient_matches_finite_differences() {
 fn cross_entropy_is_stable_for_huge_logits() {
     // exp(1000) overflows: only a stable log-softmax gets a finite loss.
     let out = [1000.0f32, -1000.0, 0.0, 0.0, 1000.0, 999.0];
-    let r = cross_entropy_rate(1, 2, 3, &out, &[1, 2]).unwrap();
+    let r = cross_entropy_rate([1, 2, 3], &out, &[1, 2]).unwrap();
     // Sample 0: 2000 nats; sample 1: log(1 + e^-1 + e^-1000) + 1.
     let want = (2000.0 + (1.0 + (-1.0f64).exp()).ln() + 1.0) / 2.0;
     assert!(
@@ -99,7 +99,7 @@ fn mse_matches_spikingjelly() {
         1.0, 0.0, 0.0, 1.0, //
         0.0, 0.0, 1.0, 0.0,
     ];
-    let r = mse_rate(4, 2, 2, &spikes, &[0, 1]).unwrap();
+    let r = mse_rate([4, 2, 2], &spikes, &[0, 1]).unwrap();
     // ((0.75 - 1)^2 + 0.25^2 + 0.5^2 + (0.5 - 1)^2) / 4.
     assert_eq!(r.loss, (0.0625 + 0.0625 + 0.25 + 0.25) / 4.0);
     // dL/drate = 2 (rate - onehot) / (B K), spread over T = 4 steps.
@@ -115,10 +115,10 @@ fn mse_matches_spikingjelly() {
 fn bad_inputs_are_errors_that_say_what_is_wrong() {
     let out = [0.0f32; 12];
     let msg = |r: Result<LossOutput<f32>, NnError>| r.unwrap_err().to_string();
-    assert!(msg(cross_entropy_rate(2, 2, 3, &out, &[0, 3])).contains("label 3 of sample 1"));
-    assert!(msg(mse_rate(2, 2, 3, &out, &[0])).contains("1 labels for a batch of 2"));
-    assert!(msg(mse_rate(2, 2, 3, &out[..11], &[0, 0])).contains("11 values"));
-    assert!(msg(cross_entropy_rate(2, 0, 3, &[], &[])).contains("B = 0"));
-    assert!(msg(cross_entropy_rate(0, 2, 3, &[], &[0, 0])).contains("T = 0"));
-    assert!(msg(cross_entropy_rate(usize::MAX, 2, 3, &out, &[0, 0])).contains("12 values"));
+    assert!(msg(cross_entropy_rate([2, 2, 3], &out, &[0, 3])).contains("label 3 of sample 1"));
+    assert!(msg(mse_rate([2, 2, 3], &out, &[0])).contains("1 labels for a batch of 2"));
+    assert!(msg(mse_rate([2, 2, 3], &out[..11], &[0, 0])).contains("11 values"));
+    assert!(msg(cross_entropy_rate([2, 0, 3], &[], &[])).contains("B = 0"));
+    assert!(msg(cross_entropy_rate([0, 2, 3], &[], &[0, 0])).contains("T = 0"));
+    assert!(msg(cross_entropy_rate([usize::MAX, 2, 3], &out, &[0, 0])).contains("12 values"));
 }

@@ -23,9 +23,7 @@ use std::sync::Arc;
 
 use gpu_common::Rng;
 use snn_codegen::Dtype;
-use snn_nn::cpu::{
-    Conv2dGrads, LinearGrads, conv2d_backward, conv2d_forward, linear_backward, linear_forward,
-};
+use snn_nn::cpu::{WeightGrads, conv2d_backward, conv2d_forward, linear_backward, linear_forward};
 use snn_nn::{Conv2d, ImageShape, Linear};
 use snn_runtime::libs::{cublas as cublas_library, cudnn as cudnn_library};
 use snn_runtime::nn::conv::{ConvGpu, ConvMath, ConvPass, ConvShapes, Cudnn};
@@ -169,7 +167,7 @@ fn cpu_conv(
         db: b.map(|b| vec![0.0; b.len()]),
     };
     conv2d_forward(conv, input, images, x, w, b, &mut r.y).unwrap();
-    let grads = Conv2dGrads {
+    let grads = WeightGrads {
         input: Some(&mut r.dx),
         weight: &mut r.dw,
         bias: r.db.as_deref_mut(),
@@ -575,7 +573,7 @@ fn check_linear(dev: &Arc<Device>, blas: &Cublas, linear: &Linear, rows: usize, 
         linear_forward(linear, rows, x, w, b, &mut y).unwrap();
         let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
         let mut db = b.map(|b| vec![0.0; b.len()]);
-        let grads = LinearGrads {
+        let grads = WeightGrads {
             input: Some(&mut dx),
             weight: &mut dw,
             bias: db.as_deref_mut(),

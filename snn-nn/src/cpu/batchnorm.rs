@@ -41,6 +41,27 @@ fn check_common(
     })
 }
 
+/// [`check_common`] for a forward: `x` and `y`, then gamma, beta and the running mean and
+/// variance.
+fn check_forward(
+    op: &str,
+    bn: &BatchNorm2d,
+    input: ImageShape,
+    images: usize,
+    (x_len, y_len): (usize, usize),
+    [gamma, beta, mean, var]: [usize; 4],
+) -> Result<usize, NnError> {
+    let per_channel = [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", mean),
+        ("running_var", var),
+    ];
+    let n = check_common(op, bn, input, images, x_len, &per_channel)?;
+    check_images(op, "y", y_len, images, input)?;
+    Ok(n)
+}
+
 /// The plane slices of channel `c` in every image of `x`.
 fn channel<T>(x: &[T], input: ImageShape, c: usize) -> impl Iterator<Item = &[T]> {
     let plane = input.plane();
@@ -75,20 +96,13 @@ pub fn batchnorm_forward_train<T: Float>(
     y: &mut [T],
 ) -> Result<BatchStats<T>, NnError> {
     const OP: &str = "batchnorm_forward_train";
-    let n = check_common(
-        OP,
-        bn,
-        input,
-        images,
-        x.len(),
-        &[
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running_mean", running_mean.len()),
-            ("running_var", running_var.len()),
-        ],
-    )?;
-    check_images(OP, "y", y.len(), images, input)?;
+    let lens = [
+        gamma.len(),
+        beta.len(),
+        running_mean.len(),
+        running_var.len(),
+    ];
+    let n = check_forward(OP, bn, input, images, (x.len(), y.len()), lens)?;
     if n < 2 {
         return Err(NnError::shape(format!(
             "{OP}: training needs more than one value per channel, got {images} images of shape {input} ({n} per channel); use a larger batch or eval mode"
@@ -145,20 +159,13 @@ pub fn batchnorm_forward_eval<T: Float>(
     y: &mut [T],
 ) -> Result<(), NnError> {
     const OP: &str = "batchnorm_forward_eval";
-    check_common(
-        OP,
-        bn,
-        input,
-        images,
-        x.len(),
-        &[
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running_mean", running_mean.len()),
-            ("running_var", running_var.len()),
-        ],
-    )?;
-    check_images(OP, "y", y.len(), images, input)?;
+    let lens = [
+        gamma.len(),
+        beta.len(),
+        running_mean.len(),
+        running_var.len(),
+    ];
+    check_forward(OP, bn, input, images, (x.len(), y.len()), lens)?;
     for c in 0..bn.channels {
         // y = x * scale + shift, as PyTorch's inference kernel folds it.
         let scale = gamma[c].value() / (running_var[c].value() + bn.eps).sqrt();

@@ -2,6 +2,7 @@
 //! and multiplied by the weight with one `Float::gemm`, so the reference stays fast enough
 //! to train a small CNN in CI.
 
+use crate::cpu::WeightGrads;
 use crate::error::NnError;
 use crate::float::Float;
 use crate::layers::{Conv2d, ImageShape};
@@ -115,6 +116,21 @@ impl Geometry {
         })
     }
 
+    /// The geometry, with `x` (`images` images of shape `input`) and the weight checked
+    /// against it.
+    fn checked(
+        op: &str,
+        conv: &Conv2d,
+        (input, images): (ImageShape, usize),
+        x_len: usize,
+        weight_len: usize,
+    ) -> Result<Self, NnError> {
+        let geo = Self::new(op, conv, input)?;
+        check_images(op, "x", x_len, images, input)?;
+        check_weight(op, conv, &geo, weight_len)?;
+        Ok(geo)
+    }
+
     /// Images per matrix product: enough output columns that `gemm` runs near its best
     /// (one product per small image is dominated by packing the weight), with the column
     /// buffer bounded. Depends on the shapes only, so results stay deterministic.
@@ -147,76 +163,90 @@ impl Geometry {
             .filter(|&iy| iy < self.input.height)
     }
 
-    /// Unfolds one image `[C, H, W]` into its `OH * OW` columns of a column matrix
-    /// `[C * k * k, ld]` that start at column `at` (zeros for padding).
-    fn im2col<T: Float>(&self, x: &[T], cols: &mut [T], ld: usize, at: usize) {
-        let zero = T::from_f64(0.0);
-        let (w, ow, k, s) = (
-            self.input.width,
-            self.output.width,
-            self.kernel,
-            self.stride,
-        );
+    /// Visits the rows of one image's column matrix in order: for each row `r` of
+    /// `[C * k * k]` and output row `oy`, the input span it reads, or `None` when the kernel
+    /// row falls in the padding. im2col and its adjoint walk the same rows.
+    fn for_each_row(&self, mut visit: impl FnMut(usize, usize, Option<Span>)) {
+        let (w, k, s) = (self.input.width, self.kernel, self.stride);
         let plane = self.input.plane();
-        let mut r = 0;
-        for x_plane in x.chunks_exact(plane.max(1)).take(self.input.channels) {
+        for c in 0..self.input.channels {
             for ki in 0..k {
                 for kj in 0..k {
-                    let row = &mut cols[r * ld + at..r * ld + at + self.cols];
-                    r += 1;
+                    let r = (c * k + ki) * k + kj;
                     let (lo, hi) = self.valid_columns(kj);
-                    for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                        let Some(iy) = self.input_row(oy, ki).filter(|_| lo < hi) else {
-                            dst.fill(zero);
-                            continue;
-                        };
-                        dst[..lo].fill(zero);
-                        dst[hi..].fill(zero);
-                        // `lo * s + kj >= padding` by the choice of `lo`.
-                        let src = &x_plane[iy * w + lo * s + kj - self.padding..(iy + 1) * w];
-                        if s == 1 {
-                            dst[lo..hi].copy_from_slice(&src[..hi - lo]);
-                        } else {
-                            for (d, &v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(s)) {
-                                *d = v;
-                            }
-                        }
+                    for oy in 0..self.output.height {
+                        let span = self.input_row(oy, ki).filter(|_| lo < hi).map(|iy| Span {
+                            // `lo * s + kj >= padding` by the choice of `lo`.
+                            from: c * plane + iy * w + lo * s + kj - self.padding,
+                            to: c * plane + (iy + 1) * w,
+                            lo,
+                            hi,
+                        });
+                        visit(r, oy, span);
                     }
                 }
             }
         }
     }
 
+    /// Unfolds one image `[C, H, W]` into its `OH * OW` columns of a column matrix
+    /// `[C * k * k, ld]` that start at column `at` (zeros for padding).
+    fn im2col<T: Float>(&self, x: &[T], cols: &mut [T], ld: usize, at: usize) {
+        let zero = T::from_f64(0.0);
+        let (ow, s) = (self.output.width, self.stride);
+        self.for_each_row(|r, oy, span| {
+            let dst = &mut cols[r * ld + at + oy * ow..r * ld + at + (oy + 1) * ow];
+            let Some(Span { from, to, lo, hi }) = span else {
+                dst.fill(zero);
+                return;
+            };
+            dst[..lo].fill(zero);
+            dst[hi..].fill(zero);
+            let src = &x[from..to];
+            if s == 1 {
+                dst[lo..hi].copy_from_slice(&src[..hi - lo]);
+            } else {
+                for (d, &v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(s)) {
+                    *d = v;
+                }
+            }
+        });
+    }
+
+    /// Unfolds images `first..first + count` of `x` side by side into `cols`
+    /// `[C * k * k, count * OH * OW]`.
+    fn im2col_images<T: Float>(&self, x: &[T], first: usize, count: usize, cols: &mut [T]) {
+        let in_len = self.input.len();
+        for j in 0..count {
+            let image = first + j;
+            let xi = &x[image * in_len..(image + 1) * in_len];
+            self.im2col(xi, cols, count * self.cols, j * self.cols);
+        }
+    }
+
     /// Folds the columns `at..at + OH * OW` of `cols` `[C * k * k, ld]` back into one image,
     /// adding where windows overlap (im2col's adjoint). `dx` must be zeroed first.
     fn col2im<T: Float>(&self, cols: &[T], ld: usize, at: usize, dx: &mut [T]) {
-        let (w, ow, k, s) = (
-            self.input.width,
-            self.output.width,
-            self.kernel,
-            self.stride,
-        );
-        let plane = self.input.plane();
-        let mut r = 0;
-        for dx_plane in dx.chunks_exact_mut(plane.max(1)).take(self.input.channels) {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = &cols[r * ld + at..r * ld + at + self.cols];
-                    r += 1;
-                    let (lo, hi) = self.valid_columns(kj);
-                    for (oy, src) in row.chunks_exact(ow).enumerate() {
-                        let Some(iy) = self.input_row(oy, ki).filter(|_| lo < hi) else {
-                            continue;
-                        };
-                        let dst = &mut dx_plane[iy * w + lo * s + kj - self.padding..(iy + 1) * w];
-                        for (d, &v) in dst.iter_mut().step_by(s).zip(&src[lo..hi]) {
-                            *d += v;
-                        }
-                    }
-                }
+        let (ow, s) = (self.output.width, self.stride);
+        self.for_each_row(|r, oy, span| {
+            let Some(Span { from, to, lo, hi }) = span else {
+                return;
+            };
+            let src = &cols[r * ld + at + oy * ow..r * ld + at + (oy + 1) * ow];
+            for (d, &v) in dx[from..to].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                *d += v;
             }
-        }
+        });
     }
+}
+
+/// The part of one input row that a row of the column matrix reads: input values
+/// `from..to` (every `stride`-th) fill output columns `lo..hi`.
+struct Span {
+    from: usize,
+    to: usize,
+    lo: usize,
+    hi: usize,
 }
 
 /// `y = conv(x, weight) + bias` for `images` images of shape `input`, as `torch.nn.Conv2d`.
@@ -233,10 +263,8 @@ pub fn conv2d_forward<T: Float>(
     y: &mut [T],
 ) -> Result<(), NnError> {
     const OP: &str = "conv2d_forward";
-    let geo = Geometry::new(OP, conv, input)?;
-    check_images(OP, "x", x.len(), images, input)?;
+    let geo = Geometry::checked(OP, conv, (input, images), x.len(), weight.len())?;
     check_images(OP, "y", y.len(), images, geo.output)?;
-    check_weight(OP, conv, &geo, weight.len())?;
     check_bias(
         OP,
         "bias",
@@ -249,22 +277,14 @@ pub fn conv2d_forward<T: Float>(
     }
 
     let (one, zero) = (T::from_f64(1.0), T::from_f64(0.0));
-    let (in_len, out_len, ohw) = (input.len(), geo.output.len(), geo.cols);
+    let (out_len, ohw) = (geo.output.len(), geo.cols);
     let block = geo.block(images);
     let mut cols = vec![zero; geo.rows * block * ohw];
     let mut product = vec![zero; conv.out_channels * block * ohw];
     for first in (0..images).step_by(block) {
         let count = block.min(images - first);
         let ld = count * ohw;
-        for j in 0..count {
-            let image = first + j;
-            geo.im2col(
-                &x[image * in_len..(image + 1) * in_len],
-                &mut cols,
-                ld,
-                j * ohw,
-            );
-        }
+        geo.im2col_images(x, first, count, &mut cols);
         // product [out, count * OHW] = weight [out, in*k*k] . cols [in*k*k, count * OHW]
         T::gemm(
             conv.out_channels,
@@ -290,17 +310,6 @@ pub fn conv2d_forward<T: Float>(
     Ok(())
 }
 
-/// Where [`conv2d_backward`] writes its gradients (each overwritten).
-#[derive(Debug)]
-pub struct Conv2dGrads<'a, T> {
-    /// `dL/dx` `[images, in, H, W]`; `None` skips it (e.g. for the first layer).
-    pub input: Option<&'a mut [T]>,
-    /// `dL/dweight` `[out, in, k, k]`, summed over the images.
-    pub weight: &'a mut [T],
-    /// `dL/dbias` `[out]`: given exactly when the layer has a bias.
-    pub bias: Option<&'a mut [T]>,
-}
-
 /// The gradients of [`conv2d_forward`] from `dy` `[images, out, OH, OW]`, given the
 /// forward's `x` and `weight`.
 pub fn conv2d_backward<T: Float>(
@@ -310,33 +319,18 @@ pub fn conv2d_backward<T: Float>(
     x: &[T],
     weight: &[T],
     dy: &[T],
-    grads: Conv2dGrads<'_, T>,
+    grads: WeightGrads<'_, T>,
 ) -> Result<(), NnError> {
     const OP: &str = "conv2d_backward";
-    let geo = Geometry::new(OP, conv, input)?;
-    check_images(OP, "x", x.len(), images, input)?;
+    let geo = Geometry::checked(OP, conv, (input, images), x.len(), weight.len())?;
     check_images(OP, "dy", dy.len(), images, geo.output)?;
-    check_weight(OP, conv, &geo, weight.len())?;
-    check_len(
-        OP,
-        "grads.weight",
-        grads.weight.len(),
-        weight.len(),
-        "the weight's length",
-    )?;
-    check_bias(
-        OP,
-        "grads.bias",
-        conv.bias,
-        grads.bias.as_ref().map(|b| b.len()),
-        conv.out_channels,
-    )?;
+    grads.check(OP, weight.len(), conv.bias, conv.out_channels)?;
     if let Some(dx) = &grads.input {
         check_images(OP, "grads.input", dx.len(), images, input)?;
     }
 
     let (one, zero) = (T::from_f64(1.0), T::from_f64(0.0));
-    let Conv2dGrads {
+    let WeightGrads {
         input: mut dx,
         weight: dw,
         bias: mut db,
@@ -364,14 +358,9 @@ pub fn conv2d_backward<T: Float>(
     for first in (0..images).step_by(block) {
         let count = block.min(images - first);
         let ld = count * ohw;
+        geo.im2col_images(x, first, count, &mut cols);
         for j in 0..count {
             let image = first + j;
-            geo.im2col(
-                &x[image * in_len..(image + 1) * in_len],
-                &mut cols,
-                ld,
-                j * ohw,
-            );
             let dyi = &dy[image * out_len..(image + 1) * out_len];
             for (o, plane) in dyi.chunks_exact(ohw).enumerate() {
                 dy_block[o * ld + j * ohw..o * ld + (j + 1) * ohw].copy_from_slice(plane);

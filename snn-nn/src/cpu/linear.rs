@@ -1,5 +1,6 @@
 //! Fully connected layers, as `torch.nn.Linear`: one `Float::gemm` per product.
 
+use crate::cpu::WeightGrads;
 use crate::cpu::conv::{check_bias, check_len};
 use crate::error::NnError;
 use crate::float::Float;
@@ -85,17 +86,6 @@ pub fn linear_forward<T: Float>(
     Ok(())
 }
 
-/// Where [`linear_backward`] writes its gradients (each overwritten).
-#[derive(Debug)]
-pub struct LinearGrads<'a, T> {
-    /// `dL/dx` `[rows, in]`; `None` skips it.
-    pub input: Option<&'a mut [T]>,
-    /// `dL/dweight` `[out, in]`, summed over the rows.
-    pub weight: &'a mut [T],
-    /// `dL/dbias` `[out]`: given exactly when the layer has a bias.
-    pub bias: Option<&'a mut [T]>,
-}
-
 /// The gradients of [`linear_forward`] from `dy` `[rows, out]`: `dx = dy W`,
 /// `dW = dy^T x`, `db` = `dy` summed over the rows.
 pub fn linear_backward<T: Float>(
@@ -104,24 +94,11 @@ pub fn linear_backward<T: Float>(
     x: &[T],
     weight: &[T],
     dy: &[T],
-    grads: LinearGrads<'_, T>,
+    grads: WeightGrads<'_, T>,
 ) -> Result<(), NnError> {
     const OP: &str = "linear_backward";
     check_shapes(OP, linear, rows, x.len(), weight.len(), "dy", dy.len())?;
-    check_len(
-        OP,
-        "grads.weight",
-        grads.weight.len(),
-        weight.len(),
-        "the weight's length",
-    )?;
-    check_bias(
-        OP,
-        "grads.bias",
-        linear.bias,
-        grads.bias.as_ref().map(|b| b.len()),
-        linear.out_features,
-    )?;
+    grads.check(OP, weight.len(), linear.bias, linear.out_features)?;
     if let Some(dx) = &grads.input {
         check_len(OP, "grads.input", dx.len(), x.len(), "like `x`")?;
     }

@@ -7,10 +7,9 @@ use snn_codegen::compile;
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
 
 use crate::cpu::{
-    BatchNormGrads, BatchStats, Conv2dGrads, LinearGrads, batchnorm_backward,
-    batchnorm_forward_eval, batchnorm_forward_train, conv2d_backward, conv2d_forward,
-    global_avgpool_backward, global_avgpool_forward, linear_backward, linear_forward,
-    maxpool2d_backward, maxpool2d_forward,
+    BatchNormGrads, BatchStats, WeightGrads, batchnorm_backward, batchnorm_forward_eval,
+    batchnorm_forward_train, conv2d_backward, conv2d_forward, global_avgpool_backward,
+    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::error::NnError;
 use crate::float::Float;
@@ -131,15 +130,11 @@ impl<T: Float> CpuModel<T> {
             let xs = |k: usize| &trace.values[node.inputs[k]][..];
             match &node.op {
                 Op::Input => y.copy_from_slice(x),
-                Op::Conv2d(c) => conv2d_forward(
-                    c,
-                    input,
-                    images,
-                    xs(0),
-                    self.param(&node, "weight")?,
-                    self.optional(&node, "bias", c.bias)?,
-                    &mut y,
-                )?,
+                Op::Conv2d(c) => {
+                    let w = self.param(&node, "weight")?;
+                    let b = self.optional(&node, "bias", c.bias)?;
+                    conv2d_forward(c, input, images, xs(0), w, b, &mut y)?
+                }
                 Op::BatchNorm2d(bn) if train => {
                     let name = |f: &str| format!("{}.{f}", node.name);
                     let gamma = self.param(&node, "weight")?.to_vec();
@@ -196,14 +191,11 @@ impl<T: Float> CpuModel<T> {
                 }
                 Op::GlobalAvgPool => global_avgpool_forward(input, images, xs(0), &mut y)?,
                 Op::Flatten => y.copy_from_slice(xs(0)),
-                Op::Linear(l) => linear_forward(
-                    l,
-                    images,
-                    xs(0),
-                    self.param(&node, "weight")?,
-                    self.optional(&node, "bias", l.bias)?,
-                    &mut y,
-                )?,
+                Op::Linear(l) => {
+                    let w = self.param(&node, "weight")?;
+                    let b = self.optional(&node, "bias", l.bias)?;
+                    linear_forward(l, images, xs(0), w, b, &mut y)?
+                }
                 Op::Add => {
                     for ((o, a), b) in y.iter_mut().zip(xs(0)).zip(xs(1)) {
                         *o = *a + *b;
@@ -254,29 +246,16 @@ impl<T: Float> CpuModel<T> {
                     .map(|t| t.data.clone())
                     .ok_or_else(|| NnError::Graph(format!("no tensor named `{name}`")))
             };
+            let bias_grad = |bias: bool| bias.then(|| pgrad("bias")).transpose();
             let mut set: Vec<(String, Vec<T>)> = Vec::new();
             let dxs: Vec<Vec<T>> = match &node.op {
                 Op::Input => vec![],
                 Op::Conv2d(c) => {
-                    let mut dw = pgrad("weight")?;
-                    let mut db = if c.bias { Some(pgrad("bias")?) } else { None };
-                    conv2d_backward(
-                        c,
-                        input,
-                        images,
-                        xs(0),
-                        self.param(node, "weight")?,
-                        &dy,
-                        Conv2dGrads {
-                            input: wants_dx[0].then_some(&mut dx[..]),
-                            weight: &mut dw,
-                            bias: db.as_deref_mut(),
-                        },
-                    )?;
-                    set.push(("weight".into(), dw));
-                    if let Some(db) = db {
-                        set.push(("bias".into(), db));
-                    }
+                    let (w, db) = (self.param(node, "weight")?, bias_grad(c.bias)?);
+                    let dxs = wants_dx[0].then_some(&mut dx[..]);
+                    weight_backward(pgrad("weight")?, db, dxs, &mut set, |g| {
+                        conv2d_backward(c, input, images, xs(0), w, &dy, g)
+                    })?;
                     vec![dx]
                 }
                 Op::BatchNorm2d(bn) => {
@@ -338,24 +317,11 @@ impl<T: Float> CpuModel<T> {
                 }
                 Op::Flatten => vec![dy],
                 Op::Linear(l) => {
-                    let mut dw = pgrad("weight")?;
-                    let mut db = if l.bias { Some(pgrad("bias")?) } else { None };
-                    linear_backward(
-                        l,
-                        images,
-                        xs(0),
-                        self.param(node, "weight")?,
-                        &dy,
-                        LinearGrads {
-                            input: wants_dx[0].then_some(&mut dx[..]),
-                            weight: &mut dw,
-                            bias: db.as_deref_mut(),
-                        },
-                    )?;
-                    set.push(("weight".into(), dw));
-                    if let Some(db) = db {
-                        set.push(("bias".into(), db));
-                    }
+                    let (w, db) = (self.param(node, "weight")?, bias_grad(l.bias)?);
+                    let dxs = wants_dx[0].then_some(&mut dx[..]);
+                    weight_backward(pgrad("weight")?, db, dxs, &mut set, |g| {
+                        linear_backward(l, images, xs(0), w, &dy, g)
+                    })?;
                     vec![dx]
                 }
                 Op::Add => vec![dy.clone(), dy],
@@ -377,4 +343,23 @@ impl<T: Float> CpuModel<T> {
         }
         Ok(grads)
     }
+}
+
+/// The backward of a layer with a weight, and a bias where `db` is given: runs `backward`
+/// into the gradient buffers and collects them, by field, into `set`.
+fn weight_backward<T: Float>(
+    mut dw: Vec<T>,
+    mut db: Option<Vec<T>>,
+    dx: Option<&mut [T]>,
+    set: &mut Vec<(String, Vec<T>)>,
+    backward: impl FnOnce(WeightGrads<'_, T>) -> Result<(), NnError>,
+) -> Result<(), NnError> {
+    backward(WeightGrads {
+        input: dx,
+        weight: &mut dw,
+        bias: db.as_deref_mut(),
+    })?;
+    set.push(("weight".into(), dw));
+    set.extend(db.map(|db| ("bias".into(), db)));
+    Ok(())
 }

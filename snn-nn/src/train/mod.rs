@@ -44,8 +44,8 @@ impl Loss {
         labels: &[usize],
     ) -> Result<LossOutput<T>, NnError> {
         match self {
-            Loss::CrossEntropyRate => cross_entropy_rate(steps, batch, classes, output, labels),
-            Loss::MseRate => mse_rate(steps, batch, classes, output, labels),
+            Loss::CrossEntropyRate => cross_entropy_rate([steps, batch, classes], output, labels),
+            Loss::MseRate => mse_rate([steps, batch, classes], output, labels),
         }
     }
 
