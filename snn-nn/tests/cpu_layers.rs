@@ -5,9 +5,9 @@ mod common;
 
 use common::{SplitMix64, assert_close, check_gradient, project};
 use snn_nn::cpu::{
-    BatchNormGrads, BatchStats, WeightGrads, batchnorm_backward, batchnorm_forward_eval,
-    batchnorm_forward_train, conv2d_backward, conv2d_forward, global_avgpool_backward,
-    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
+    BatchNormGrads, BatchStats, Running, WeightGrads, batchnorm_backward, batchnorm_forward,
+    conv2d_backward, conv2d_forward, global_avgpool_backward, global_avgpool_forward,
+    linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use snn_nn::{BatchNorm2d, Conv2d, ImageShape, Linear, MaxPool2d, NnError};
 
@@ -165,9 +165,13 @@ fn bn_train(
     let mut rm = vec![0.0; bn.channels];
     let mut rv = vec![1.0; bn.channels];
     let mut y = vec![f64::NAN; x.len()];
-    let stats =
-        batchnorm_forward_train(bn, input, images, x, gamma, beta, &mut rm, &mut rv, &mut y)
-            .expect("valid shapes");
+    let running = Running::Update {
+        mean: &mut rm,
+        var: &mut rv,
+    };
+    let stats = batchnorm_forward(bn, input, images, x, (gamma, beta), running, &mut y)
+        .expect("valid shapes")
+        .expect("training returns the batch statistics");
     (y, stats)
 }
 
@@ -186,8 +190,13 @@ fn batchnorm_train_statistics_and_running_updates_by_hand() {
     let mut rm = [0.5, -1.0];
     let mut rv = [2.0, 1.0];
     let mut y = [f64::NAN; 8];
-    let stats = batchnorm_forward_train(&bn, input, 2, &x, &gamma, &beta, &mut rm, &mut rv, &mut y)
-        .expect("valid shapes");
+    let running = Running::Update {
+        mean: &mut rm,
+        var: &mut rv,
+    };
+    let stats = batchnorm_forward(&bn, input, 2, &x, (&gamma, &beta), running, &mut y)
+        .expect("valid shapes")
+        .expect("training returns the batch statistics");
 
     // n = 4: biased variances 14/4 and 32/4, unbiased 14/3 and 32/3.
     let (s0, s1) = (1.0 / 3.5f64.sqrt(), 1.0 / 8.0f64.sqrt());
@@ -265,8 +274,13 @@ fn batchnorm_eval_uses_the_running_statistics() {
     let (gamma, beta) = ([1.5, -0.5], [0.25, 2.0]);
     let (rm, rv) = ([0.3, -0.7], [1.7, 0.4]);
     let mut y = vec![f64::NAN; x.len()];
-    batchnorm_forward_eval(&bn, input, images, &x, &gamma, &beta, &rm, &rv, &mut y)
+    let running = Running::Use {
+        mean: &rm,
+        var: &rv,
+    };
+    let stats = batchnorm_forward(&bn, input, images, &x, (&gamma, &beta), running, &mut y)
         .expect("valid shapes");
+    assert!(stats.is_none(), "eval keeps no batch statistics");
     let plane = input.plane();
     let expected: Vec<f64> = x
         .iter()
@@ -561,18 +575,12 @@ fn f32_layers_agree_with_f64() {
     let (mut rm, mut rv) = ([0.0f32; 4], [1.0f32; 4]);
     let mut y_bn = vec![f32::NAN; expected.len()];
     let y32: Vec<f32> = f32s(&expected);
-    batchnorm_forward_train(
-        &bn,
-        out,
-        images,
-        &y32,
-        &f32s(&gamma),
-        &f32s(&beta),
-        &mut rm,
-        &mut rv,
-        &mut y_bn,
-    )
-    .expect("valid shapes");
+    let running = Running::Update {
+        mean: &mut rm,
+        var: &mut rv,
+    };
+    let affine = (&f32s(&gamma)[..], &f32s(&beta)[..]);
+    batchnorm_forward(&bn, out, images, &y32, affine, running, &mut y_bn).expect("valid shapes");
     let y_bn: Vec<f64> = y_bn.into_iter().map(f64::from).collect();
     assert_close("f32 batch-norm", &y_bn, &expected_bn, 1e-5);
 }
@@ -663,30 +671,23 @@ fn bad_inputs_are_errors_that_name_the_problem() {
 
     let bn = BatchNorm2d::new(2);
     let (mut rm, mut rv) = ([0.0; 2], [1.0; 2]);
+    let mut train = |input, images, x: &[f64], gamma: &[f64], y: &mut [f64]| {
+        let running = Running::Update {
+            mean: &mut rm,
+            var: &mut rv,
+        };
+        batchnorm_forward(&bn, input, images, x, (gamma, &[0.0; 2]), running, y)
+    };
     shape_error(
-        batchnorm_forward_train(
-            &bn,
-            input,
-            2,
-            &x,
-            &[1.0; 3],
-            &[0.0; 2],
-            &mut rm,
-            &mut rv,
-            &mut [0.0; 64],
-        ),
+        train(input, 2, &x, &[1.0; 3], &mut [0.0; 64]),
         &["`gamma`", "expected 2", "one per channel"],
     );
     shape_error(
-        batchnorm_forward_train(
-            &bn,
+        train(
             ImageShape::new(2, 1, 1),
             1,
             &[1.0, 2.0],
             &[1.0; 2],
-            &[0.0; 2],
-            &mut rm,
-            &mut rv,
             &mut [0.0; 2],
         ),
         &["more than one value per channel"],

@@ -59,7 +59,7 @@ use gpu_common::Rng;
 use snn_codegen::Dtype;
 use snn_nn::cpu;
 use snn_nn::{BatchNorm2d, ImageShape, MaxPool2d};
-use snn_runtime::nn::kernels::{self, BatchNormSaved};
+use snn_runtime::nn::kernels::{self, BatchNormParams, BatchNormSaved};
 use snn_runtime::{Device, DeviceTensor, RuntimeError};
 
 fn upload(dev: &Arc<Device>, values: &[f32]) -> DeviceTensor {
@@ -378,16 +378,14 @@ impl BnTensors {
         y: &DeviceTensor,
         saved: Option<&BatchNormSaved>,
     ) {
+        let params = BatchNormParams {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+        };
         let (shape, images) = (case.shape, case.images);
-        let (x, g, b) = (&self.x, &self.gamma, &self.beta);
-        let (rm, rv) = (&self.running_mean, &self.running_var);
-        match saved {
-            Some(s) => {
-                kernels::batchnorm_forward_train(dev, bn, shape, images, x, g, b, rm, rv, y, s)
-            }
-            None => kernels::batchnorm_forward_eval(dev, bn, shape, images, x, g, b, rm, rv, y),
-        }
-        .unwrap();
+        kernels::batchnorm_forward(dev, bn, shape, images, &self.x, &params, y, saved).unwrap();
     }
 }
 
@@ -452,31 +450,20 @@ fn check_batchnorm(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
     let (x64, g64, b64, dy64) = (f64s(x), f64s(gamma), f64s(beta), f64s(dy));
     let (mut rm64, mut rv64) = (f64s(rm), f64s(rv));
     let mut y64 = vec![0.0; x.len()];
-    let stats = cpu::batchnorm_forward_train(
-        &bn,
-        case.shape,
-        case.images,
-        &x64,
-        &g64,
-        &b64,
-        &mut rm64,
-        &mut rv64,
-        &mut y64,
-    )
-    .unwrap();
+    let (shape, images, affine) = (case.shape, case.images, (&g64[..], &b64[..]));
+    let running = cpu::Running::Update {
+        mean: &mut rm64,
+        var: &mut rv64,
+    };
+    let stats = cpu::batchnorm_forward(&bn, shape, images, &x64, affine, running, &mut y64)
+        .unwrap()
+        .expect("training returns the batch statistics");
     let mut eval64 = vec![0.0; x.len()];
-    cpu::batchnorm_forward_eval(
-        &bn,
-        case.shape,
-        case.images,
-        &x64,
-        &g64,
-        &b64,
-        &rm64,
-        &rv64,
-        &mut eval64,
-    )
-    .unwrap();
+    let running = cpu::Running::Use {
+        mean: &rm64,
+        var: &rv64,
+    };
+    cpu::batchnorm_forward(&bn, shape, images, &x64, affine, running, &mut eval64).unwrap();
     let want = cpu_backward(&bn, case, [&x64, &g64, &dy64], &stats);
 
     let bounds = BnBounds::new(case, [&x64, &g64, &dy64], &stats);
@@ -525,7 +512,7 @@ fn gpu_batchnorm_at_the_resnet18_stem_scale() {
 /// The running statistics and saved statistics after one call, as bits.
 type StatsBits = [Vec<u32>; 4];
 
-/// `batchnorm_statistics` and `batchnorm_forward_train` on the same `x` and running
+/// `batchnorm_statistics` and a training `batchnorm_forward` on the same `x` and running
 /// statistics (each on its own copy, saved statistics poisoned): must agree bit for bit.
 fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut Rng) {
     let c = case.shape.channels;
@@ -673,8 +660,14 @@ fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
                 .collect()
         };
         let y = poisoned(&dev, Dtype::F32, x.len());
-        kernels::batchnorm_forward_eval(&dev, &bn, shape, images, &xt, &gt, &bt, &mt, &vt, &y)
-            .unwrap();
+        let params = |running_mean, running_var| BatchNormParams {
+            gamma: &gt,
+            beta: &bt,
+            running_mean,
+            running_var,
+        };
+        let eval_params = params(&mt, &vt);
+        kernels::batchnorm_forward(&dev, &bn, shape, images, &xt, &eval_params, &y, None).unwrap();
         assert_bits(
             "eval y from the scale",
             &bits(&y.to_f32().unwrap()),
@@ -683,8 +676,16 @@ fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
         let saved = poisoned_saved(&dev, c);
         let (rm, rv) = (upload(&dev, &mean), upload(&dev, &var));
         let y = poisoned(&dev, Dtype::F32, x.len());
-        kernels::batchnorm_forward_train(
-            &dev, &bn, shape, images, &xt, &gt, &bt, &rm, &rv, &y, &saved,
+        let train_params = params(&rm, &rv);
+        kernels::batchnorm_forward(
+            &dev,
+            &bn,
+            shape,
+            images,
+            &xt,
+            &train_params,
+            &y,
+            Some(&saved),
         )
         .unwrap();
         let train_scale = poisoned(&dev, Dtype::F32, c);
@@ -1045,8 +1046,15 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     let t = |len| upload(&dev, &vec![0.5; len]);
     let (x, y, g, b, rm, rv) = (t(96), t(96), t(3), t(3), t(3), t(3));
     let saved = BatchNormSaved::new(&dev, 3).unwrap();
-    let train = |x: &DeviceTensor, y: &DeviceTensor, g: &DeviceTensor, images| {
-        kernels::batchnorm_forward_train(&dev, &bn, input, images, x, g, &b, &rm, &rv, y, &saved)
+    let params = BatchNormParams {
+        gamma: &g,
+        beta: &b,
+        running_mean: &rm,
+        running_var: &rv,
+    };
+    let train = |x: &DeviceTensor, y: &DeviceTensor, gamma: &DeviceTensor, images| {
+        let params = BatchNormParams { gamma, ..params };
+        kernels::batchnorm_forward(&dev, &bn, input, images, x, &params, y, Some(&saved))
     };
     train(&x, &y, &g, images).unwrap();
     shape_error(
@@ -1065,21 +1073,19 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     shape_error(train(&x, &x, &g, images), "`x` and `y` share device memory");
     let one = ImageShape::new(3, 1, 1);
     shape_error(
-        kernels::batchnorm_forward_train(&dev, &bn, one, 1, &t(3), &g, &b, &rm, &rv, &t(3), &saved),
+        kernels::batchnorm_forward(&dev, &bn, one, 1, &t(3), &params, &t(3), Some(&saved)),
         "more than one value per channel",
     );
     shape_error(
-        kernels::batchnorm_forward_eval(
+        kernels::batchnorm_forward(
             &dev,
             &BatchNorm2d::new(4),
             input,
             images,
             &x,
-            &g,
-            &b,
-            &rm,
-            &rv,
+            &params,
             &y,
+            None,
         ),
         "batch-norm over 4 channels",
     );

@@ -76,33 +76,60 @@ fn channel_mut<T>(x: &mut [T], input: ImageShape, c: usize) -> impl Iterator<Ite
         .map(move |image| &mut image[c * plane..(c + 1) * plane])
 }
 
-/// Training forward: normalises each channel with its batch mean and biased variance,
-/// applies `gamma` and `beta`, writes `y` (overwritten) and updates the running statistics
-/// with `running = (1 - momentum) * running + momentum * batch`, where the running variance
-/// takes the unbiased batch variance (`n / (n - 1)`, `n = images * H * W`), as PyTorch.
+/// What a forward does with the running statistics (`[C]` each): PyTorch's `training`.
+#[derive(Debug)]
+pub enum Running<'a, T> {
+    /// Training: normalise with the batch statistics and update these in place.
+    Update { mean: &'a mut [T], var: &'a mut [T] },
+    /// Eval: normalise with these; they are only read.
+    Use { mean: &'a [T], var: &'a [T] },
+}
+
+/// Forward, as `F.batch_norm(x, running_mean, running_var, gamma, beta, training)`, `y`
+/// overwritten.
 ///
-/// Returns the batch statistics for [`batchnorm_backward`]. Fails when a channel has fewer
-/// than two values, as PyTorch does, since the unbiased variance is then undefined.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_train<T: Float>(
+/// Training ([`Running::Update`]) normalises each channel with its batch mean and biased
+/// variance, applies `gamma` and `beta`, and updates the running statistics with
+/// `running = (1 - momentum) * running + momentum * batch`, where the running variance
+/// takes the unbiased batch variance (`n / (n - 1)`, `n = images * H * W`), as PyTorch. It
+/// returns the batch statistics for [`batchnorm_backward`], and fails when a channel has
+/// fewer than two values, as PyTorch does, since the unbiased variance is then undefined.
+///
+/// Eval ([`Running::Use`]) computes `y = (x - running_mean) / sqrt(running_var + eps) *
+/// gamma + beta` and returns `None`.
+pub fn batchnorm_forward<T: Float>(
     bn: &BatchNorm2d,
     input: ImageShape,
     images: usize,
     x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
+    (gamma, beta): (&[T], &[T]),
+    running: Running<'_, T>,
     y: &mut [T],
-) -> Result<BatchStats<T>, NnError> {
-    const OP: &str = "batchnorm_forward_train";
-    let lens = [
-        gamma.len(),
-        beta.len(),
-        running_mean.len(),
-        running_var.len(),
-    ];
+) -> Result<Option<BatchStats<T>>, NnError> {
+    const OP: &str = "batchnorm_forward";
+    let (mean_len, var_len) = match &running {
+        Running::Update { mean, var } => (mean.len(), var.len()),
+        Running::Use { mean, var } => (mean.len(), var.len()),
+    };
+    let lens = [gamma.len(), beta.len(), mean_len, var_len];
     let n = check_forward(OP, bn, input, images, (x.len(), y.len()), lens)?;
+    let (running_mean, running_var) = match running {
+        Running::Update { mean, var } => (mean, var),
+        Running::Use { mean, var } => {
+            for c in 0..bn.channels {
+                // y = x * scale + shift, as PyTorch's inference kernel folds it.
+                let scale = gamma[c].value() / (var[c].value() + bn.eps).sqrt();
+                let shift = beta[c].value() - mean[c].value() * scale;
+                let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                for (yp, xp) in channel_mut(y, input, c).zip(channel(x, input, c)) {
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = xv * scale + shift;
+                    }
+                }
+            }
+            return Ok(None);
+        }
+    };
     if n < 2 {
         return Err(NnError::shape(format!(
             "{OP}: training needs more than one value per channel, got {images} images of shape {input} ({n} per channel); use a larger batch or eval mode"
@@ -141,43 +168,7 @@ pub fn batchnorm_forward_train<T: Float>(
         stats.mean.push(mean_t);
         stats.inv_std.push(inv_std_t);
     }
-    Ok(stats)
-}
-
-/// Eval forward: `y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta`
-/// (overwritten); the running statistics are only read.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_eval<T: Float>(
-    bn: &BatchNorm2d,
-    input: ImageShape,
-    images: usize,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
-    y: &mut [T],
-) -> Result<(), NnError> {
-    const OP: &str = "batchnorm_forward_eval";
-    let lens = [
-        gamma.len(),
-        beta.len(),
-        running_mean.len(),
-        running_var.len(),
-    ];
-    check_forward(OP, bn, input, images, (x.len(), y.len()), lens)?;
-    for c in 0..bn.channels {
-        // y = x * scale + shift, as PyTorch's inference kernel folds it.
-        let scale = gamma[c].value() / (running_var[c].value() + bn.eps).sqrt();
-        let shift = beta[c].value() - running_mean[c].value() * scale;
-        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-        for (yp, xp) in channel_mut(y, input, c).zip(channel(x, input, c)) {
-            for (yv, &xv) in yp.iter_mut().zip(xp) {
-                *yv = xv * scale + shift;
-            }
-        }
-    }
-    Ok(())
+    Ok(Some(stats))
 }
 
 /// Where [`batchnorm_backward`] writes its gradients (each overwritten).
@@ -191,7 +182,7 @@ pub struct BatchNormGrads<'a, T> {
     pub beta: &'a mut [T],
 }
 
-/// The gradients of [`batchnorm_forward_train`] from `dy`, through the batch statistics
+/// The gradients of a training [`batchnorm_forward`] from `dy`, through the batch statistics
 /// (`stats` is what that forward returned for this `x`):
 /// `dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 #[allow(clippy::too_many_arguments)]

@@ -10,9 +10,7 @@ pub mod conv;
 pub mod linear;
 pub mod pool;
 
-pub use batchnorm::{
-    BatchNormGrads, BatchStats, batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
-};
+pub use batchnorm::{BatchNormGrads, BatchStats, Running, batchnorm_backward, batchnorm_forward};
 pub use conv::{conv2d_backward, conv2d_forward};
 pub use linear::{linear_backward, linear_forward};
 pub use pool::{

@@ -7,9 +7,9 @@ use snn_codegen::compile;
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
 
 use crate::cpu::{
-    BatchNormGrads, BatchStats, WeightGrads, batchnorm_backward, batchnorm_forward_eval,
-    batchnorm_forward_train, conv2d_backward, conv2d_forward, global_avgpool_backward,
-    global_avgpool_forward, linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
+    BatchNormGrads, BatchStats, Running, WeightGrads, batchnorm_backward, batchnorm_forward,
+    conv2d_backward, conv2d_forward, global_avgpool_backward, global_avgpool_forward,
+    linear_backward, linear_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::error::NnError;
 use crate::float::Float;
@@ -141,17 +141,13 @@ impl<T: Float> CpuModel<T> {
                     let beta = self.param(&node, "bias")?.to_vec();
                     let mut mean = self.param(&node, "running_mean")?.to_vec();
                     let mut var = self.param(&node, "running_var")?.to_vec();
-                    let stats = batchnorm_forward_train(
-                        bn,
-                        input,
-                        images,
-                        xs(0),
-                        &gamma,
-                        &beta,
-                        &mut mean,
-                        &mut var,
-                        &mut y,
-                    )?;
+                    let affine = (&gamma[..], &beta[..]);
+                    let running = Running::Update {
+                        mean: &mut mean,
+                        var: &mut var,
+                    };
+                    let stats =
+                        batchnorm_forward(bn, input, images, xs(0), affine, running, &mut y)?;
                     for (field, v) in [("running_mean", mean), ("running_var", var)] {
                         if let Some(t) = self.params.get_mut(&name(field)) {
                             t.data = v;
@@ -160,19 +156,16 @@ impl<T: Float> CpuModel<T> {
                     if let Some(t) = self.params.get_mut(&name("num_batches_tracked")) {
                         t.data[0] += T::from_f64(1.0);
                     }
-                    trace.bn[id] = Some(stats);
+                    trace.bn[id] = stats;
                 }
-                Op::BatchNorm2d(bn) => batchnorm_forward_eval(
-                    bn,
-                    input,
-                    images,
-                    xs(0),
-                    self.param(&node, "weight")?,
-                    self.param(&node, "bias")?,
-                    self.param(&node, "running_mean")?,
-                    self.param(&node, "running_var")?,
-                    &mut y,
-                )?,
+                Op::BatchNorm2d(bn) => {
+                    let affine = (self.param(&node, "weight")?, self.param(&node, "bias")?);
+                    let running = Running::Use {
+                        mean: self.param(&node, "running_mean")?,
+                        var: self.param(&node, "running_var")?,
+                    };
+                    batchnorm_forward(bn, input, images, xs(0), affine, running, &mut y)?;
+                }
                 Op::Neuron(_) => {
                     let r = self.neurons[id].as_ref().ok_or_else(|| {
                         NnError::Graph(format!("`{}` has no compiled neuron", node.name))

@@ -24,8 +24,8 @@ use crate::error::RuntimeError;
 use crate::tensor::DeviceTensor;
 
 pub use batchnorm::{
-    BatchNormSaved, batchnorm_backward, batchnorm_backward_fused, batchnorm_forward_eval,
-    batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
+    BatchNormParams, BatchNormSaved, batchnorm_backward, batchnorm_backward_fused,
+    batchnorm_forward, batchnorm_scale, batchnorm_statistics,
 };
 pub use elementwise::{add, add_assign};
 pub use pool::{

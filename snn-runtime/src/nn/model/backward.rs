@@ -111,14 +111,7 @@ impl GpuModel {
                     }
                 }
                 (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
-                    let (g, b) = match &self.layers[id] {
-                        Layer::BatchNorm { gamma, beta, .. } => (*gamma, *beta),
-                        _ => {
-                            return Err(RuntimeError::Internal(
-                                "a batch-norm layer without its state".into(),
-                            ));
-                        }
-                    };
+                    let (g, b, ..) = self.batchnorm_layer(id)?;
                     let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
                     batchnorm_backward(
                         &dev,

@@ -69,18 +69,8 @@ impl GpuModel {
         trace: &mut GpuTrace,
     ) -> Result<(), RuntimeError> {
         let dev = self.device.clone();
-        let Layer::BatchNorm {
-            gamma,
-            running_mean,
-            running_var,
-            ..
-        } = &self.layers[id]
-        else {
-            return Err(RuntimeError::Internal(
-                "a batch-norm layer without its state".into(),
-            ));
-        };
-        let g = self.weight(*gamma)?;
+        let (gamma, _, running_mean, running_var) = self.batchnorm_layer(id)?;
+        let g = self.weight(gamma)?;
         let scale = DeviceTensor::empty(&dev, Dtype::F32, &[bn.channels])?;
         let fused = if train {
             let saved = BatchNormSaved::new(&dev, bn.channels)?;
@@ -262,55 +252,23 @@ impl GpuModel {
                     .forward(x, &w, b.as_ref(), y)?;
             }
             Op::BatchNorm2d(bn) => {
-                let Layer::BatchNorm {
-                    gamma,
-                    beta,
+                let (gamma, beta, running_mean, running_var) = self.batchnorm_layer(id)?;
+                let (g, b) = (self.weight(gamma)?, self.weight(beta)?);
+                let params = BatchNormParams {
+                    gamma: &g,
+                    beta: &b,
                     running_mean,
                     running_var,
-                    ..
-                } = &self.layers[id]
-                else {
-                    return Err(RuntimeError::Internal(
-                        "a batch-norm layer without its state".into(),
-                    ));
                 };
-                let (g, b) = (self.weight(*gamma)?, self.weight(*beta)?);
-                if train {
-                    let c = bn.channels;
-                    let saved = BatchNormSaved {
-                        mean: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
-                        inv_std: DeviceTensor::empty(&dev, Dtype::F32, &[c])?,
-                    };
-                    batchnorm_forward_train(
-                        &dev,
-                        bn,
-                        in_shape,
-                        images,
-                        x,
-                        &g,
-                        &b,
-                        running_mean,
-                        running_var,
-                        y,
-                        &saved,
-                    )?;
+                let saved = train
+                    .then(|| BatchNormSaved::new(&dev, bn.channels))
+                    .transpose()?;
+                batchnorm_forward(&dev, bn, in_shape, images, x, &params, y, saved.as_ref())?;
+                if let Some(saved) = saved {
                     trace.saved[id] = Saved::BatchNorm(saved);
                     if let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {
                         *batches += 1;
                     }
-                } else {
-                    batchnorm_forward_eval(
-                        &dev,
-                        bn,
-                        in_shape,
-                        images,
-                        x,
-                        &g,
-                        &b,
-                        running_mean,
-                        running_var,
-                        y,
-                    )?;
                 }
             }
             Op::Neuron(_) => {

@@ -23,9 +23,9 @@ use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
 use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
 use crate::nn::fusion::{self, Fusion};
 use crate::nn::kernels::{
-    BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
-    batchnorm_forward_eval, batchnorm_forward_train, batchnorm_scale, batchnorm_statistics,
-    global_avgpool_backward, global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
+    BatchNormParams, BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
+    batchnorm_forward, batchnorm_scale, batchnorm_statistics, global_avgpool_backward,
+    global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::nn::linear::{Cublas, linear_backward, linear_forward};
 use crate::tensor::DeviceTensor;
@@ -404,6 +404,25 @@ impl GpuModel {
     /// The flat gradient buffer (same layout as [`GpuModel::params`]).
     pub fn grads(&self) -> &DeviceTensor {
         &self.grads
+    }
+
+    /// Batch-norm layer `id`'s parameter slots (`gamma`, `beta`) and running statistics.
+    fn batchnorm_layer(
+        &self,
+        id: usize,
+    ) -> Result<(usize, usize, &DeviceTensor, &DeviceTensor), RuntimeError> {
+        match &self.layers[id] {
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                ..
+            } => Ok((*gamma, *beta, running_mean, running_var)),
+            _ => Err(RuntimeError::Internal(
+                "a batch-norm layer without its state".into(),
+            )),
+        }
     }
 
     fn weight(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {

@@ -13,7 +13,7 @@
 //! `x`: `y = scale[c] * (x - mean[c]) + shift[c]` (plus a residual), so the normalised
 //! tensor is never written. What remains here, in order:
 //! 1. [`batchnorm_statistics`] (training): `mean` and `inv_std` into [`BatchNormSaved`] and
-//!    the running statistics updated, by the same passes as [`batchnorm_forward_train`]:
+//!    the running statistics updated, by the same passes as a training [`batchnorm_forward`]:
 //!    4 bytes per value.
 //! 2. [`batchnorm_scale`]: `scale = gamma * inv_std` per channel, from `saved.inv_std` in
 //!    training or the running variance in eval (then `mean` is the running mean); `shift`
@@ -114,7 +114,7 @@ fn train_statistics(
     Ok(true)
 }
 
-/// The statistics half of [`batchnorm_forward_train`], for the fused path: the batch mean
+/// The statistics half of a training [`batchnorm_forward`], for the fused path: the batch mean
 /// and `inv_std = 1 / sqrt(biased variance + eps)` into `saved`, and the running statistics
 /// updated in place as that function does, bit for bit; `x` is not normalised.
 ///
@@ -136,75 +136,69 @@ pub fn batchnorm_statistics(
     train_statistics(&b, x, (&[], &[]), running, saved).map(drop)
 }
 
-/// Training forward, as `torch.nn.BatchNorm2d` in training mode: normalises each channel
-/// with its batch mean and biased variance, `y = gamma * (x - mean) * inv_std + beta`
-/// (overwritten), stores the statistics in `saved`, and updates the running statistics in
-/// place, `running = (1 - momentum) * running + momentum * batch`, the variance with the
-/// unbiased batch variance (`n / (n - 1)`, `n = images * H * W`).
-///
-/// `x` and `y` are `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory
-/// with another argument. Fails when a channel has fewer than two values (the unbiased
-/// variance is then undefined), as PyTorch does.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_train(
-    device: &Arc<Device>,
-    bn: &BatchNorm2d,
-    input: ImageShape,
-    images: usize,
-    x: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    running_mean: &DeviceTensor,
-    running_var: &DeviceTensor,
-    y: &DeviceTensor,
-    saved: &BatchNormSaved,
-) -> Result<(), RuntimeError> {
-    let b = Batch::new("batchnorm_forward_train", device, bn, input, images);
-    let others: (&[Operand], &[Operand]) = (
-        &[("y", y, Access::Write)],
-        &[("gamma", gamma, Access::Read), ("beta", beta, Access::Read)],
-    );
-    if !train_statistics(&b, x, others, (running_mean, running_var), saved)? {
-        return Ok(());
-    }
-    apply(&b, x, y, (gamma, beta), Stats::Saved(saved))
+/// A batch-norm layer's per-channel tensors, f32 `[C]` each: the affine `gamma` and
+/// `beta`, and the running statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormParams<'a> {
+    pub gamma: &'a DeviceTensor,
+    pub beta: &'a DeviceTensor,
+    pub running_mean: &'a DeviceTensor,
+    pub running_var: &'a DeviceTensor,
 }
 
-/// Eval forward: `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`
-/// (overwritten); the running statistics are only read. `y` must not share memory with
-/// another argument.
+/// Forward, as `F.batch_norm(x, running_mean, running_var, gamma, beta, training)`, `y`
+/// overwritten; training when `saved` is given (where the batch statistics go).
+///
+/// Training normalises each channel with its batch mean and biased variance,
+/// `y = gamma * (x - mean) * inv_std + beta`, stores the statistics in `saved`, and updates
+/// the running statistics in place, `running = (1 - momentum) * running + momentum *
+/// batch`, the variance with the unbiased batch variance (`n / (n - 1)`,
+/// `n = images * H * W`). It fails when a channel has fewer than two values (the unbiased
+/// variance is then undefined), as PyTorch does. Eval computes
+/// `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta` and only reads the
+/// running statistics.
+///
+/// `x` and `y` are `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory
+/// with another argument.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_eval(
+pub fn batchnorm_forward(
     device: &Arc<Device>,
     bn: &BatchNorm2d,
     input: ImageShape,
     images: usize,
     x: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    running_mean: &DeviceTensor,
-    running_var: &DeviceTensor,
+    params: &BatchNormParams,
     y: &DeviceTensor,
+    saved: Option<&BatchNormSaved>,
 ) -> Result<(), RuntimeError> {
-    let b = Batch::new("batchnorm_forward_eval", device, bn, input, images);
+    let b = Batch::new("batchnorm_forward", device, bn, input, images);
+    let BatchNormParams {
+        gamma,
+        beta,
+        running_mean: mean,
+        running_var: var,
+    } = *params;
+    let affine = [("gamma", gamma, Access::Read), ("beta", beta, Access::Read)];
+    if let Some(saved) = saved {
+        let others: (&[Operand], &[Operand]) = (&[("y", y, Access::Write)], &affine);
+        if !train_statistics(&b, x, others, (mean, var), saved)? {
+            return Ok(());
+        }
+        return apply(&b, x, y, (gamma, beta), Stats::Saved(saved));
+    }
+    let running = [
+        ("running_mean", mean, Access::Read),
+        ("running_var", var, Access::Read),
+    ];
     let n = b.check(
         x,
         &[("y", y, Access::Write)],
-        &[
-            ("gamma", gamma, Access::Read),
-            ("beta", beta, Access::Read),
-            ("running_mean", running_mean, Access::Read),
-            ("running_var", running_var, Access::Read),
-        ],
+        &[&affine[..], &running].concat(),
     )?;
     if n == 0 || bn.channels == 0 {
         return Ok(());
     }
-    let stats = Stats::Running {
-        mean: running_mean,
-        var: running_var,
-    };
-    apply(&b, x, y, (gamma, beta), stats)
+    apply(&b, x, y, (gamma, beta), Stats::Running { mean, var })
 }
 
 /// The statistics a forward normalises with.
@@ -248,7 +242,7 @@ fn apply(
 /// The fused path's per-channel factor, `scale = gamma * inv_std` (overwritten), where
 /// `inv_std = spread` (training: pass `saved.inv_std`) or, when `from_var`,
 /// `1 / sqrt(spread + eps)` (eval: pass the running variance). It equals the factor that
-/// [`batchnorm_forward_train`] and [`batchnorm_forward_eval`] normalise with, bit for bit.
+/// [`batchnorm_forward`] normalises with in training and eval, bit for bit.
 ///
 /// All three are f32 `[C]`; `scale` may be exactly `gamma` or `spread` (in place) but not
 /// overlap them otherwise.
@@ -285,7 +279,7 @@ pub fn batchnorm_scale(
         .run(launch::config((blocks, 1), THREADS))
 }
 
-/// Backward of [`batchnorm_forward_train`] (`saved` is what it stored for this `x`):
+/// Backward of a training [`batchnorm_forward`] (`saved` is what it stored for this `x`):
 /// `dgamma = sum(dy * x_hat)`, `dbeta = sum(dy)` and
 /// `dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n)`, with
 /// `x_hat = (x - mean) * inv_std` and `n = images * H * W`; all three overwritten. No
