@@ -4,6 +4,15 @@
 //!
 //! Nothing here touches a GPU: the CPU reference is the test oracle and trains small models
 //! on a laptop, and `snn-runtime` runs the same graphs on GPUs.
+//!
+//! ```text
+//! layers, graph, models   layer shapes, the static layer graph, Spiking-ResNets and CNNs
+//! params, init            named tensors (PyTorch's state_dict names) and their init
+//! cpu/                    the CPU reference: every layer forward and backward, the model
+//! loss, optim             losses over time-averaged output; SGD, Adam, AdamW, schedules
+//! train/                  the Trainer trait, fit/evaluate (the one epoch loop), inputs
+//! checkpoint              safetensors checkpoints (weights, buffers, optimizer state)
+//! ```
 
 pub mod checkpoint;
 pub mod cpu;
