@@ -1,8 +1,10 @@
 //! `snn`: the command line of the snn compiler.
 //!
-//! `snn bench neuron` times the generated fused neuron kernels on a GPU and reports the
-//! achieved bandwidth against a device copy measured in the same run. `snn data download`
-//! fetches and verifies datasets; `snn data path` prints where they live.
+//! `snn train` trains a spiking network on a dataset (by default the small CNN on the
+//! embedded digits) and `snn eval` tests a checkpoint. `snn bench neuron` times the
+//! generated fused neuron kernels on a GPU and reports the achieved bandwidth against a
+//! device copy measured in the same run. `snn data download` fetches and verifies
+//! datasets; `snn data path` prints where they live.
 
 use std::process::ExitCode;
 
@@ -16,7 +18,10 @@ mod cli;
 #[command(
     name = "snn",
     version,
-    after_help = "`snn bench neuron` prints, per neuron and time-step count T: forward ms, \
+    after_help = "`snn train` trains the small spiking CNN on the embedded digits (no \
+                  download); `snn train --dataset mnist --arch spiking-resnet18` runs the \
+                  paper's experiment (see `snn train --help`).\n\n\
+                  `snn bench neuron` prints, per neuron and time-step count T: forward ms, \
                   forward+backward ms, bytes per element-step, GB/s, and % of the card's \
                   copy bandwidth (see `snn bench neuron --help`).\n\n\
                   Example (time every zoo neuron on GPU 0):\n  snn bench neuron\n\n\
@@ -38,12 +43,19 @@ enum Command {
     /// Datasets: `snn data download <dataset>` fetches, verifies and unpacks one;
     /// `snn data path` prints the data directory.
     Data(cli::data::Data),
+    /// Train a spiking network on a dataset (the paper's experiments; by default the small
+    /// CNN on the embedded digits): progress, metrics.jsonl, checkpoints, --resume.
+    Train(cli::train::TrainArgs),
+    /// Test accuracy of a checkpoint written by `snn train`.
+    Eval(cli::train::EvalArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(b) => cli::bench::run(b),
         Command::Data(d) => cli::data::run(d),
+        Command::Train(t) => cli::train::train(t),
+        Command::Eval(e) => cli::train::eval(e),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 //!
 //! | dataset | entry point | sample |
 //! |---|---|---|
+//! | digits (embedded) | [`Digits::load`] | [`ImageDataset`], 1x8x8 |
 //! | MNIST | [`Mnist::load`] | [`ImageDataset`], 1x28x28 |
 //! | CIFAR-10 | [`Cifar10::load`] | [`ImageDataset`], 3x32x32 |
 //! | N-MNIST | [`NMnist::open`], [`NMnist::read`] | [`EventStream`], 34x34 |
@@ -27,6 +28,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub mod cifar;
+pub mod digits;
 pub mod download;
 pub mod dvs_gesture;
 pub mod encode;
@@ -39,6 +41,7 @@ pub mod mnist;
 pub mod nmnist;
 
 pub use cifar::Cifar10;
+pub use digits::Digits;
 pub use dvs_gesture::{
     DvsGesture, GestureIndex, GestureSample, GestureSpan, GestureSplit, Recording,
 };

@@ -126,7 +126,7 @@ fn neuron_help() -> String {
 }
 
 /// Checks a name at parse time, so a typo fails before any GPU work starts.
-fn parse_neuron(name: &str) -> Result<String, String> {
+pub fn parse_neuron(name: &str) -> Result<String, String> {
     if zoo::by_name(name).is_some() {
         Ok(name.to_string())
     } else {

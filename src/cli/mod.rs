@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod bench_train;
 pub mod data;
+pub mod train;

@@ -1,0 +1,128 @@
+//! The loaders of a run: each dataset read from its files (or, for the digits, from the
+//! binary), event recordings integrated into `T` frames split by event number as the
+//! paper (SpikingJelly) does, through the frame cache in the data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use snn::data::download::Dataset as Remote;
+use snn::data::frames::{FrameCache, FrameSpec, SplitBy};
+use snn::data::{
+    Cifar10, Dataset, Digits, DvsGesture, EventFrames, GestureSplit, ImageDataset, Loader,
+    LoaderConfig, Mnist, NMnist, Split,
+};
+use snn::nn::ImageShape;
+
+use super::config::{DatasetArg, RunConfig};
+
+/// A run's training and test loaders, and the shape of one input frame.
+#[derive(Debug)]
+pub struct Loaders<D: Dataset> {
+    pub train: Loader<D>,
+    pub test: Loader<D>,
+    pub input: ImageShape,
+}
+
+/// The loaders of each kind of dataset.
+#[derive(Debug)]
+pub enum Data {
+    Images(Loaders<ImageDataset>),
+    NMnist(Loaders<EventFrames<NMnist>>),
+    Gesture(Loaders<EventFrames<GestureSplit>>),
+}
+
+/// Opens the config's dataset under `data_dir` (read only for downloaded datasets).
+pub fn open(
+    config: &RunConfig,
+    data_dir: impl FnOnce() -> Result<std::path::PathBuf>,
+) -> Result<Data> {
+    let images = |load: &dyn Fn(Split) -> Result<ImageDataset>| -> Result<Data> {
+        let (train, test) = (load(Split::Train)?, load(Split::Test)?);
+        Ok(Data::Images(loaders(config, train, test)?))
+    };
+    match config.dataset {
+        DatasetArg::Digits => images(&|split| Ok(Digits::load(split)?)),
+        DatasetArg::Mnist => {
+            let dir = Remote::Mnist.dir(&data_dir()?);
+            images(&|split| Mnist::load(&dir, split).with_context(|| missing(&dir, "mnist")))
+        }
+        DatasetArg::Cifar10 => {
+            let dir = Remote::Cifar10.dir(&data_dir()?);
+            images(&|split| Cifar10::load(&dir, split).with_context(|| missing(&dir, "cifar10")))
+        }
+        DatasetArg::Nmnist => {
+            let data_dir = data_dir()?;
+            let dir = Remote::NMnist.dir(&data_dir);
+            let (spec, cache) = frames(config, &data_dir)?;
+            let split = |split| -> Result<_> {
+                let source = NMnist::open(&dir, split).with_context(|| missing(&dir, "nmnist"))?;
+                Ok(EventFrames::new(source, spec, Some(cache.clone()))?)
+            };
+            Ok(Data::NMnist(loaders(
+                config,
+                split(Split::Train)?,
+                split(Split::Test)?,
+            )?))
+        }
+        DatasetArg::DvsGesture => {
+            let data_dir = data_dir()?;
+            let dir = Remote::DvsGesture.dir(&data_dir);
+            let (spec, cache) = frames(config, &data_dir)?;
+            let gesture = DvsGesture::open(&dir).with_context(|| missing(&dir, "dvs-gesture"))?;
+            let split = |split| -> Result<_> {
+                Ok(EventFrames::new(
+                    gesture.split(split)?,
+                    spec,
+                    Some(cache.clone()),
+                )?)
+            };
+            Ok(Data::Gesture(loaders(
+                config,
+                split(Split::Train)?,
+                split(Split::Test)?,
+            )?))
+        }
+    }
+}
+
+/// `T` frames split by event number, cached under the data directory.
+fn frames(config: &RunConfig, data_dir: &Path) -> Result<(FrameSpec, Arc<FrameCache>)> {
+    let cache_dir = data_dir.join("frames");
+    let cache = FrameCache::new(&cache_dir)
+        .with_context(|| format!("opening the frame cache in {}", cache_dir.display()))?;
+    Ok((
+        FrameSpec::new(config.steps, SplitBy::Number),
+        Arc::new(cache),
+    ))
+}
+
+fn missing(dir: &Path, name: &str) -> String {
+    format!(
+        "reading {name} from {}: run `snn data download {name}` first (or point --data-dir at \
+         the folder that holds it)",
+        dir.display()
+    )
+}
+
+/// Seeded, shuffled training batches and in-order test batches.
+fn loaders<D: Dataset>(config: &RunConfig, train: D, test: D) -> Result<Loaders<D>> {
+    let shape = train.sample_shape();
+    let [c, h, w] = shape[shape.len().saturating_sub(3)..] else {
+        anyhow::bail!("samples of shape {shape:?} are not images or frames");
+    };
+    let loader = |data: D, shuffle| {
+        let settings = LoaderConfig {
+            batch_size: config.batch,
+            shuffle,
+            seed: config.seed,
+            ..LoaderConfig::default()
+        };
+        Loader::new(Arc::new(data), settings).context("setting up the loader")
+    };
+    Ok(Loaders {
+        train: loader(train, true)?,
+        test: loader(test, false)?,
+        input: ImageShape::new(c, h, w),
+    })
+}

@@ -1,0 +1,258 @@
+//! `snn train` and `snn eval` on the embedded digits, on the CPU reference: the default run
+//! reaches its stated accuracy, a resumed run equals an uninterrupted one, and bad input is
+//! a clear error with a non-zero exit and nothing written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn snn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snn"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("the snn binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The JSON lines of `dir/metrics.jsonl`.
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The epoch records (not the configuration lines).
+fn epochs(dir: &Path) -> Vec<Value> {
+    metrics(dir)
+        .into_iter()
+        .filter(|v| v.get("epoch").is_some())
+        .collect()
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--cpu", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    snn(&args)
+}
+
+/// The README states it: the default run (small spiking CNN on the embedded digits, seed
+/// 0) reaches 85% test accuracy within its 5 epochs.
+#[test]
+fn the_default_run_on_the_embedded_digits_reaches_its_stated_accuracy() {
+    let dir = TempDir::new().unwrap();
+    let out = train(dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records = metrics(dir.path());
+    assert_eq!(records[0]["config"]["dataset"], "digits", "{records:?}");
+    assert_eq!(records[0]["config"]["arch"], "spiking-cnn");
+    let epochs = epochs(dir.path());
+    assert_eq!(epochs.len(), 5);
+    let best = epochs
+        .iter()
+        .map(|e| e["test_accuracy"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(best >= 0.85, "best test accuracy {best}: {}", text(&out));
+    assert!(text(&out).contains("epoch 5/5"), "{}", text(&out));
+    for file in ["last.safetensors", "best.safetensors"] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+
+    // `snn eval` on the last checkpoint gives the last epoch's test accuracy.
+    let last = dir.path().join("last.safetensors");
+    let eval = snn(&["eval", "--cpu", "--checkpoint", last.to_str().unwrap()]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    let want = 100.0 * epochs[4]["test_accuracy"].as_f64().unwrap();
+    assert!(
+        text(&eval).contains(&format!("test accuracy {want:.2}%")),
+        "want {want:.2}%: {}",
+        text(&eval)
+    );
+}
+
+/// Stopped after epoch 1 and resumed, a run's second epoch equals an uninterrupted run's
+/// to the bit (same batches, same optimizer state).
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let quick = ["--steps", "4", "--max-batches", "6", "--seed", "3"];
+    let whole = TempDir::new().unwrap();
+    let out = train(whole.path(), &[&quick[..], &["--epochs", "2"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+
+    let parts = TempDir::new().unwrap();
+    let out = train(parts.path(), &[&quick[..], &["--epochs", "1"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let last = parts.path().join("last.safetensors");
+    let resume = ["--epochs", "2", "--resume", last.to_str().unwrap()];
+    let out = train(parts.path(), &[&quick[..], &resume[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (a, b) = (epochs(whole.path()), epochs(parts.path()));
+    assert_eq!(b.len(), 2);
+    for key in ["steps", "train_loss", "train_accuracy", "test_accuracy"] {
+        assert_eq!(a[1][key], b[1][key], "{key}: {a:?} vs {b:?}");
+    }
+
+    // Other options are refused, naming them.
+    let other = [
+        "--epochs",
+        "2",
+        "--resume",
+        last.to_str().unwrap(),
+        "--arch",
+        "spiking-mlp",
+    ];
+    let out = train(parts.path(), &[&quick[..], &other[..]].concat());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--arch spiking-mlp (the checkpoint's run had spiking-cnn)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    let cases: [(&[&str], &[&str]); 9] = [
+        (
+            &["--dataset", "imagenet"],
+            &["digits", "mnist", "dvs-gesture"],
+        ),
+        (&["--arch", "vgg"], &["spiking-resnet18", "spiking-mlp"]),
+        (
+            &["--neuron", "hodgkin"],
+            &["unknown neuron `hodgkin`", "paper_lif"],
+        ),
+        (
+            &["--neuron-param", "nope=1"],
+            &["no parameter `nope`", "decay"],
+        ),
+        (&["--neuron-param", "tau"], &["not name=value"]),
+        (&["--lr", "-1"], &["not a positive learning rate"]),
+        (&["--batch", "0"], &["0 is not in 1.."]),
+        (&["--steps", "0"], &["0 is not in 1.."]),
+        (
+            &[
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &["snn data download mnist"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let o = train(Path::new(out), args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let t = text(&o);
+        for needle in needles {
+            assert!(t.contains(needle), "{args:?}: no {needle:?} in {t}");
+        }
+        assert!(
+            !t.contains("panicked") && !t.contains("stack backtrace"),
+            "{t}"
+        );
+        assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
+    }
+
+    // An output folder that cannot be created.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = train(&file.join("sub"), &["--max-batches", "1", "--epochs", "1"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("creating the output folder"),
+        "{}",
+        text(&o)
+    );
+
+    // Resuming from something that is not a checkpoint.
+    let o = train(Path::new(out), &["--resume", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(file.to_str().unwrap()), "{}", text(&o));
+    assert!(!out_dir.exists());
+}
+
+/// Ctrl-C finishes the step, writes `last.safetensors` and exits non-zero; resuming from
+/// it gives the epochs an uninterrupted run gives.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
+    use std::time::{Duration, Instant};
+
+    let quick = ["--steps", "4", "--max-batches", "6", "--seed", "5"];
+    let whole = TempDir::new().unwrap();
+    let out = train(whole.path(), &[&quick[..], &["--epochs", "3"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+
+    let parts = TempDir::new().unwrap();
+    let dir = parts.path().to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_snn"))
+        .args(
+            [
+                &["train", "--cpu", "--out", dir, "--epochs", "1000"][..],
+                &quick[..],
+            ]
+            .concat(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first epoch is recorded, so that the stop falls in a later one.
+    let started = Instant::now();
+    while epochs_written(parts.path()) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no epoch recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "an interrupted run must exit non-zero"
+    );
+    assert!(text(&out).contains("--resume"), "{}", text(&out));
+    let last = parts.path().join("last.safetensors");
+    assert!(last.is_file());
+
+    let resume = ["--epochs", "3", "--resume", last.to_str().unwrap()];
+    let out = train(parts.path(), &[&quick[..], &resume[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let (a, b) = (epochs(whole.path()), epochs(parts.path()));
+    let third = |v: &[Value]| v.iter().find(|e| e["epoch"] == 3).cloned().unwrap();
+    for key in ["steps", "train_loss", "train_accuracy", "test_accuracy"] {
+        assert_eq!(third(&a)[key], third(&b)[key], "{key}: {a:?} vs {b:?}");
+    }
+}
+
+fn epochs_written(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .map(|t| t.lines().filter(|l| l.contains("\"epoch\"")).count())
+        .unwrap_or(0)
+}
