@@ -48,6 +48,16 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Test accuracy of a checkpoint written by `snn train`.
     Eval(cli::train::EvalArgs),
+    /// The zoo: each neuron's parameters and equations.
+    Neurons(cli::tools::NeuronsArgs),
+    /// The generated CUDA of one kernel of a zoo neuron.
+    Codegen(cli::tools::CodegenArgs),
+    /// Checks the GPU, driver, NVRTC, cuDNN, cuBLAS and the kernel cache, and says what to
+    /// install for anything missing.
+    Doctor,
+    /// The kernel cache: `snn cache info`, `snn cache clear`.
+    #[command(subcommand)]
+    Cache(cli::tools::Cache),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +66,10 @@ fn main() -> ExitCode {
         Command::Data(d) => cli::data::run(d),
         Command::Train(t) => cli::train::train(t),
         Command::Eval(e) => cli::train::eval(e),
+        Command::Neurons(n) => cli::tools::neurons(n),
+        Command::Codegen(c) => cli::tools::codegen(c),
+        Command::Doctor => cli::tools::doctor(),
+        Command::Cache(c) => cli::tools::cache(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

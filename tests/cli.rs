@@ -245,3 +245,79 @@ fn data_download_of_dvs_gesture_fails_with_the_manual_instructions() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// snn neurons, codegen, doctor, cache
+
+#[test]
+fn neurons_lists_the_zoo_with_parameters_and_equations() {
+    let out = snn(&["neurons"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "neuron paper_lif",
+        "neuron izhikevich",
+        "params: tau = 2",
+        "v <- ",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    let out = snn(&["neurons", "--neuron", "lif"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("backward, for t = T-1 down to 0"));
+}
+
+#[test]
+fn codegen_prints_the_kernel_of_the_chosen_storage() {
+    let out = snn(&[
+        "codegen",
+        "--neuron",
+        "lif",
+        "--kernel",
+        "backward",
+        "--storage",
+        "narrow",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("extern \"C\" __global__"), "{text}");
+    assert!(
+        text.contains("kernel: backward") && text.contains("bf16"),
+        "{text}"
+    );
+    let out = snn(&["codegen", "--neuron", "nope"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("known neurons"), "{}", stderr(&out));
+}
+
+#[test]
+fn cache_info_counts_and_clear_deletes_the_compiled_kernels() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("a.cubin"), [0u8; 2048]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
+    let env = [("SNN_CACHE_DIR", dir.path())];
+    let out = snn_with(&["cache", "info"], &env, &["SNN_CACHE"]);
+    assert!(stdout(&out).contains("(1 kernels"), "{}", stdout(&out));
+    let out = snn_with(&["cache", "clear"], &env, &["SNN_CACHE"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("deleted 1 kernels"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!dir.path().join("a.cubin").exists());
+    assert!(
+        dir.path().join("notes.txt").exists(),
+        "only kernels are deleted"
+    );
+}
+
+#[test]
+fn doctor_reports_every_component_and_fails_when_one_is_missing() {
+    let out = snn(&["doctor"]);
+    let text = stdout(&out);
+    for needle in ["CUDA driver", "NVRTC", "cuDNN", "cuBLAS", "kernel cache"] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    assert_eq!(out.status.success(), !text.contains("missing"), "{text}");
+}

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod bench_train;
 pub mod data;
+pub mod tools;
 pub mod train;
