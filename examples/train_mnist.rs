@@ -98,12 +98,7 @@ fn main() -> Result<()> {
     } else {
         Backend::auto(ModelOptions::default())?
     };
-    let start = Checkpoint {
-        params: init_params::<f32>(&net, SEED)?,
-        optimizer: None,
-        epoch: 0,
-        metadata: Default::default(),
-    };
+    let start = Checkpoint::fresh(init_params(&net, SEED)?);
     let optimizer = Optimizer::adam(args.lr);
     let mut trainer = backend.trainer(&net, &start, optimizer, Loss::CrossEntropyRate, None)?;
     println!("training {} on {}", net.name, trainer.device_name());

@@ -4,7 +4,7 @@
 //! previous step and its params, and returns its outputs and new states. Write that
 //! function once under `#[neuron]`; the macro turns it into a type that implements
 //! [`Neuron`](crate::codegen::Neuron), whose step graph `snn` differentiates through time,
-//! plans and (later) turns into fused GPU kernels.
+//! plans and turns into fused GPU kernels.
 //!
 //! ```
 //! use snn::prelude::*;
@@ -30,6 +30,8 @@
 //! let compiled = compile(&lif, Storage::F32)?;        // IR -> gradients -> memory plan
 //! assert_eq!(compiled.plan.bytes.train(), 24);        // saves only `h`
 //! println!("{compiled}");                             // forward and backward equations
+//! let cuda = compiled.kernels();                      // the fused kernels the GPU runs
+//! assert!(cuda.backward.source.contains("__global__"));
 //! # Ok::<(), snn::codegen::IrError>(())
 //! ```
 //!

@@ -95,6 +95,12 @@ pub fn compile(neuron: &dyn Neuron, storage: Storage) -> Result<Compiled, IrErro
 }
 
 impl Compiled {
+    /// The CUDA kernels the runtime compiles for this neuron (default options): print
+    /// `kernels().backward.source` to read one.
+    pub fn kernels(&self) -> crate::cuda::KernelSet {
+        crate::cuda::generate(self, &crate::cuda::KernelOptions::default())
+    }
+
     /// The dtype output `m` is stored in.
     pub fn output_dtype(&self, m: usize) -> Dtype {
         self.plan.storage.output(self.neuron.output_is_spike(m))

@@ -50,6 +50,19 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl Checkpoint {
+    /// The start of a run: `params` (e.g. from [`init_params`](crate::init_params)), no
+    /// optimizer state, no epoch completed, no metadata.
+    pub fn fresh(params: ParamSet<f32>) -> Self {
+        Self {
+            params,
+            optimizer: None,
+            epoch: 0,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
 /// Writes `ckpt` to `path` atomically: into `<path>.tmp-<pid>`, synced to disk, then
 /// renamed over `path`, so a crash leaves either the old file or the new one.
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), NnError> {

@@ -207,12 +207,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let net = config.network(input)?;
         let start = match start {
             Some(ckpt) => ckpt,
-            None => Checkpoint {
-                params: init_params::<f32>(&net, config.seed)?,
-                optimizer: None,
-                epoch: 0,
-                metadata: BTreeMap::new(),
-            },
+            None => Checkpoint::fresh(init_params(&net, config.seed)?),
         };
         fs::create_dir_all(&out)
             .with_context(|| format!("creating the output folder {}", out.display()))?;
