@@ -167,7 +167,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     let mut rng = Rng::new(42);
     println!(
-        "synthetic data in the real formats (no internet here), {cores} CPU cores, batch {}",
+        "synthetic data in the real formats, {cores} CPU cores, batch {}",
         args.batch
     );
 

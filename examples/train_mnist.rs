@@ -42,14 +42,14 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Adam's learning rate (the paper's 1e-3).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = positive)]
     lr: f64,
     /// Train Spiking-ResNet18 instead of the small CNN.
     #[arg(long)]
     resnet18: bool,
-    /// Use at most this many training images per epoch (quick runs).
-    #[arg(long)]
-    limit: Option<usize>,
+    /// Use at most this many training images per epoch (quick runs; at least 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     /// Train on the CPU even if there is a GPU.
     #[arg(long)]
     cpu: bool,
@@ -59,6 +59,14 @@ struct Args {
 }
 
 const SEED: u64 = 0;
+
+/// A positive, finite number.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
+}
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -107,7 +115,7 @@ fn main() -> Result<()> {
         seed: SEED,
     };
     let config = FitConfig {
-        max_batches: args.limit.map(|l| l.div_ceil(args.batch)),
+        max_batches: args.limit.map(|l| (l as usize).div_ceil(args.batch)),
         ..FitConfig::new(args.epochs, LrSchedule::Constant(args.lr), rate)
     };
     let mut progress = Progress {

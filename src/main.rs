@@ -36,8 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Benchmarks on a GPU: fused neuron kernels (forward, forward + backward) against the
-    /// card's copy bandwidth.
+    /// Benchmarks on a GPU: fused neuron kernels against the card's copy bandwidth
+    /// (`bench neuron`), one Spiking-ResNet training iteration and its memory (`bench train`).
     #[command(subcommand)]
     Bench(cli::bench::Bench),
     /// Datasets: `snn data download <dataset>` fetches, verifies and unpacks one;

@@ -114,6 +114,8 @@ fn bad_numbers_are_rejected_by_the_parser() {
         &["bench", "neuron", "--steps", "8,x"],
         &["bench", "neuron", "--storage", "f16"],
         &["bench", "neuron", "--reduction", "tree"],
+        &["bench", "neuron", "--elements", "-5"],
+        &["bench", "neuron", "--elements", "0"],
     ] {
         let out = snn(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -127,7 +129,7 @@ fn bad_numbers_are_rejected_by_the_parser() {
 
 #[test]
 fn zero_sizes_fail_with_a_message_and_no_backtrace() {
-    let out = snn(&["bench", "neuron", "--elements", "0"]);
+    let out = snn(&["bench", "neuron", "--steps", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(

@@ -214,7 +214,7 @@ impl Network {
             .collect();
         check_shapes(
             (
-                &format!("the tensors given for network `{}`", self.name),
+                &format!("the set of tensors given for network `{}`", self.name),
                 "given",
             ),
             "give every tensor of `Network::params`, e.g. from `init_params` or a checkpoint of this network",

@@ -62,7 +62,7 @@ pub struct NeuronArgs {
     )]
     steps: Vec<usize>,
     /// Elements N per time step (2^21 = 2097152 is the paper's size).
-    #[arg(long, value_name = "N", default_value_t = 1 << 21)]
+    #[arg(long, value_name = "N", default_value_t = 1 << 21, value_parser = at_least_one, allow_negative_numbers = true)]
     elements: usize,
     /// How tensors are stored: `f32` everywhere, or `narrow` (bf16 inputs, outputs,
     /// gradients and saves; u8 spikes).
@@ -125,6 +125,15 @@ fn neuron_help() -> String {
     )
 }
 
+/// A count of at least 1 (a negative or zero one is named as such, not taken for a flag).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{text} is too large")),
+        Ok(_) => Err(format!("{text} is not at least 1")),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
 /// Checks a name at parse time, so a typo fails before any GPU work starts.
 pub fn parse_neuron(name: &str) -> Result<String, String> {
     if zoo::by_name(name).is_some() {
@@ -144,7 +153,7 @@ pub fn run(bench: Bench) -> Result<()> {
     }
 }
 
-/// The paper-LIF anchors of DESIGN.md: one H100, forward + backward, f32, T = 32, N = 2^21.
+/// The paper-LIF anchors, measured by the snn project on one H100 (2026-11), forward + backward, f32, T = 32, N = 2^21.
 const ANCHOR_STEPS: usize = 32;
 const ANCHOR_N: usize = 1 << 21;
 const ANCHOR_FLOOR_BYTES: usize = 24;
@@ -303,7 +312,7 @@ fn row(r: &NeuronBench, copy_gbps: f64) -> String {
 
 fn footer(results: &[NeuronBench], storage: Storage, copy_gbps: f64) -> String {
     let mut s = format!(
-        "Anchors (DESIGN.md; one H100, paper LIF forward + backward, f32, T = {ANCHOR_STEPS}, \
+        "Anchors (measured by the snn project on one H100, 2026-11; paper LIF forward + backward, f32, T = {ANCHOR_STEPS}, \
          N = 2^21):\n"
     );
     for (what, ms) in ANCHORS {

@@ -28,7 +28,7 @@ Columns:
                counted as PyTorch's max_memory_allocated counts
   reserved     the most memory the pool held from the driver (with its cache)
 
-Anchor (DESIGN.md, one H100): PyTorch 2.11 + the paper's fused LIF kernel, ResNet18,
+Anchor (measured by the snn project on one H100, 2026-11): PyTorch 2.11 + the paper's fused LIF kernel, ResNet18,
 T = 32, B = 100: 21.1 ms per iteration, 2.13 GiB peak.
 
 Example:
@@ -160,7 +160,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     progress.finish_and_clear();
     println!(
-        "\nAnchor (DESIGN.md, one H100): PyTorch 2.11 + the paper's LIF kernel, ResNet18, T = 32, B = 100: {ANCHOR_MS} ms, {ANCHOR_GIB} GiB peak"
+        "\nAnchor (measured by the snn project on one H100, 2026-11): PyTorch 2.11 + the paper's LIF kernel, ResNet18, T = 32, B = 100: {ANCHOR_MS} ms, {ANCHOR_GIB} GiB peak"
     );
     if let Some(r) = results
         .iter()
