@@ -296,18 +296,20 @@ fn codegen_prints_the_kernel_of_the_chosen_storage() {
 fn cache_info_counts_and_clear_deletes_the_compiled_kernels() {
     let dir = TempDir::new().unwrap();
     std::fs::write(dir.path().join("a.cubin"), [0u8; 2048]).unwrap();
+    std::fs::write(dir.path().join("conv-0123.txt"), b"choices").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
     let env = [("SNN_CACHE_DIR", dir.path())];
     let out = snn_with(&["cache", "info"], &env, &["SNN_CACHE"]);
-    assert!(stdout(&out).contains("(1 kernels"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(2 entries"), "{}", stdout(&out));
     let out = snn_with(&["cache", "clear"], &env, &["SNN_CACHE"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("deleted 1 kernels"),
+        stdout(&out).contains("deleted 2 entries"),
         "{}",
         stdout(&out)
     );
     assert!(!dir.path().join("a.cubin").exists());
+    assert!(!dir.path().join("conv-0123.txt").exists());
     assert!(
         dir.path().join("notes.txt").exists(),
         "only kernels are deleted"

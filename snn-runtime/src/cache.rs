@@ -166,14 +166,27 @@ fn read_entry(path: &Path) -> Option<Vec<u8>> {
     (xxh3_64(payload) == sum).then(|| payload.to_vec())
 }
 
-/// Writes an entry atomically: to a unique temporary file, then renamed into place.
+/// Writes an entry atomically (with its magic and checksum).
 fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), RuntimeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |e: std::io::Error| RuntimeError::Cache {
-        dir: dir.display().to_string(),
+    let mut bytes = Vec::with_capacity(cubin.len() + 16);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&xxh3_64(cubin).to_le_bytes());
+    bytes.extend_from_slice(cubin);
+    write_atomic(path, &bytes).map_err(|e| RuntimeError::Cache {
+        dir: path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .display()
+            .to_string(),
         error: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    })
+}
+
+/// Writes a file of the cache atomically: to a unique temporary file in its folder (made
+/// if missing), then renamed into place, so readers see the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -185,14 +198,9 @@ fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), RuntimeError> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let mut bytes = Vec::with_capacity(cubin.len() + 16);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&xxh3_64(cubin).to_le_bytes());
-    bytes.extend_from_slice(cubin);
-    std::fs::write(&tmp, &bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        err(e)
     })
 }
 

@@ -154,7 +154,8 @@ pub fn doctor() -> Result<()> {
 pub enum Cache {
     /// Where the compiled kernels are kept, how many and how large.
     Info,
-    /// Deletes every compiled kernel (they are compiled again when next needed).
+    /// Deletes every compiled kernel and remembered cuDNN choice (they are compiled and
+    /// searched again when next needed).
     Clear,
 }
 
@@ -174,7 +175,7 @@ pub fn cache(cmd: Cache) -> Result<()> {
                 bytes += size;
             }
             println!(
-                "deleted {files} kernels ({:.1} MiB) from {}",
+                "deleted {files} entries ({:.1} MiB) from {}",
                 mib(bytes),
                 dir.display()
             );
@@ -189,7 +190,8 @@ fn cache_summary(dir: Option<&Path>) -> String {
     };
     match entries(dir) {
         Ok(e) => format!(
-            "{} ({} kernels, {:.1} MiB; SNN_CACHE_DIR moves it, SNN_CACHE=off disables it)",
+            "{} ({} entries: compiled kernels and cuDNN algorithm choices, {:.1} MiB; \
+             SNN_CACHE_DIR moves it, SNN_CACHE=off disables it)",
             dir.display(),
             e.len(),
             mib(e.iter().map(|(_, s)| s).sum())
@@ -198,7 +200,8 @@ fn cache_summary(dir: Option<&Path>) -> String {
     }
 }
 
-/// The cache's entries (`*.cubin`) and their sizes; none when the folder does not exist.
+/// The cache's entries (compiled kernels `*.cubin`, cuDNN's algorithm choices
+/// `conv-*.txt`) and their sizes; none when the folder does not exist.
 fn entries(dir: &Path) -> Result<Vec<(std::path::PathBuf, u64)>> {
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
@@ -209,7 +212,9 @@ fn entries(dir: &Path) -> Result<Vec<(std::path::PathBuf, u64)>> {
     for entry in read {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         let path = entry.path();
-        if path.extension().is_some_and(|x| x == "cubin") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let choices = name.starts_with("conv-") && name.ends_with(".txt");
+        if choices || path.extension().is_some_and(|x| x == "cubin") {
             out.push((path, entry.metadata().map(|m| m.len()).unwrap_or(0)));
         }
     }

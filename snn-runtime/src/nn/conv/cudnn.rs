@@ -18,6 +18,7 @@ use cudarc::cudnn::sys;
 use snn_codegen::Dtype;
 use snn_nn::{Conv2d, ImageShape};
 
+use super::remember::Remembered;
 use super::search::Candidate;
 use super::{ConvMath, ConvPass};
 use crate::device::Device;
@@ -147,6 +148,8 @@ pub(super) struct State {
     pub deterministic: bool,
     /// Each searched problem's algorithms that may run, best first.
     pub chosen: HashMap<ProblemKey, Vec<Candidate>>,
+    /// The choices of earlier runs on this device.
+    pub remembered: Remembered,
 }
 
 impl State {
@@ -229,6 +232,7 @@ impl Cudnn {
                 search_limit: DEFAULT_SEARCH_WORKSPACE,
                 deterministic: true,
                 chosen: HashMap::new(),
+                remembered: Remembered::open(device, version),
             }),
         }))
     }

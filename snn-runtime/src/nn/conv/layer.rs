@@ -354,12 +354,20 @@ impl ConvGpu {
         let desc = &self.conv_descs[pass.index()];
         self.bind(operands, |op| {
             if !st.chosen.contains_key(&key) {
-                desc.set_math(self.math.base())?;
-                let (found, ws_bytes) = search::search(op, st, desc.0, device)?;
-                let chosen = search::choose(self.math, st.deterministic, &found);
-                if chosen.is_empty() {
-                    return Err(self.none_ran(pass, &found, ws_bytes));
-                }
+                let limit = st.search_limit;
+                let chosen = match st.remembered.get(&key, limit) {
+                    Some(chosen) => chosen,
+                    None => {
+                        desc.set_math(self.math.base())?;
+                        let (found, ws_bytes) = search::search(op, st, desc.0, device)?;
+                        let chosen = search::choose(self.math, st.deterministic, &found);
+                        if chosen.is_empty() {
+                            return Err(self.none_ran(pass, &found, ws_bytes));
+                        }
+                        st.remembered.insert(&key, limit, &chosen);
+                        chosen
+                    }
+                };
                 st.chosen.insert(key, chosen);
             }
             let mut refused = Vec::new();

@@ -14,10 +14,13 @@
 //! - `cudnn`: the handle, its workspace and remembered choices, and the descriptors;
 //! - `search`: the three passes' cuDNN calls behind one interface, the search and the
 //!   choice of algorithms;
-//! - `layer`: one convolution problem ([`ConvGpu`]) and its passes.
+//! - `layer`: one convolution problem ([`ConvGpu`]) and its passes;
+//! - `remember`: the choices kept on disk beside the kernel cache, so that a later run
+//!   skips the searches.
 
 mod cudnn;
 mod layer;
+mod remember;
 mod search;
 
 use std::fmt;

@@ -45,7 +45,7 @@ impl Algo {
     }
 }
 
-const FORWARD_ALGOS: [FwdAlgo; 8] = {
+pub(super) const FORWARD_ALGOS: [FwdAlgo; 8] = {
     use sys::cudnnConvolutionFwdAlgo_t::*;
     [
         CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
@@ -59,7 +59,7 @@ const FORWARD_ALGOS: [FwdAlgo; 8] = {
     ]
 };
 
-const DATA_ALGOS: [DataAlgo; 6] = {
+pub(super) const DATA_ALGOS: [DataAlgo; 6] = {
     use sys::cudnnConvolutionBwdDataAlgo_t::*;
     [
         CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
@@ -71,7 +71,7 @@ const DATA_ALGOS: [DataAlgo; 6] = {
     ]
 };
 
-const FILTER_ALGOS: [FilterAlgo; 7] = {
+pub(super) const FILTER_ALGOS: [FilterAlgo; 7] = {
     use sys::cudnnConvolutionBwdFilterAlgo_t::*;
     [
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
