@@ -11,7 +11,6 @@
 //! `cargo run --release --example loader_bench` (`-- --help` for the sizes).
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,8 @@ use snn::runtime::staging::{Upload, Uploader};
 #[path = "../snn-data/tests/support/mod.rs"]
 mod support;
 
-use support::{Rng, aedat, best_of, idx, nmnist_file, random_events};
+use support::files::{write_cifar, write_gestures, write_mnist, write_nmnist};
+use support::{Rng, best_of};
 
 #[derive(Parser, Debug)]
 #[command(about = "Throughput of the data loaders, frame integration and GPU uploads")]
@@ -56,66 +56,6 @@ struct Args {
     /// Most loader worker threads (default: the number of CPU cores).
     #[arg(long)]
     workers: Option<usize>,
-}
-
-fn write(path: &Path, bytes: &[u8]) {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("create a folder in the temp dir");
-    }
-    std::fs::write(path, bytes).expect("write to the temp dir");
-}
-
-/// MNIST's test split as IDX files: `n` images of 28x28.
-fn write_mnist(dir: &Path, n: usize, rng: &mut Rng) {
-    let pixels: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
-    let (i, l) = Mnist::file_names(Split::Test);
-    write(&dir.join(i), &idx(&[n, 28, 28], &pixels));
-    write(&dir.join(l), &idx(&[n], &labels));
-}
-
-/// CIFAR-10's test batch: `n` records of a label and 3x32x32 pixels.
-fn write_cifar(dir: &Path, n: usize, rng: &mut Rng) {
-    let mut bytes = Vec::with_capacity(n * Cifar10::RECORD_BYTES);
-    for _ in 0..n {
-        bytes.push(rng.below(10) as u8);
-        bytes.extend((0..3072).map(|_| rng.below(256) as u8));
-    }
-    write(&dir.join(Cifar10::batch_names(Split::Test)[0]), &bytes);
-}
-
-/// N-MNIST's test split: `n` files of ~4000 events over ~300 ms on 34x34.
-fn write_nmnist(dir: &Path, n: usize, rng: &mut Rng) {
-    for i in 0..n {
-        let count = 3_500 + rng.below(1_000) as usize;
-        let events = random_events(rng, count, (34, 34), 0, 300_000);
-        write(
-            &dir.join(format!("Test/{}/{i:05}.bin", i % 10)),
-            &nmnist_file(&events),
-        );
-    }
-}
-
-/// DVS128 Gesture: `recordings` AEDAT 3.1 files of 11 gestures of 6 s and `per_gesture`
-/// events each, with their label CSVs; all listed as the test split.
-fn write_gestures(dir: &Path, recordings: usize, per_gesture: usize, rng: &mut Rng) {
-    let root = dir.join(DvsGesture::FOLDER);
-    let mut list = String::new();
-    for r in 0..recordings {
-        let name = format!("user{:02}_fluorescent", 24 + r);
-        let mut csv = String::from("class,startTime_usec,endTime_usec\n");
-        let mut all = Vec::new();
-        for g in 0..11u64 {
-            let (start, span) = (1_000_000 + g * 6_100_000, 6_000_000);
-            csv.push_str(&format!("{},{start},{}\n", g + 1, start + span));
-            all.extend(random_events(rng, per_gesture, (128, 128), start, span));
-        }
-        write(&root.join(format!("{name}.aedat")), &aedat(&all, 4096));
-        write(&root.join(format!("{name}_labels.csv")), csv.as_bytes());
-        list.push_str(&format!("{name}.aedat\n"));
-    }
-    write(&root.join("trials_to_train.txt"), list.as_bytes());
-    write(&root.join("trials_to_test.txt"), list.as_bytes());
 }
 
 /// The image dataset `load` reads, after printing its images per second.
@@ -173,8 +113,8 @@ fn main() {
 
     // Static images.
     let t = Instant::now();
-    write_mnist(&tmp.join("mnist"), args.images, &mut rng);
-    write_cifar(&tmp.join("cifar"), args.images, &mut rng);
+    write_mnist(&tmp.join("mnist"), Split::Test, args.images, &mut rng);
+    write_cifar(&tmp.join("cifar"), Split::Test, args.images, &mut rng);
     println!(
         "  wrote {} MNIST and CIFAR-10 images in {:.1} s",
         args.images,
@@ -203,10 +143,10 @@ fn main() {
 
     // Event datasets.
     let t = Instant::now();
-    write_nmnist(&tmp.join("nmnist"), args.nmnist, &mut rng);
+    write_nmnist(&tmp.join("nmnist"), Split::Test, args.nmnist, &mut rng);
     write_gestures(
         &tmp.join("dvs"),
-        args.recordings,
+        (args.recordings, args.recordings),
         args.gesture_events,
         &mut rng,
     );

@@ -3,6 +3,8 @@
 //! records, AEDAT 3.1 packets and IDX files; and the benchmarks' best-of timer.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::time::{Duration, Instant};
 
 use rand_xoshiro::SplitMix64;
