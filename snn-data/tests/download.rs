@@ -602,3 +602,52 @@ fn a_dvs_gesture_archive_put_in_place_is_checked_before_unpacking() {
     assert!(archive.is_file(), "the user's file was deleted");
     assert!(!folder.join("DvsGesture").exists());
 }
+
+#[test]
+fn a_local_folder_serves_as_a_mirror_and_its_files_are_verified() {
+    let bytes = fixture(4096, 11);
+    let mirror = TempDir::new().unwrap();
+    std::fs::write(mirror.path().join("f.bin"), &bytes).unwrap();
+    let file = RemoteFile::new("f.bin", "https://unreachable.invalid/f.bin", sha256(&bytes));
+    for given in [
+        mirror.path().display().to_string(),
+        format!("file://{}", mirror.path().display()),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let options = DownloadOptions {
+            mirror: Some(given),
+            ..opts()
+        };
+        let outcome = download_file(&file, dir.path(), &options).unwrap();
+        assert_downloaded(outcome, 0, &dir.path().join("f.bin"), &bytes);
+    }
+
+    // A damaged copy is refused and not kept.
+    std::fs::write(mirror.path().join("f.bin"), b"damaged").unwrap();
+    let dir = TempDir::new().unwrap();
+    let options = DownloadOptions {
+        mirror: Some(mirror.path().display().to_string()),
+        ..opts()
+    };
+    let msg = download_file(&file, dir.path(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("local mirror") && msg.contains("SHA-256"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("f.bin").exists() && !dir.path().join("f.bin.part").exists());
+
+    // Neither a URL nor a folder.
+    let options = DownloadOptions {
+        mirror: Some("notaurl".into()),
+        ..opts()
+    };
+    let msg = download_file(&file, dir.path(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`notaurl` is neither an http(s) URL nor an existing folder"),
+        "{msg}"
+    );
+}

@@ -59,9 +59,10 @@ struct DownloadArgs {
     /// The datasets to download.
     #[arg(value_enum, required = true, num_args = 1..)]
     datasets: Vec<DatasetArg>,
-    /// Fetch every file from <URL>/<file name> instead of its canonical URL (default:
-    /// $SNN_DATA_MIRROR).
-    #[arg(long, value_name = "URL")]
+    /// Fetch every file from <URL>/<file name> instead of its canonical URL; a local
+    /// folder (a path or file:///path) is copied from, for machines without internet
+    /// (default: $SNN_DATA_MIRROR).
+    #[arg(long, value_name = "URL|DIR")]
     mirror: Option<String>,
     /// Draw no progress bar.
     #[arg(long)]

@@ -26,6 +26,17 @@ pub enum DownloadError {
         error: io::Error,
     },
 
+    /// A mirror that is neither an http(s) URL nor a local folder.
+    #[error(
+        "the mirror `{mirror}` is neither an http(s) URL nor an existing folder: give \
+         `https://host/path`, or `file:///path` or a path to a folder that holds the \
+         dataset's files under their published names"
+    )]
+    BadMirror {
+        /// The mirror as given.
+        mirror: String,
+    },
+
     /// The server answered with an error status.
     #[error("{url} answered HTTP {status} for {name}; {hint}")]
     Http {

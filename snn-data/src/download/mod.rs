@@ -33,6 +33,8 @@
 //!
 //! The canonical URLs can be replaced by a mirror ([`MIRROR_ENV`], `SNN_DATA_MIRROR`, or
 //! [`DownloadOptions::mirror`]): every file is then fetched from `<mirror>/<file name>`.
+//! A mirror may be a local folder (`file:///dir` or a path), for machines without
+//! internet: its files are copied and verified like downloads.
 //!
 //! # Digests
 //!
@@ -290,6 +292,9 @@ pub fn download_file(
         remove(&part)?;
         return Ok(Outcome::AlreadyPresent);
     }
+    if let Some(folder) = local_mirror(opts.mirror.as_deref())? {
+        return copy_from(&folder.join(&file.name), &part, &path, file);
+    }
     let url = file.url_from(opts.mirror.as_deref());
     let agent = opts.agent(&url);
     // One fresh restart is allowed when a resumed download fails verification.
@@ -316,6 +321,48 @@ pub fn download_file(
                     part.display()
                 )));
             }
+        }
+    }
+}
+
+/// The folder of a local mirror (`file:///dir`, or a path to a folder); `None` for an
+/// http(s) mirror or none. Anything else is [`DownloadError::BadMirror`].
+fn local_mirror(mirror: Option<&str>) -> Result<Option<PathBuf>, DownloadError> {
+    let Some(m) = mirror else { return Ok(None) };
+    if m.starts_with("http://") || m.starts_with("https://") {
+        return Ok(None);
+    }
+    let folder = PathBuf::from(m.strip_prefix("file://").unwrap_or(m));
+    if folder.is_dir() {
+        Ok(Some(folder))
+    } else {
+        Err(DownloadError::BadMirror { mirror: m.into() })
+    }
+}
+
+/// Copies `source` (a local mirror's file) to `part`, verifies it and renames it to `path`;
+/// a copy that fails verification is deleted.
+fn copy_from(
+    source: &Path,
+    part: &Path,
+    path: &Path,
+    file: &RemoteFile,
+) -> Result<Outcome, DownloadError> {
+    fs::copy(source, part).map_err(|e| DownloadError::io("copy", source, e))?;
+    match verify_as(part, path, file) {
+        Ok(bytes) => {
+            fs::rename(part, path).map_err(|e| DownloadError::io("rename", part, e))?;
+            Ok(Outcome::Downloaded {
+                resumed_from: 0,
+                bytes,
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_file(part);
+            Err(e.with_note(format!(
+                "{} (from the local mirror) is damaged or is not the published file; the copy was deleted",
+                source.display()
+            )))
         }
     }
 }
