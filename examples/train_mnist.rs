@@ -14,12 +14,12 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use snn::codegen::zoo;
 use snn::data::download::{Dataset as Remote, data_dir};
-use snn::data::{ImageDataset, Loader, LoaderConfig, Mnist, Split};
+use snn::data::{DataError, ImageDataset, Loader, LoaderConfig, Mnist, Split};
 use snn::nn::checkpoint::{self, Checkpoint};
 use snn::nn::models::{spiking_cnn, spiking_resnet};
 use snn::nn::train::{
@@ -75,11 +75,15 @@ fn main() -> Result<()> {
     }
     let dir = Remote::Mnist.dir(&data_dir(args.data_dir.as_deref())?);
     let load = |split| {
-        Mnist::load(&dir, split).with_context(|| {
-            format!(
-                "loading MNIST from {}; run `snn data download mnist` first",
-                dir.display()
-            )
+        Mnist::load(&dir, split).map_err(|e| {
+            let missing = matches!(e, DataError::Missing { .. });
+            let hint = format!("loading MNIST from {}", dir.display());
+            let hint = if missing {
+                format!("{hint}; run `snn data download mnist` first")
+            } else {
+                hint
+            };
+            anyhow::Error::new(e).context(hint)
         })
     };
     let (train, test) = (Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?));

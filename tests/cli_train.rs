@@ -256,3 +256,27 @@ fn epochs_written(dir: &Path) -> usize {
         .map(|t| t.lines().filter(|l| l.contains("\"epoch\"")).count())
         .unwrap_or(0)
 }
+
+/// A damaged dataset file is reported as damaged, not as missing data to download.
+#[test]
+fn a_damaged_dataset_file_is_named_as_damaged() {
+    let data = TempDir::new().unwrap();
+    let mnist = data.path().join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(mnist.join(name), b"not an IDX file").unwrap();
+    }
+    let out_dir = data.path().join("out");
+    let dir = data.path().to_str().unwrap();
+    let out = train(&out_dir, &["--dataset", "mnist", "--data-dir", dir]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("train-images-idx3-ubyte"), "{t}");
+    assert!(!t.contains("snn data download mnist` first"), "{t}");
+    assert!(!out_dir.exists());
+}

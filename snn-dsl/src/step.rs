@@ -53,6 +53,57 @@ fn ident_of(e: &Expr) -> Option<Ident> {
     }
 }
 
+/// A comparison (`a > b`, possibly in parentheses), as written.
+fn comparison(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Paren(p) => comparison(&p.expr),
+        Expr::Binary(b)
+            if matches!(
+                b.op,
+                BinOp::Lt(_)
+                    | BinOp::Le(_)
+                    | BinOp::Gt(_)
+                    | BinOp::Ge(_)
+                    | BinOp::Eq(_)
+                    | BinOp::Ne(_)
+            ) =>
+        {
+            Some(e.to_token_stream().to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The error for a call of a path such as `f64::exp(v)`: Rust's functions on numbers
+/// cannot take traced values; the step's own operations are methods or its functions.
+fn plain_function(func: &syn::ExprPath, call: &syn::ExprCall) -> syn::Error {
+    let path = func.to_token_stream().to_string().replace(' ', "");
+    let last = func
+        .path
+        .segments
+        .last()
+        .map(|s| s.ident.to_string())
+        .unwrap_or_default();
+    let method = METHODS.iter().find(|(name, _)| *name == last);
+    let mut args = call.args.iter().map(|a| a.to_token_stream().to_string());
+    let instead = match (method, args.next()) {
+        (Some((name, _)), Some(receiver)) => format!(
+            "write the traced operation `{receiver}.{name}({})`",
+            args.collect::<Vec<_>>().join(", ")
+        ),
+        _ => format!(
+            "use the step's operations ({}), or a `#[neuron_helper]` function",
+            supported_methods()
+        ),
+    };
+    syn::Error::new_spanned(
+        call,
+        format!(
+            "`{path}` is a Rust function on plain numbers and cannot take a neuron's traced values: {instead}"
+        ),
+    )
+}
+
 /// The error for an expression a step cannot contain, at its telling tokens.
 fn refused(e: &Expr) -> syn::Error {
     let (at, msg): (&dyn ToTokens, &str) = match e {
@@ -360,6 +411,9 @@ impl Step {
                         "only named functions can be called in a neuron step",
                     );
                 };
+                if func.path.segments.len() > 1 {
+                    return Err(plain_function(func, call));
+                }
                 let args = call
                     .args
                     .iter()
@@ -575,6 +629,16 @@ impl Step {
         let [arg] = args else {
             return err(m, "`.set` takes one argument, the new value: `v.set(h)`");
         };
+        if let Some(cmp) = comparison(arg) {
+            return err(
+                arg,
+                format!(
+                    "a state holds a number, and `{cmp}` is a condition: store \
+                     `select({cmp}, 1.0, 0.0)`, or a spike with its surrogate gradient, \
+                     e.g. `spike(a - b)` for `a > b`"
+                ),
+            );
+        }
         let v = self.expr(arg)?;
         let method = &m.method;
         Ok(quote! { #state.#method(#v) })

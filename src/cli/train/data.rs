@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use snn::data::download::Dataset as Remote;
 use snn::data::frames::{FrameCache, FrameSpec, SplitBy};
 use snn::data::{
-    Cifar10, Dataset, Digits, DvsGesture, EventFrames, GestureSplit, ImageDataset, Loader,
-    LoaderConfig, Mnist, NMnist, Split,
+    Cifar10, DataError, Dataset, Digits, DvsGesture, EventFrames, GestureSplit, ImageDataset,
+    Loader, LoaderConfig, Mnist, NMnist, Split,
 };
 use snn::nn::ImageShape;
 
@@ -45,18 +45,18 @@ pub fn open(
         DatasetArg::Digits => images(&|split| Ok(Digits::load(split)?)),
         DatasetArg::Mnist => {
             let dir = Remote::Mnist.dir(&data_dir()?);
-            images(&|split| Mnist::load(&dir, split).with_context(|| missing(&dir, "mnist")))
+            images(&|split| read(Mnist::load(&dir, split), &dir, "mnist"))
         }
         DatasetArg::Cifar10 => {
             let dir = Remote::Cifar10.dir(&data_dir()?);
-            images(&|split| Cifar10::load(&dir, split).with_context(|| missing(&dir, "cifar10")))
+            images(&|split| read(Cifar10::load(&dir, split), &dir, "cifar10"))
         }
         DatasetArg::Nmnist => {
             let data_dir = data_dir()?;
             let dir = Remote::NMnist.dir(&data_dir);
             let (spec, cache) = frames(config, &data_dir)?;
             let split = |split| -> Result<_> {
-                let source = NMnist::open(&dir, split).with_context(|| missing(&dir, "nmnist"))?;
+                let source = read(NMnist::open(&dir, split), &dir, "nmnist")?;
                 Ok(EventFrames::new(source, spec, Some(cache.clone()))?)
             };
             Ok(Data::NMnist(loaders(
@@ -69,7 +69,7 @@ pub fn open(
             let data_dir = data_dir()?;
             let dir = Remote::DvsGesture.dir(&data_dir);
             let (spec, cache) = frames(config, &data_dir)?;
-            let gesture = DvsGesture::open(&dir).with_context(|| missing(&dir, "dvs-gesture"))?;
+            let gesture = read(DvsGesture::open(&dir), &dir, "dvs-gesture")?;
             let split = |split| -> Result<_> {
                 Ok(EventFrames::new(
                     gesture.split(split)?,
@@ -97,12 +97,20 @@ fn frames(config: &RunConfig, data_dir: &Path) -> Result<(FrameSpec, Arc<FrameCa
     ))
 }
 
-fn missing(dir: &Path, name: &str) -> String {
-    format!(
-        "reading {name} from {}: run `snn data download {name}` first (or point --data-dir at \
-         the folder that holds it)",
-        dir.display()
-    )
+/// A dataset read from `dir`: when its files are missing, the error adds the command that
+/// fetches them; a damaged file's error already says what to do.
+fn read<T>(result: Result<T, DataError>, dir: &Path, name: &str) -> Result<T> {
+    result.map_err(|e| {
+        let hint = match &e {
+            DataError::Missing { .. } => format!(
+                "reading {name} from {}: run `snn data download {name}` first (or point \
+                 --data-dir at the folder that holds it)",
+                dir.display()
+            ),
+            _ => format!("reading {name} from {}", dir.display()),
+        };
+        anyhow::Error::new(e).context(hint)
+    })
 }
 
 /// Seeded, shuffled training batches and in-order test batches.
