@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::download::MNIST_URL;
 use super::{DataError, ImageDataset, Split, be_u32, gunzip_if_gzipped, read_file};
 
 /// Magic number of an IDX file of unsigned bytes in 3 dimensions (images).
@@ -76,8 +77,8 @@ fn find(dir: &Path, name: &str, split: Split, what: &str) -> Result<PathBuf, Dat
         &candidates[0],
         format!("the MNIST {split} {what} file"),
         format!(
-            "put `{name}.gz` (from http://yann.lecun.com/exdb/mnist/ or a mirror of it, \
-             gzipped or decompressed to `{name}`) in {}",
+            "run `snn data download mnist`, which fetches it from {MNIST_URL}, or put \
+             `{name}.gz` from there (gzipped or decompressed to `{name}`) in {}",
             dir.display()
         ),
     ))

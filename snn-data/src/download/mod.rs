@@ -74,7 +74,7 @@ mod registry;
 mod unpack;
 
 pub use error::DownloadError;
-pub use registry::{Dataset, RemoteFile, Unpack};
+pub use registry::{Dataset, MNIST_URL, RemoteFile, Unpack};
 
 use fetch::fetch;
 use registry::DVS_PAGE;

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// Where `snn data download mnist` fetches MNIST's files from (torchvision's mirror).
+pub const MNIST_URL: &str = "https://ossci-datasets.s3.amazonaws.com/mnist/";
 /// Where N-MNIST can be fetched by hand.
 pub(super) const NMNIST_PAGE: &str = "https://www.garrickorchard.com/datasets/n-mnist";
 /// N-MNIST's files on Mendeley Data, where its authors host them.
@@ -72,7 +74,7 @@ impl Dataset {
     /// DVS128 Gesture, the archive to be put in place by hand (its `url` is IBM's page,
     /// not a file).
     pub fn files(self) -> Vec<RemoteFile> {
-        const MNIST: &str = "https://ossci-datasets.s3.amazonaws.com/mnist/";
+        const MNIST: &str = MNIST_URL;
         const NMNIST: &str = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/";
         match self {
             Dataset::Mnist => [
