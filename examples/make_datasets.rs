@@ -48,24 +48,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let n = |count: usize| ((count as f64 * args.scale).round() as usize).max(1);
     let mut rng = Rng::new(7);
+    // A dataset's two splits, with the real sets' sample counts.
+    type Writer = fn(&std::path::Path, Split, usize, &mut Rng);
+    let both = |dataset: Remote, write: Writer, (train, test): (usize, usize), rng: &mut Rng| {
+        let dir = dataset.dir(&args.dir);
+        write(&dir, Split::Train, n(train), rng);
+        write(&dir, Split::Test, n(test), rng);
+    };
     for name in &args.only {
         let start = Instant::now();
         match name.as_str() {
-            "mnist" => {
-                let dir = Remote::Mnist.dir(&args.dir);
-                write_mnist(&dir, Split::Train, n(60_000), &mut rng);
-                write_mnist(&dir, Split::Test, n(10_000), &mut rng);
-            }
-            "cifar10" => {
-                let dir = Remote::Cifar10.dir(&args.dir);
-                write_cifar(&dir, Split::Train, n(50_000), &mut rng);
-                write_cifar(&dir, Split::Test, n(10_000), &mut rng);
-            }
-            "nmnist" => {
-                let dir = Remote::NMnist.dir(&args.dir);
-                write_nmnist(&dir, Split::Train, n(60_000), &mut rng);
-                write_nmnist(&dir, Split::Test, n(10_000), &mut rng);
-            }
+            "mnist" => both(Remote::Mnist, write_mnist, (60_000, 10_000), &mut rng),
+            "cifar10" => both(Remote::Cifar10, write_cifar, (50_000, 10_000), &mut rng),
+            "nmnist" => both(Remote::NMnist, write_nmnist, (60_000, 10_000), &mut rng),
             "dvs-gesture" => {
                 let dir = Remote::DvsGesture.dir(&args.dir);
                 write_gestures(&dir, (n(98), n(24)), args.gesture_events, &mut rng);

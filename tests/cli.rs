@@ -49,18 +49,20 @@ fn stderr(out: &Output) -> String {
 fn top_level_help_describes_the_bench_and_shows_an_example() {
     let out = snn(&["--help"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    for needle in [
+    let needles = [
         "bench",
         "forward+backward ms",
         "GB/s",
         "Example",
         "snn bench neuron",
-    ] {
-        assert!(
-            text.contains(needle),
-            "`snn --help` lacks {needle:?}:\n{text}"
-        );
+    ];
+    assert_has("`snn --help`", &stdout(&out), &needles);
+}
+
+/// Asserts that `text` (what `what` printed) contains every needle.
+fn assert_has(what: &str, text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{what} lacks {needle:?}:\n{text}");
     }
 }
 
@@ -255,15 +257,13 @@ fn data_download_of_dvs_gesture_fails_with_the_manual_instructions() {
 fn neurons_lists_the_zoo_with_parameters_and_equations() {
     let out = snn(&["neurons"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    for needle in [
+    let needles = [
         "neuron paper_lif",
         "neuron izhikevich",
         "params: tau = 2",
         "v <- ",
-    ] {
-        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
-    }
+    ];
+    assert_has("`snn neurons`", &stdout(&out), &needles);
     let out = snn(&["neurons", "--neuron", "lif"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("backward, for t = T-1 down to 0"));
@@ -320,8 +320,7 @@ fn cache_info_counts_and_clear_deletes_the_compiled_kernels() {
 fn doctor_reports_every_component_and_fails_when_one_is_missing() {
     let out = snn(&["doctor"]);
     let text = stdout(&out);
-    for needle in ["CUDA driver", "NVRTC", "cuDNN", "cuBLAS", "kernel cache"] {
-        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
-    }
+    let needles = ["CUDA driver", "NVRTC", "cuDNN", "cuBLAS", "kernel cache"];
+    assert_has("`snn doctor`", &text, &needles);
     assert_eq!(out.status.success(), !text.contains("missing"), "{text}");
 }

@@ -43,6 +43,14 @@ fn epochs(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A run of `epochs` epochs with options `quick` that nothing interrupts.
+fn uninterrupted(quick: &[&str], epochs: &str) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let out = train(dir.path(), &[quick, &["--epochs", epochs]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--cpu", "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -88,9 +96,7 @@ fn the_default_run_on_the_embedded_digits_reaches_its_stated_accuracy() {
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let quick = ["--steps", "4", "--max-batches", "6", "--seed", "3"];
-    let whole = TempDir::new().unwrap();
-    let out = train(whole.path(), &[&quick[..], &["--epochs", "2"]].concat());
-    assert!(out.status.success(), "{}", text(&out));
+    let whole = uninterrupted(&quick, "2");
 
     let parts = TempDir::new().unwrap();
     let out = train(parts.path(), &[&quick[..], &["--epochs", "1"]].concat());
@@ -117,11 +123,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     ];
     let out = train(parts.path(), &[&quick[..], &other[..]].concat());
     assert!(!out.status.success());
-    assert!(
-        text(&out).contains("--arch spiking-mlp (the checkpoint's run had spiking-cnn)"),
-        "{}",
-        text(&out)
-    );
+    let want = "--arch spiking-mlp (the checkpoint's run had spiking-cnn)";
+    assert!(text(&out).contains(want), "{}", text(&out));
 }
 
 #[test]
@@ -197,9 +200,7 @@ fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
     use std::time::{Duration, Instant};
 
     let quick = ["--steps", "4", "--max-batches", "6", "--seed", "5"];
-    let whole = TempDir::new().unwrap();
-    let out = train(whole.path(), &[&quick[..], &["--epochs", "3"]].concat());
-    assert!(out.status.success(), "{}", text(&out));
+    let whole = uninterrupted(&quick, "3");
 
     let parts = TempDir::new().unwrap();
     let dir = parts.path().to_str().unwrap();
