@@ -45,6 +45,7 @@ fn opts() -> DownloadOptions {
         mirror: None,
         progress: false,
         timeout: Duration::from_secs(10),
+        replace_damaged: false,
     }
 }
 
@@ -362,9 +363,18 @@ fn a_damaged_file_already_present_is_reported_and_kept() {
     let msg = err.to_string();
     assert!(matches!(err, DownloadError::DigestMismatch { .. }), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("delete it"), "{msg}");
+    assert!(msg.contains("--replace-damaged"), "{msg}");
     assert_eq!(fs::read(&path).unwrap(), b"something else");
     assert!(server.seen().is_empty());
+
+    // Asked to, it downloads the file afresh.
+    let options = DownloadOptions {
+        replace_damaged: true,
+        ..opts()
+    };
+    let outcome = download_file(&file, dir.path(), &options).unwrap();
+    assert!(matches!(outcome, Outcome::Downloaded { .. }), "{outcome:?}");
+    assert_ne!(fs::read(&path).unwrap(), b"something else");
 }
 
 #[test]

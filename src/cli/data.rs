@@ -64,6 +64,10 @@ struct DownloadArgs {
     /// (default: $SNN_DATA_MIRROR).
     #[arg(long, value_name = "URL|DIR")]
     mirror: Option<String>,
+    /// Download again a file already present that fails verification (damaged, or another
+    /// file under its name), instead of keeping it and reporting it.
+    #[arg(long)]
+    replace_damaged: bool,
     /// Draw no progress bar.
     #[arg(long)]
     quiet: bool,
@@ -113,6 +117,7 @@ pub fn run(data: Data) -> Result<()> {
                 opts.mirror = args.mirror;
             }
             opts.progress = !args.quiet;
+            opts.replace_damaged = args.replace_damaged;
             for d in args.datasets {
                 let dataset = Dataset::from(d);
                 let report = download::download_dataset(dataset, &root, &opts)?;

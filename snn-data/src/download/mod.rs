@@ -123,6 +123,9 @@ pub struct DownloadOptions {
     pub progress: bool,
     /// The longest wait for a connection, and for each read from it.
     pub timeout: Duration,
+    /// Replace a file already present that fails verification (damaged, or another
+    /// file under its name) by downloading it again; otherwise it is kept and reported.
+    pub replace_damaged: bool,
 }
 
 impl Default for DownloadOptions {
@@ -132,6 +135,7 @@ impl Default for DownloadOptions {
             mirror: None,
             progress: true,
             timeout: Duration::from_secs(60),
+            replace_damaged: false,
         }
     }
 }
@@ -285,12 +289,27 @@ pub fn download_file(
     let path = dir.join(&file.name);
     let part = dir.join(format!("{}.part", file.name));
     if path.is_file() {
-        verify_file(&path, file).map_err(|e| {
-            e.with_note("it was already there and was kept: delete it to download it again".into())
-        })?;
-        // A partial file left over from before the file arrived is of no further use.
-        remove(&part)?;
-        return Ok(Outcome::AlreadyPresent);
+        match verify_file(&path, file) {
+            Ok(()) => {
+                // A partial file left over from before the file arrived is of no further use.
+                remove(&part)?;
+                return Ok(Outcome::AlreadyPresent);
+            }
+            Err(
+                e @ (DownloadError::DigestMismatch { .. } | DownloadError::SizeMismatch { .. }),
+            ) if opts.replace_damaged => {
+                drop(e);
+                remove(&path)?;
+            }
+            Err(e) => {
+                return Err(e.with_note(
+                    "the file already there is damaged, or is another file under its name; it \
+                     was kept: run again with --replace-damaged to download it afresh (or \
+                     delete it)"
+                        .into(),
+                ));
+            }
+        }
     }
     if let Some(folder) = local_mirror(opts.mirror.as_deref())? {
         return copy_from(&folder.join(&file.name), &part, &path, file);
