@@ -62,7 +62,7 @@ pub struct TrainArgs {
     /// The network [default: spiking-cnn on digits, else spiking-resnet18].
     #[arg(long, value_enum)]
     arch: Option<ArchArg>,
-    /// The neuron after every batch-norm, a zoo name (`snn bench neuron --help` lists them).
+    /// The neuron after every batch-norm, a zoo name (`snn neurons` lists them).
     #[arg(long, value_name = "NAME", default_value = "paper_lif", value_parser = crate::cli::bench::parse_neuron)]
     neuron: String,
     /// A neuron parameter's value, `name=value` (repeatable), e.g. `tau=2.0`.
