@@ -40,12 +40,7 @@ fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
         &zoo::PaperLif::default(),
     )
     .unwrap();
-    let start = Checkpoint {
-        params: init_params::<f32>(&net, 4).unwrap(),
-        optimizer: None,
-        epoch: 0,
-        metadata: Default::default(),
-    };
+    let start = Checkpoint::fresh(init_params(&net, 4).unwrap());
     let gpu = Backend::Gpu {
         device: dev,
         options: options(),

@@ -110,7 +110,7 @@ enum ReductionArg {
 }
 
 /// The zoo's neuron names, in the zoo's order.
-pub(super) fn known_neurons() -> Vec<String> {
+pub(crate) fn known_neurons() -> Vec<String> {
     zoo::all()
         .iter()
         .filter_map(|n| n.ir().ok())

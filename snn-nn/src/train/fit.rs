@@ -50,6 +50,10 @@ impl FitConfig {
             max_batches: None,
         }
     }
+    /// The training steps of an epoch over a loader of `available` batches.
+    pub fn batches(&self, available: usize) -> usize {
+        self.max_batches.map_or(available, |m| m.min(available))
+    }
 }
 
 /// One finished training step, as an [`Observer`] sees it.
@@ -167,9 +171,7 @@ where
     D: Dataset,
     Batch<D::Elem>: AsInput,
 {
-    let batches = config
-        .max_batches
-        .map_or(train.num_batches(), |m| m.min(train.num_batches()));
+    let batches = config.batches(train.num_batches());
     if batches == 0 {
         return Err(NnError::Config(
             "the training loader has no batch: give it samples (and a max_batches of at least 1)"

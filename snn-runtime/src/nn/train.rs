@@ -315,12 +315,7 @@ mod tests {
     #[test]
     fn the_cpu_backend_resumes_a_checkpoint_with_its_optimizer_state() {
         let net = spiking_mlp(ImageShape::new(1, 2, 2), 4, 3, &zoo::PaperLif::default()).unwrap();
-        let fresh = Checkpoint {
-            params: snn_nn::init_params::<f32>(&net, 1).unwrap(),
-            optimizer: None,
-            epoch: 0,
-            metadata: BTreeMap::new(),
-        };
+        let fresh = Checkpoint::fresh(snn_nn::init_params(&net, 1).unwrap());
         let adam = Optimizer::adam(1e-2);
         let ce = Loss::CrossEntropyRate;
         let mut trainer = Backend::Cpu

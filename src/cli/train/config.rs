@@ -71,6 +71,7 @@ impl DatasetArg {
         }
     }
 
+    /// The name on the command line (and of its `snn data` folder).
     pub fn name(self) -> &'static str {
         match self {
             DatasetArg::Digits => "digits",
@@ -92,6 +93,14 @@ pub enum ArchArg {
     SpikingCnn,
     /// One hidden layer of 128 neurons.
     SpikingMlp,
+}
+
+impl ArchArg {
+    /// The name on the command line.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -140,7 +149,7 @@ impl RunConfig {
             bail!(
                 "unknown neuron `{}`; known neurons: {}",
                 self.neuron,
-                zoo_names().join(", ")
+                crate::cli::bench::known_neurons().join(", ")
             );
         };
         let mut ir = neuron
@@ -165,24 +174,22 @@ impl RunConfig {
         let neuron = self.neuron()?;
         let classes = self.dataset.classes();
         // The paper feeds grey images to Spiking-ResNets as 3 channels.
-        let rgb = ImageShape::new(input.channels.max(3), input.height, input.width);
+        let resnet_input = match input.channels {
+            1 => ImageShape::new(3, input.height, input.width),
+            _ => input,
+        };
+        let resnet = |depth| spiking_resnet(depth, resnet_input, classes, &neuron);
         let net = match self.arch {
-            ArchArg::SpikingResnet18 => {
-                spiking_resnet(18, rgb_if_grey(input, rgb), classes, &neuron)
-            }
-            ArchArg::SpikingResnet34 => {
-                spiking_resnet(34, rgb_if_grey(input, rgb), classes, &neuron)
-            }
-            ArchArg::SpikingResnet50 => {
-                spiking_resnet(50, rgb_if_grey(input, rgb), classes, &neuron)
-            }
+            ArchArg::SpikingResnet18 => resnet(18),
+            ArchArg::SpikingResnet34 => resnet(34),
+            ArchArg::SpikingResnet50 => resnet(50),
             ArchArg::SpikingCnn => spiking_cnn(input, 16, classes, &neuron),
             ArchArg::SpikingMlp => spiking_mlp(input, 128, classes, &neuron),
         };
         net.with_context(|| {
             format!(
-                "building {:?} for {} inputs of {input}",
-                self.arch,
+                "building {} for {} inputs of {input}",
+                self.arch.name(),
                 self.dataset.name()
             )
         })
@@ -221,11 +228,6 @@ impl RunConfig {
     }
 }
 
-/// A Spiking-ResNet input: grey images expanded to 3 channels, others as they are.
-fn rgb_if_grey(input: ImageShape, rgb: ImageShape) -> ImageShape {
-    if input.channels == 1 { rgb } else { input }
-}
-
 /// A JSON value as a command line writes it (strings without quotes).
 fn plain(value: &serde_json::Value) -> String {
     match value {
@@ -239,13 +241,6 @@ fn json_fields(config: &RunConfig) -> BTreeMap<String, serde_json::Value> {
         Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
         _ => BTreeMap::new(),
     }
-}
-
-pub fn zoo_names() -> Vec<String> {
-    zoo::all()
-        .iter()
-        .filter_map(|n| n.ir().ok().map(|ir| ir.name))
-        .collect()
 }
 
 /// `name=value` for --neuron-param.

@@ -179,6 +179,7 @@ impl TrainArgs {
 /// Everything a run needs besides its loaders.
 struct Run {
     config: RunConfig,
+    net: Network,
     backend: Backend,
     out: PathBuf,
     start: Checkpoint,
@@ -193,13 +194,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None => None,
     };
     let out = args.out.clone().unwrap_or_else(|| {
-        let arch = serde_json::to_value(config.arch).ok();
-        let arch = arch.as_ref().and_then(|a| a.as_str()).unwrap_or("net");
-        PathBuf::from("runs").join(format!(
-            "{}-{arch}-{}",
-            config.dataset.name(),
-            config.neuron
-        ))
+        let (dataset, arch) = (config.dataset.name(), config.arch.name());
+        PathBuf::from("runs").join(format!("{dataset}-{arch}-{}", config.neuron))
     });
     let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
     let backend = backend(&args.place, config.deterministic)?;
@@ -214,6 +210,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let best = best_so_far(&out, args.resume.is_some());
         Ok(Run {
             config: config.clone(),
+            net,
             backend,
             out: out.clone(),
             start,
@@ -262,9 +259,10 @@ fn recorded_config(ckpt: &Checkpoint, path: &Path) -> Result<RunConfig> {
 
 /// The best test accuracy recorded in `out/metrics.jsonl`, when resuming there.
 fn best_so_far(out: &Path, resuming: bool) -> Option<f64> {
-    let text = fs::read_to_string(out.join("metrics.jsonl"))
-        .ok()
-        .filter(|_| resuming)?;
+    if !resuming {
+        return None;
+    }
+    let text = fs::read_to_string(out.join("metrics.jsonl")).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("test_accuracy")?.as_f64())
@@ -310,12 +308,12 @@ where
 {
     let Run {
         config,
+        net,
         backend,
         out,
         start,
         best,
     } = run;
-    let net: Network = config.network(loaders.input)?;
     let optimizer = config.optimizer();
     let mut trainer = backend
         .trainer(&net, &start, optimizer, Loss::CrossEntropyRate, None)
@@ -349,26 +347,23 @@ where
         config.batch,
         out.display()
     );
-    let batches = config.max_batches.map_or(loaders.train.num_batches(), |m| {
-        m.min(loaders.train.num_batches())
-    });
-    let lr = match config.schedule {
-        ScheduleArg::Constant => LrSchedule::Constant(config.lr),
-        ScheduleArg::Cosine => LrSchedule::Cosine(CosineSchedule {
-            base_lr: config.lr,
-            min_lr: 0.0,
-            total_steps: config.epochs * batches as u64,
-            warmup_steps: config.warmup,
-        }),
-    };
     let rate = RateCode {
         steps: config.steps,
         seed: config.seed,
     };
-    let fit_config = FitConfig {
+    let mut fit_config = FitConfig {
         max_batches: config.max_batches,
-        ..FitConfig::new(config.epochs, lr, rate)
+        ..FitConfig::new(config.epochs, LrSchedule::Constant(config.lr), rate)
     };
+    let batches = fit_config.batches(loaders.train.num_batches());
+    if config.schedule == ScheduleArg::Cosine {
+        fit_config.lr = LrSchedule::Cosine(CosineSchedule {
+            base_lr: config.lr,
+            min_lr: 0.0,
+            total_steps: config.epochs * batches as u64,
+            warmup_steps: config.warmup,
+        });
+    }
     let result = fit(
         &mut *trainer,
         &loaders.train,

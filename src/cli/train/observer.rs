@@ -19,17 +19,17 @@ use snn::nn::{NnError, Trainer};
 /// The observer of `snn train`.
 #[derive(Debug)]
 pub struct RunObserver {
-    pub out: PathBuf,
-    pub epochs: u64,
+    out: PathBuf,
+    epochs: u64,
     /// The checkpoint metadata (the run's config).
-    pub metadata: BTreeMap<String, String>,
+    metadata: BTreeMap<String, String>,
     /// Set by Ctrl-C: finish the current step, then stop.
-    pub interrupted: Arc<AtomicBool>,
+    interrupted: Arc<AtomicBool>,
     /// The best test accuracy so far (that of `best.safetensors`).
     pub best: Option<f64>,
     /// Optimizer steps when the run stopped (for the message after Ctrl-C).
     pub stopped_at: Option<u64>,
-    pub metrics: File,
+    metrics: File,
     bar: ProgressBar,
     epoch_started: Instant,
     samples: usize,
