@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let result = match Cli::parse().command {
         Command::Bench(b) => cli::bench::run(b),
         Command::Data(d) => cli::data::run(d),
@@ -77,6 +78,18 @@ fn main() -> ExitCode {
             report(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `snn neurons | head` ends quietly when `head` closes the pipe, as Unix tools do, instead
+/// of panicking in `println!`: Rust ignores SIGPIPE by default; this restores the default.
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists, with a valid
+    // signal number and the default disposition; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

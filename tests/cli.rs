@@ -253,6 +253,25 @@ fn data_download_of_dvs_gesture_fails_with_the_manual_instructions() {
 // ---------------------------------------------------------------------------------------
 // snn neurons, codegen, doctor, cache
 
+/// `snn neurons | head -1`: the reader closing the pipe ends `snn` quietly, no panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snn"))
+        .arg("neurons")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before `snn` has started up, so its first line already meets a closed pipe
+    // (its output would fit a pipe's buffer: a reader closing later would not be seen).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
 #[test]
 fn neurons_lists_the_zoo_with_parameters_and_equations() {
     let out = snn(&["neurons"]);

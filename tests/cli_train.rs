@@ -192,6 +192,41 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     assert!(!out_dir.exists());
 }
 
+/// A run whose loss stops being finite stops with a clear message and a non-zero exit,
+/// and writes no checkpoint of the broken parameters (fit's own tests show that a
+/// checkpoint of the last sound epoch stays).
+#[test]
+fn a_diverging_run_stops_and_keeps_no_broken_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    // SGD at a rate beyond f32's range: the first update makes the parameters infinite.
+    let args = [
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "3e38",
+        "--steps",
+        "4",
+        "--max-batches",
+        "3",
+        "--epochs",
+        "2",
+    ];
+    let out = train(dir.path(), &args);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    for needle in [
+        "training diverged; lower the learning rate",
+        "(epoch 1)",
+        "no checkpoint was written",
+    ] {
+        assert!(t.contains(needle), "no {needle:?} in {t}");
+    }
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!dir.path().join("last.safetensors").exists());
+    assert!(!dir.path().join("best.safetensors").exists());
+    assert!(epochs(dir.path()).is_empty());
+}
+
 /// Ctrl-C finishes the step, writes `last.safetensors` and exits non-zero; resuming from
 /// it gives the epochs an uninterrupted run gives.
 #[cfg(unix)]

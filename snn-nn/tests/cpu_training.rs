@@ -13,7 +13,8 @@ use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::models::spiking_cnn;
 use snn_nn::optim::CosineSchedule;
 use snn_nn::train::{
-    EpochReport, FitConfig, Flow, LrSchedule, Observer, RateCode, StepReport, evaluate, fit,
+    EpochReport, FitConfig, Flow, Input, LrSchedule, Observer, RateCode, StepReport, StepStats,
+    evaluate, fit,
 };
 use snn_nn::{
     ImageShape, Loss, Network, NnError, Optimizer, Rng, TrainError, Trainer, init_params,
@@ -294,4 +295,66 @@ fn a_diverging_run_stops_with_a_clear_error() {
     assert!(!loss.is_finite());
     assert_eq!((epoch, step), (0, record.steps.len() as u64 + 1));
     assert!(e.to_string().contains("diverged"), "{e}");
+}
+
+/// A trainer whose updates from step `from` on use a rate beyond f32's range.
+#[derive(Debug)]
+struct BreaksAt {
+    inner: CpuTrainer<f32>,
+    from: u64,
+}
+
+impl Trainer for BreaksAt {
+    fn network(&self) -> &Network {
+        self.inner.network()
+    }
+    fn device_name(&self) -> String {
+        self.inner.device_name()
+    }
+    fn steps_taken(&self) -> u64 {
+        self.inner.steps_taken()
+    }
+    fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError> {
+        let lr = if self.steps_taken() + 1 >= self.from {
+            f64::MAX
+        } else {
+            lr
+        };
+        self.inner.train_batch(input, lr)
+    }
+    fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError> {
+        self.inner.test_batch(input)
+    }
+    fn checkpoint(
+        &self,
+        epoch: u64,
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Result<snn_nn::checkpoint::Checkpoint, TrainError> {
+        self.inner.checkpoint(epoch, metadata)
+    }
+}
+
+/// The last step of an epoch may break the parameters while its own loss (computed
+/// before the update) is finite: the test loss catches it, and the broken epoch never
+/// reaches the observer (which is where checkpoints are written).
+#[test]
+fn parameters_broken_by_an_epochs_last_step_never_reach_the_observer() {
+    let net = network();
+    let model = CpuModel::new(&net, init_params::<f32>(&net, 2).unwrap()).unwrap();
+    let inner = CpuTrainer::new(model, Optimizer::sgd(0.1, 0.0), Loss::CrossEntropyRate).unwrap();
+    let data = quadrants(3, 40);
+    let (train, test) = (loader(&data, 8, true), loader(&data, 8, false));
+    // 5 batches per epoch: epoch 1 is sound, the last step of epoch 2 breaks it.
+    let mut t = BreaksAt { inner, from: 10 };
+    let config = FitConfig::new(3, LrSchedule::Constant(0.1), RATE);
+    let mut record = Record::default();
+    let e = fit(&mut t, &train, Some(&test), &config, &mut record).unwrap_err();
+    let TrainError::Diverged { epoch, step, loss } = e else {
+        panic!("{e}");
+    };
+    assert!(!loss.is_finite());
+    assert_eq!((epoch, step), (1, 10));
+    assert_eq!(record.steps.len(), 10, "every step's own loss was finite");
+    assert_eq!(record.epochs.len(), 1, "only the sound epoch was observed");
+    assert!(record.epochs[0].test.unwrap().loss.is_finite());
 }

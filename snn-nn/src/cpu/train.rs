@@ -10,7 +10,7 @@ use crate::error::NnError;
 use crate::float::Float;
 use crate::graph::Network;
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm, step};
-use crate::train::{Input, Loss, StepStats, TrainError, Trainer, predicted_classes};
+use crate::train::{Input, Loss, StepStats, TrainError, Trainer};
 
 /// A model with its optimizer.
 #[derive(Clone, Debug)]
@@ -71,11 +71,20 @@ impl<T: Float> CpuTrainer<T> {
         })
     }
 
-    /// Predicted classes (argmax of the time-summed output) in inference mode.
-    pub fn predict(&mut self, x: &[T], steps: usize, batch: usize) -> Result<Vec<usize>, NnError> {
+    /// The loss on `x` with `labels` and the samples predicted right, in inference mode.
+    pub fn test(&mut self, x: &[T], labels: &[usize], steps: usize) -> Result<StepStats, NnError> {
+        let batch = labels.len();
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(x, steps, batch, Mode::Inference)?;
-        predicted_classes(trace.output(), steps, batch, classes)
+        let out = self
+            .loss
+            .compute(steps, batch, classes, trace.output(), labels)?;
+        Ok(StepStats {
+            loss: out.loss.value(),
+            correct: out.correct,
+            batch,
+            grad_norm: None,
+        })
     }
 }
 
@@ -122,9 +131,9 @@ impl Trainer for CpuTrainer<f32> {
         Ok(self.step(&x, &input.labels(), input.steps(), lr)?)
     }
 
-    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError> {
+    fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError> {
         let x = input.to_host(self.model.network())?;
-        Ok(self.predict(&x, input.steps(), input.batch_size())?)
+        Ok(self.test(&x, &input.labels(), input.steps())?)
     }
 
     fn checkpoint(

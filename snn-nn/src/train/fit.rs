@@ -93,6 +93,8 @@ impl TrainStats {
 /// Predictions on a test loader.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct Evaluation {
+    /// The mean loss per sample.
+    pub loss: f64,
     pub correct: usize,
     pub samples: usize,
     /// Wall time on the host.
@@ -159,7 +161,8 @@ impl Observer for () {}
 /// at batch `k % n` of epoch `k / n` with `n` batches per epoch, at the schedule's step
 /// `k`. The loaders' orders depend only on the seed and the epoch, so a run stopped and
 /// resumed with the same loaders and `config` takes the same steps as one that was not.
-/// A loss that is not finite stops it with [`TrainError::Diverged`].
+/// A training or test loss that is not finite stops it with [`TrainError::Diverged`]
+/// (before the epoch's end reaches the observer).
 pub fn fit<D>(
     trainer: &mut dyn Trainer,
     train: &Loader<D>,
@@ -225,6 +228,15 @@ where
         let test = test
             .map(|t| evaluate(trainer, t, config.rate))
             .transpose()?;
+        // The last step's loss was finite, but its update may not have been: a test loss
+        // that is not stops the run before the parameters reach a checkpoint.
+        if let Some(t) = test.filter(|t| !t.loss.is_finite()) {
+            return Err(TrainError::Diverged {
+                epoch,
+                step,
+                loss: t.loss,
+            });
+        }
         let report = EpochReport { epoch, train, test };
         if observer.epoch_end(trainer, &report)?.is_break() {
             return Ok(());
@@ -245,18 +257,15 @@ where
     Batch<D::Elem>: AsInput,
 {
     let started = Instant::now();
-    let (mut correct, mut samples) = (0, 0);
+    let (mut loss, mut correct, mut samples) = (0.0, 0, 0);
     for batch in test.epoch(0) {
-        let batch = batch?;
-        let predicted = trainer.predict_batch(batch.as_input(rate))?;
-        correct += predicted
-            .iter()
-            .zip(&batch.labels)
-            .filter(|&(&p, &l)| p == usize::from(l))
-            .count();
-        samples += batch.len();
+        let stats = trainer.test_batch(batch?.as_input(rate))?;
+        loss += stats.loss * stats.batch as f64;
+        correct += stats.correct;
+        samples += stats.batch;
     }
     Ok(Evaluation {
+        loss: loss / samples.max(1) as f64,
         correct,
         samples,
         time: started.elapsed(),

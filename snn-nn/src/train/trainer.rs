@@ -34,9 +34,9 @@ pub trait Trainer: fmt::Debug {
     /// One optimizer step on `input` at learning rate `lr`.
     fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError>;
 
-    /// The class predicted for each sample of `input`, in inference mode (running
+    /// The loss on `input` and the samples predicted right, in inference mode (running
     /// batch-norm statistics, no update).
-    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError>;
+    fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError>;
 
     /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
     /// `epoch` (completed epochs) and `metadata`.
@@ -62,8 +62,15 @@ pub enum TrainError {
     Device(Box<dyn Error + Send + Sync>),
     /// The loss stopped being a finite number: the parameters are lost from this step on.
     #[error(
-        "the loss is {loss} at step {step} (epoch {epoch}): training diverged; lower the \
-         learning rate, clip the gradients, or resume from an earlier checkpoint"
+        "the loss is {loss} at step {step} (epoch {}): training diverged; lower the \
+         learning rate, clip the gradients, or resume from an earlier checkpoint",
+        .epoch + 1
     )]
-    Diverged { epoch: u64, step: u64, loss: f64 },
+    Diverged {
+        /// The epoch, counted from 0 (the message counts from 1, as progress lines do).
+        epoch: u64,
+        /// Steps taken, the diverging one included.
+        step: u64,
+        loss: f64,
+    },
 }

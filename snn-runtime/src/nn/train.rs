@@ -10,7 +10,7 @@ use snn_codegen::Mode;
 use snn_nn::checkpoint::Checkpoint;
 use snn_nn::cpu::CpuTrainer;
 use snn_nn::optim::{Optimizer, OptimizerState};
-use snn_nn::train::{Input, expand_channels, predicted_classes};
+use snn_nn::train::{Input, expand_channels};
 use snn_nn::{Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
@@ -208,13 +208,23 @@ impl Trainer for GpuTrainer {
         Ok(self.step(&x, &input.labels(), input.steps(), lr)?)
     }
 
-    fn predict_batch(&mut self, input: Input<'_>) -> Result<Vec<usize>, TrainError> {
+    fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError> {
         let x = self.upload(input)?;
         let (steps, batch) = (input.steps(), input.batch_size());
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(&x, steps, batch, Mode::Inference)?;
+        // `[T, B, K]`: a few kilobytes, so the loss is computed where it is read.
         let out = output(&trace)?.to_f32()?;
-        Ok(predicted_classes(&out, steps, batch, classes)?)
+        let value = self
+            .loss
+            .loss()
+            .compute(steps, batch, classes, &out, &input.labels())?;
+        Ok(StepStats {
+            loss: f64::from(value.loss),
+            correct: value.correct,
+            batch,
+            grad_norm: None,
+        })
     }
 
     fn checkpoint(

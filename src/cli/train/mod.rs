@@ -40,11 +40,13 @@ cores). Images are rate-coded (the same spikes on the
 CPU and the GPU); event recordings become T frames split by event number.
 
 While it trains: a progress bar per epoch on stderr. After each epoch: one line (training
-time, test time, train loss and accuracy, test accuracy) on stdout, the same appended as
+time, test time, train loss and accuracy, test loss and accuracy) on stdout, the same appended as
 JSON to OUT/metrics.jsonl (whose first line of a run is its configuration), and
 OUT/last.safetensors and (on a better test accuracy) OUT/best.safetensors, written
 atomically. Ctrl-C finishes the current step, writes last.safetensors and exits non-zero;
 --resume OUT/last.safetensors with the same options continues exactly where it stopped.
+A loss (training or test) that is not finite stops the run with an error; the checkpoints
+keep the last sound epoch.
 
 Examples:
   snn train
@@ -380,7 +382,13 @@ where
             out.join("last.safetensors").display()
         );
     }
-    result.context("training stopped; last.safetensors holds the last completed epoch")?;
+    result.with_context(|| {
+        if out.join("last.safetensors").is_file() {
+            "training stopped; last.safetensors holds the last completed epoch"
+        } else {
+            "training stopped before an epoch ended soundly, so no checkpoint was written"
+        }
+    })?;
     if let Some(best) = observer.best {
         println!(
             "best test accuracy {:.2}%: {}",
@@ -438,10 +446,11 @@ where
     };
     let result = evaluate(&mut *trainer, &loaders.test, rate)?;
     println!(
-        "test accuracy {:.2}% ({}/{}) on {}, {:.2} s",
+        "test accuracy {:.2}% ({}/{}) and loss {:.4} on {}, {:.2} s",
         100.0 * result.accuracy(),
         result.correct,
         result.samples,
+        result.loss,
         config.dataset.name(),
         result.time.as_secs_f64()
     );

@@ -128,12 +128,13 @@ impl Observer for RunObserver {
         let test = report.test.unwrap_or_default();
         println!(
             "epoch {epoch}/{}: train {:.2} s, test {:.2} s, loss {:.4}, train accuracy {:.2}%, \
-             test accuracy {:.2}%",
+             test loss {:.4}, test accuracy {:.2}%",
             self.epochs,
             train.time.as_secs_f64(),
             test.time.as_secs_f64(),
             train.loss,
             100.0 * train.accuracy(),
+            test.loss,
             100.0 * test.accuracy()
         );
         self.record(&json!({
@@ -144,6 +145,7 @@ impl Observer for RunObserver {
             "train_loss": train.loss,
             "train_accuracy": train.accuracy(),
             "train_samples": train.samples,
+            "test_loss": test.loss,
             "test_accuracy": test.accuracy(),
             "test_samples": test.samples,
         }))?;
