@@ -132,7 +132,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     let dir = TempDir::new().unwrap();
     let out_dir = dir.path().join("out");
     let out = out_dir.to_str().unwrap();
-    let cases: [(&[&str], &[&str]); 9] = [
+    let cases: [(&[&str], &[&str]); 10] = [
         (
             &["--dataset", "imagenet"],
             &["digits", "mnist", "dvs-gesture"],
@@ -150,6 +150,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         (&["--lr", "-1"], &["not a positive learning rate"]),
         (&["--batch", "0"], &["0 is not in 1.."]),
         (&["--steps", "0"], &["0 is not in 1.."]),
+        (&["--storage", "narrow"], &["--storage narrow needs a CUDA GPU"]),
         (
             &[
                 "--dataset",

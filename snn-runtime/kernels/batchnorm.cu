@@ -1,4 +1,4 @@
-// Batch normalisation over f32 x[N][C][P] (N images, C channels, P = H * W values per plane),
+// Batch normalisation over x[N][C][P] (f32, or bf16: the `_bf16` twins) (N images, C channels, P = H * W values per plane),
 // as torch.nn.BatchNorm2d. Written by hand; launched by snn-runtime's nn::kernels::batchnorm,
 // whose module docs describe the passes and the fused path.
 //   training forward:  snn_bn_stats, snn_bn_finalize, snn_bn_apply
@@ -14,6 +14,10 @@
 // [chunk * ipc, min(N, chunk * ipc + ipc)). Neighbouring lanes read neighbouring units and
 // neighbouring groups neighbouring planes, so a warp's loads coalesce.
 //
+// x, y, dy, dx and g are f32, or bf16 in the `_bf16` twin of each kernel (the same template
+// with T = snn_bf16, computing in f32 all the same); statistics and per-channel values are
+// always f32.
+//
 // Reductions are deterministic: each thread accumulates in a fixed order, a group merges its
 // lanes in a fixed tree, each (channel, chunk) writes one partial, and one warp per channel
 // merges the chunks in a fixed order. No atomics.
@@ -24,25 +28,18 @@
 template <int V> struct snn_vec { float v[V]; };
 
 // V values at unit `unit` of p, through the read-only cache.
-template <int V>
-__device__ __forceinline__ snn_vec<V> snn_load(const float* __restrict__ p, long long unit) {
+template <int V, typename T>
+__device__ __forceinline__ snn_vec<V> snn_load(const T* __restrict__ p, long long unit) {
     snn_vec<V> r;
-    if constexpr (V == 4) {
-        const float4 t = __ldg(reinterpret_cast<const float4*>(p) + unit);
-        r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w;
-    } else {
-        r.v[0] = __ldg(p + unit);
-    }
+    if constexpr (V == 4) snn_load4(p + unit * 4, r.v);
+    else r.v[0] = snn_f32(__ldg(p + unit));
     return r;
 }
 
-template <int V>
-__device__ __forceinline__ void snn_store(float* __restrict__ p, long long unit, const snn_vec<V>& r) {
-    if constexpr (V == 4) {
-        reinterpret_cast<float4*>(p)[unit] = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-    } else {
-        p[unit] = r.v[0];
-    }
+template <int V, typename T>
+__device__ __forceinline__ void snn_store(T* __restrict__ p, long long unit, const snn_vec<V>& r) {
+    if constexpr (V == 4) snn_store4(p + unit * 4, r.v);
+    else p[unit] = snn_to<T>(r.v[0]);
 }
 
 // Where a thread works: its channel, lane, and the chunk's images.
@@ -85,8 +82,8 @@ __device__ __forceinline__ void snn_bn_acc(const snn_vec<V>& a, float k, float& 
 }
 
 // partial[(c * chunks + chunk) * 2 + {0, 1}] = mean and M2 of channel c over the chunk.
-template <int V>
-__device__ __forceinline__ void snn_bn_stats(const float* __restrict__ x, float* __restrict__ partial,
+template <int V, typename T>
+__device__ __forceinline__ void snn_bn_stats(const T* __restrict__ x, float* __restrict__ partial,
                                              long long C, long long N, long long PU, long long ipc,
                                              int tg, int groups, float* s_n, float* s_mean, float* s_m2) {
     const snn_bn_place w = snn_bn_where(C, N, ipc, tg, groups);
@@ -96,7 +93,7 @@ __device__ __forceinline__ void snn_bn_stats(const float* __restrict__ x, float*
     if (w.active && w.lane < PU) {
         // Sums of deviations from the thread's first value: no cancellation when the mean
         // is far from zero.
-        const float k = x[((w.n0 * C + w.c) * PU + w.lane) * V];
+        const float k = snn_f32(x[((w.n0 * C + w.c) * PU + w.lane) * V]);
         float s1 = 0.0f, s2 = 0.0f;
         long long units = 0;
         for (long long u = w.lane; u < PU; u += tg, ++units) {
@@ -134,6 +131,14 @@ __device__ __forceinline__ void snn_bn_stats(const float* __restrict__ x, float*
 
 extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
 snn_bn_stats(const float* __restrict__ x, float* __restrict__ partial, long long C, long long N,
+             long long PU, long long ipc, int tg, int groups, int vec) {
+    __shared__ float s_n[SNN_BN_THREADS], s_mean[SNN_BN_THREADS], s_m2[SNN_BN_THREADS];
+    if (vec == 4) snn_bn_stats<4>(x, partial, C, N, PU, ipc, tg, groups, s_n, s_mean, s_m2);
+    else snn_bn_stats<1>(x, partial, C, N, PU, ipc, tg, groups, s_n, s_mean, s_m2);
+}
+
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_stats_bf16(const snn_bf16* __restrict__ x, float* __restrict__ partial, long long C, long long N,
              long long PU, long long ipc, int tg, int groups, int vec) {
     __shared__ float s_n[SNN_BN_THREADS], s_mean[SNN_BN_THREADS], s_m2[SNN_BN_THREADS];
     if (vec == 4) snn_bn_stats<4>(x, partial, C, N, PU, ipc, tg, groups, s_n, s_mean, s_m2);
@@ -191,8 +196,8 @@ snn_bn_scale(const float* gamma, const float* spread, float* scale, float eps, i
 
 // y = (x - mean) * (gamma * inv_std) + beta. Training passes the batch mean and inv_std;
 // eval (from_var = 1) passes the running mean and variance, and inv_std = 1 / sqrt(var + eps).
-template <int V>
-__device__ __forceinline__ void snn_bn_apply(const float* __restrict__ x, float* __restrict__ y,
+template <int V, typename T>
+__device__ __forceinline__ void snn_bn_apply(const T* __restrict__ x, T* __restrict__ y,
                                              const float* __restrict__ mean, const float* __restrict__ spread,
                                              const float* __restrict__ gamma, const float* __restrict__ beta,
                                              float eps, int from_var, long long C, long long N, long long PU,
@@ -237,6 +242,15 @@ snn_bn_apply(const float* __restrict__ x, float* __restrict__ y, const float* __
     else snn_bn_apply<1>(x, y, mean, spread, gamma, beta, eps, from_var, C, N, PU, ipc, tg, groups);
 }
 
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_apply_bf16(const snn_bf16* __restrict__ x, snn_bf16* __restrict__ y, const float* __restrict__ mean,
+             const float* __restrict__ spread, const float* __restrict__ gamma,
+             const float* __restrict__ beta, float eps, int from_var, long long C, long long N,
+             long long PU, long long ipc, int tg, int groups, int vec) {
+    if (vec == 4) snn_bn_apply<4>(x, y, mean, spread, gamma, beta, eps, from_var, C, N, PU, ipc, tg, groups);
+    else snn_bn_apply<1>(x, y, mean, spread, gamma, beta, eps, from_var, C, N, PU, ipc, tg, groups);
+}
+
 template <int V>
 __device__ __forceinline__ void snn_bn_grad_acc(const snn_vec<V>& xv, const snn_vec<V>& g, float m,
                                                 float& sdy, float& sdyx) {
@@ -248,8 +262,8 @@ __device__ __forceinline__ void snn_bn_grad_acc(const snn_vec<V>& xv, const snn_
 }
 
 // partial[(c * chunks + chunk) * 2 + {0, 1}] = sum(dy) and sum(dy * (x - mean)) over the chunk.
-template <int V>
-__device__ __forceinline__ void snn_bn_grad_sums(const float* __restrict__ x, const float* __restrict__ dy,
+template <int V, typename T>
+__device__ __forceinline__ void snn_bn_grad_sums(const T* __restrict__ x, const T* __restrict__ dy,
                                                  const float* __restrict__ mean, float* __restrict__ partial,
                                                  long long C, long long N, long long PU, long long ipc,
                                                  int tg, int groups, float* s_a, float* s_b) {
@@ -295,6 +309,15 @@ snn_bn_grad_sums(const float* __restrict__ x, const float* __restrict__ dy, cons
     else snn_bn_grad_sums<1>(x, dy, mean, partial, C, N, PU, ipc, tg, groups, s_a, s_b);
 }
 
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_grad_sums_bf16(const snn_bf16* __restrict__ x, const snn_bf16* __restrict__ dy, const float* __restrict__ mean,
+                 float* __restrict__ partial, long long C, long long N, long long PU, long long ipc,
+                 int tg, int groups, int vec) {
+    __shared__ float s_a[SNN_BN_THREADS], s_b[SNN_BN_THREADS];
+    if (vec == 4) snn_bn_grad_sums<4>(x, dy, mean, partial, C, N, PU, ipc, tg, groups, s_a, s_b);
+    else snn_bn_grad_sums<1>(x, dy, mean, partial, C, N, PU, ipc, tg, groups, s_a, s_b);
+}
+
 // One warp per channel: dbeta = sum(dy), dgamma = sum(dy * (x - mean)) * inv_std, merging
 // the chunks in a fixed order.
 extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS)
@@ -320,9 +343,9 @@ snn_bn_grad_finalize(const float* __restrict__ partial, const float* __restrict_
 }
 
 // dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n), x_hat = (x - mean) * inv_std.
-template <int V>
-__device__ __forceinline__ void snn_bn_grad_input(const float* __restrict__ x, const float* __restrict__ dy,
-                                                  float* __restrict__ dx, const float* __restrict__ mean,
+template <int V, typename T>
+__device__ __forceinline__ void snn_bn_grad_input(const T* __restrict__ x, const T* __restrict__ dy,
+                                                  T* __restrict__ dx, const float* __restrict__ mean,
                                                   const float* __restrict__ inv_std, const float* __restrict__ gamma,
                                                   const float* __restrict__ dgamma, const float* __restrict__ dbeta,
                                                   float inv_n, long long C, long long N, long long PU,
@@ -365,16 +388,22 @@ snn_bn_grad_input(const float* __restrict__ x, const float* __restrict__ dy, flo
     else snn_bn_grad_input<1>(x, dy, dx, mean, inv_std, gamma, dgamma, dbeta, inv_n, C, N, PU, ipc, tg, groups);
 }
 
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_grad_input_bf16(const snn_bf16* __restrict__ x, const snn_bf16* __restrict__ dy, snn_bf16* __restrict__ dx,
+                  const float* __restrict__ mean, const float* __restrict__ inv_std,
+                  const float* __restrict__ gamma, const float* __restrict__ dgamma,
+                  const float* __restrict__ dbeta, float inv_n, long long C, long long N, long long PU,
+                  long long ipc, int tg, int groups, int vec) {
+    if (vec == 4) snn_bn_grad_input<4>(x, dy, dx, mean, inv_std, gamma, dgamma, dbeta, inv_n, C, N, PU, ipc, tg, groups);
+    else snn_bn_grad_input<1>(x, dy, dx, mean, inv_std, gamma, dgamma, dbeta, inv_n, C, N, PU, ipc, tg, groups);
+}
+
 // A load of memory that the kernel also writes (no read-only cache path).
-template <int V>
-__device__ __forceinline__ snn_vec<V> snn_load_rw(const float* __restrict__ p, long long unit) {
+template <int V, typename T>
+__device__ __forceinline__ snn_vec<V> snn_load_rw(const T* __restrict__ p, long long unit) {
     snn_vec<V> r;
-    if constexpr (V == 4) {
-        const float4 t = reinterpret_cast<const float4*>(p)[unit];
-        r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w;
-    } else {
-        r.v[0] = p[unit];
-    }
+    if constexpr (V == 4) snn_load4_rw(p + unit * 4, r.v);
+    else r.v[0] = snn_f32(p[unit]);
     return r;
 }
 
@@ -389,8 +418,8 @@ __device__ __forceinline__ void snn_bn_fused_step(const snn_vec<V>& xv, snn_vec<
 // (written by lane 0 of chunk 0's group), and in place g += c1 * (x - mean) + c0 with c1 = -scale * inv_std * dgamma / M and
 // c0 = -scale * dbeta / M, each thread computing its channel's coefficients itself (no
 // per-channel launch). 12 bytes per value: read x and g, write g.
-template <int V>
-__device__ __forceinline__ void snn_bn_grad_fused(const float* __restrict__ x, float* __restrict__ g,
+template <int V, typename T>
+__device__ __forceinline__ void snn_bn_grad_fused(const T* __restrict__ x, T* __restrict__ g,
                                                   const float* __restrict__ mean, const float* __restrict__ inv_std,
                                                   const float* __restrict__ scale, const float* __restrict__ grad_scale,
                                                   const float* __restrict__ grad_shift, float* __restrict__ dgamma,
@@ -426,6 +455,16 @@ __device__ __forceinline__ void snn_bn_grad_fused(const float* __restrict__ x, f
 
 extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
 snn_bn_grad_fused(const float* __restrict__ x, float* __restrict__ g, const float* __restrict__ mean,
+                  const float* __restrict__ inv_std, const float* __restrict__ scale,
+                  const float* __restrict__ grad_scale, const float* __restrict__ grad_shift,
+                  float* __restrict__ dgamma, float* __restrict__ dbeta, float inv_m, long long C,
+                  long long N, long long PU, long long ipc, int tg, int groups, int vec) {
+    if (vec == 4) snn_bn_grad_fused<4>(x, g, mean, inv_std, scale, grad_scale, grad_shift, dgamma, dbeta, inv_m, C, N, PU, ipc, tg, groups);
+    else snn_bn_grad_fused<1>(x, g, mean, inv_std, scale, grad_scale, grad_shift, dgamma, dbeta, inv_m, C, N, PU, ipc, tg, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS, 4)
+snn_bn_grad_fused_bf16(const snn_bf16* __restrict__ x, snn_bf16* __restrict__ g, const float* __restrict__ mean,
                   const float* __restrict__ inv_std, const float* __restrict__ scale,
                   const float* __restrict__ grad_scale, const float* __restrict__ grad_shift,
                   float* __restrict__ dgamma, float* __restrict__ dbeta, float inv_m, long long C,

@@ -1,10 +1,12 @@
-// snn-runtime: elementwise f32 sums (a residual add; a gradient accumulated for a tensor
-// used twice). 16-byte accesses when all three tensors are 16-byte aligned, then a scalar
-// tail. No `__restrict__`: `out` may be `a` or `b` itself (each element is read, then
-// written, by the same thread).
+// snn-runtime: elementwise sums (a residual add; a gradient accumulated for a tensor used
+// twice) over f32 or bf16 (`_bf16`) tensors, and the conversions between the two. Four
+// values per access when every tensor is 16-byte aligned, then a scalar tail. No
+// `__restrict__` on the sums: `out` may be `a` or `b` itself (each element is read, then
+// written, by the same thread, so the loads do not go through the read-only cache).
 
-// out[i] = a[i] + b[i], grid-stride.
-extern "C" __global__ void snn_add(const float* a, const float* b, float* out, long long n) {
+// out[i] = a[i] + b[i] (computed in f32), grid-stride.
+template <typename T>
+__device__ __forceinline__ void snn_add_impl(const T* a, const T* b, T* out, long long n) {
     const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long step = (long long)gridDim.x * blockDim.x;
     long long done = 0;
@@ -13,14 +15,50 @@ extern "C" __global__ void snn_add(const float* a, const float* b, float* out, l
                                          reinterpret_cast<unsigned long long>(out);
     if ((addresses & 15) == 0) {
         const long long n4 = n / 4;
-        const float4* a4 = reinterpret_cast<const float4*>(a);
-        const float4* b4 = reinterpret_cast<const float4*>(b);
-        float4* o4 = reinterpret_cast<float4*>(out);
         for (long long i = first; i < n4; i += step) {
-            const float4 p = a4[i], q = b4[i];
-            o4[i] = make_float4(p.x + q.x, p.y + q.y, p.z + q.z, p.w + q.w);
+            float p[4], q[4];
+            snn_load4_rw(a + 4 * i, p);
+            snn_load4_rw(b + 4 * i, q);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) p[k] += q[k];
+            snn_store4(out + 4 * i, p);
         }
         done = n4 * 4;
     }
-    for (long long i = done + first; i < n; i += step) out[i] = a[i] + b[i];
+    for (long long i = done + first; i < n; i += step) out[i] = snn_to<T>(snn_f32(a[i]) + snn_f32(b[i]));
+}
+
+extern "C" __global__ void snn_add(const float* a, const float* b, float* out, long long n) {
+    snn_add_impl(a, b, out, n);
+}
+
+extern "C" __global__ void snn_add_bf16(const snn_bf16* a, const snn_bf16* b, snn_bf16* out, long long n) {
+    snn_add_impl(a, b, out, n);
+}
+
+// y[i] = x[i] in y's type (bf16: rounded to nearest even), grid-stride, four at a time
+// when both are 16-byte aligned.
+template <typename S, typename D>
+__device__ __forceinline__ void snn_convert_impl(const S* __restrict__ x, D* __restrict__ y, long long n) {
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    long long done = 0;
+    if (((reinterpret_cast<unsigned long long>(x) | reinterpret_cast<unsigned long long>(y)) & 15) == 0) {
+        const long long n4 = n / 4;
+        for (long long i = first; i < n4; i += step) {
+            float v[4];
+            snn_load4(x + 4 * i, v);
+            snn_store4(y + 4 * i, v);
+        }
+        done = n4 * 4;
+    }
+    for (long long i = done + first; i < n; i += step) y[i] = snn_to<D>(snn_f32(x[i]));
+}
+
+extern "C" __global__ void snn_f32_to_bf16(const float* __restrict__ x, snn_bf16* __restrict__ y, long long n) {
+    snn_convert_impl(x, y, n);
+}
+
+extern "C" __global__ void snn_bf16_to_f32(const snn_bf16* __restrict__ x, float* __restrict__ y, long long n) {
+    snn_convert_impl(x, y, n);
 }

@@ -1,5 +1,7 @@
 // Max pooling (as torch.nn.MaxPool2d) and global average pooling (as
-// torch.nn.AdaptiveAvgPool2d(1) and a flatten) over f32 x[planes][H][W]. Written by hand;
+// torch.nn.AdaptiveAvgPool2d(1) and a flatten) over x[planes][H][W] of f32, or bf16 in the
+// `_bf16` twins (the same templates; max pooling keeps bf16 throughout, average pooling
+// reads bf16 x and writes f32 means, and takes f32 gradients back to bf16 ones). Written by hand;
 // launched by snn-runtime's nn::kernels::pool.
 //   max pooling:      snn_maxpool2d_forward, snn_maxpool2d_backward (and `_wide` twins)
 //   average pooling:  snn_avgpool_forward, snn_avgpool_backward
@@ -50,13 +52,14 @@ __device__ __forceinline__ void snn_pool_strips(I planes, I rows, I cols, int pe
 // 16-byte and one 4-byte store.
 template <typename I, int K, int S>
 struct snn_maxpool_fwd_strip {
-    static __device__ __forceinline__ void run(const float* __restrict__ x, float* __restrict__ y,
+    template <typename T>
+    static __device__ __forceinline__ void run(const T* __restrict__ x, T* __restrict__ y,
                                                unsigned char* __restrict__ argmax, const snn_pool_dims<I>& d,
                                                int vec, I p, I oh, I ow0) {
         const I k = K > 0 ? (I)K : d.k, s = S > 0 ? (I)S : d.s;
         const I hs = oh * s - d.pad, h0 = max(hs, (I)0), h1 = min(hs + k, d.H);
         const I ws = ow0 * s - d.pad;  // window start of the strip's first output
-        const float* __restrict__ xp = x + p * d.H * d.W;
+        const T* __restrict__ xp = x + p * d.H * d.W;
         float best[4];
         int arg[4];
 #pragma unroll
@@ -67,7 +70,7 @@ struct snn_maxpool_fwd_strip {
         }
         // Row h of every window: kw ascending per output, rows ascending, so row-major order.
         auto row = [&](I h) {
-            const float* __restrict__ xr = xp + h * d.W;
+            const T* __restrict__ xr = xp + h * d.W;
             const int kh = (int)((h - hs) * k);
 #pragma unroll
             for (int kw = 0; kw < (int)k; ++kw) {
@@ -75,7 +78,7 @@ struct snn_maxpool_fwd_strip {
                 for (int v = 0; v < 4; ++v) {
                     const I w = ws + v * s + kw;
                     if (w >= 0 && w < d.W) {
-                        const float val = __ldg(xr + w);
+                        const float val = snn_f32(__ldg(xr + w));
                         if (val > best[v] || val != val) { best[v] = val; arg[v] = kh + kw; }
                     }
                 }
@@ -90,14 +93,14 @@ struct snn_maxpool_fwd_strip {
         }
         const I o = (p * d.Ho + oh) * d.Wo + ow0;
         if (vec) {
-            reinterpret_cast<float4*>(y + o)[0] = make_float4(best[0], best[1], best[2], best[3]);
+            snn_store4(y + o, best);
             reinterpret_cast<unsigned int*>(argmax + o)[0] =
                 (unsigned)arg[0] | ((unsigned)arg[1] << 8) | ((unsigned)arg[2] << 16) | ((unsigned)arg[3] << 24);
         } else {
 #pragma unroll
             for (int v = 0; v < 4; ++v) {
                 if (ow0 + v < d.Wo) {
-                    y[o + v] = best[v];
+                    y[o + v] = snn_to<T>(best[v]);
                     argmax[o + v] = (unsigned char)arg[v];
                 }
             }
@@ -137,7 +140,23 @@ snn_maxpool2d_forward(const float* __restrict__ x, float* __restrict__ y, unsign
 }
 
 extern "C" __global__ void __launch_bounds__(256)
+snn_maxpool2d_forward_bf16(const snn_bf16* __restrict__ x, snn_bf16* __restrict__ y, unsigned char* __restrict__ argmax,
+                      long long planes, long long H, long long W, long long Ho, long long Wo,
+                      long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
+    const snn_pool_dims<int> d{(int)planes, (int)H, (int)W, (int)Ho, (int)Wo, (int)k, (int)s, (int)pad};
+    snn_maxpool_strips<snn_maxpool_fwd_strip>(d, d.Ho, d.Wo, per_block, (int)chunks, vec, x, y, argmax);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
 snn_maxpool2d_forward_wide(const float* __restrict__ x, float* __restrict__ y, unsigned char* __restrict__ argmax,
+                           long long planes, long long H, long long W, long long Ho, long long Wo,
+                           long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
+    const snn_pool_dims<long long> d{planes, H, W, Ho, Wo, k, s, pad};
+    snn_maxpool_strips<snn_maxpool_fwd_strip>(d, d.Ho, d.Wo, per_block, chunks, vec, x, y, argmax);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+snn_maxpool2d_forward_wide_bf16(const snn_bf16* __restrict__ x, snn_bf16* __restrict__ y, unsigned char* __restrict__ argmax,
                            long long planes, long long H, long long W, long long Ho, long long Wo,
                            long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
     const snn_pool_dims<long long> d{planes, H, W, Ho, Wo, k, s, pad};
@@ -152,8 +171,9 @@ snn_maxpool2d_forward_wide(const float* __restrict__ x, float* __restrict__ y, u
 // window rows and (K + 2) / S + 1 window columns). vec: W % 4 == 0 and dx 16-byte aligned.
 template <typename I, int K, int S>
 struct snn_maxpool_bwd_strip {
+    template <typename T>
     static __device__ __forceinline__ void run(const unsigned char* __restrict__ argmax,
-                                               const float* __restrict__ dy, float* __restrict__ dx,
+                                               const T* __restrict__ dy, T* __restrict__ dx,
                                                const snn_pool_dims<I>& d, int vec, I p, I h, I w0) {
         const I k = K > 0 ? (I)K : d.k, s = S > 0 ? (I)S : d.s;
         // Windows oh with oh * s - pad <= h < oh * s - pad + k; likewise for the columns.
@@ -167,7 +187,7 @@ struct snn_maxpool_bwd_strip {
             const int kh = (int)(h + d.pad - oh * s);
             // The chosen column within the window, when the window chose row h.
             const unsigned rel = (unsigned)((int)__ldg(argmax + o) - kh * (int)k);
-            const float g = __ldg(dy + o);
+            const float g = snn_f32(__ldg(dy + o));
             if (rel < (unsigned)k) {
                 const I col = ow * s - d.pad + (I)rel - w0;
 #pragma unroll
@@ -188,13 +208,13 @@ struct snn_maxpool_bwd_strip {
             for (I oh = oh0; oh <= oh1; ++oh)
                 for (I ow = ow0; ow <= ow1; ++ow) window(oh, ow);
         }
-        float* __restrict__ out = dx + (p * d.H + h) * d.W + w0;
+        T* __restrict__ out = dx + (p * d.H + h) * d.W + w0;
         if (vec) {
-            reinterpret_cast<float4*>(out)[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+            snn_store4(out, acc);
         } else {
 #pragma unroll
             for (int v = 0; v < 4; ++v)
-                if (w0 + v < d.W) out[v] = acc[v];
+                if (w0 + v < d.W) out[v] = snn_to<T>(acc[v]);
         }
     }
 };
@@ -202,6 +222,15 @@ struct snn_maxpool_bwd_strip {
 extern "C" __global__ void __launch_bounds__(256)
 snn_maxpool2d_backward(const unsigned char* __restrict__ argmax, const float* __restrict__ dy,
                        float* __restrict__ dx,
+                       long long planes, long long H, long long W, long long Ho, long long Wo,
+                       long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
+    const snn_pool_dims<int> d{(int)planes, (int)H, (int)W, (int)Ho, (int)Wo, (int)k, (int)s, (int)pad};
+    snn_maxpool_strips<snn_maxpool_bwd_strip>(d, d.H, d.W, per_block, (int)chunks, vec, argmax, dy, dx);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+snn_maxpool2d_backward_bf16(const unsigned char* __restrict__ argmax, const snn_bf16* __restrict__ dy,
+                       snn_bf16* __restrict__ dx,
                        long long planes, long long H, long long W, long long Ho, long long Wo,
                        long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
     const snn_pool_dims<int> d{(int)planes, (int)H, (int)W, (int)Ho, (int)Wo, (int)k, (int)s, (int)pad};
@@ -217,11 +246,20 @@ snn_maxpool2d_backward_wide(const unsigned char* __restrict__ argmax, const floa
     snn_maxpool_strips<snn_maxpool_bwd_strip>(d, d.H, d.W, per_block, chunks, vec, argmax, dy, dx);
 }
 
+extern "C" __global__ void __launch_bounds__(256)
+snn_maxpool2d_backward_wide_bf16(const unsigned char* __restrict__ argmax, const snn_bf16* __restrict__ dy,
+                            snn_bf16* __restrict__ dx,
+                            long long planes, long long H, long long W, long long Ho, long long Wo,
+                            long long k, long long s, long long pad, int per_block, long long chunks, int vec) {
+    const snn_pool_dims<long long> d{planes, H, W, Ho, Wo, k, s, pad};
+    snn_maxpool_strips<snn_maxpool_bwd_strip>(d, d.H, d.W, per_block, chunks, vec, argmax, dy, dx);
+}
+
 // y[r] = mean of row r of x[rows][plane]. `lanes` (a power of two up to 32) threads share a
 // row: lane j adds elements j, j + lanes, ... in order, then a fixed shuffle tree; a warp
 // takes 32 / lanes neighbouring rows, so its loads stay contiguous.
-template <typename I>
-__device__ __forceinline__ void snn_avgpool_fwd(const float* __restrict__ x, float* __restrict__ y,
+template <typename I, typename T>
+__device__ __forceinline__ void snn_avgpool_fwd(const T* __restrict__ x, float* __restrict__ y,
                                                 I rows, I plane, int lanes) {
     const int lane = threadIdx.x & 31, sub = lane & (lanes - 1), per_warp = 32 / lanes;
     const I warp = ((I)blockIdx.x * blockDim.x + threadIdx.x) / 32;
@@ -232,8 +270,8 @@ __device__ __forceinline__ void snn_avgpool_fwd(const float* __restrict__ x, flo
         const I r = base + lane / lanes;
         float sum = 0.0f;
         if (r < rows) {
-            const float* __restrict__ xr = x + r * plane;
-            for (I j = sub; j < plane; j += lanes) sum += __ldg(xr + j);
+            const T* __restrict__ xr = x + r * plane;
+            for (I j = sub; j < plane; j += lanes) sum += snn_f32(__ldg(xr + j));
         }
         for (int off = lanes / 2; off > 0; off >>= 1) sum += __shfl_down_sync(SNN_FULL_MASK, sum, off, lanes);
         if (r < rows && sub == 0) y[r] = sum / count;
@@ -246,18 +284,40 @@ extern "C" __global__ void snn_avgpool_forward(const float* __restrict__ x, floa
     else snn_avgpool_fwd<int>(x, y, (int)rows, (int)plane, lanes);
 }
 
-// dx[r][j] = dy[r] / plane, V values (one float4 when V = 4) per thread and step.
-template <typename I, int V>
-__device__ __forceinline__ void snn_avgpool_bwd(const float* __restrict__ dy, float* __restrict__ dx,
+extern "C" __global__ void snn_avgpool_forward_bf16(const snn_bf16* __restrict__ x, float* __restrict__ y,
+                                               long long rows, long long plane, int lanes, int wide) {
+    if (wide) snn_avgpool_fwd<long long>(x, y, rows, plane, lanes);
+    else snn_avgpool_fwd<int>(x, y, (int)rows, (int)plane, lanes);
+}
+
+// dx[r][j] = dy[r] / plane, V values (one 4-value store when V = 4) per thread and step.
+template <typename I, int V, typename T>
+__device__ __forceinline__ void snn_avgpool_bwd(const float* __restrict__ dy, T* __restrict__ dx,
                                                 I units, I plane_units, float count) {
     for (I u = (I)blockIdx.x * blockDim.x + threadIdx.x; u < units; u += (I)gridDim.x * blockDim.x) {
         const float g = __ldg(dy + u / plane_units) / count;
-        if constexpr (V == 4) reinterpret_cast<float4*>(dx)[u] = make_float4(g, g, g, g);
-        else dx[u] = g;
+        if constexpr (V == 4) {
+            const float v[4] = {g, g, g, g};
+            snn_store4(dx + 4 * u, v);
+        } else {
+            dx[u] = snn_to<T>(g);
+        }
     }
 }
 
 extern "C" __global__ void snn_avgpool_backward(const float* __restrict__ dy, float* __restrict__ dx,
+                                                long long rows, long long plane, int vec, int wide) {
+    const float count = (float)plane;
+    if (vec == 4) {
+        if (wide) snn_avgpool_bwd<long long, 4>(dy, dx, rows * (plane / 4), plane / 4, count);
+        else snn_avgpool_bwd<int, 4>(dy, dx, (int)(rows * (plane / 4)), (int)(plane / 4), count);
+    } else {
+        if (wide) snn_avgpool_bwd<long long, 1>(dy, dx, rows * plane, plane, count);
+        else snn_avgpool_bwd<int, 1>(dy, dx, (int)(rows * plane), (int)plane, count);
+    }
+}
+
+extern "C" __global__ void snn_avgpool_backward_bf16(const float* __restrict__ dy, snn_bf16* __restrict__ dx,
                                                 long long rows, long long plane, int vec, int wide) {
     const float count = (float)plane;
     if (vec == 4) {

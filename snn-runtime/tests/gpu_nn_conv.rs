@@ -1,6 +1,6 @@
 //! Convolutions through cuDNN and linear layers through cuBLAS against the CPU reference
 //! computed in f64: every convolution of Spiking-ResNet18/50 on 32x32 inputs (spatial sizes
-//! down to 1x1), odd sizes and convolutions with bias, in full f32 and in TF32; shape and
+//! down to 1x1), odd sizes and convolutions with bias, in full f32, TF32 and bf16; shape and
 //! dtype errors. Outputs are poisoned with NaN before the GPU writes them, so an element
 //! left unwritten fails.
 //!
@@ -12,6 +12,10 @@
 //! - TF32: 2^-9. TF32 keeps 10 mantissa bits: an operand rounded to it is off by at most
 //!   2^-11 relative (2^-10 where kernels truncate), so a product by at most 2^-10 (2^-9),
 //!   and a sum of products by at most 2^-9 * sum |w| |x|; f32 accumulation adds far less.
+//! - bf16: 2^-8. The inputs are bf16 values (the reference takes the same ones), whose
+//!   products are exact in the f32 accumulator; the sum is rounded to bf16 (8 significant
+//!   bits) once when stored: at most 2^-9 of |y| <= 2^-9 * sum |w| |x|, plus the f32
+//!   accumulation's far smaller error.
 //!
 //! The GPU tests (named `gpu_*`) are ignored unless asked for (`--ignored`); the library
 //! probes and the shape checks run everywhere (nvrtc_programs.rs compiles the bias kernels).
@@ -32,6 +36,7 @@ use snn_runtime::{Device, DeviceTensor, RuntimeError};
 
 const F32_REL: f64 = 1e-5;
 const TF32_REL: f64 = 1.0 / 512.0;
+const BF16_REL: f64 = 1.0 / 256.0;
 
 // ---------------------------------------------------------------------------------------
 // Without a GPU.
@@ -106,12 +111,20 @@ fn conv_shapes_follow_pytorch_and_reject_what_cudnn_cannot_hold() {
 // Helpers.
 
 fn upload(dev: &Arc<Device>, shape: &[usize], values: &[f32]) -> DeviceTensor {
-    DeviceTensor::from_f32(dev, Dtype::F32, shape, values).unwrap()
+    upload_as(dev, Dtype::F32, shape, values)
+}
+
+fn upload_as(dev: &Arc<Device>, dtype: Dtype, shape: &[usize], values: &[f32]) -> DeviceTensor {
+    DeviceTensor::from_f32(dev, dtype, shape, values).unwrap()
 }
 
 /// A tensor whose every value is NaN until something writes it.
 fn poisoned(dev: &Arc<Device>, shape: &[usize]) -> DeviceTensor {
-    let t = DeviceTensor::zeros(dev, Dtype::F32, shape).unwrap();
+    poisoned_as(dev, Dtype::F32, shape)
+}
+
+fn poisoned_as(dev: &Arc<Device>, dtype: Dtype, shape: &[usize]) -> DeviceTensor {
+    let t = DeviceTensor::zeros(dev, dtype, shape).unwrap();
     t.fill_bytes(0xFF).unwrap();
     t
 }
@@ -186,12 +199,19 @@ struct ConvData {
 }
 
 impl ConvData {
-    fn new(conv: &Conv2d, shapes: &ConvShapes, rng: &mut Rng) -> Self {
+    /// Random data that `dtype` (the convolution's) holds exactly; the bias is f32.
+    fn new(conv: &Conv2d, shapes: &ConvShapes, dtype: Dtype, rng: &mut Rng) -> Self {
+        let vec = |rng: &mut Rng, n, lo, hi| -> Vec<f32> {
+            let v = rng.vec(n, lo, hi);
+            v.iter()
+                .map(|&x| dtype.round(f64::from(x)) as f32)
+                .collect()
+        };
         Self {
-            x: rng.vec(shapes.input_len(), -1.0, 1.0),
-            w: rng.vec(shapes.weight_len(), -0.5, 0.5),
+            x: vec(rng, shapes.input_len(), -1.0, 1.0),
+            w: vec(rng, shapes.weight_len(), -0.5, 0.5),
             b: conv.bias.then(|| rng.vec(conv.out_channels, -1.0, 1.0)),
-            dy: rng.vec(shapes.output_len(), -1.0, 1.0),
+            dy: vec(rng, shapes.output_len(), -1.0, 1.0),
         }
     }
 }
@@ -212,10 +232,12 @@ fn check_conv(
     let rel = match math {
         ConvMath::F32 => F32_REL,
         ConvMath::Tf32 => TF32_REL,
+        ConvMath::Bf16 => BF16_REL,
     };
     let gpu = ConvGpu::new(cudnn, conv, input, images, math).unwrap();
     let shapes = *gpu.shapes();
-    let d = ConvData::new(conv, &shapes, rng);
+    let dtype = math.dtype();
+    let d = ConvData::new(conv, &shapes, dtype, rng);
     let (x64, w64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.dy));
     let b64 = d.b.as_deref().map(f64s);
     let want = cpu_conv(conv, input, images, (&x64, &w64, b64.as_deref(), &dy64));
@@ -227,13 +249,13 @@ fn check_conv(
         (&abs(&x64), &abs(&w64), b_abs.as_deref(), &abs(&dy64)),
     );
 
-    let x = upload(dev, &shapes.input, &d.x);
-    let w = upload(dev, &shapes.weight, &d.w);
+    let x = upload_as(dev, dtype, &shapes.input, &d.x);
+    let w = upload_as(dev, dtype, &shapes.weight, &d.w);
     let b = d.b.as_ref().map(|b| upload(dev, &[b.len()], b));
-    let dy = upload(dev, &shapes.output, &d.dy);
-    let y = poisoned(dev, &shapes.output);
-    let dx = poisoned(dev, &shapes.input);
-    let dw = poisoned(dev, &shapes.weight);
+    let dy = upload_as(dev, dtype, &shapes.output, &d.dy);
+    let y = poisoned_as(dev, dtype, &shapes.output);
+    let dx = poisoned_as(dev, dtype, &shapes.input);
+    let dw = poisoned_as(dev, dtype, &shapes.weight);
     let db = d.b.as_ref().map(|b| poisoned(dev, &[b.len()]));
     gpu.forward(&x, &w, b.as_ref(), &y).unwrap();
     gpu.backward_data(&dy, &w, &dx).unwrap();
@@ -407,11 +429,17 @@ fn gpu_resnet_convolutions_match_the_cpu_in_tf32() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_resnet_convolutions_match_the_cpu_in_bf16() {
+    check_resnet_convolutions(ConvMath::Bf16, 5);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_odd_convolutions_and_biases_match_the_cpu() {
     let (dev, cudnn) = cudnn();
     let mut rng = Rng::new(3);
     for (name, conv, input) in odd_problems() {
-        for math in [ConvMath::F32, ConvMath::Tf32] {
+        for math in [ConvMath::F32, ConvMath::Tf32, ConvMath::Bf16] {
             for images in [1, 5] {
                 check_conv(&dev, &cudnn, name, &conv, input, images, math, &mut rng);
             }
@@ -440,7 +468,7 @@ fn gpu_convolution_at_training_batch_size() {
         };
         let gpu = ConvGpu::new(&cudnn, &conv, input, images, math).unwrap();
         let shapes = *gpu.shapes();
-        let d = ConvData::new(&conv, &shapes, &mut rng);
+        let d = ConvData::new(&conv, &shapes, Dtype::F32, &mut rng);
         let x = upload(&dev, &shapes.input, &d.x);
         let w = upload(&dev, &shapes.weight, &d.w);
         let dy = upload(&dev, &shapes.output, &d.dy);

@@ -1068,7 +1068,13 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     let bytes = DeviceTensor::zeros(&dev, Dtype::U8, &[96]).unwrap();
     shape_error(
         train(&bytes, &y, &g, images),
-        "`x` must be f32 with 96 values",
+        "`x` must be f32 or bf16 values, got u8",
+    );
+    // bf16 activations are taken, but not mixed with f32 ones.
+    let narrow = DeviceTensor::zeros(&dev, Dtype::BF16, &[96]).unwrap();
+    shape_error(
+        train(&narrow, &y, &g, images),
+        "`y` must be bf16 with 96 values",
     );
     shape_error(train(&x, &x, &g, images), "`x` and `y` share device memory");
     let one = ImageShape::new(3, 1, 1);

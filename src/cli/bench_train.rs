@@ -10,6 +10,8 @@ use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench};
 use snn::runtime::nn::{ConvMath, ModelOptions};
 
+use super::train::StorageArg;
+
 /// What `snn bench train --help` prints after the options.
 pub const TRAIN_AFTER_HELP: &str = "\
 Times one training iteration (forward, cross-entropy of the time-averaged logits, backward
@@ -48,9 +50,14 @@ pub struct TrainArgs {
     /// The neuron after every batch-norm (a zoo name).
     #[arg(long, value_name = "NAME", default_value = "paper_lif")]
     neuron: String,
-    /// Convolution arithmetic: `tf32` (PyTorch's default for cuDNN) or `f32`.
-    #[arg(long, value_enum, default_value_t = MathArg::Tf32)]
-    conv_math: MathArg,
+    /// Activations in f32, or narrow: bf16 up to the classifier (bf16 convolutions with
+    /// f32 accumulation, neurons in narrow storage; f32 weights, Adam state and loss).
+    #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+    storage: StorageArg,
+    /// Convolution arithmetic with f32 storage: `tf32` (PyTorch's default for cuDNN) or
+    /// `f32` [default: tf32].
+    #[arg(long, value_enum)]
+    conv_math: Option<MathArg>,
     /// Timed iterations (the median is reported).
     #[arg(long, value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     repeats: u64,
@@ -100,11 +107,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
         .map(|&d| spiking_resnet(d, ImageShape::new(3, 32, 32), 10, neuron.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     let repeats = usize::try_from(args.repeats).context("--repeats is too large")?;
+    let conv_math = match (args.storage, args.conv_math) {
+        (StorageArg::F32, None | Some(MathArg::Tf32)) => ConvMath::Tf32,
+        (StorageArg::F32, Some(MathArg::F32)) => ConvMath::F32,
+        (StorageArg::Narrow, None) => ConvMath::Bf16,
+        (StorageArg::Narrow, Some(_)) => {
+            bail!("--conv-math is for f32 storage; narrow storage convolves in bf16")
+        }
+    };
     let options = ModelOptions {
-        conv_math: match args.conv_math {
-            MathArg::Tf32 => ConvMath::Tf32,
-            MathArg::F32 => ConvMath::F32,
-        },
+        conv_math,
         deterministic: args.deterministic,
         conv_workspace: args
             .conv_workspace

@@ -188,8 +188,8 @@ pub struct SignatureError {
 
 /// The signatures of every `extern "C" __global__ void` kernel of a CUDA source, in source
 /// order, each argument with [`ArgRole::Named`]. Reads what hand-written kernels use:
-/// pointers to `float`, `double`, `unsigned char`, `unsigned`, `unsigned long long`
-/// (optionally `const` and `__restrict__`), and `float`, `double`, `int`, `long long` and
+/// pointers to `float`, `double`, `snn_bf16` (bf16 bits), `unsigned char`, `unsigned`,
+/// `unsigned long long` (optionally `const` and `__restrict__`), and `float`, `double`, `int`, `long long` and
 /// `unsigned long long` by value; comments and `__launch_bounds__(..)` are skipped.
 /// Anything else (a macro in a parameter list, a 16-bit type, which could be f16 or bf16)
 /// is an error naming the kernel and the parameter.
@@ -280,7 +280,7 @@ fn parse_param(param: &str) -> Result<(ArgType, String), String> {
         format!(
             "parameter `{name}` has type `{base}{}`, which kernels launched by the runtime cannot take; \
              use float, double, int, long long or unsigned long long, or a pointer to float, double, \
-             unsigned char, unsigned or unsigned long long",
+             snn_bf16, unsigned char, unsigned or unsigned long long",
             if pointer > 0 { "*" } else { "" }
         )
     };
@@ -298,6 +298,8 @@ fn parse_param(param: &str) -> Result<(ArgType, String), String> {
                 "float" => Dtype::F32,
                 "double" => Dtype::F64,
                 "unsigned char" => Dtype::U8,
+                // The runtime's name for bf16 bits (an `unsigned short` could be f16 too).
+                "snn_bf16" => Dtype::BF16,
                 "unsigned" | "unsigned int" => Dtype::U32,
                 "unsigned long long" | "unsigned long long int" => Dtype::U64,
                 _ => return Err(unknown()),
@@ -361,7 +363,7 @@ __device__ float snn_helper(const float* x) { return x[0]; }
 extern "C" __global__ void __launch_bounds__(256, 4)
 snn_a(const float* __restrict__ x, float* y /* in place */, unsigned char* __restrict__ m,
       const unsigned* labels, const unsigned long long* __restrict__ ids, double* partial,
-      long long n, const int vec, const float eps, double max_norm,
+      const snn_bf16* __restrict__ h, long long n, const int vec, const float eps, double max_norm,
       const unsigned long long seed) {
     y[0] = x[0];
 }
@@ -384,6 +386,7 @@ extern "C" __global__ void snn_b(float* out) {}
                 ("labels", ptr(Dtype::U32, false, false)),
                 ("ids", ptr(Dtype::U64, false, true)),
                 ("partial", ptr(Dtype::F64, true, false)),
+                ("h", ptr(Dtype::BF16, false, true)),
                 ("n", ArgType::I64),
                 ("vec", ArgType::I32),
                 ("eps", ArgType::F32),

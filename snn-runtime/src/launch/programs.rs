@@ -10,12 +10,16 @@ pub struct Program {
     pub source: &'static str,
 }
 
-/// The program of `kernels/<name>.cu`.
+/// The program of `kernels/<name>.cu`, after what every program shares
+/// (`kernels/common.cuh`: the f32 and bf16 loads and stores).
 macro_rules! program {
     ($name:literal) => {
         Program {
             name: $name,
-            source: include_str!(concat!("../../kernels/", $name, ".cu")),
+            source: concat!(
+                include_str!("../../kernels/common.cuh"),
+                include_str!(concat!("../../kernels/", $name, ".cu"))
+            ),
         }
     };
 }

@@ -1,5 +1,5 @@
-//! The per-channel bias of convolutions and linear layers (`kernels/bias.cu`), on f32
-//! tensors viewed as `[images, channels, plane]` (a linear layer's rows are images of one
+//! The per-channel bias of convolutions and linear layers (`kernels/bias.cu`), on f32 or
+//! bf16 tensors viewed as `[images, channels, plane]` (a linear layer's rows are images of one
 //! channel per feature and a plane of 1): the forward add, and the gradient summed over
 //! images and plane in double precision in an order fixed by the shape alone, so that it
 //! is the same on every run and every device.
@@ -12,6 +12,7 @@ use crate::check;
 use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
+use crate::nn::kernels::{activation, twin};
 use crate::tensor::DeviceTensor;
 
 /// Values each block of the gradient sums (before splitting is capped).
@@ -36,7 +37,10 @@ pub(crate) fn add(
         return Ok(());
     }
     device
-        .kernel(&programs::BIAS, "snn_bias_add")?
+        .kernel(
+            &programs::BIAS,
+            twin(y.dtype, ["snn_bias_add", "snn_bias_add_bf16"]),
+        )?
         .arg("y", y)
         .arg("bias", bias)
         .arg("total", check::to_i64(OP, "values", total)?)
@@ -79,7 +83,13 @@ pub(crate) fn grad(
         check::to_i64(OP, "splits", splits)?,
     );
     device
-        .kernel(&programs::BIAS, "snn_bias_grad_partial")?
+        .kernel(
+            &programs::BIAS,
+            twin(
+                dy.dtype,
+                ["snn_bias_grad_partial", "snn_bias_grad_partial_bf16"],
+            ),
+        )?
         .arg("dy", dy)
         .arg("partial", &partial)
         .arg("images", check::to_i64(OP, "images", images)?)
@@ -106,7 +116,8 @@ fn check_sizes(
     (images, channels, plane): (usize, usize, usize),
 ) -> Result<usize, RuntimeError> {
     let total = check::product(op, &[images, channels, plane], name)?;
-    check::f32_tensor(op, name, values, total, "[images, channels, plane]")?;
+    let dtype = activation(op, name, values)?;
+    check::tensor(op, name, values, dtype, total, "[images, channels, plane]")?;
     check::f32_tensor(op, bias_name, bias, channels, "one per channel")?;
     Ok(total)
 }

@@ -120,6 +120,18 @@ pub enum ScheduleArg {
     Cosine,
 }
 
+/// How activations are stored on a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageArg {
+    /// f32 activations, TF32 convolutions (PyTorch's defaults).
+    #[default]
+    F32,
+    /// bf16 activations up to the classifier: bf16 convolutions with f32 accumulation,
+    /// neurons in narrow storage, f32 weights, optimizer state and loss (GPU only).
+    Narrow,
+}
+
 /// Everything that decides what a run computes. Two runs with equal configs take the same
 /// steps on the same batches (on the CPU, bit for bit).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,6 +150,9 @@ pub struct RunConfig {
     pub warmup: u64,
     pub seed: u64,
     pub deterministic: bool,
+    /// Activation storage (absent in checkpoints from before it existed: f32).
+    #[serde(default)]
+    pub storage: StorageArg,
     /// At most this many batches per epoch (quick runs).
     pub max_batches: Option<usize>,
 }

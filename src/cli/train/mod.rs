@@ -22,8 +22,9 @@ use snn::nn::optim::CosineSchedule;
 use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{Loss, Network, init_params};
 use snn::runtime::Device;
-use snn::runtime::nn::{Backend, ModelOptions};
+use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
 
+pub use self::config::StorageArg;
 use self::config::{
     ArchArg, CONFIG_KEY, DatasetArg, OptimizerArg, RunConfig, ScheduleArg, parse_param,
 };
@@ -52,6 +53,7 @@ Examples:
   snn train
   snn train --dataset mnist --arch spiking-resnet18 --neuron lif --neuron-param tau=3
   snn train --dataset dvs-gesture --epochs 5 --out runs/gesture
+  snn train --dataset cifar10 --storage narrow
   snn train --dataset mnist --resume runs/mnist/last.safetensors --epochs 10";
 
 /// `snn train`: options.
@@ -98,6 +100,11 @@ pub struct TrainArgs {
     /// Bit-reproducible GPU training (deterministic algorithms and reductions).
     #[arg(long)]
     deterministic: bool,
+    /// Activations in f32, or narrow: bf16 up to the classifier (bf16 convolutions with f32
+    /// accumulation, neurons in narrow storage; f32 weights, optimizer state and loss), as
+    /// PyTorch's bf16 autocast. GPU only.
+    #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+    storage: StorageArg,
     #[command(flatten)]
     place: Place,
     /// Where metrics and checkpoints go [default: runs/<dataset>-<arch>-<neuron>].
@@ -173,6 +180,7 @@ impl TrainArgs {
             warmup: self.warmup,
             seed: self.seed,
             deterministic: self.deterministic,
+            storage: self.storage,
             max_batches: self.max_batches.map(|m| m as usize),
         }
     }
@@ -200,7 +208,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         PathBuf::from("runs").join(format!("{dataset}-{arch}-{}", config.neuron))
     });
     let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
-    let backend = backend(&args.place, config.deterministic)?;
+    let backend = backend(&args.place, &config)?;
     let run = |input| -> Result<Run> {
         let net = config.network(input)?;
         let start = match start {
@@ -271,14 +279,30 @@ fn best_so_far(out: &Path, resuming: bool) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// The GPU `place.device` when there is one (and not --cpu), else the CPU with a warning.
-fn backend(place: &Place, deterministic: bool) -> Result<Backend> {
+/// The GPU `place.device` when there is one (and not --cpu), else the CPU with a warning
+/// (narrow storage needs the GPU).
+fn backend(place: &Place, config: &RunConfig) -> Result<Backend> {
+    let narrow = config.storage == StorageArg::Narrow;
     let options = ModelOptions {
-        deterministic,
+        deterministic: config.deterministic,
+        conv_math: if narrow {
+            ConvMath::Bf16
+        } else {
+            ModelOptions::default().conv_math
+        },
         ..ModelOptions::default()
     };
+    let cpu = || {
+        if narrow {
+            bail!(
+                "--storage narrow needs a CUDA GPU (bf16 convolutions); the CPU reference \
+                 computes in f32: use --storage f32"
+            );
+        }
+        Ok(Backend::Cpu)
+    };
     if place.cpu {
-        return Ok(Backend::Cpu);
+        return cpu();
     }
     match Device::count() {
         Ok(n) if place.device < n => Ok(Backend::Gpu {
@@ -290,15 +314,17 @@ fn backend(place: &Place, deterministic: bool) -> Result<Backend> {
             place.device,
             n - 1
         ),
+        Ok(_) if narrow => cpu().context("no CUDA GPU found"),
         Ok(_) => {
             eprintln!(
                 "warning: no CUDA GPU found: training on the CPU reference (slow for large networks)"
             );
-            Ok(Backend::Cpu)
+            cpu()
         }
+        Err(e) if narrow => cpu().with_context(|| format!("no usable CUDA driver ({e})")),
         Err(e) => {
             eprintln!("warning: no usable CUDA driver ({e}): training on the CPU reference");
-            Ok(Backend::Cpu)
+            cpu()
         }
     }
 }
@@ -409,7 +435,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         config.batch = batch as usize;
     }
     let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
-    let backend = backend(&args.place, config.deterministic)?;
+    let backend = backend(&args.place, &config)?;
     match data {
         Data::Images(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),
         Data::NMnist(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),

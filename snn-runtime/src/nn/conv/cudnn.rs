@@ -49,7 +49,17 @@ owned!(
 );
 
 const NCHW: sys::cudnnTensorFormat_t = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+/// The data type of tensors and filters, and always the compute type (bf16 data
+/// accumulates in f32).
 const FLOAT: sys::cudnnDataType_t = sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+
+/// cuDNN's data type for tensors of `math`.
+fn data_type(math: ConvMath) -> sys::cudnnDataType_t {
+    match math {
+        ConvMath::Tf32 | ConvMath::F32 => FLOAT,
+        ConvMath::Bf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+    }
+}
 
 /// `usize` dimensions as cuDNN's `int`s (checked by [`super::ConvShapes::new`]).
 pub(super) fn ints(dims: [usize; 4]) -> [c_int; 4] {
@@ -71,33 +81,33 @@ fn described<R: Copy, D>(
 }
 
 impl TensorDesc {
-    /// An NCHW f32 tensor of `dims`.
-    pub(super) fn new(dims: [usize; 4]) -> Result<Self, RuntimeError> {
+    /// An NCHW tensor of `dims` holding `math`'s data type.
+    pub(super) fn new(dims: [usize; 4], math: ConvMath) -> Result<Self, RuntimeError> {
         described(
             dnn::create_tensor_descriptor,
             Self,
             // SAFETY: the descriptor was just created.
-            |d| unsafe { dnn::set_tensor4d_descriptor(d, NCHW, FLOAT, ints(dims)) },
+            |d| unsafe { dnn::set_tensor4d_descriptor(d, NCHW, data_type(math), ints(dims)) },
             ["cudnnCreateTensorDescriptor", "cudnnSetTensor4dDescriptor"],
         )
     }
 }
 
 impl FilterDesc {
-    /// An NCHW f32 filter of `dims` (`[out, in, k, k]`).
-    pub(super) fn new(dims: [usize; 4]) -> Result<Self, RuntimeError> {
+    /// An NCHW filter of `dims` (`[out, in, k, k]`) holding `math`'s data type.
+    pub(super) fn new(dims: [usize; 4], math: ConvMath) -> Result<Self, RuntimeError> {
         described(
             dnn::create_filter_descriptor,
             Self,
             // SAFETY: the descriptor was just created.
-            |d| unsafe { dnn::set_filter4d_descriptor(d, FLOAT, NCHW, ints(dims)) },
+            |d| unsafe { dnn::set_filter4d_descriptor(d, data_type(math), NCHW, ints(dims)) },
             ["cudnnCreateFilterDescriptor", "cudnnSetFilter4dDescriptor"],
         )
     }
 }
 
 impl ConvDesc {
-    /// `conv`'s cross-correlation in f32, with `math`'s base math type (its stride and
+    /// `conv`'s cross-correlation computed in f32, with `math`'s base math type (its stride and
     /// padding fit an `int`: checked by [`super::ConvShapes::new`]).
     pub(super) fn new(conv: &Conv2d, math: ConvMath) -> Result<Self, RuntimeError> {
         let (pad, stride) = (conv.padding as c_int, conv.stride as c_int);

@@ -8,7 +8,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use cudarc::cudnn::sys;
-use snn_codegen::Dtype;
 use snn_nn::{Conv2d, ImageShape};
 
 use super::cudnn::{ConvDesc, Cudnn, FilterDesc, ProblemKey, State, TensorDesc, ints};
@@ -86,9 +85,9 @@ impl ConvGpu {
     ) -> Result<Self, RuntimeError> {
         let shapes = ConvShapes::new(conv, input, images)?;
         let output = ImageShape::new(shapes.output[1], shapes.output[2], shapes.output[3]);
-        let x_desc = TensorDesc::new(shapes.input)?;
-        let y_desc = TensorDesc::new(shapes.output)?;
-        let w_desc = FilterDesc::new(shapes.weight)?;
+        let x_desc = TensorDesc::new(shapes.input, math)?;
+        let y_desc = TensorDesc::new(shapes.output, math)?;
+        let w_desc = FilterDesc::new(shapes.weight, math)?;
         let conv_descs = [
             ConvDesc::new(conv, math)?,
             ConvDesc::new(conv, math)?,
@@ -204,7 +203,7 @@ impl ConvGpu {
             .contains_key(&self.key(ConvPass::BackwardData, st.deterministic));
         let operands = |dx| Operands::new(ConvPass::BackwardData, weight, dy, dx);
         if accumulate && !searched {
-            let scratch = DeviceTensor::empty(dx.device(), Dtype::F32, &dx.shape)?;
+            let scratch = DeviceTensor::empty(dx.device(), self.math.dtype(), &dx.shape)?;
             self.run(&mut st, operands(&scratch))?;
             drop(st);
             return crate::nn::kernels::add_assign(dx.device(), dx, &scratch);
@@ -251,7 +250,8 @@ impl ConvGpu {
         }
     }
 
-    /// Checks a pass's tensors: its `inputs` and its `output` (f32, each of its shape), the
+    /// Checks a pass's tensors: its `inputs` and its `output` (each of its shape, of the
+    /// math's dtype: f32, or bf16 for [`ConvMath::Bf16`]), the
     /// bias that the forward reads or the gradient that the backward-filter writes (given
     /// exactly when the layer has one), and that the written tensors share memory with no
     /// other (cuDNN does not compute in place).
@@ -270,7 +270,8 @@ impl ConvGpu {
         for &(name, t, _) in &args {
             let dims = self.dims(name);
             let len = dims.iter().product();
-            if t.dtype == Dtype::F32 && t.len() == len {
+            let dtype = self.math.dtype();
+            if t.dtype == dtype && t.len() == len {
                 // Passes run often: the description is only made for the error.
                 continue;
             }
@@ -283,7 +284,7 @@ impl ConvGpu {
                 self.conv.stride,
                 self.conv.padding
             );
-            check::f32_tensor(op, name, t, len, &what)?;
+            check::tensor(op, name, t, dtype, len, &what)?;
         }
         if let Some((name, t, access)) = bias {
             check::bias(op, name, t, self.conv.bias, self.conv.out_channels)?;
@@ -308,11 +309,11 @@ impl ConvGpu {
 
     /// The math type `c` runs with: FMA for [`ConvMath::F32`] whatever the search reports
     /// (it never reports tensor-core results for it, see `search::choose`), the reported
-    /// one for TF32.
+    /// one for TF32 and bf16.
     fn math_for(&self, c: &Candidate) -> sys::cudnnMathType_t {
         match self.math {
             ConvMath::F32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
-            ConvMath::Tf32 => c.math,
+            ConvMath::Tf32 | ConvMath::Bf16 => c.math,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Convolutions on the GPU through cuDNN, as `torch.nn.Conv2d` (NCHW f32 tensors,
-//! cross-correlation): forward, backward-data and backward-filter.
+//! Convolutions on the GPU through cuDNN, as `torch.nn.Conv2d` (NCHW tensors of f32, or of
+//! bf16 with f32 accumulation, cross-correlation): forward, backward-data and
+//! backward-filter.
 //!
 //! Each pass runs the algorithm that cuDNN's own search (`cudnnFind*AlgorithmEx`) finds
 //! fastest for the problem. The search runs on the first call of the pass with that call's
@@ -26,6 +27,7 @@ mod search;
 use std::fmt;
 
 use cudarc::cudnn::sys;
+use snn_codegen::Dtype;
 use snn_nn::{Conv2d, ImageShape};
 
 use crate::check;
@@ -36,21 +38,32 @@ pub use layer::ConvGpu;
 pub use search::ConvAlgorithm;
 
 /// How convolutions multiply: `Tf32` is what PyTorch does by default for cuDNN convolutions
-/// (`torch.backends.cudnn.allow_tf32 = True`); `F32` is full precision (tests compare with
-/// the CPU).
+/// on f32 tensors (`torch.backends.cudnn.allow_tf32 = True`); `F32` is full precision (tests
+/// compare with the CPU); `Bf16` takes bf16 tensors (input, weight, output and their
+/// gradients) and accumulates in f32 on tensor cores, as PyTorch's bf16 autocast does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvMath {
     Tf32,
     F32,
+    Bf16,
 }
 
 impl ConvMath {
     /// The descriptor's math type, as PyTorch sets it: default math lets cuDNN use TF32
-    /// tensor cores on f32 data, FMA math forbids them.
+    /// tensor cores on f32 data, FMA math forbids them, and bf16 data asks for tensor cores.
     fn base(self) -> sys::cudnnMathType_t {
         match self {
             ConvMath::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
             ConvMath::F32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+            ConvMath::Bf16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+        }
+    }
+
+    /// The dtype of the tensors it takes.
+    pub fn dtype(self) -> Dtype {
+        match self {
+            ConvMath::Tf32 | ConvMath::F32 => Dtype::F32,
+            ConvMath::Bf16 => Dtype::BF16,
         }
     }
 }

@@ -410,9 +410,9 @@ impl<A: Copy, B: Copy, C: Copy, T: Copy + TryFrom<Algo>, P: Perf> Pass for Bound
             &zero as *const f32 as *const c_void
         };
         // SAFETY: live handle and descriptors describing the tensors behind the addresses,
-        // whose f32 lengths the pass checked (trait docs); the workspace holds `ws_bytes`,
-        // at least what the algorithm needs; the scalars are host f32s, as cuDNN takes for
-        // float data.
+        // whose dtypes and lengths the pass checked (trait docs); the workspace holds
+        // `ws_bytes`, at least what the algorithm needs; the scalars are host f32s, as
+        // cuDNN takes for a float compute type (f32 data, and bf16 data accumulated in f32).
         unsafe {
             (self.api.run)(
                 h,
@@ -531,7 +531,7 @@ pub(super) fn choose(
         .filter(|(_, status)| *status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
         .map(|(c, _)| *c)
         .filter(|c| match math {
-            ConvMath::Tf32 => c.math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+            ConvMath::Tf32 | ConvMath::Bf16 => c.math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
             ConvMath::F32 => !matches!(
                 c.math,
                 CUDNN_TENSOR_OP_MATH | CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION

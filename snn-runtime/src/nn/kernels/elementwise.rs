@@ -1,19 +1,23 @@
 //! Elementwise sums: the residual add of a ResNet block, and gradient accumulation for a
-//! tensor used twice (a block's input feeds both its branch and its shortcut). The kernel
-//! is `kernels/elementwise.cu`.
+//! tensor used twice (a block's input feeds both its branch and its shortcut); and
+//! conversions between f32 and bf16 (narrow storage). The kernels are
+//! `kernels/elementwise.cu`.
 
 use std::sync::Arc;
 
-use super::{BLOCKS_PER_SM, THREADS};
+use snn_codegen::Dtype;
+
+use super::{BLOCKS_PER_SM, THREADS, activation, twin};
 use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
 use crate::tensor::DeviceTensor;
 
-/// `out = a + b` (f32, any shape, equal lengths; overwritten), e.g. a residual add. `out`
-/// may be `a` or `b` itself (in place), but must not overlap either otherwise; `a` and `b`
-/// may be the same tensor. Exact: bit-identical to the CPU's f32 sum.
+/// `out = a + b` (f32 or bf16, all three alike, any shape, equal lengths; overwritten), e.g.
+/// a residual add. `out` may be `a` or `b` itself (in place), but must not overlap either
+/// otherwise; `a` and `b` may be the same tensor. Exact for f32: bit-identical to the CPU's
+/// f32 sum (bf16: the f32 sum rounded to bf16).
 pub fn add(
     device: &Arc<Device>,
     a: &DeviceTensor,
@@ -21,14 +25,14 @@ pub fn add(
     out: &DeviceTensor,
 ) -> Result<(), RuntimeError> {
     const OP: &str = "add";
-    let n = a.len();
-    check::f32_tensor(OP, "a", a, n, "any shape")?;
-    check::f32_tensor(OP, "b", b, n, "like `a`")?;
-    check::f32_tensor(OP, "out", out, n, "like `a`")?;
+    let (n, dtype) = (a.len(), activation(OP, "a", a)?);
+    check::tensor(OP, "b", b, dtype, n, "like `a`")?;
+    check::tensor(OP, "out", out, dtype, n, "like `a`")?;
     launch(OP, device, a, b, out)
 }
 
-/// `acc += x` (f32, equal lengths), e.g. the gradient of a tensor used twice. `x` must not
+/// `acc += x` (f32 or bf16, both alike, equal lengths), e.g. the gradient of a tensor used
+/// twice. `x` must not
 /// overlap `acc` unless it is `acc` itself (which doubles it).
 pub fn add_assign(
     device: &Arc<Device>,
@@ -36,9 +40,8 @@ pub fn add_assign(
     x: &DeviceTensor,
 ) -> Result<(), RuntimeError> {
     const OP: &str = "add_assign";
-    let n = acc.len();
-    check::f32_tensor(OP, "acc", acc, n, "any shape")?;
-    check::f32_tensor(OP, "x", x, n, "like `acc`")?;
+    let (n, dtype) = (acc.len(), activation(OP, "acc", acc)?);
+    check::tensor(OP, "x", x, dtype, n, "like `acc`")?;
     // Checked under this operation's names: the kernel's own (`a`, `b`, `out`) would puzzle.
     check::memory(
         OP,
@@ -48,7 +51,7 @@ pub fn add_assign(
     launch(OP, device, acc, x, acc)
 }
 
-/// Launches `snn_add` on tensors of equal lengths (the launch checks devices and overlaps).
+/// Launches `snn_add` (or its bf16 twin) on tensors of equal lengths (the launch checks devices and overlaps).
 fn launch(
     op: &str,
     device: &Arc<Device>,
@@ -62,10 +65,50 @@ fn launch(
     }
     let config = launch::grid_stride(device, n.div_ceil(4), THREADS, BLOCKS_PER_SM);
     device
-        .kernel(&programs::ELEMENTWISE, "snn_add")?
+        .kernel(
+            &programs::ELEMENTWISE,
+            twin(a.dtype, ["snn_add", "snn_add_bf16"]),
+        )?
         .arg("a", a)
         .arg("b", b)
         .arg("out", out)
         .arg("n", check::to_i64(op, "length", n)?)
+        .run(config)
+}
+
+/// `y = x` converted between f32 and bf16 (either way; bf16 rounds to nearest even), equal
+/// lengths, any shapes: the narrow copies of weights and inputs, and widened gradients.
+pub fn convert(
+    device: &Arc<Device>,
+    x: &DeviceTensor,
+    y: &DeviceTensor,
+) -> Result<(), RuntimeError> {
+    const OP: &str = "convert";
+    let n = x.len();
+    let kernel = match (x.dtype, y.dtype) {
+        (Dtype::F32, Dtype::BF16) => "snn_f32_to_bf16",
+        (Dtype::BF16, Dtype::F32) => "snn_bf16_to_f32",
+        (from, to) => {
+            return Err(RuntimeError::invalid(
+                OP,
+                format!("from {from} to {to}; it converts f32 to bf16 and bf16 to f32"),
+            ));
+        }
+    };
+    check::tensor(OP, "y", y, y.dtype, n, "as many values as `x`")?;
+    check::memory(
+        OP,
+        device,
+        &[("x", x, Access::Read), ("y", y, Access::Write)],
+    )?;
+    if n == 0 {
+        return Ok(());
+    }
+    let config = launch::grid_stride(device, n.div_ceil(4), THREADS, BLOCKS_PER_SM);
+    device
+        .kernel(&programs::ELEMENTWISE, kernel)?
+        .arg("x", x)
+        .arg("y", y)
+        .arg("n", check::to_i64(OP, "length", n)?)
         .run(config)
 }

@@ -18,7 +18,7 @@ use cudarc::driver::LaunchConfig;
 use snn_codegen::Dtype;
 use snn_nn::{ImageShape, MaxPool2d};
 
-use super::{BLOCKS_PER_SM, THREADS, check_images};
+use super::{BLOCKS_PER_SM, THREADS, check_images, twin};
 use crate::check;
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -82,8 +82,8 @@ fn wide(len: usize) -> bool {
 
 /// Checks a max pooling's arguments: a window whose index fits the one-byte argmax, a
 /// non-empty input plane; `image` holding `images` images of `input` (the forward's input,
-/// the backward's gradient), `pooled` as many of the pooled shape and `argmax` one byte per
-/// pooled value. Returns the pooled shape and the lengths of `image` and `pooled`.
+/// the backward's gradient), `pooled` as many of the pooled shape (both f32 or both bf16)
+/// and `argmax` one byte per pooled value. Returns the pooled shape and the lengths of `image` and `pooled`.
 fn check_maxpool(
     op: &str,
     pool: &MaxPool2d,
@@ -115,6 +115,14 @@ fn check_maxpool(
     }
     let in_len = check_images(op, image_arg, image, images, input)?;
     let out_len = check_images(op, pooled_arg, pooled, images, output)?;
+    check::tensor(
+        op,
+        pooled_arg,
+        pooled,
+        image.dtype,
+        out_len,
+        &format!("like `{image_arg}`"),
+    )?;
     let what = format!("one per output value, like `{pooled_arg}`");
     check::tensor(op, "argmax", argmax, Dtype::U8, out_len, &what)?;
     Ok((output, in_len, out_len))
@@ -167,12 +175,15 @@ impl MaxPoolLaunch {
         })
     }
 
-    /// A launch of kernel `name`, or of its `_wide` twin where indices need 64 bits.
+    /// A launch of the kernel of `names` (f32, then its `_wide` twin for 64-bit indices,
+    /// then both for bf16) for tensors of `dtype`.
     fn kernel<'d>(
         &self,
         device: &'d Device,
-        (name, wide): (&'static str, &'static str),
+        dtype: Dtype,
+        names: [[&'static str; 2]; 2],
     ) -> Result<Launch<'d>, RuntimeError> {
+        let [name, wide] = names.map(|n| twin(dtype, n));
         device.kernel(&programs::POOL, if self.wide { wide } else { name })
     }
 
@@ -194,8 +205,8 @@ impl MaxPoolLaunch {
 /// Max pooling, as `torch.nn.MaxPool2d`: `y` = each window's maximum, `argmax` = the index
 /// `kh * kernel + kw` within its window of the element that won (both overwritten).
 /// Padding never wins; among equal maxima the first in row-major window order wins; a NaN
-/// counts as a maximum. `x` is `[images, C, H, W]` f32, `y` the pooled f32 shape and
-/// `argmax` u8 of the same length; no output may share memory with another argument.
+/// counts as a maximum. `x` is `[images, C, H, W]` f32 or bf16, `y` the pooled shape of
+/// the same dtype and `argmax` u8 of the same length; no output may share memory with another argument.
 pub fn maxpool2d_forward(
     device: &Arc<Device>,
     pool: &MaxPool2d,
@@ -215,8 +226,14 @@ pub fn maxpool2d_forward(
     // 16-byte stores of `y` and 4-byte stores of `argmax` where every row starts aligned.
     let vec =
         output.width.is_multiple_of(4) && check::aligned16(&[y]) && argmax.ptr().is_multiple_of(4);
-    let kernels = ("snn_maxpool2d_forward", "snn_maxpool2d_forward_wide");
-    let launch = m.kernel(device, kernels)?;
+    let kernels = [
+        ["snn_maxpool2d_forward", "snn_maxpool2d_forward_bf16"],
+        [
+            "snn_maxpool2d_forward_wide",
+            "snn_maxpool2d_forward_wide_bf16",
+        ],
+    ];
+    let launch = m.kernel(device, x.dtype, kernels)?;
     m.run(launch.arg("x", x).arg("y", y).arg("argmax", argmax), vec)
 }
 
@@ -243,8 +260,14 @@ pub fn maxpool2d_backward(
     let m = MaxPoolLaunch::new(OP, device, pool, input, output, images, input)?;
     // 16-byte stores of `dx` where every row starts aligned.
     let vec = input.width.is_multiple_of(4) && check::aligned16(&[dx]);
-    let kernels = ("snn_maxpool2d_backward", "snn_maxpool2d_backward_wide");
-    let launch = m.kernel(device, kernels)?;
+    let kernels = [
+        ["snn_maxpool2d_backward", "snn_maxpool2d_backward_bf16"],
+        [
+            "snn_maxpool2d_backward_wide",
+            "snn_maxpool2d_backward_wide_bf16",
+        ],
+    ];
+    let launch = m.kernel(device, dy.dtype, kernels)?;
     m.run(
         launch.arg("argmax", argmax).arg("dy", dy).arg("dx", dx),
         vec,
@@ -300,7 +323,7 @@ impl AvgPool {
 }
 
 /// Global average pooling: `y[i, c]` (overwritten) = the mean of plane `c` of image `i`,
-/// `[images, C, H, W]` -> `[images, C]`, f32. `y` must not share memory with `x`.
+/// `[images, C, H, W]` (f32 or bf16) -> `[images, C]` (f32). `y` must not share memory with `x`.
 pub fn global_avgpool_forward(
     device: &Arc<Device>,
     input: ImageShape,
@@ -316,7 +339,8 @@ pub fn global_avgpool_forward(
     let lanes = 1i32 << pool.plane.min(32).ilog2();
     let per_warp = 32 / lanes as usize;
     let warps = pool.rows.div_ceil(per_warp);
-    let launch = device.kernel(&programs::POOL, "snn_avgpool_forward")?;
+    let names = ["snn_avgpool_forward", "snn_avgpool_forward_bf16"];
+    let launch = device.kernel(&programs::POOL, twin(x.dtype, names))?;
     pool.run(
         device,
         launch.arg("x", x).arg("y", y).arg("lanes", lanes),
@@ -325,7 +349,7 @@ pub fn global_avgpool_forward(
 }
 
 /// Backward of [`global_avgpool_forward`]: `dx` (overwritten) = `dy / (H * W)` spread over
-/// each plane. `dx` must not share memory with `dy`.
+/// each plane (`dy` f32, `dx` f32 or bf16). `dx` must not share memory with `dy`.
 pub fn global_avgpool_backward(
     device: &Arc<Device>,
     input: ImageShape,
@@ -348,7 +372,8 @@ pub fn global_avgpool_backward(
     } else {
         1
     };
-    let launch = device.kernel(&programs::POOL, "snn_avgpool_backward")?;
+    let names = ["snn_avgpool_backward", "snn_avgpool_backward_bf16"];
+    let launch = device.kernel(&programs::POOL, twin(dx.dtype, names))?;
     pool.run(
         device,
         launch.arg("dy", dy).arg("dx", dx).arg("vec", vec),

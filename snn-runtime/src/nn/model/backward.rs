@@ -1,6 +1,7 @@
 //! The backward pass: nodes in reverse, each value's gradient collected from its readers,
 //! saved tensors freed after their last use.
 
+use super::forward::widened;
 use super::*;
 
 impl GpuModel {
@@ -67,6 +68,8 @@ impl GpuModel {
             let in_shape = node.input_shape(&self.net);
             let shape4 = [images, in_shape.channels, in_shape.height, in_shape.width];
             let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
+            // The input's gradient has the input's dtype.
+            let dx_dtype = node.inputs.first().map_or(Dtype::F32, |&i| self.dtypes[i]);
             let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
                 trace.values[node.inputs[k]].clone().ok_or_else(|| {
                     RuntimeError::Internal(format!("the input of `{}` was not kept", node.name))
@@ -85,7 +88,7 @@ impl GpuModel {
                             ));
                         }
                     };
-                    let (wt, dw) = (self.weight(w)?, self.grad(w)?);
+                    let (wt, dw) = (self.conv_weight(w)?, self.grad(w)?);
                     let db = b.map(|b| self.grad(b)).transpose()?;
                     let x = xin(0)?;
                     let src = node.inputs[0];
@@ -96,14 +99,22 @@ impl GpuModel {
                         _ => None,
                     };
                     let p = self.conv_problem(id, images)?;
-                    p.backward_filter(&x, &dy, &dw, db.as_ref())?;
+                    if wt.dtype == dw.dtype {
+                        p.backward_filter(&x, &dy, &dw, db.as_ref())?;
+                    } else {
+                        // bf16 convolutions: the weight gradient in bf16, widened into the
+                        // f32 gradients.
+                        let narrow = DeviceTensor::empty(&dev, wt.dtype, &wt.shape)?;
+                        p.backward_filter(&x, &dy, &narrow, db.as_ref())?;
+                        convert(&dev, &narrow, &dw)?;
+                    }
                     match into {
                         Some(acc) => {
                             p.backward_data_into(&dy, &wt, &acc, true)?;
                             vec![]
                         }
                         None if wants_dx => {
-                            let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                            let dx = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
                             p.backward_data(&dy, &wt, &dx)?;
                             vec![dx]
                         }
@@ -112,7 +123,7 @@ impl GpuModel {
                 }
                 (Op::BatchNorm2d(bn), Saved::BatchNorm(saved)) => {
                     let (g, b, ..) = self.batchnorm_layer(id)?;
-                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    let dx = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
                     batchnorm_backward(
                         &dev,
                         bn,
@@ -208,12 +219,12 @@ impl GpuModel {
                     dxs
                 }
                 (Op::MaxPool2d(pool), Saved::MaxPool(argmax)) => {
-                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    let dx = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
                     maxpool2d_backward(&dev, pool, in_shape, images, &argmax, &dy, &dx)?;
                     vec![dx]
                 }
                 (Op::GlobalAvgPool, _) => {
-                    let dx = DeviceTensor::empty(&dev, Dtype::F32, &shape4)?;
+                    let dx = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
                     global_avgpool_backward(&dev, in_shape, images, &dy, &dx)?;
                     vec![dx]
                 }
@@ -238,14 +249,23 @@ impl GpuModel {
                         blas,
                         l,
                         images,
-                        &xin(0)?,
+                        &widened(&dev, &xin(0)?)?,
                         &self.weight(w)?,
                         &dy,
                         dx.as_ref(),
                         &self.grad(w)?,
                         b.map(|b| self.grad(b)).transpose()?.as_ref(),
                     )?;
-                    dx.into_iter().collect()
+                    // A bf16 input (the flattened features of bf16 layers) takes its
+                    // gradient in bf16.
+                    match dx {
+                        Some(dx) if dx_dtype != dx.dtype => {
+                            let narrow = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
+                            convert(&dev, &dx, &narrow)?;
+                            vec![narrow]
+                        }
+                        dx => dx.into_iter().collect(),
+                    }
                 }
                 (Op::Add, _) => vec![dy.clone(), dy],
                 (op, _) => {
@@ -268,7 +288,7 @@ impl GpuModel {
                         (acc, false)
                     }
                     Some((acc, true)) => {
-                        let sum = DeviceTensor::empty(&dev, Dtype::F32, &acc.shape)?;
+                        let sum = DeviceTensor::empty(&dev, acc.dtype, &acc.shape)?;
                         add(&dev, &acc, &d, &sum)?;
                         (sum, false)
                     }

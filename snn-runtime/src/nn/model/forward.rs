@@ -162,6 +162,9 @@ impl GpuModel {
             saved: (0..n).map(|_| Saved::None).collect(),
         };
         let dev = self.device.clone();
+        if let Some(narrow) = &self.params_bf16 {
+            convert(&dev, &self.params, narrow)?;
+        }
         for (id, reads_id) in reads.iter().enumerate() {
             let node = self.net.node(id).clone();
             let in_shape = node.input_shape(&self.net);
@@ -172,7 +175,12 @@ impl GpuModel {
                 })
             };
             let y = match (&node.op, self.fusion[id]) {
-                (Op::Input, _) => Some(x.reshape(&shape4(input))?),
+                (Op::Input, _) if self.dtypes[id] == x.dtype => Some(x.reshape(&shape4(input))?),
+                (Op::Input, _) => {
+                    let narrow = DeviceTensor::empty(&dev, self.dtypes[id], &shape4(input))?;
+                    convert(&dev, x, &narrow)?;
+                    Some(narrow)
+                }
                 (Op::Flatten, _) => Some(xin(0)?.reshape(&shape4(node.shape))?),
                 (Op::BatchNorm2d(bn), Fusion::Absorbed { .. }) => {
                     let start = self.mark()?;
@@ -182,7 +190,7 @@ impl GpuModel {
                 }
                 (_, Fusion::Absorbed { .. }) => None,
                 (op, fusion) => {
-                    let y = DeviceTensor::empty(&dev, Dtype::F32, &shape4(node.shape))?;
+                    let y = DeviceTensor::empty(&dev, self.dtypes[id], &shape4(node.shape))?;
                     let start = self.mark()?;
                     let inputs = reads_id
                         .iter()
@@ -247,7 +255,7 @@ impl GpuModel {
                         ));
                     }
                 };
-                let (w, b) = (self.weight(w)?, b.map(|b| self.weight(b)).transpose()?);
+                let (w, b) = (self.conv_weight(w)?, b.map(|b| self.weight(b)).transpose()?);
                 self.conv_problem(id, images)?
                     .forward(x, &w, b.as_ref(), y)?;
             }
@@ -336,7 +344,7 @@ impl GpuModel {
                     .cublas
                     .as_ref()
                     .ok_or_else(|| RuntimeError::Internal("no cuBLAS handle".into()))?;
-                linear_forward(blas, l, images, x, &w, b.as_ref(), y)?;
+                linear_forward(blas, l, images, &widened(&dev, x)?, &w, b.as_ref(), y)?;
             }
             Op::Add => {
                 let b = inputs
@@ -347,4 +355,14 @@ impl GpuModel {
         }
         Ok(())
     }
+}
+
+/// `x` as f32: itself, or a widened copy of bf16 activations (a linear layer's input).
+pub(super) fn widened(dev: &Arc<Device>, x: &DeviceTensor) -> Result<DeviceTensor, RuntimeError> {
+    if x.dtype == Dtype::F32 {
+        return Ok(x.clone());
+    }
+    let wide = DeviceTensor::empty(dev, Dtype::F32, &x.shape)?;
+    convert(dev, x, &wide)?;
+    Ok(wide)
 }

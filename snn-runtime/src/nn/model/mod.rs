@@ -2,6 +2,13 @@
 //! with every trained tensor in one flat parameter buffer (and the gradients in another of
 //! the same layout), so that an optimizer step is one fused kernel over all of them.
 //!
+//! Precision: with [`ConvMath::Bf16`] the activations and their gradients are bf16 up to
+//! the first global pooling or linear layer ([`value_dtypes`]): convolutions on tensor
+//! cores with f32 accumulation, batch-norm and pooling kernels' bf16 twins, and neurons in
+//! narrow storage (bf16 inputs, spikes and saves); weights, gradients, optimizer state,
+//! batch-norm statistics, linear layers and the loss stay f32 (convolutions read a bf16 copy
+//! of the weights, made once per forward pass), as PyTorch's bf16 autocast does.
+//!
 //! Memory: the forward pass keeps only what the backward pass reads (a convolution's and a
 //! linear layer's input, a batch-norm's input and statistics, a neuron's memory-plan
 //! saves, a max-pool's argmax) and returns everything else to the pool as soon as its
@@ -12,7 +19,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaEvent;
 use snn_codegen::Mode;
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
-use snn_codegen::{Dtype, ParamShape};
+use snn_codegen::{Dtype, ParamShape, Storage};
 use snn_nn::ImageShape;
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};
@@ -24,7 +31,7 @@ use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
 use crate::nn::fusion::{self, Fusion};
 use crate::nn::kernels::{
     BatchNormParams, BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
-    batchnorm_forward, batchnorm_scale, batchnorm_statistics, global_avgpool_backward,
+    batchnorm_forward, batchnorm_scale, batchnorm_statistics, convert, global_avgpool_backward,
     global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::nn::linear::{Cublas, linear_backward, linear_forward};
@@ -42,7 +49,8 @@ const ALIGN: usize = 64;
 /// How the model computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelOptions {
-    /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32.
+    /// Convolutions in TF32 (PyTorch's default for cuDNN) or full f32 on f32 activations,
+    /// or bf16 ones: the whole network's narrow storage (module docs).
     pub conv_math: ConvMath,
     /// Bit-reproducible training: only deterministic convolution algorithms, and neuron
     /// parameter gradients summed in a fixed order instead of with atomics (every other
@@ -217,6 +225,11 @@ pub struct GpuModel {
     slots: Vec<Slot>,
     params: DeviceTensor,
     grads: DeviceTensor,
+    /// With bf16 convolutions: the bf16 copy of `params` they read, refreshed by each
+    /// forward pass.
+    params_bf16: Option<DeviceTensor>,
+    /// Each node's value dtype (its gradient's too).
+    dtypes: Vec<Dtype>,
     layers: Vec<Layer>,
     /// Whether the backward pass reads each node's output.
     keep_output: Vec<bool>,
@@ -261,6 +274,7 @@ impl GpuModel {
         let data = |name: String| params.data(&name);
         let needs_conv = net.nodes().iter().any(|n| matches!(n.op, Op::Conv2d(_)));
         let needs_blas = net.nodes().iter().any(|n| matches!(n.op, Op::Linear(_)));
+        let dtypes = value_dtypes(net, options.conv_math.dtype())?;
         let mut layers = Vec::new();
         let mut fusion = fusion::plan(net, options.fuse);
         for (id, node) in net.nodes().iter().enumerate() {
@@ -286,6 +300,13 @@ impl GpuModel {
                 }
                 Op::Neuron(ir) => {
                     let mut config = LayerConfig::new(Network::layout(node.shape));
+                    // Inputs and spikes as the input comes; saves narrow with the network.
+                    let io = dtypes[node.inputs[0]];
+                    config.storage = Storage {
+                        io,
+                        spikes: io,
+                        saves: options.conv_math.dtype(),
+                    };
                     if options.deterministic {
                         config.options.reduction = Reduction::Deterministic;
                     }
@@ -374,8 +395,12 @@ impl GpuModel {
                 .transpose()?,
             cublas: needs_blas.then(|| Cublas::new(device)).transpose()?,
             slots,
+            params_bf16: (options.conv_math == ConvMath::Bf16 && needs_conv)
+                .then(|| DeviceTensor::empty(device, Dtype::BF16, &[params_dev.len()]))
+                .transpose()?,
             params: params_dev,
             grads,
+            dtypes,
             layers,
             keep_output,
             fusion,
@@ -428,6 +453,20 @@ impl GpuModel {
     fn weight(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
         let s = &self.slots[slot];
         self.params.view(s.offset, &s.shape)
+    }
+
+    /// The weight a convolution reads: the bf16 copy's view with bf16 convolutions.
+    fn conv_weight(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
+        let s = &self.slots[slot];
+        self.params_bf16
+            .as_ref()
+            .unwrap_or(&self.params)
+            .view(s.offset, &s.shape)
+    }
+
+    /// Node `id`'s value dtype (and its gradient's).
+    pub fn value_dtype(&self, id: usize) -> Dtype {
+        self.dtypes[id]
     }
 
     fn grad(&self, slot: usize) -> Result<DeviceTensor, RuntimeError> {
@@ -557,4 +596,42 @@ impl GpuModel {
         }
         Ok(set)
     }
+}
+
+/// Each node's value dtype with activations of `act`: `act` from the input (when a
+/// convolution reads it) through convolutions, batch-norms, neurons, max-pools, adds and
+/// flattens; f32 from the first global pooling or linear layer on (the classifier head, its
+/// neurons' inputs and spikes included, and the loss). A network that needs bf16 after f32
+/// (a convolution after a linear layer, an add of the two) is refused.
+fn value_dtypes(net: &Network, act: Dtype) -> Result<Vec<Dtype>, RuntimeError> {
+    let nodes = net.nodes();
+    let conv_reads_input = nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Conv2d(_)) && n.inputs.first() == Some(&0));
+    let mut dtypes: Vec<Dtype> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let inputs: Vec<Dtype> = node.inputs.iter().map(|&i| dtypes[i]).collect();
+        let refuse = || {
+            RuntimeError::invalid(
+                "building the model",
+                format!(
+                    "`{}` ({}) reads {inputs:?} activations; with bf16 convolutions the \
+                     network must keep bf16 activations before its first global pooling or \
+                     linear layer and f32 after it: use f32 convolutions (TF32) for this network",
+                    node.name,
+                    node.op.kind()
+                ),
+            )
+        };
+        let dtype = match &node.op {
+            Op::Input if conv_reads_input => act,
+            Op::Input | Op::GlobalAvgPool | Op::Linear(_) => Dtype::F32,
+            Op::Conv2d(_) if inputs[0] != act => return Err(refuse()),
+            Op::Conv2d(_) => act,
+            Op::Add if inputs[0] != inputs[1] => return Err(refuse()),
+            _ => inputs[0],
+        };
+        dtypes.push(dtype);
+    }
+    Ok(dtypes)
 }

@@ -1,4 +1,6 @@
-//! Batch normalisation over `(images, H, W)` per channel, as `torch.nn.BatchNorm2d`.
+//! Batch normalisation over `(images, H, W)` per channel, as `torch.nn.BatchNorm2d`, on
+//! f32 or bf16 activations (statistics, parameters and their gradients always f32). The
+//! byte counts below are for f32 activations; bf16 ones halve them.
 //!
 //! Training forward: one pass over `x` for per-(channel, chunk) mean and M2 (sum of
 //! squared deviations), a fixed-order Chan merge of the chunks per channel (which also
@@ -37,7 +39,7 @@ use snn_codegen::Dtype;
 use snn_nn::{BatchNorm2d, ImageShape};
 
 use self::pass::{Batch, Operand, check_channels};
-use super::THREADS;
+use super::{THREADS, twin};
 use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -95,7 +97,11 @@ fn train_statistics(
     let plane = check::to_i64(b.op, "plane", b.input.plane())?;
     let partial = split.partials(b.device, b.bn.channels)?;
     let kernel = |name| b.device.kernel(&programs::BATCHNORM, name);
-    split.run(kernel("snn_bn_stats")?.arg("x", x).arg("partial", &partial))?;
+    split.run(
+        kernel(twin(x.dtype, ["snn_bn_stats", "snn_bn_stats_bf16"]))?
+            .arg("x", x)
+            .arg("partial", &partial),
+    )?;
     let unbias = (n as f64 / (n as f64 - 1.0)) as f32;
     split.merge(
         kernel("snn_bn_finalize")?
@@ -227,7 +233,10 @@ fn apply(
     let split = b.split(&[x, y])?;
     split.run(
         b.device
-            .kernel(&programs::BATCHNORM, "snn_bn_apply")?
+            .kernel(
+                &programs::BATCHNORM,
+                twin(x.dtype, ["snn_bn_apply", "snn_bn_apply_bf16"]),
+            )?
             .arg("x", x)
             .arg("y", y)
             .arg("mean", mean)
@@ -322,7 +331,7 @@ pub fn batchnorm_backward(
     let partial = split.partials(device, bn.channels)?;
     let kernel = |name| device.kernel(&programs::BATCHNORM, name);
     split.run(
-        kernel("snn_bn_grad_sums")?
+        kernel(twin(x.dtype, ["snn_bn_grad_sums", "snn_bn_grad_sums_bf16"]))?
             .arg("x", x)
             .arg("dy", dy)
             .arg("mean", &saved.mean)
@@ -337,16 +346,19 @@ pub fn batchnorm_backward(
     )?;
     let inv_n = (1.0 / n as f64) as f32;
     split.run(
-        kernel("snn_bn_grad_input")?
-            .arg("x", x)
-            .arg("dy", dy)
-            .arg("dx", dx)
-            .arg("mean", &saved.mean)
-            .arg("inv_std", &saved.inv_std)
-            .arg("gamma", gamma)
-            .arg("dgamma", dgamma)
-            .arg("dbeta", dbeta)
-            .arg("inv_n", inv_n),
+        kernel(twin(
+            x.dtype,
+            ["snn_bn_grad_input", "snn_bn_grad_input_bf16"],
+        ))?
+        .arg("x", x)
+        .arg("dy", dy)
+        .arg("dx", dx)
+        .arg("mean", &saved.mean)
+        .arg("inv_std", &saved.inv_std)
+        .arg("gamma", gamma)
+        .arg("dgamma", dgamma)
+        .arg("dbeta", dbeta)
+        .arg("inv_n", inv_n),
     )
 }
 
@@ -400,7 +412,10 @@ pub fn batchnorm_backward_fused(
     // Chunk 0 covers every channel, so `dgamma` and `dbeta` are written in full.
     b.split(&[x, g])?.run(
         device
-            .kernel(&programs::BATCHNORM, "snn_bn_grad_fused")?
+            .kernel(
+                &programs::BATCHNORM,
+                twin(x.dtype, ["snn_bn_grad_fused", "snn_bn_grad_fused_bf16"]),
+            )?
             .arg("x", x)
             .arg("g", g)
             .arg("mean", &saved.mean)

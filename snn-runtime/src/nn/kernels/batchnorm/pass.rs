@@ -43,7 +43,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Checks the operation's tensors: the layer against `input`; `x` (read) and `like_x`
-    /// `images` images of `input` each; `per_channel` one value per channel; all on the
+    /// `images` images of `input` each, all f32 or all bf16; `per_channel` one value per channel; all on the
     /// device, no written one sharing memory with another argument. Returns the values per
     /// channel, `images * H * W`.
     pub(super) fn check(
@@ -58,7 +58,7 @@ impl<'a> Batch<'a> {
             .map_err(|e| RuntimeError::invalid(op, e.to_string()))?;
         let len = check_images(op, "x", x, self.images, self.input)?;
         for &(name, t, _) in like_x {
-            check::f32_tensor(op, name, t, len, "like `x`")?;
+            check::tensor(op, name, t, x.dtype, len, "like `x`")?;
         }
         check_channels(op, self.bn, per_channel)?;
         let x = [("x", x, Access::Read)];
