@@ -63,8 +63,10 @@
 //!
 //! Anything else (loops, `return`, `match`, `&&`, assignments, casts, closures, macros,
 //! unknown methods) is a compile error that points at the construct and says what to write
-//! instead. So are a state never updated, an input never used, unknown attribute keys, and a
-//! non-constant exponent.
+//! instead. So are a state never updated, an input never used, unknown attribute keys, a
+//! non-constant exponent, a plain Rust function called on traced values (`f64::exp(v)`,
+//! `my_fn(v)`: "a plain Rust function, which a neuron step cannot call with traced values"),
+//! and a comparison stored in a state (`v.set(h > th)`).
 //!
 //! ## Surrogates
 //!

@@ -150,7 +150,10 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         (&["--lr", "-1"], &["not a positive learning rate"]),
         (&["--batch", "0"], &["0 is not in 1.."]),
         (&["--steps", "0"], &["0 is not in 1.."]),
-        (&["--storage", "narrow"], &["--storage narrow needs a CUDA GPU"]),
+        (
+            &["--storage", "narrow"],
+            &["--storage narrow needs a CUDA GPU"],
+        ),
         (
             &[
                 "--dataset",

@@ -307,6 +307,46 @@ impl<'a> IntoValue<'a> for f64 {
     }
 }
 
+/// A `#[neuron_helper]` function as a `#[neuron]` step calls it: the step's builder, then
+/// the arguments as written (`Args`, a tuple). Every function of a helper's generated shape
+/// (`fn(&NeuronBuilder, ..) -> ..`) is one; a plain Rust function is not, and calling one
+/// in a step is this trait's compile error, which says what to write instead.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a plain Rust function, which a neuron step cannot call with traced values",
+    label = "not a `#[neuron_helper]` function",
+    note = "a step calls its own operations (`x.exp()`, `spike(h)`, `select(c, a, b)`, ..) and functions marked `#[neuron_helper]` (parameters `Real` or `f64`, returning `Real`)"
+)]
+pub trait NeuronHelper<'a, Args> {
+    type Output;
+    fn call(&self, b: &'a NeuronBuilder, args: Args) -> Self::Output;
+}
+
+/// [`NeuronHelper`] for functions of up to eight arguments.
+macro_rules! neuron_helper_arities {
+    ($($arg:ident),*) => {
+        impl<'a, F, R, $($arg),*> NeuronHelper<'a, ($($arg,)*)> for F
+        where
+            F: Fn(&'a NeuronBuilder, $($arg),*) -> R,
+        {
+            type Output = R;
+            #[allow(non_snake_case)]
+            fn call(&self, b: &'a NeuronBuilder, ($($arg,)*): ($($arg,)*)) -> R {
+                self(b, $($arg),*)
+            }
+        }
+    };
+}
+
+neuron_helper_arities!();
+neuron_helper_arities!(A1);
+neuron_helper_arities!(A1, A2);
+neuron_helper_arities!(A1, A2, A3);
+neuron_helper_arities!(A1, A2, A3, A4);
+neuron_helper_arities!(A1, A2, A3, A4, A5);
+neuron_helper_arities!(A1, A2, A3, A4, A5, A6);
+neuron_helper_arities!(A1, A2, A3, A4, A5, A6, A7);
+neuron_helper_arities!(A1, A2, A3, A4, A5, A6, A7, A8);
+
 /// A state's initial value: a number or a param.
 pub trait IntoInit<'a> {
     /// The initial value, or the printed value that cannot be one.

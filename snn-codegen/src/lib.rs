@@ -32,7 +32,7 @@ pub mod plan;
 pub mod print;
 pub mod zoo;
 
-pub use builder::{IntoInit, IntoValue, NeuronBuilder, ParamDecl, Value};
+pub use builder::{IntoInit, IntoValue, NeuronBuilder, NeuronHelper, ParamDecl, Value};
 pub use compile::{Compiled, compile};
 pub use dtype::{Dtype, Storage};
 pub use error::IrError;

@@ -460,9 +460,24 @@ impl Step {
                         let c = self.value(c.clone());
                         quote! { #c.select(#x, #y) }
                     }
-                    // Anything else is a `#[neuron_helper]`, which takes the builder first.
-                    // (Spanned at the call, so a plain function's type error points there.)
-                    _ => quote_spanned! { func.span()=> #func(#b, #(#args),*) },
+                    // Anything else is a `#[neuron_helper]`, which takes the builder first;
+                    // calling it through `NeuronHelper` makes a plain function that trait's
+                    // error (spanned at the function's name), not an arity error.
+                    _ => {
+                        // The crate path too, so that every error points at the name.
+                        let k: TokenStream = self
+                            .krate
+                            .clone()
+                            .into_iter()
+                            .map(|mut t| {
+                                t.set_span(func.span());
+                                t
+                            })
+                            .collect();
+                        quote_spanned! { func.span()=>
+                            #k::NeuronHelper::call(&#func, #b, (#(#args,)*))
+                        }
+                    }
                 }
             }
             Expr::If(i) => self.if_else(i)?,
