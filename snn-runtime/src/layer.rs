@@ -88,7 +88,8 @@ pub struct NeuronLayer {
     loaded: [Kernel; 3],
     /// The deterministic reduction's second kernel, when the backward has one.
     reduce: Option<Kernel>,
-    /// Host values of every param, and device copies of the non-scalar ones.
+    /// Host values of every param, and device copies of those kernels read through a
+    /// pointer (all but fixed scalars: `ParamSpec::by_value`).
     params: Vec<(Vec<f32>, Option<DeviceTensor>)>,
 }
 
@@ -184,8 +185,9 @@ impl NeuronLayer {
         self.compiled.plan.storage
     }
 
-    /// Param `name`'s index, shape, and number of values under the layout.
-    fn param_slot(&self, name: &str) -> Result<(usize, ParamShape, usize), RuntimeError> {
+    /// Param `name`'s index, shape, number of values under the layout, and whether kernels
+    /// take it by value.
+    fn param_slot(&self, name: &str) -> Result<(usize, ParamShape, usize, bool), RuntimeError> {
         let ir = &self.compiled.neuron;
         let Some(p) = ir.param_index(name) else {
             let known: Vec<&str> = ir.params.iter().map(|p| p.name.as_str()).collect();
@@ -195,19 +197,19 @@ impl NeuronLayer {
             )));
         };
         let shape = ir.params[p].shape;
-        Ok((p, shape, self.layout.len(shape)))
+        Ok((p, shape, self.layout.len(shape), ir.params[p].by_value()))
     }
 
     /// Sets a param's values (one per value of its shape under the layout).
     pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), RuntimeError> {
-        let (p, shape, expected) = self.param_slot(name)?;
+        let (p, shape, expected, by_value) = self.param_slot(name)?;
         if values.len() != expected {
             return Err(self.invalid(format!(
                 "param `{name}` is {shape} and needs {expected} value(s) for this layout, got {}",
                 values.len()
             )));
         }
-        let device = if shape == ParamShape::Scalar {
+        let device = if by_value {
             None
         } else {
             Some(DeviceTensor::from_f32(
@@ -221,15 +223,15 @@ impl NeuronLayer {
         Ok(())
     }
 
-    /// Makes a per-channel or per-neuron param read its values from `values` (an f32
-    /// device tensor of the param's length, e.g. a view into a flat parameter buffer or a
-    /// tensor another kernel computes), so values that live on the device need no copy
+    /// Makes a learnable, per-channel or per-neuron param read its values from `values` (an
+    /// f32 device tensor of the param's length, e.g. a view into a flat parameter buffer or
+    /// a tensor another kernel computes), so values that live on the device need no copy
     /// through the host. Kernels read it when they run.
     pub fn bind_param(&mut self, name: &str, values: &DeviceTensor) -> Result<(), RuntimeError> {
-        let (p, shape, expected) = self.param_slot(name)?;
-        if shape == ParamShape::Scalar || values.dtype != Dtype::F32 || values.len() != expected {
+        let (p, shape, expected, by_value) = self.param_slot(name)?;
+        if by_value || values.dtype != Dtype::F32 || values.len() != expected {
             return Err(self.invalid(format!(
-                "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (scalars are passed by value), got {} {:?}",
+                "param `{name}` is {shape}: binding it needs an f32 tensor of {expected} value(s) (fixed scalars are passed by value), got {} {:?}",
                 values.dtype, values.shape
             )));
         }

@@ -232,12 +232,18 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
 
 /// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training
 /// steps on both sides, then inference.
+/// PLIF's decay learnable per channel, and as one scalar (which kernels read through a
+/// pointer into the flat parameter buffer, so Adam's updates reach them with no copy).
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_small_cnn_trains_like_the_cpu() {
+    small_cnn_trains_like_the_cpu(&per_channel_plif());
+    small_cnn_trains_like_the_cpu(&zoo::Plif::default());
+}
+
+fn small_cnn_trains_like_the_cpu(plif: &zoo::Plif) {
     let dev = device();
-    let plif = per_channel_plif();
-    let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, &plif).unwrap();
+    let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, plif).unwrap();
     let params = init_params::<f32>(&net, 5).unwrap();
     assert!(params.get("sn1.w").is_some());
     let (steps, batch) = (3, 4);

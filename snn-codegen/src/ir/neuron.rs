@@ -120,6 +120,14 @@ impl NeuronIr {
 }
 
 impl ParamSpec {
+    /// Whether kernels take it by value: fixed scalars. Learnable and shaped params are
+    /// read through a pointer, so that an update on the device (an optimizer step) reaches
+    /// the next launch with no copy through the host, and a training step never waits for
+    /// the host.
+    pub fn by_value(&self) -> bool {
+        self.shape == ParamShape::Scalar && !self.learnable
+    }
+
     /// A fixed scalar parameter with this default.
     pub fn new(name: impl Into<String>, default: f64) -> Self {
         Self {

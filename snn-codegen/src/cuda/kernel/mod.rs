@@ -123,10 +123,12 @@ impl<'a> Gen<'a> {
 
     /// A param's value for element `i` (lane `l` of a group on the vector path).
     fn param_value(&self, p: usize, vec: bool) -> String {
-        match self.c.neuron.params[p].shape {
-            ParamShape::Scalar => format!("p_{}", self.param(p)),
-            _ if vec => format!("pv_{}[l]", self.param(p)),
-            _ => format!("pv_{}", self.param(p)),
+        if self.c.neuron.params[p].by_value() {
+            format!("p_{}", self.param(p))
+        } else if vec {
+            format!("pv_{}[l]", self.param(p))
+        } else {
+            format!("pv_{}", self.param(p))
         }
     }
 
@@ -138,16 +140,16 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// The params with one value per channel or neuron.
-    fn shaped_params(&self) -> impl Iterator<Item = usize> + '_ {
+    /// The params read through a pointer (see [`crate::ir::ParamSpec::by_value`]).
+    fn pointer_params(&self) -> impl Iterator<Item = usize> + '_ {
         let params = &self.c.neuron.params;
-        (0..params.len()).filter(|&p| params[p].shape != ParamShape::Scalar)
+        (0..params.len()).filter(|&p| !params[p].by_value())
     }
 
-    /// Declares the vector path's lanes of the non-scalar params and of a `{prefix}` local
-    /// per state.
+    /// Declares the vector path's lanes of the params read through a pointer and of a
+    /// `{prefix}` local per state.
     fn declare_lanes(&self, w: &mut Writer, prefix: &str) {
-        for p in self.shaped_params() {
+        for p in self.pointer_params() {
             w.line(format!("float pv_{}[{V}];", self.param(p)));
         }
         for j in 0..self.c.neuron.states.len() {
@@ -155,9 +157,9 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// Declares and loads the non-scalar params of element `i` (per lane on the vector path).
+    /// Declares and loads the pointer params of element `i` (per lane on the vector path).
     fn load_params(&self, w: &mut Writer, vec: bool) {
-        for p in self.shaped_params() {
+        for p in self.pointer_params() {
             let value = format!("p_{}[{}]", self.param(p), self.param_index(p, "i"));
             if vec {
                 w.line(format!("pv_{}[l] = {value};", self.param(p)));
@@ -197,13 +199,14 @@ impl<'a> Gen<'a> {
         let mut args: Vec<KernelArg> = (0..self.c.neuron.params.len())
             .map(|p| {
                 let name = format!("p_{}", self.param(p));
-                match self.c.neuron.params[p].shape {
-                    ParamShape::Scalar => KernelArg {
+                if self.c.neuron.params[p].by_value() {
+                    KernelArg {
                         name,
                         role: ArgRole::Param(p),
                         ty: ArgType::F32,
-                    },
-                    _ => ptr_arg(name, ArgRole::Param(p), Dtype::F32, false),
+                    }
+                } else {
+                    ptr_arg(name, ArgRole::Param(p), Dtype::F32, false)
                 }
             })
             .collect();
@@ -288,7 +291,9 @@ fn describe(role: ArgRole) -> &'static str {
         ArgRole::Save(_) => "saved for backward [T, N]",
         ArgRole::InitState(_) => "initial state [N], or null for the declared one",
         ArgRole::FinalState(_) => "final state [N], or null",
-        ArgRole::Param(_) => "param (scalar by value; else one value per channel / neuron)",
+        ArgRole::Param(_) => {
+            "param (a fixed scalar by value; else a pointer to its value(s): one, per channel or per neuron)"
+        }
         ArgRole::OutputGrad(_) => "dL/d output [T, N]",
         ArgRole::FinalStateGrad(_) => "dL/d final state [N], or null for zero",
         ArgRole::InputGrad(_) => "dL/d input [T, N], written",

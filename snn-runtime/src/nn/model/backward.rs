@@ -167,7 +167,7 @@ impl GpuModel {
                                 RuntimeError::Internal(format!("no gradient for param `{name}`"))
                             })
                     };
-                    for (name, slot, _) in learnable {
+                    for (name, slot) in learnable {
                         let pg = param_grad(name)?;
                         self.grad(*slot)?.reshape(&pg.shape)?.copy_from(&pg)?;
                     }

@@ -35,25 +35,6 @@ impl GpuModel {
         }
     }
 
-    /// Learnable scalar neuron params live in the flat buffer (the optimizer updates them
-    /// there) but are kernel arguments by value: copy them over.
-    fn sync_neuron_params(&mut self, id: usize) -> Result<(), RuntimeError> {
-        let Layer::Neuron { learnable, .. } = &self.layers[id] else {
-            return Ok(());
-        };
-        let values = learnable
-            .iter()
-            .filter(|(_, _, scalar)| *scalar)
-            .map(|(name, slot, _)| Ok((name.clone(), self.weight(*slot)?.to_f32()?)))
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
-        if let Layer::Neuron { layer, .. } = &mut self.layers[id] {
-            for (name, v) in values {
-                layer.set_param(&name, &v)?;
-            }
-        }
-        Ok(())
-    }
-
     /// The part of a fused batch-norm that runs at its place in the graph: batch
     /// statistics (training; running ones updated) and the per-channel scale the neuron
     /// applies (`gamma * inv_std`, from the running variance in eval).
@@ -280,7 +261,6 @@ impl GpuModel {
                 }
             }
             Op::Neuron(_) => {
-                self.sync_neuron_params(id)?;
                 let Layer::Neuron { layer, .. } = &self.layers[id] else {
                     return Err(RuntimeError::Internal(
                         "a neuron layer without its state".into(),

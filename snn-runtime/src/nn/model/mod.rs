@@ -19,7 +19,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaEvent;
 use snn_codegen::Mode;
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
-use snn_codegen::{Dtype, ParamShape, Storage};
+use snn_codegen::{Dtype, Storage};
 use snn_nn::ImageShape;
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};
@@ -105,10 +105,9 @@ enum Layer {
     },
     Neuron {
         layer: Box<NeuronLayer>,
-        /// Learnable params: (param name, slot, scalar?). Per-channel and per-neuron ones
-        /// read their slot directly; scalars are passed by value, so they are copied over
-        /// before each forward pass.
-        learnable: Vec<(String, usize, bool)>,
+        /// Learnable params: (param name, slot). The kernels read their slots in the flat
+        /// parameter buffer directly, so an optimizer step reaches them with no copy.
+        learnable: Vec<(String, usize)>,
     },
     Linear {
         weight: usize,
@@ -332,12 +331,9 @@ impl GpuModel {
                     let mut learnable = Vec::new();
                     for p in ir.params.iter().filter(|p| p.learnable) {
                         let slot = slot(name(&p.name))?;
-                        let scalar = p.shape == ParamShape::Scalar;
-                        if !scalar {
-                            let s = &slots[slot];
-                            layer.bind_param(&p.name, &params_dev.view(s.offset, &s.shape)?)?;
-                        }
-                        learnable.push((p.name.clone(), slot, scalar));
+                        let s = &slots[slot];
+                        layer.bind_param(&p.name, &params_dev.view(s.offset, &s.shape)?)?;
+                        learnable.push((p.name.clone(), slot));
                     }
                     Layer::Neuron {
                         layer: Box::new(layer),
