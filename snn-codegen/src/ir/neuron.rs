@@ -72,6 +72,21 @@ impl NeuronIr {
         }
     }
 
+    /// Sets param `name`'s default (the value a layer starts from); an unknown name is an
+    /// error that lists the neuron's params.
+    pub fn set_default(&mut self, name: &str, value: f64) -> Result<(), String> {
+        let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let Some(p) = self.param_index(name) else {
+            return Err(format!(
+                "`{}` has no parameter `{name}`; its parameters: {}",
+                self.name,
+                known.join(", ")
+            ));
+        };
+        self.params[p].default = value;
+        Ok(())
+    }
+
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)
     }

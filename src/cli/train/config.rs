@@ -171,15 +171,7 @@ impl RunConfig {
             .ir()
             .with_context(|| format!("building neuron `{}`", self.neuron))?;
         for (name, &value) in &self.neuron_params {
-            let names: Vec<String> = ir.params.iter().map(|p| p.name.clone()).collect();
-            let Some(p) = ir.params.iter_mut().find(|p| &p.name == name) else {
-                bail!(
-                    "`{}` has no parameter `{name}`; its parameters: {}",
-                    self.neuron,
-                    names.join(", ")
-                );
-            };
-            p.default = value;
+            ir.set_default(name, value).map_err(anyhow::Error::msg)?;
         }
         Ok(ir)
     }

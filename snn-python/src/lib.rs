@@ -1,0 +1,295 @@
+//! `snn._native`: the Rust side of the `snn` Python package (`python/snn/`). It holds
+//! neurons (the zoo's, with their parameters), prints what the compiler derives for them
+//! (equations, memory plan, backward through time), and runs them on the CPU reference
+//! interpreter over buffers of `[T, N]` f32 values. It needs no numpy: arrays come in
+//! through the buffer protocol and go back as `bytes`, which the Python layer wraps.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use snn_codegen::interp::{Forward, Params, Reference, Seq};
+use snn_codegen::{Compiled, Layout, Mode, NeuronIr, Storage, compile, zoo};
+
+/// `[T, N]` sequences handed back to Python, as `bytes` of little-endian f32 each.
+type Arrays<'py> = Vec<Bound<'py, PyBytes>>;
+
+/// Each learnable param's name and gradient.
+type ParamGrads = Vec<(String, Vec<f32>)>;
+
+/// A forward pass on the CPU reference, with what the backward pass needs of it.
+struct Run {
+    inputs: Vec<Seq<f32>>,
+    params: Params<f32>,
+    fwd: Forward<f32>,
+}
+
+/// A compiler or interpreter error as the Python exception that fits it.
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The zoo's neuron names.
+#[pyfunction]
+fn zoo_names() -> Vec<String> {
+    zoo::all()
+        .iter()
+        .filter_map(|n| n.ir().ok().map(|ir| ir.name))
+        .collect()
+}
+
+/// A neuron: its IR, compiled for f32 storage, and the CPU reference that runs it.
+#[pyclass(module = "snn._native", frozen)]
+struct Neuron {
+    ir: NeuronIr,
+    compiled: Compiled,
+    reference: Reference,
+}
+
+impl Neuron {
+    fn new(ir: NeuronIr) -> PyResult<Self> {
+        let compiled = compile(&ir, Storage::F32).map_err(value_error)?;
+        Ok(Self {
+            reference: Reference::new(compiled.clone()),
+            compiled,
+            ir,
+        })
+    }
+
+    /// `[T, N]` f32 sequences from Python buffers of `steps * n` values each.
+    fn seqs(
+        what: &str,
+        buffers: &[PyBuffer<f32>],
+        steps: usize,
+        py: Python<'_>,
+    ) -> PyResult<Vec<Seq<f32>>> {
+        buffers
+            .iter()
+            .enumerate()
+            .map(|(k, b)| {
+                if !b.is_c_contiguous() {
+                    return Err(value_error(format!(
+                        "{what} {k} is not contiguous: pass a C-contiguous float32 array (numpy.ascontiguousarray)"
+                    )));
+                }
+                let data = b.to_vec(py)?;
+                if steps == 0 || data.len() % steps != 0 {
+                    return Err(value_error(format!(
+                        "{what} {k} has {} values, not a multiple of T = {steps}",
+                        data.len()
+                    )));
+                }
+                let n = data.len() / steps;
+                Seq::new(steps, n, data).map_err(value_error)
+            })
+            .collect()
+    }
+
+    /// The params: the declared defaults, with `overrides` (name -> values).
+    fn run_params(
+        &self,
+        layout: Layout,
+        overrides: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Params<f32>> {
+        let mut params = Params::defaults(&self.compiled.neuron, layout);
+        for (name, values) in overrides.into_iter().flat_map(|d| d.iter()) {
+            let name: String = name.extract()?;
+            let values: Vec<f32> = values
+                .extract::<f32>()
+                .map(|v| vec![v])
+                .or_else(|_| values.extract::<Vec<f32>>())?;
+            params.set(&name, values).map_err(value_error)?;
+        }
+        Ok(params)
+    }
+
+    /// `[T, N]` sequences as `bytes` of little-endian f32.
+    fn to_bytes<'py>(py: Python<'py>, seqs: &[Seq<f32>]) -> Arrays<'py> {
+        seqs.iter()
+            .map(|s| {
+                let bytes: Vec<u8> = s.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                PyBytes::new(py, &bytes)
+            })
+            .collect()
+    }
+
+    fn forward(
+        &self,
+        py: Python<'_>,
+        inputs: &[PyBuffer<f32>],
+        steps: usize,
+        channels: usize,
+        params: Option<&Bound<'_, PyDict>>,
+        mode: Mode,
+    ) -> PyResult<Run> {
+        let xs = Self::seqs("input", inputs, steps, py)?;
+        let layout = Layout::flat(channels);
+        let params = self.run_params(layout, params)?;
+        let fwd = self
+            .reference
+            .forward(&params, &xs, None, mode)
+            .map_err(value_error)?;
+        Ok(Run {
+            inputs: xs,
+            params,
+            fwd,
+        })
+    }
+}
+
+#[pymethods]
+impl Neuron {
+    /// The zoo neuron `name` with the parameter defaults in `params` overridden.
+    #[staticmethod]
+    #[pyo3(signature = (name, **params))]
+    fn zoo(name: &str, params: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let Some(neuron) = zoo::by_name(name) else {
+            return Err(PyKeyError::new_err(format!(
+                "unknown neuron `{name}`; the zoo has: {}",
+                zoo_names().join(", ")
+            )));
+        };
+        let mut ir = neuron.ir().map_err(value_error)?;
+        for (key, value) in params.into_iter().flat_map(|d| d.iter()) {
+            let key: String = key.extract()?;
+            ir.set_default(&key, value.extract()?)
+                .map_err(value_error)?;
+        }
+        Self::new(ir)
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.ir.name
+    }
+
+    #[getter]
+    fn inputs(&self) -> Vec<String> {
+        self.ir.inputs.clone()
+    }
+
+    #[getter]
+    fn states(&self) -> Vec<String> {
+        self.ir.states.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[getter]
+    fn outputs(&self) -> Vec<String> {
+        self.ir.outputs.clone()
+    }
+
+    /// Each param's default.
+    #[getter]
+    fn params(&self) -> Vec<(String, f64)> {
+        self.ir
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.default))
+            .collect()
+    }
+
+    /// The learnable params' names.
+    #[getter]
+    fn learnable(&self) -> Vec<String> {
+        self.ir
+            .params
+            .iter()
+            .filter(|p| p.learnable)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// What the compiler derives for `storage` ("f32" or "narrow"): the equations, the
+    /// memory plan (bytes per element-step) and the backward through time.
+    #[pyo3(signature = (storage = "f32"))]
+    fn describe(&self, storage: &str) -> PyResult<String> {
+        let storage = match storage {
+            "f32" => Storage::F32,
+            "narrow" => Storage::NARROW,
+            other => {
+                return Err(value_error(format!(
+                    "storage `{other}`: use \"f32\" or \"narrow\""
+                )));
+            }
+        };
+        Ok(compile(&self.ir, storage).map_err(value_error)?.to_string())
+    }
+
+    fn __str__(&self) -> String {
+        self.compiled.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<snn neuron {}>", self.ir.name)
+    }
+
+    /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
+    /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
+    /// (`N` a multiple of it). Returns the outputs and the final states, as `bytes`.
+    #[pyo3(signature = (inputs, steps, channels = 1, params = None))]
+    fn run_forward<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyBuffer<f32>>,
+        steps: usize,
+        channels: usize,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
+        let fwd = self
+            .forward(py, &inputs, steps, channels, params, Mode::Inference)?
+            .fwd;
+        let finals: Vec<Seq<f32>> = fwd
+            .final_states
+            .iter()
+            .map(|s| Seq::new(1, s.len(), s.clone()).map_err(value_error))
+            .collect::<PyResult<_>>()?;
+        Ok((
+            Self::to_bytes(py, &fwd.outputs),
+            Self::to_bytes(py, &finals),
+        ))
+    }
+
+    /// Forward (training) then backward through time on the CPU reference, with
+    /// `grad_outputs` = dL/d(output) for each output. Returns the outputs, the input
+    /// gradients (as `bytes`), and each learnable param's gradient.
+    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None))]
+    fn run_backward<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyBuffer<f32>>,
+        grad_outputs: Vec<PyBuffer<f32>>,
+        steps: usize,
+        channels: usize,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Arrays<'py>, Arrays<'py>, ParamGrads)> {
+        let Run {
+            inputs: xs,
+            params,
+            fwd,
+        } = self.forward(py, &inputs, steps, channels, params, Mode::Train)?;
+        let gys = Self::seqs("output gradient", &grad_outputs, steps, py)?;
+        let grads = self
+            .reference
+            .backward(&params, &xs, None, &fwd, &gys, None)
+            .map_err(value_error)?;
+        let param_grads = self
+            .ir
+            .params
+            .iter()
+            .zip(&grads.params)
+            .filter_map(|(p, g)| g.clone().map(|g| (p.name.clone(), g)))
+            .collect();
+        Ok((
+            Self::to_bytes(py, &fwd.outputs),
+            Self::to_bytes(py, &grads.inputs),
+            param_grads,
+        ))
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(zoo_names, m)?)?;
+    m.add_class::<Neuron>()?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+"""The Python package on the CPU path: zoo neurons by name, what printing shows, forward and
+backward through time against independent numpy implementations, and errors as Python
+exceptions."""
+
+import numpy as np
+import pytest
+
+import snn
+
+
+def paper_lif_numpy(x, decay=0.2, threshold=0.3, rest=0.0):
+    """The temporal-fusion paper's LIF, written out in numpy."""
+    v = np.zeros(x.shape[1:], np.float32)
+    y = np.zeros(x.shape[1:], np.float32)
+    spikes = np.zeros_like(x)
+    for t in range(x.shape[0]):
+        h = np.float32(decay) * v * (1 - y) + np.float32(rest) * y + x[t]
+        y = (h - np.float32(threshold) >= 0).astype(np.float32)
+        v = h
+        spikes[t] = y
+    return spikes, v, y
+
+
+def test_the_zoo_is_listed_and_unknown_names_are_refused_with_the_list():
+    names = snn.zoo_names()
+    assert "paper_lif" in names and "plif" in names
+    with pytest.raises(KeyError, match="paper_lif"):
+        snn.zoo("hodgkin_huxley")
+
+
+def test_a_neuron_prints_its_equations_memory_plan_and_backward():
+    lif = snn.zoo("paper_lif")
+    text = str(lif)
+    for needle in ["neuron paper_lif", "memory plan", "bytes per element-step", "backward, for t = T-1 down to 0"]:
+        assert needle in text, text
+    assert "bf16" in lif.describe("narrow")
+    assert lif.inputs == ["x"] and lif.outputs == ["s"] and lif.states == ["v", "y"]
+    assert dict(lif.params) == {"decay": 0.2, "threshold": 0.3, "rest": 0.0}
+    assert repr(lif) == "<snn neuron paper_lif>"
+    with pytest.raises(ValueError, match="f32"):
+        lif.describe("f8")
+
+
+def test_paper_lif_forward_equals_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (16, 3, 50)).astype(np.float32)
+    for decay in [0.2, 0.7]:
+        lif = snn.zoo("paper_lif", decay=decay)
+        (spikes,), (v, y) = snn.forward(lif, x)
+        want, want_v, want_y = paper_lif_numpy(x, decay=decay)
+        assert spikes.shape == x.shape
+        np.testing.assert_array_equal(spikes, want)
+        np.testing.assert_allclose(v, want_v, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(y, want_y)
+        assert 0 < spikes.mean() < 1
+
+
+def test_params_are_overridden_per_call_or_by_default():
+    x = np.full((4, 8), 0.2, np.float32)
+    (a,), _ = snn.forward(snn.zoo("paper_lif"), x, params={"threshold": 0.1})
+    (b,), _ = snn.forward(snn.zoo("paper_lif", threshold=0.1), x)
+    np.testing.assert_array_equal(a, b)
+    assert a.sum() == x.size
+    with pytest.raises(ValueError, match="decay"):
+        snn.zoo("paper_lif", tau=2.0)
+    with pytest.raises(ValueError, match="no param named `tau`"):
+        snn.forward(snn.zoo("paper_lif"), x, params={"tau": 2.0})
+
+
+def test_the_leaky_integrators_backward_is_its_closed_form():
+    # v_t = decay * v_{t-1} + x_t is the output; for L = sum_t g_t * v_t,
+    # dL/dx_t = sum_{t' >= t} g_t' * decay^(t' - t).
+    rng = np.random.default_rng(1)
+    steps, decay = 12, 0.8
+    x = rng.normal(size=(steps, 5)).astype(np.float32)
+    g = rng.normal(size=(steps, 5)).astype(np.float32)
+    li = snn.zoo("leaky_integrator", decay=decay)
+    (v,), (dx,), param_grads = snn.backward(li, [x], [g])
+    want_dx = np.zeros_like(g, dtype=np.float64)
+    acc = np.zeros(5)
+    for t in reversed(range(steps)):
+        acc = g[t] + decay * acc
+        want_dx[t] = acc
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+    (fwd_v,), _ = snn.forward(li, x)
+    np.testing.assert_array_equal(v, fwd_v)
+    assert param_grads == {}
+
+
+def test_learnable_params_get_gradients():
+    rng = np.random.default_rng(2)
+    plif = snn.zoo("plif")
+    assert plif.learnable == ["w"]
+    x = rng.uniform(0, 2, (8, 2, 4)).astype(np.float32)
+    _, (dx,), grads = snn.backward(plif, [x], [np.ones_like(x)])
+    assert set(grads) == {"w"} and grads["w"].shape == (1,)
+    assert np.isfinite(dx).all() and np.isfinite(grads["w"]).all()
+
+
+def test_bad_arrays_are_python_exceptions():
+    lif = snn.zoo("paper_lif")
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        snn.forward(lif, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        snn.backward(lif, [np.zeros((4, 3))], [np.zeros((4, 2))])
+    with pytest.raises(ValueError, match="no input"):
+        snn.forward(lif)
+    # The native layer checks what it is given, too.
+    with pytest.raises(ValueError, match="multiple of T"):
+        lif.run_forward([np.zeros(7, np.float32)], 2)
+    with pytest.raises(ValueError, match="takes 1"):
+        lif.run_forward([np.zeros(8, np.float32), np.zeros(8, np.float32)], 2)
+    with pytest.raises(BufferError):
+        lif.run_forward([np.zeros(8, np.float64)], 2)
