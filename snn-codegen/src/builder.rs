@@ -132,7 +132,9 @@ impl NeuronBuilder {
         self
     }
 
-    fn value(&self, id: NodeId) -> Value<'_> {
+    /// The value of node `id` of this builder's graph: how bindings that hold node ids
+    /// (Python's traced values) come back to values.
+    pub fn value(&self, id: NodeId) -> Value<'_> {
         Value { id, b: self }
     }
 

@@ -1,5 +1,6 @@
 //! `snn._native`: the Rust side of the `snn` Python package (`python/snn/`). It holds
-//! neurons (the zoo's, with their parameters), prints what the compiler derives for them
+//! neurons (the zoo's, with their parameters, or traced from a Python step function:
+//! [`trace`]), prints what the compiler derives for them
 //! (equations, memory plan, backward through time), and runs them on the CPU reference
 //! interpreter over buffers of `[T, N]` f32 values. It needs no numpy: arrays come in
 //! through the buffer protocol and go back as `bytes`, which the Python layer wraps.
@@ -10,6 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
 use snn_codegen::{Compiled, Layout, Mode, NeuronIr, Storage, compile, zoo};
+
+mod trace;
 
 /// `[T, N]` sequences handed back to Python, as `bytes` of little-endian f32 each.
 type Arrays<'py> = Vec<Bound<'py, PyBytes>>;
@@ -25,7 +28,7 @@ struct Run {
 }
 
 /// A compiler or interpreter error as the Python exception that fits it.
-fn value_error(e: impl std::fmt::Display) -> PyErr {
+pub(crate) fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
@@ -40,14 +43,14 @@ fn zoo_names() -> Vec<String> {
 
 /// A neuron: its IR, compiled for f32 storage, and the CPU reference that runs it.
 #[pyclass(module = "snn._native", frozen)]
-struct Neuron {
+pub(crate) struct Neuron {
     ir: NeuronIr,
     compiled: Compiled,
     reference: Reference,
 }
 
 impl Neuron {
-    fn new(ir: NeuronIr) -> PyResult<Self> {
+    pub(crate) fn new(ir: NeuronIr) -> PyResult<Self> {
         let compiled = compile(&ir, Storage::F32).map_err(value_error)?;
         Ok(Self {
             reference: Reference::new(compiled.clone()),
@@ -291,5 +294,7 @@ impl Neuron {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(zoo_names, m)?)?;
     m.add_class::<Neuron>()?;
+    m.add_class::<trace::Tracer>()?;
+    m.add_class::<trace::Sym>()?;
     Ok(())
 }

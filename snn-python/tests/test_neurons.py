@@ -112,3 +112,92 @@ def test_bad_arrays_are_python_exceptions():
         lif.run_forward([np.zeros(8, np.float32), np.zeros(8, np.float32)], 2)
     with pytest.raises(BufferError):
         lif.run_forward([np.zeros(8, np.float64)], 2)
+
+
+def spikingjelly_lif(n):
+    """SpikingJelly's LIF (decay_input, hard reset to v_reset), as the zoo's `lif`."""
+    x = n.input("x")
+    tau = n.param("tau", 2.0)
+    v_threshold = n.param("v_threshold", 1.0)
+    v_reset = n.param("v_reset", 0.0)
+    v = n.state("v", v_reset)
+    h = (v + (x - (v - v_reset)) / tau).named("h")
+    s = snn.spike(h - v_threshold)
+    v.set(h * (1 - s) + v_reset * s)
+    return {"s": s}
+
+
+def test_a_neuron_declared_in_python_runs_as_the_zoo_one():
+    mine = snn.neuron(spikingjelly_lif, name="lif")
+    zoo = snn.zoo("lif")
+    assert str(mine) == str(zoo)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1.5, (10, 2, 30)).astype(np.float32)
+    g = rng.normal(size=x.shape).astype(np.float32)
+    for a, b in zip(snn.backward(mine, [x], [g])[:2], snn.backward(zoo, [x], [g])[:2]):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_a_python_neuron_has_learnable_params_functions_and_selection():
+    @snn.neuron(surrogate="atan")
+    def adaptive(n):
+        """An adaptive-threshold neuron written for this test."""
+        x = n.input("x")
+        v, a = n.state("v"), n.state("a")
+        decay = n.param("decay", 0.8, learnable=True)
+        h = decay * v + snn.tanh(x)
+        th = 1.0 + a
+        s = snn.spike(h - th)
+        v.set(snn.where(h > th, 0.0, h))
+        a.set(0.9 * a + 0.1 * s)
+        return {"s": s, "v": h}
+
+    assert adaptive.outputs == ["s", "v"] and adaptive.learnable == ["decay"]
+    assert "atan(alpha = 2)" in str(adaptive)
+    x = np.random.default_rng(4).uniform(0, 2, (12, 16)).astype(np.float32)
+    (s, v), _ = snn.forward(adaptive, x)
+    assert set(np.unique(s)) <= {0.0, 1.0} and 0 < s.mean() < 1
+    _, (dx,), grads = snn.backward(adaptive, [x], [np.ones_like(x), np.zeros_like(x)])
+    assert np.isfinite(dx).all() and grads["decay"].shape == (1,)
+
+
+def test_tracing_mistakes_are_exceptions_at_the_offending_line():
+    import traceback
+
+    def branches(n):
+        x = n.input("x")
+        v = n.state("v")
+        if v > 1.0:  # the offending line
+            v.set(x)
+        return {"s": snn.spike(v)}
+
+    with pytest.raises(TypeError, match="no truth value") as e:
+        snn.neuron(branches)
+    frames = traceback.extract_tb(e.value.__traceback__)
+    assert frames[-1].name == "branches" and "the offending line" in frames[-1].line
+
+    other = {}
+
+    def first(n):
+        other["x"] = n.input("x")
+        return {"s": snn.spike(other["x"])}
+
+    def second(n):
+        x = n.input("x")
+        return {"s": snn.spike(x + other["x"])}
+
+    snn.neuron(first)
+    with pytest.raises(ValueError, match="another neuron"):
+        snn.neuron(second)
+    with pytest.raises(ValueError, match="built-in ones: sigmoid"):
+        snn.neuron(first, surrogate="erf")
+    with pytest.raises(ValueError, match="takes `alpha`, not `width`"):
+        snn.neuron(first, width=0.3)
+
+    def forgets_a_state(n):
+        x = n.input("x")
+        n.state("v")
+        return {"s": snn.spike(x)}
+
+    with pytest.raises(ValueError, match="`v`"):
+        snn.neuron(forgets_a_state)

@@ -82,6 +82,39 @@ impl Surrogate {
         Self::PiecewiseQuadratic { alpha }
     }
 
+    /// The built-in surrogates by name, with their shape parameter's name: what bindings
+    /// (Python) offer.
+    pub const BUILT_IN: [(&'static str, &'static str); 6] = [
+        ("sigmoid", "alpha"),
+        ("atan", "alpha"),
+        ("rect", "width"),
+        ("triangle", "width"),
+        ("fast_sigmoid", "alpha"),
+        ("piecewise_quadratic", "alpha"),
+    ];
+
+    /// The built-in surrogate `name` ([`Surrogate::BUILT_IN`]) with shape parameter
+    /// `value`, checked.
+    pub fn named(name: &str, value: f64) -> Result<Self, String> {
+        let s = match name {
+            "sigmoid" => Self::sigmoid(value),
+            "atan" => Self::atan(value),
+            "rect" => Self::rect(value),
+            "triangle" => Self::triangle(value),
+            "fast_sigmoid" => Self::fast_sigmoid(value),
+            "piecewise_quadratic" => Self::piecewise_quadratic(value),
+            _ => {
+                let known: Vec<&str> = Self::BUILT_IN.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown surrogate `{name}`; the built-in ones: {}",
+                    known.join(", ")
+                ));
+            }
+        };
+        s.check()?;
+        Ok(s)
+    }
+
     /// The surrogate's shape parameter, named as in its constructor.
     fn parameter(&self) -> Option<(&'static str, f64)> {
         match *self {

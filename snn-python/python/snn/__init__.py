@@ -7,16 +7,121 @@ CPU reference interpreter that every generated CUDA kernel is checked against.
     x = np.random.rand(32, 1000).astype(np.float32)   # [T, N]
     (spikes,), (v, y) = snn.forward(lif, x)
 
+A neuron of your own is a step function, traced once into the compiler's IR (the
+equations, memory plan and backward through time then come as for the zoo's):
+
+    @snn.neuron(surrogate="atan", alpha=2.0)
+    def my_lif(n):
+        x = n.input("x")
+        v = n.state("v")                              # starts at 0
+        tau = n.param("tau", 2.0)
+        v_th = n.param("v_th", 1.0, learnable=True)
+        h = v + (x - v) / tau
+        s = snn.spike(h - v_th)
+        v.set(h * (1 - s))
+        return {"s": s}                               # the outputs, by name
+
 Arrays are time-major, `[T, ...]`; every input has the same shape. Params shaped per
 channel see `channels` channels in the elements after T (N = batch x channels x inner,
 inner = N / (batch x channels) is 1 here: the last axis is the channel).
 """
 
+import math
+
 import numpy as np
 
-from ._native import Neuron, zoo_names
+from ._native import Neuron, Sym, Tracer, zoo_names
 
-__all__ = ["Neuron", "zoo", "zoo_names", "forward", "backward"]
+__all__ = [
+    "Neuron", "zoo", "zoo_names", "forward", "backward", "neuron", "spike", "where",
+    "exp", "log", "sqrt", "tanh", "atan", "sigmoid", "minimum", "maximum", "clamp", "detach",
+    "SURROGATES",
+]
+
+#: The built-in surrogates and their shape parameter's default (SpikingJelly's and
+#: snnTorch's defaults; `rect` is the temporal-fusion paper's).
+SURROGATES = {
+    "sigmoid": ("alpha", 4.0),
+    "atan": ("alpha", 2.0),
+    "rect": ("width", 0.5),
+    "triangle": ("width", 1.0),
+    "fast_sigmoid": ("alpha", 25.0),
+    "piecewise_quadratic": ("alpha", 1.0),
+}
+
+
+def neuron(step=None, *, name=None, surrogate="sigmoid", alpha=None, width=None, doc=None):
+    """Declares a neuron from `step(n)`, run once on symbolic values: `n.input(name)`,
+    `n.state(name, init=0.0)`, `n.param(name, default, learnable=False, shape="scalar")`
+    declare them; arithmetic, comparisons and the functions of this module record the step;
+    `state.set(value)` updates a state, `value.named("h")` names a value in the printed
+    equations; the step returns its outputs as `{name: value}` (or one value, named "out"). `spike(h)` uses `surrogate` with its `alpha` or `width`
+    (default: `SURROGATES`). Usable as `@snn.neuron` or `@snn.neuron(...)`."""
+
+    def build(fn):
+        if surrogate not in SURROGATES:
+            raise ValueError(
+                f"unknown surrogate `{surrogate}`; the built-in ones: {', '.join(SURROGATES)}"
+            )
+        key, default = SURROGATES[surrogate]
+        given = {"alpha": alpha, "width": width}
+        other = "width" if key == "alpha" else "alpha"
+        if given[other] is not None:
+            raise ValueError(f"surrogate `{surrogate}` takes `{key}`, not `{other}`")
+        parameter = given[key] if given[key] is not None else default
+        n = Tracer(name or fn.__name__, surrogate, parameter, doc or (fn.__doc__ or ""))
+        outputs = fn(n)
+        if not isinstance(outputs, dict):
+            outputs = {"out": outputs}
+        for out_name, value in outputs.items():
+            n.output(out_name, value)
+        return n.finish()
+
+    return build if step is None else build(step)
+
+
+def spike(h):
+    """1 where `h >= 0`, else 0; backward, the neuron's surrogate derivative."""
+    return h.spike()
+
+
+def where(condition, a, b):
+    """`a` where `condition` (a comparison of traced values) holds, else `b`."""
+    return condition.select(a, b)
+
+
+def _unary(method, number):
+    def f(x):
+        return getattr(x, method)() if isinstance(x, Sym) else number(x)
+
+    f.__name__ = method
+    f.__doc__ = f"`{method}` of a traced value (or of a number)."
+    return f
+
+
+exp = _unary("exp", math.exp)
+log = _unary("log", math.log)
+sqrt = _unary("sqrt", math.sqrt)
+tanh = _unary("tanh", math.tanh)
+atan = _unary("atan", math.atan)
+sigmoid = _unary("sigmoid", lambda x: 1.0 / (1.0 + math.exp(-x)))
+
+
+def detach(x):
+    """The same value, with no gradient flowing back through it."""
+    return x.detach()
+
+
+def minimum(a, b):
+    return a.minimum(b) if isinstance(a, Sym) else b.minimum(a)
+
+
+def maximum(a, b):
+    return a.maximum(b) if isinstance(a, Sym) else b.maximum(a)
+
+
+def clamp(x, lo, hi):
+    return x.clamp(lo, hi)
 
 
 def zoo(name, **params):
