@@ -2,7 +2,7 @@
 //! neurons (the zoo's, with their parameters, or traced from a Python step function:
 //! [`trace`]), prints what the compiler derives for them
 //! (equations, memory plan, backward through time), and runs them on the CPU reference
-//! interpreter over buffers of `[T, N]` f32 values. It needs no numpy: arrays come in
+//! interpreter over buffers of `[T, N]` f32 values; it also reads checkpoints. It needs no numpy: arrays come in
 //! through the buffer protocol and go back as `bytes`, which the Python layer wraps.
 
 use pyo3::buffer::PyBuffer;
@@ -290,9 +290,39 @@ impl Neuron {
     }
 }
 
+/// One tensor of a checkpoint: name, shape, whether it is an integer count (batch-norm's
+/// `num_batches_tracked`, `int64` in PyTorch), and its values as little-endian f32 `bytes`.
+type CheckpointTensor<'py> = (String, Vec<usize>, bool, Bound<'py, PyBytes>);
+
+/// The model tensors of a checkpoint written by `snn train` (or `snn_nn::checkpoint::save`),
+/// under their PyTorch `state_dict` names, and its metadata (the run's configuration).
+#[pyfunction]
+fn load_checkpoint<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+) -> PyResult<(Vec<CheckpointTensor<'py>>, Vec<(String, String)>)> {
+    let ckpt = snn_nn::checkpoint::load(&path).map_err(value_error)?;
+    let tensors = ckpt
+        .params
+        .iter()
+        .map(|t| {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let counter = t.role == snn_nn::Role::Counter;
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                counter,
+                PyBytes::new(py, &bytes),
+            )
+        })
+        .collect();
+    Ok((tensors, ckpt.metadata.into_iter().collect()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(zoo_names, m)?)?;
+    m.add_function(wrap_pyfunction!(load_checkpoint, m)?)?;
     m.add_class::<Neuron>()?;
     m.add_class::<trace::Tracer>()?;
     m.add_class::<trace::Sym>()?;

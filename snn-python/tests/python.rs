@@ -33,6 +33,40 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A checkpoint of the small spiking CNN (as `snn train` writes one, with a batch-norm
+/// counter of 7 and a config in its metadata) in `dir`, and a JSON file of what it holds:
+/// each tensor's shape, sum and whether it is a counter.
+fn write_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
+    use snn_codegen::zoo;
+    use snn_nn::checkpoint::{self, Checkpoint};
+    use snn_nn::models::spiking_cnn;
+    use snn_nn::{ImageShape, Role, init_params};
+
+    let net = spiking_cnn(ImageShape::new(1, 8, 8), 16, 10, &zoo::PaperLif::default()).unwrap();
+    let mut params = init_params::<f32>(&net, 5).unwrap();
+    let mut expected = serde_json::Map::new();
+    for t in params.iter_mut() {
+        if t.role == Role::Counter {
+            t.data = vec![7.0];
+        }
+        let sum: f64 = t.data.iter().map(|&v| f64::from(v)).sum();
+        let entry = serde_json::json!({
+            "shape": t.shape,
+            "sum": sum,
+            "counter": t.role == Role::Counter,
+        });
+        expected.insert(t.name.clone(), entry);
+    }
+    let mut ckpt = Checkpoint::fresh(params);
+    ckpt.epoch = 3;
+    ckpt.metadata
+        .insert("train.config".into(), r#"{"arch":"spiking-cnn"}"#.into());
+    let (path, json) = (dir.join("cnn.safetensors"), dir.join("cnn.json"));
+    checkpoint::save(&path, &ckpt).unwrap();
+    std::fs::write(&json, serde_json::Value::Object(expected).to_string()).unwrap();
+    (path, json)
+}
+
 #[test]
 #[cfg_attr(
     not(snn_python),
@@ -45,11 +79,14 @@ fn python_tests_pass_on_the_built_extension() {
     let package = site.join("snn");
     copy_dir(&root.join("python/snn"), &package);
     std::fs::copy(&library, package.join("_native.abi3.so")).unwrap();
+    let (checkpoint, expected) = write_checkpoint(&site);
     let python = std::env::var("SNN_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("tests"))
         .env("PYTHONPATH", &site)
+        .env("SNN_TEST_CHECKPOINT", &checkpoint)
+        .env("SNN_TEST_CHECKPOINT_EXPECTED", &expected)
         .output()
         .expect("python runs");
     let _ = std::fs::remove_dir_all(&site);

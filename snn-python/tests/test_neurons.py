@@ -201,3 +201,25 @@ def test_tracing_mistakes_are_exceptions_at_the_offending_line():
 
     with pytest.raises(ValueError, match="`v`"):
         snn.neuron(forgets_a_state)
+
+
+def test_a_checkpoint_loads_as_a_pytorch_state_dict():
+    import json
+    import os
+
+    path = os.environ.get("SNN_TEST_CHECKPOINT")
+    if path is None:
+        pytest.skip("run by snn-python/tests/python.rs, which writes the checkpoint")
+    expected = json.load(open(os.environ["SNN_TEST_CHECKPOINT_EXPECTED"]))
+    state, meta = snn.load_checkpoint(path, metadata=True)
+    assert sorted(state) == sorted(expected)
+    assert list(state)[0] == "conv1.weight"  # the network's order, as a state_dict
+    for name, want in expected.items():
+        t = state[name]
+        assert list(t.shape) == want["shape"], name
+        assert t.dtype == (np.int64 if want["counter"] else np.float32), name
+        assert abs(float(t.sum()) - want["sum"]) <= 1e-4 * max(1.0, abs(want["sum"])), name
+    assert state["bn1.num_batches_tracked"].tolist() == 7
+    assert meta["train.config"] == '{"arch":"spiking-cnn"}'
+    with pytest.raises(ValueError, match="no-such-file"):
+        snn.load_checkpoint("no-such-file.safetensors")

@@ -31,11 +31,12 @@ import math
 import numpy as np
 
 from ._native import Neuron, Sym, Tracer, zoo_names
+from ._native import load_checkpoint as _load_checkpoint
 
 __all__ = [
     "Neuron", "zoo", "zoo_names", "forward", "backward", "neuron", "spike", "where",
     "exp", "log", "sqrt", "tanh", "atan", "sigmoid", "minimum", "maximum", "clamp", "detach",
-    "SURROGATES",
+    "SURROGATES", "load_checkpoint",
 ]
 
 #: The built-in surrogates and their shape parameter's default (SpikingJelly's and
@@ -169,3 +170,17 @@ def backward(neuron, inputs, grad_outputs, channels=1, params=None):
         raise ValueError(f"output gradients have shape {gshape}, the inputs {shape}")
     outs, grads, param_grads = neuron.run_backward(xs, gys, shape[0], channels, params or {})
     return _arrays(outs, shape), _arrays(grads, shape), {k: np.array(v, dtype=np.float32) for k, v in param_grads}
+
+
+def load_checkpoint(path, metadata=False):
+    """The `state_dict` of a checkpoint written by `snn train`: PyTorch names to numpy
+    arrays (float32; `num_batches_tracked` int64, as PyTorch keeps it), so that
+    `model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})` loads it into
+    the same network in PyTorch. With `metadata=True`, also the checkpoint's metadata (the
+    run's configuration as JSON under "train.config")."""
+    tensors, meta = _load_checkpoint(str(path))
+    state = {}
+    for name, shape, counter, data in tensors:
+        values = np.frombuffer(data, dtype="<f4").reshape(shape)
+        state[name] = values.astype(np.int64) if counter else values.copy()
+    return (state, dict(meta)) if metadata else state
