@@ -294,13 +294,16 @@ impl Neuron {
 /// `num_batches_tracked`, `int64` in PyTorch), and its values as little-endian f32 `bytes`.
 type CheckpointTensor<'py> = (String, Vec<usize>, bool, Bound<'py, PyBytes>);
 
+/// A checkpoint's metadata, key and value.
+type Metadata = Vec<(String, String)>;
+
 /// The model tensors of a checkpoint written by `snn train` (or `snn_nn::checkpoint::save`),
 /// under their PyTorch `state_dict` names, and its metadata (the run's configuration).
 #[pyfunction]
 fn load_checkpoint<'py>(
     py: Python<'py>,
     path: std::path::PathBuf,
-) -> PyResult<(Vec<CheckpointTensor<'py>>, Vec<(String, String)>)> {
+) -> PyResult<(Vec<CheckpointTensor<'py>>, Metadata)> {
     let ckpt = snn_nn::checkpoint::load(&path).map_err(value_error)?;
     let tensors = ckpt
         .params
