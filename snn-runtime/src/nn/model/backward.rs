@@ -1,7 +1,6 @@
 //! The backward pass: nodes in reverse, each value's gradient collected from its readers,
 //! saved tensors freed after their last use.
 
-use super::forward::widened;
 use super::*;
 
 impl GpuModel {
@@ -249,7 +248,7 @@ impl GpuModel {
                         blas,
                         l,
                         images,
-                        &widened(&dev, &xin(0)?)?,
+                        &as_dtype(&dev, &xin(0)?, Dtype::F32)?,
                         &self.weight(w)?,
                         &dy,
                         dx.as_ref(),
@@ -258,14 +257,10 @@ impl GpuModel {
                     )?;
                     // A bf16 input (the flattened features of bf16 layers) takes its
                     // gradient in bf16.
-                    match dx {
-                        Some(dx) if dx_dtype != dx.dtype => {
-                            let narrow = DeviceTensor::empty(&dev, dx_dtype, &shape4)?;
-                            convert(&dev, &dx, &narrow)?;
-                            vec![narrow]
-                        }
-                        dx => dx.into_iter().collect(),
-                    }
+                    dx.map(|dx| as_dtype(&dev, &dx, dx_dtype))
+                        .transpose()?
+                        .into_iter()
+                        .collect()
                 }
                 (Op::Add, _) => vec![dy.clone(), dy],
                 (op, _) => {

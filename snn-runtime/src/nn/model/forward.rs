@@ -156,12 +156,11 @@ impl GpuModel {
                 })
             };
             let y = match (&node.op, self.fusion[id]) {
-                (Op::Input, _) if self.dtypes[id] == x.dtype => Some(x.reshape(&shape4(input))?),
-                (Op::Input, _) => {
-                    let narrow = DeviceTensor::empty(&dev, self.dtypes[id], &shape4(input))?;
-                    convert(&dev, x, &narrow)?;
-                    Some(narrow)
-                }
+                (Op::Input, _) => Some(as_dtype(
+                    &dev,
+                    &x.reshape(&shape4(input))?,
+                    self.dtypes[id],
+                )?),
                 (Op::Flatten, _) => Some(xin(0)?.reshape(&shape4(node.shape))?),
                 (Op::BatchNorm2d(bn), Fusion::Absorbed { .. }) => {
                     let start = self.mark()?;
@@ -324,7 +323,8 @@ impl GpuModel {
                     .cublas
                     .as_ref()
                     .ok_or_else(|| RuntimeError::Internal("no cuBLAS handle".into()))?;
-                linear_forward(blas, l, images, &widened(&dev, x)?, &w, b.as_ref(), y)?;
+                let x = as_dtype(&dev, x, Dtype::F32)?;
+                linear_forward(blas, l, images, &x, &w, b.as_ref(), y)?;
             }
             Op::Add => {
                 let b = inputs
@@ -335,14 +335,4 @@ impl GpuModel {
         }
         Ok(())
     }
-}
-
-/// `x` as f32: itself, or a widened copy of bf16 activations (a linear layer's input).
-pub(super) fn widened(dev: &Arc<Device>, x: &DeviceTensor) -> Result<DeviceTensor, RuntimeError> {
-    if x.dtype == Dtype::F32 {
-        return Ok(x.clone());
-    }
-    let wide = DeviceTensor::empty(dev, Dtype::F32, &x.shape)?;
-    convert(dev, x, &wide)?;
-    Ok(wide)
 }

@@ -594,6 +594,21 @@ impl GpuModel {
     }
 }
 
+/// `x` in `dtype`: itself, or a converted copy (bf16 activations widened for a linear
+/// layer, the f32 input narrowed for bf16 convolutions, and their gradients back).
+fn as_dtype(
+    dev: &Arc<Device>,
+    x: &DeviceTensor,
+    dtype: Dtype,
+) -> Result<DeviceTensor, RuntimeError> {
+    if x.dtype == dtype {
+        return Ok(x.clone());
+    }
+    let y = DeviceTensor::empty(dev, dtype, &x.shape)?;
+    convert(dev, x, &y)?;
+    Ok(y)
+}
+
 /// Each node's value dtype with activations of `act`: `act` from the input (when a
 /// convolution reads it) through convolutions, batch-norms, neurons, max-pools, adds and
 /// flattens; f32 from the first global pooling or linear layer on (the classifier head, its
