@@ -41,21 +41,46 @@ fn zoo_names() -> Vec<String> {
         .collect()
 }
 
-/// A neuron: its IR, compiled for f32 storage, and the CPU reference that runs it.
+/// A neuron: its IR, compiled for f32 storage, and the CPU references that run it in f32
+/// and in narrow storage.
 #[pyclass(module = "snn._native", frozen)]
 pub(crate) struct Neuron {
     ir: NeuronIr,
     compiled: Compiled,
     reference: Reference,
+    narrow: Reference,
+}
+
+/// The storage named `name`: "f32" or "narrow" (bf16 inputs, outputs and saves, u8 spikes).
+fn storage(name: &str) -> PyResult<Storage> {
+    match name {
+        "f32" => Ok(Storage::F32),
+        "narrow" => Ok(Storage::NARROW),
+        other => Err(value_error(format!(
+            "storage `{other}`: use \"f32\" or \"narrow\""
+        ))),
+    }
 }
 
 impl Neuron {
     pub(crate) fn new(ir: NeuronIr) -> PyResult<Self> {
         let compiled = compile(&ir, Storage::F32).map_err(value_error)?;
+        let narrow = compile(&ir, Storage::NARROW).map_err(value_error)?;
         Ok(Self {
             reference: Reference::new(compiled.clone()),
+            narrow: Reference::new(narrow),
             compiled,
             ir,
+        })
+    }
+
+    /// The reference that runs the neuron in `storage` (rounding what it stores as the GPU
+    /// kernels of that storage do).
+    fn reference(&self, storage: &str) -> PyResult<&Reference> {
+        Ok(if self::storage(storage)? == Storage::F32 {
+            &self.reference
+        } else {
+            &self.narrow
         })
     }
 
@@ -116,20 +141,20 @@ impl Neuron {
             .collect()
     }
 
+    /// A forward pass of `reference` over `inputs`, `(steps, channels)`.
     fn forward(
         &self,
         py: Python<'_>,
+        reference: &Reference,
         inputs: &[PyBuffer<f32>],
-        steps: usize,
-        channels: usize,
+        (steps, channels): (usize, usize),
         params: Option<&Bound<'_, PyDict>>,
         mode: Mode,
     ) -> PyResult<Run> {
         let xs = Self::seqs("input", inputs, steps, py)?;
         let layout = Layout::flat(channels);
         let params = self.run_params(layout, params)?;
-        let fwd = self
-            .reference
+        let fwd = reference
             .forward(&params, &xs, None, mode)
             .map_err(value_error)?;
         Ok(Run {
@@ -206,15 +231,7 @@ impl Neuron {
     /// memory plan (bytes per element-step) and the backward through time.
     #[pyo3(signature = (storage = "f32"))]
     fn describe(&self, storage: &str) -> PyResult<String> {
-        let storage = match storage {
-            "f32" => Storage::F32,
-            "narrow" => Storage::NARROW,
-            other => {
-                return Err(value_error(format!(
-                    "storage `{other}`: use \"f32\" or \"narrow\""
-                )));
-            }
-        };
+        let storage = self::storage(storage)?;
         Ok(compile(&self.ir, storage).map_err(value_error)?.to_string())
     }
 
@@ -228,8 +245,9 @@ impl Neuron {
 
     /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
     /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
-    /// (`N` a multiple of it). Returns the outputs and the final states, as `bytes`.
-    #[pyo3(signature = (inputs, steps, channels = 1, params = None))]
+    /// (`N` a multiple of it); `storage` "narrow" rounds what is stored as the narrow GPU
+    /// kernels do. Returns the outputs and the final states, as `bytes`.
+    #[pyo3(signature = (inputs, steps, channels = 1, params = None, storage = "f32"))]
     fn run_forward<'py>(
         &self,
         py: Python<'py>,
@@ -237,9 +255,18 @@ impl Neuron {
         steps: usize,
         channels: usize,
         params: Option<&Bound<'py, PyDict>>,
+        storage: &str,
     ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
+        let reference = self.reference(storage)?;
         let fwd = self
-            .forward(py, &inputs, steps, channels, params, Mode::Inference)?
+            .forward(
+                py,
+                reference,
+                &inputs,
+                (steps, channels),
+                params,
+                Mode::Inference,
+            )?
             .fwd;
         let finals: Vec<Seq<f32>> = fwd
             .final_states
@@ -255,7 +282,8 @@ impl Neuron {
     /// Forward (training) then backward through time on the CPU reference, with
     /// `grad_outputs` = dL/d(output) for each output. Returns the outputs, the input
     /// gradients (as `bytes`), and each learnable param's gradient.
-    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None))]
+    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None, storage = "f32"))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one by one
     fn run_backward<'py>(
         &self,
         py: Python<'py>,
@@ -264,15 +292,23 @@ impl Neuron {
         steps: usize,
         channels: usize,
         params: Option<&Bound<'py, PyDict>>,
+        storage: &str,
     ) -> PyResult<(Arrays<'py>, Arrays<'py>, ParamGrads)> {
+        let reference = self.reference(storage)?;
         let Run {
             inputs: xs,
             params,
             fwd,
-        } = self.forward(py, &inputs, steps, channels, params, Mode::Train)?;
+        } = self.forward(
+            py,
+            reference,
+            &inputs,
+            (steps, channels),
+            params,
+            Mode::Train,
+        )?;
         let gys = Self::seqs("output gradient", &grad_outputs, steps, py)?;
-        let grads = self
-            .reference
+        let grads = reference
             .backward(&params, &xs, None, &fwd, &gys, None)
             .map_err(value_error)?;
         let param_grads = self

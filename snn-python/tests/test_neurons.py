@@ -223,3 +223,53 @@ def test_a_checkpoint_loads_as_a_pytorch_state_dict():
     assert meta["train.config"] == '{"arch":"spiking-cnn"}'
     with pytest.raises(ValueError, match="no-such-file"):
         snn.load_checkpoint("no-such-file.safetensors")
+
+
+def spikingjelly_lif_numpy(x, tau, decay_input, v_threshold, v_reset):
+    """SpikingJelly's LIFNode forward, its charge, fire and reset functions written out."""
+    v = np.full(x.shape[1:], 0.0 if v_reset is None else v_reset, np.float32)
+    tau, th = np.float32(tau), np.float32(v_threshold)
+    out = np.zeros_like(x)
+    for t in range(x.shape[0]):
+        if decay_input:
+            v = v + (x[t] - v) / tau if not v_reset else v + (x[t] - (v - np.float32(v_reset))) / tau
+        else:
+            v = v * (np.float32(1) - np.float32(1) / tau) + x[t] if not v_reset else v - (v - np.float32(v_reset)) / tau + x[t]
+        s = (v - th >= 0).astype(np.float32)
+        v = (1 - s) * v + s * np.float32(v_reset) if v_reset is not None else v - s * th
+        out[t] = s
+    return out, v
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("v_reset", [0.0, -0.2, None])
+def test_the_spikingjelly_lif_node_follows_its_equations(decay_input, v_reset):
+    x = np.random.default_rng(5).uniform(-0.5, 2.5, (20, 3, 40)).astype(np.float32)
+    node = snn.lif_node(tau=1.7, decay_input=decay_input, v_threshold=0.9, v_reset=v_reset)
+    assert dict(node.params)["tau"] == 1.7
+    (s,), (v,) = snn.forward(node, x)
+    want_s, want_v = spikingjelly_lif_numpy(x, 1.7, decay_input, 0.9, v_reset)
+    np.testing.assert_array_equal(s, want_s)
+    np.testing.assert_allclose(v, want_v, rtol=1e-5, atol=1e-5)
+    assert 0 < s.mean() < 1
+
+
+def test_detach_reset_changes_only_the_backward():
+    x = np.random.default_rng(6).uniform(0, 2, (16, 50)).astype(np.float32)
+    g = np.ones_like(x)
+    (s1,), (dx1,), _ = snn.backward(snn.lif_node(), [x], [g])
+    (s2,), (dx2,), _ = snn.backward(snn.lif_node(detach_reset=True), [x], [g])
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.array_equal(dx1, dx2)
+    assert "detach" in str(snn.lif_node(detach_reset=True))
+
+
+def test_narrow_storage_rounds_what_the_gpu_stores():
+    x = np.random.default_rng(7).uniform(0, 2, (16, 64)).astype(np.float32)
+    lif = snn.zoo("paper_lif")
+    (s32,), _ = snn.forward(lif, x)
+    (s16,), _ = snn.forward(lif, x, storage="narrow")
+    assert set(np.unique(s16)) <= {0.0, 1.0}
+    assert (s16 != s32).mean() < 0.05  # bf16 rounding flips few spikes
+    with pytest.raises(ValueError, match="narrow"):
+        snn.forward(lif, x, storage="f8")

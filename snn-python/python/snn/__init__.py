@@ -36,7 +36,7 @@ from ._native import load_checkpoint as _load_checkpoint
 __all__ = [
     "Neuron", "zoo", "zoo_names", "forward", "backward", "neuron", "spike", "where",
     "exp", "log", "sqrt", "tanh", "atan", "sigmoid", "minimum", "maximum", "clamp", "detach",
-    "SURROGATES", "load_checkpoint",
+    "SURROGATES", "load_checkpoint", "lif_node",
 ]
 
 #: The built-in surrogates and their shape parameter's default (SpikingJelly's and
@@ -147,17 +147,18 @@ def _arrays(buffers, shape):
     return [np.frombuffer(b, dtype="<f4").reshape(shape).copy() for b in buffers]
 
 
-def forward(neuron, *inputs, channels=1, params=None):
+def forward(neuron, *inputs, channels=1, params=None, storage="f32"):
     """Runs `neuron` over `inputs` (one `[T, ...]` array per input) on the CPU reference.
 
     Returns the outputs (`[T, ...]` each) and the final states (`[...]` each). `params`
-    maps param names to values (a number, or one per channel)."""
+    maps param names to values (a number, or one per channel). `storage="narrow"` rounds
+    what is stored (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do."""
     xs, shape = _sequences("input", inputs)
-    outs, finals = neuron.run_forward(xs, shape[0], channels, params or {})
+    outs, finals = neuron.run_forward(xs, shape[0], channels, params or {}, storage)
     return _arrays(outs, shape), _arrays(finals, shape[1:])
 
 
-def backward(neuron, inputs, grad_outputs, channels=1, params=None):
+def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32"):
     """Forward (training) and backward through time on the CPU reference, with the
     surrogate gradients the neuron declares.
 
@@ -168,7 +169,9 @@ def backward(neuron, inputs, grad_outputs, channels=1, params=None):
     gys, gshape = _sequences("output gradient", grad_outputs)
     if gshape != shape:
         raise ValueError(f"output gradients have shape {gshape}, the inputs {shape}")
-    outs, grads, param_grads = neuron.run_backward(xs, gys, shape[0], channels, params or {})
+    outs, grads, param_grads = neuron.run_backward(
+        xs, gys, shape[0], channels, params or {}, storage
+    )
     return _arrays(outs, shape), _arrays(grads, shape), {k: np.array(v, dtype=np.float32) for k, v in param_grads}
 
 
@@ -184,3 +187,33 @@ def load_checkpoint(path, metadata=False):
         values = np.frombuffer(data, dtype="<f4").reshape(shape)
         state[name] = values.astype(np.int64) if counter else values.copy()
     return (state, dict(meta)) if metadata else state
+
+
+def lif_node(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False,
+             surrogate="sigmoid", alpha=None, width=None):
+    """SpikingJelly's multi-step `LIFNode`, with its parameter names and equations: charge
+    `v + (x - (v - v_reset)) / tau` (`decay_input`; else `v - (v - v_reset) / tau + x`, and
+    the `v_reset = 0` / `None` forms SpikingJelly uses), fire `spike(v - v_threshold)`,
+    reset hard to `v_reset` or, with `v_reset=None`, soft by `v_threshold`; `detach_reset`
+    keeps the reset out of the backward. The default surrogate is SpikingJelly's
+    `Sigmoid(alpha=4)`."""
+
+    def step(n):
+        x = n.input("x")
+        tau_ = n.param("tau", tau)
+        threshold = n.param("v_threshold", v_threshold)
+        hard = v_reset is not None
+        reset = n.param("v_reset", v_reset) if hard else None
+        v = n.state("v", reset if hard else 0.0)
+        if decay_input:
+            h = v + (x - v) / tau_ if not v_reset else v + (x - (v - reset)) / tau_
+        else:
+            h = v * (1.0 - 1.0 / tau_) + x if not v_reset else v - (v - reset) / tau_ + x
+        h = h.named("h")
+        s = spike(h - threshold)
+        s_reset = detach(s) if detach_reset else s
+        v.set((1.0 - s_reset) * h + s_reset * reset if hard else h - s_reset * threshold)
+        return {"s": s}
+
+    return neuron(step, name="lif_node", surrogate=surrogate, alpha=alpha, width=width,
+                  doc="SpikingJelly's LIFNode (multi-step)")
