@@ -147,6 +147,13 @@ impl Sym {
     fn __ge__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<Sym> {
         self.apply(py, &[o], |v, a| v.ge(a[0]))
     }
+    /// A condition too (so `v == 0.0` is traced, not Python's identity test).
+    fn __eq__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<Sym> {
+        self.apply(py, &[o], |v, a| v.eq(a[0]))
+    }
+    fn __ne__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<Sym> {
+        self.apply(py, &[o], |v, a| v.ne(a[0]))
+    }
 
     /// A traced value has no truth value while tracing: an `if` on it would record one
     /// branch only.

@@ -149,11 +149,12 @@ def test_a_python_neuron_has_learnable_params_functions_and_selection():
         th = 1.0 + a
         s = snn.spike(h - th)
         v.set(snn.where(h > th, 0.0, h))
-        a.set(0.9 * a + 0.1 * s)
+        a.set(snn.where(s == 1.0, 0.9 * a + 0.1, 0.9 * a))
         return {"s": s, "v": h}
 
     assert adaptive.outputs == ["s", "v"] and adaptive.learnable == ["decay"]
     assert "atan(alpha = 2)" in str(adaptive)
+    assert "s == 1" in str(adaptive)
     x = np.random.default_rng(4).uniform(0, 2, (12, 16)).astype(np.float32)
     (s, v), _ = snn.forward(adaptive, x)
     assert set(np.unique(s)) <= {0.0, 1.0} and 0 < s.mean() < 1
