@@ -28,6 +28,7 @@ fn printed(n: &dyn Neuron) -> String {
 fn every_zoo_neuron_builds_validates_and_prints() {
     let all = zoo::all();
     assert_eq!(all.len(), NAMES.len());
+    assert_eq!(zoo::NAMES, NAMES);
     for (n, name) in all.iter().zip(NAMES) {
         let ir = n.ir().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(ir.name, name);

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
-use snn_codegen::{Compiled, Layout, Mode, NeuronIr, Storage, compile, zoo};
+use snn_codegen::{Layout, Mode, NeuronIr, Storage, compile, zoo};
 
 mod trace;
 
@@ -34,19 +34,15 @@ pub(crate) fn value_error(e: impl std::fmt::Display) -> PyErr {
 
 /// The zoo's neuron names.
 #[pyfunction]
-fn zoo_names() -> Vec<String> {
-    zoo::all()
-        .iter()
-        .filter_map(|n| n.ir().ok().map(|ir| ir.name))
-        .collect()
+fn zoo_names() -> Vec<&'static str> {
+    zoo::NAMES.to_vec()
 }
 
-/// A neuron: its IR, compiled for f32 storage, and the CPU references that run it in f32
-/// and in narrow storage.
+/// A neuron: its IR, and the CPU references that run it (each holding the neuron compiled
+/// for its storage) in f32 and in narrow storage.
 #[pyclass(module = "snn._native", frozen)]
 pub(crate) struct Neuron {
     ir: NeuronIr,
-    compiled: Compiled,
     reference: Reference,
     narrow: Reference,
 }
@@ -64,12 +60,14 @@ fn storage(name: &str) -> PyResult<Storage> {
 
 impl Neuron {
     pub(crate) fn new(ir: NeuronIr) -> PyResult<Self> {
-        let compiled = compile(&ir, Storage::F32).map_err(value_error)?;
-        let narrow = compile(&ir, Storage::NARROW).map_err(value_error)?;
+        let compiled = |storage| {
+            compile(&ir, storage)
+                .map(Reference::new)
+                .map_err(value_error)
+        };
         Ok(Self {
-            reference: Reference::new(compiled.clone()),
-            narrow: Reference::new(narrow),
-            compiled,
+            reference: compiled(Storage::F32)?,
+            narrow: compiled(Storage::NARROW)?,
             ir,
         })
     }
@@ -113,13 +111,14 @@ impl Neuron {
             .collect()
     }
 
-    /// The params: the declared defaults, with `overrides` (name -> values).
+    /// The params `reference` runs with: the declared defaults, with `overrides` (name ->
+    /// values).
     fn run_params(
-        &self,
+        reference: &Reference,
         layout: Layout,
         overrides: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Params<f32>> {
-        let mut params = Params::defaults(&self.compiled.neuron, layout);
+        let mut params = Params::defaults(&reference.compiled().neuron, layout);
         for (name, values) in overrides.into_iter().flat_map(|d| d.iter()) {
             let name: String = name.extract()?;
             let values: Vec<f32> = values
@@ -153,7 +152,7 @@ impl Neuron {
     ) -> PyResult<Run> {
         let xs = Self::seqs("input", inputs, steps, py)?;
         let layout = Layout::flat(channels);
-        let params = self.run_params(layout, params)?;
+        let params = Self::run_params(reference, layout, params)?;
         let fwd = reference
             .forward(&params, &xs, None, mode)
             .map_err(value_error)?;
@@ -174,7 +173,7 @@ impl Neuron {
         let Some(neuron) = zoo::by_name(name) else {
             return Err(PyKeyError::new_err(format!(
                 "unknown neuron `{name}`; the zoo has: {}",
-                zoo_names().join(", ")
+                zoo::NAMES.join(", ")
             )));
         };
         let mut ir = neuron.ir().map_err(value_error)?;
@@ -231,12 +230,11 @@ impl Neuron {
     /// memory plan (bytes per element-step) and the backward through time.
     #[pyo3(signature = (storage = "f32"))]
     fn describe(&self, storage: &str) -> PyResult<String> {
-        let storage = self::storage(storage)?;
-        Ok(compile(&self.ir, storage).map_err(value_error)?.to_string())
+        Ok(self.reference(storage)?.compiled().to_string())
     }
 
     fn __str__(&self) -> String {
-        self.compiled.to_string()
+        self.reference.compiled().to_string()
     }
 
     fn __repr__(&self) -> String {

@@ -27,10 +27,12 @@ pub(crate) struct Sym {
 
 impl Tracer {
     fn builder(&self) -> PyResult<&NeuronBuilder> {
-        self.builder.as_ref().ok_or_else(|| {
-            PyValueError::new_err("this neuron is already built: trace a new one to change it")
-        })
+        self.builder.as_ref().ok_or_else(already_built)
     }
+}
+
+fn already_built() -> PyErr {
+    PyValueError::new_err("this neuron is already built: trace a new one to change it")
 }
 
 /// What an operand is: a traced value of the same neuron, or a number.
@@ -307,9 +309,7 @@ impl Tracer {
     /// The neuron: validated, compiled, ready to run. Every mistake the step made is in the
     /// error.
     fn finish(&mut self) -> PyResult<Neuron> {
-        let b = self.builder.take().ok_or_else(|| {
-            PyValueError::new_err("this neuron is already built: trace a new one to change it")
-        })?;
+        let b = self.builder.take().ok_or_else(already_built)?;
         let ir = b.finish().map_err(value_error)?;
         Neuron::new(ir)
     }

@@ -109,19 +109,10 @@ enum ReductionArg {
     Deterministic,
 }
 
-/// The zoo's neuron names, in the zoo's order.
-pub(crate) fn known_neurons() -> Vec<String> {
-    zoo::all()
-        .iter()
-        .filter_map(|n| n.ir().ok())
-        .map(|ir| ir.name)
-        .collect()
-}
-
 fn neuron_help() -> String {
     format!(
         "Neurons to time (repeat or comma-separate; default: all): {}",
-        known_neurons().join(", ")
+        zoo::NAMES.join(", ")
     )
 }
 
@@ -141,7 +132,7 @@ pub fn parse_neuron(name: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "unknown neuron `{name}`; known neurons: {}",
-            known_neurons().join(", ")
+            zoo::NAMES.join(", ")
         ))
     }
 }
@@ -165,7 +156,7 @@ const ANCHORS: [(&str, f64); 3] = [
 
 fn neuron(args: NeuronArgs) -> Result<()> {
     let names = if args.neurons.is_empty() {
-        known_neurons()
+        zoo::NAMES.map(String::from).to_vec()
     } else {
         args.neurons.clone()
     };
@@ -257,7 +248,7 @@ fn run_neurons(
         let Some(model) = zoo::by_name(name) else {
             bail!(
                 "unknown neuron `{name}`; known neurons: {}",
-                known_neurons().join(", ")
+                zoo::NAMES.join(", ")
             );
         };
         for &steps in &args.steps {

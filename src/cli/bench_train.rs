@@ -98,7 +98,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bail!(
             "unknown neuron `{}`; known neurons: {}",
             args.neuron,
-            super::bench::known_neurons().join(", ")
+            zoo::NAMES.join(", ")
         );
     };
     let nets = args

@@ -31,6 +31,18 @@ pub use plif::Plif;
 use crate::Neuron;
 use crate::builder::{NeuronBuilder, Value};
 
+/// The zoo neurons' IR names, in [`all`]'s order (for command lines and their errors).
+pub const NAMES: [&str; 8] = [
+    PaperLif::NAME,
+    Lif::NAME,
+    If::NAME,
+    Plif::NAME,
+    Alif::NAME,
+    Izhikevich::NAME,
+    Eif::NAME,
+    LeakyIntegrator::NAME,
+];
+
 /// Every zoo neuron with its defaults, in a fixed order (the paper's LIF first).
 pub fn all() -> Vec<Box<dyn Neuron>> {
     vec![

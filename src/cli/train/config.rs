@@ -164,7 +164,7 @@ impl RunConfig {
             bail!(
                 "unknown neuron `{}`; known neurons: {}",
                 self.neuron,
-                crate::cli::bench::known_neurons().join(", ")
+                zoo::NAMES.join(", ")
             );
         };
         let mut ir = neuron

@@ -292,41 +292,38 @@ fn backend(place: &Place, config: &RunConfig) -> Result<Backend> {
         },
         ..ModelOptions::default()
     };
-    let cpu = || {
-        if narrow {
-            bail!(
-                "--storage narrow needs a CUDA GPU (bf16 convolutions); the CPU reference \
-                 computes in f32: use --storage f32"
-            );
+    // Why the run falls back to the CPU reference (none when asked to run there).
+    let fallback = if place.cpu {
+        None
+    } else {
+        match Device::count() {
+            Ok(n) if place.device < n => {
+                let device = Device::open(place.device)?;
+                return Ok(Backend::Gpu { device, options });
+            }
+            Ok(n) if n > 0 => bail!(
+                "--device {} does not exist: this machine has {n} GPU(s), 0 to {}",
+                place.device,
+                n - 1
+            ),
+            Ok(_) => Some("no CUDA GPU found".to_string()),
+            Err(e) => Some(format!("no usable CUDA driver ({e})")),
         }
-        Ok(Backend::Cpu)
     };
-    if place.cpu {
-        return cpu();
+    if narrow {
+        let e = anyhow::anyhow!(
+            "--storage narrow needs a CUDA GPU (bf16 convolutions); the CPU reference \
+             computes in f32: use --storage f32"
+        );
+        return Err(match fallback {
+            Some(why) => e.context(why),
+            None => e,
+        });
     }
-    match Device::count() {
-        Ok(n) if place.device < n => Ok(Backend::Gpu {
-            device: Device::open(place.device)?,
-            options,
-        }),
-        Ok(n) if n > 0 => bail!(
-            "--device {} does not exist: this machine has {n} GPU(s), 0 to {}",
-            place.device,
-            n - 1
-        ),
-        Ok(_) if narrow => cpu().context("no CUDA GPU found"),
-        Ok(_) => {
-            eprintln!(
-                "warning: no CUDA GPU found: training on the CPU reference (slow for large networks)"
-            );
-            cpu()
-        }
-        Err(e) if narrow => cpu().with_context(|| format!("no usable CUDA driver ({e})")),
-        Err(e) => {
-            eprintln!("warning: no usable CUDA driver ({e}): training on the CPU reference");
-            cpu()
-        }
+    if let Some(why) = fallback {
+        eprintln!("warning: {why}: training on the CPU reference (slow for large networks)");
     }
+    Ok(Backend::Cpu)
 }
 
 fn train_on<D>(run: Run, loaders: Loaders<D>) -> Result<()>
