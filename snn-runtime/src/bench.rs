@@ -107,6 +107,28 @@ pub fn copy_bandwidth(
     Ok(gbps(2 * bytes, ms))
 }
 
+/// The convolutions' arithmetic in one training iteration of `net` over `images` images
+/// (T x B), in FLOP (a multiply-add counts two): forward, and backward (the data gradient,
+/// except for convolutions of the network's input, which need none, and the weight
+/// gradient). Each pass of a convolution is one product of `out_pixels x out_channels x
+/// in_channels x k^2` multiply-adds.
+pub fn conv_flops(net: &snn_nn::Network, images: usize) -> (f64, f64) {
+    let (mut forward, mut backward) = (0.0, 0.0);
+    for node in net.nodes() {
+        let snn_nn::graph::Op::Conv2d(c) = &node.op else {
+            continue;
+        };
+        let pass = 2.0
+            * images as f64
+            * (node.shape.height * node.shape.width) as f64
+            * (c.out_channels * c.in_channels * c.kernel * c.kernel) as f64;
+        forward += pass;
+        let reads_input = node.inputs.first() == Some(&0);
+        backward += if reads_input { pass } else { 2.0 * pass };
+    }
+    (forward, backward)
+}
+
 /// Times one neuron's fused kernels over `[steps, n]`: forward (training) alone, and
 /// forward (training) followed by backward, the pair a training step runs.
 ///
@@ -254,6 +276,25 @@ mod tests {
     }
 
     #[test]
+    fn conv_flops_count_resnet18_layer_by_layer() {
+        let lif = snn_codegen::zoo::PaperLif::default();
+        let shape = snn_nn::ImageShape::new(3, 32, 32);
+        let net = snn_nn::models::spiking_resnet(18, shape, 10, &lif).unwrap();
+        // Multiply-adds per image: the 7x7 stem onto 16x16, layer1 at 8x8, then per stage
+        // one strided 3x3, three 3x3 and a 1x1 downsampling at 4x4, 2x2 and 1x1 (the
+        // torchvision ResNet18's 1.81 G at 224x224, divided by 7^2).
+        let stem = 64 * 3 * 49 * 16 * 16;
+        let layer1 = 4 * 64 * 64 * 9 * 64;
+        let stage = |c: usize, hw: usize| (c * c / 2 * 9 + 3 * c * c * 9 + c * c / 2) * hw;
+        let macs = stem + layer1 + stage(128, 16) + stage(256, 4) + stage(512, 1);
+        assert_eq!(macs, 37_011_456);
+        let (fwd, bwd) = conv_flops(&net, 10);
+        assert_eq!(fwd, 2.0 * 10.0 * macs as f64);
+        // No data gradient for the stem, which reads the input.
+        assert_eq!(bwd, 2.0 * fwd - 2.0 * 10.0 * stem as f64);
+    }
+
+    #[test]
     fn gbps_counts_decimal_gigabytes() {
         assert!((gbps(2_000_000_000, 1000.0) - 2.0).abs() < 1e-12);
         assert!((gbps(24 * 32 * (1 << 21), 0.54) - 2982.6).abs() < 0.1);
@@ -304,26 +345,51 @@ pub struct TrainBench {
     pub breakdown: Vec<crate::nn::model::NodeTime>,
     /// With profiling: the same per node.
     pub nodes: Vec<crate::nn::model::NodeTime>,
+    /// Timed iterations whose forward, loss and backward were replayed from a CUDA graph.
+    pub graph_replays: u64,
+    /// The pool buffers the graph holds as scratch (counted in the peak).
+    pub graph_bytes: usize,
+    /// Why a graph capture failed, if one did.
+    pub graph_error: Option<String>,
+}
+
+/// How [`train`] runs: the input's size, the repeats, and what else it measures.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainRun {
+    /// Time steps T and batch size B.
+    pub steps: usize,
+    pub batch: usize,
+    /// Timed iterations (the median is reported).
+    pub repeats: usize,
+    /// Seeds the parameters, the input and the labels.
+    pub seed: u64,
+    /// Also time every layer, in separate iterations.
+    pub profile: bool,
+    /// Replay the forward, loss and backward from a CUDA graph.
+    pub graphs: bool,
 }
 
 /// Times training iterations of `net` on synthetic rate-coded input (`[T, B, C, H, W]`
 /// spikes drawn once from random intensities with the GPU encoder; random labels), with
 /// Adam (lr 1e-3, the paper's) and the paper's loss. `progress` is told each finished
 /// repeat.
-#[allow(clippy::too_many_arguments)]
 pub fn train(
     device: &Arc<Device>,
     net: &snn_nn::Network,
-    steps: usize,
-    batch: usize,
-    repeats: usize,
+    run: TrainRun,
     options: crate::nn::ModelOptions,
-    seed: u64,
-    profile: bool,
     progress: &dyn Fn(usize),
 ) -> Result<TrainBench, RuntimeError> {
     use crate::nn::{GpuModel, GpuTrainer};
     use snn_codegen::Mode;
+    let TrainRun {
+        steps,
+        batch,
+        repeats,
+        seed,
+        profile,
+        graphs,
+    } = run;
     let params = snn_nn::init_params::<f32>(net, seed)?;
     let model = GpuModel::new(device, net, &params, options)?;
     let mut trainer = GpuTrainer::new(
@@ -331,6 +397,7 @@ pub fn train(
         snn_nn::Optimizer::adam(1e-3),
         snn_nn::Loss::CrossEntropyRate,
     )?;
+    trainer.graphs = graphs;
     let pixels = net.input_shape().len();
     let mut rng = Rng::new(seed ^ 0x5eed);
     let intensity: Vec<f32> = (0..batch * pixels)
@@ -350,15 +417,16 @@ pub fn train(
         .map(|_| (rng.next_u64() % classes) as usize)
         .collect();
     let model_bytes = trainer.model.params().num_bytes() * (2 + trainer.state().len());
-    // Warm-up (inside median_ms) chooses the convolution algorithms and fills the pool;
-    // the peak is measured over the timed repeats.
-    let mut done = 0;
+    // Warm-up (inside median_ms) chooses the convolution algorithms, fills the pool and
+    // captures the graph; the peak is measured over the timed repeats.
+    let (mut done, mut warm_replays) = (0, 0);
     let iteration_ms = median_ms(device, repeats, || {
         trainer.step(&x, &labels, steps, 1e-3)?;
         done += 1;
         if done == WARMUP {
             device.synchronize()?;
             device.reset_peak_memory();
+            warm_replays = trainer.graph_replays();
         }
         if done > WARMUP {
             progress(done - WARMUP);
@@ -367,6 +435,9 @@ pub fn train(
     })?;
     device.synchronize()?;
     let (peak_bytes, reserved_bytes) = (device.memory().peak, device.memory().peak_reserved);
+    let graph_replays = trainer.graph_replays() - warm_replays;
+    let graph_bytes = trainer.graph_bytes();
+    let graph_error = trainer.capture_error().map(String::from);
     let mut breakdown: Vec<crate::nn::model::NodeTime> = Vec::new();
     let mut nodes = Vec::new();
     if profile {
@@ -411,5 +482,8 @@ pub fn train(
         workspace_bytes,
         breakdown,
         nodes,
+        graph_replays,
+        graph_bytes,
+        graph_error,
     })
 }

@@ -84,10 +84,15 @@ impl Device {
                 .total_mem()
                 .map_err(|e| RuntimeError::driver("reading the memory size", e))?,
         };
-        let stream = ctx.default_stream();
-        // SAFETY: all work of a `Device` is issued on this one stream, so cudarc's per-slice
-        // events (which order work across streams) are never needed.
+        // SAFETY: all work of a `Device` is issued on one stream, so cudarc's per-slice
+        // events (which order work across streams) are never needed. (Off before the
+        // stream is made, so that making it does not synchronise the context.)
         unsafe { ctx.disable_event_tracking() };
+        // A stream of its own rather than the legacy default one, which cannot be captured
+        // into a CUDA graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| RuntimeError::driver("creating the device's stream", e))?;
         Ok(Arc::new(Device {
             ctx,
             stream,

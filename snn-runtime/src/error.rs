@@ -70,6 +70,9 @@ pub enum RuntimeError {
     /// before it was computed.
     #[error("{0}")]
     Order(String),
+    /// A CUDA graph could not be captured (the step runs launch by launch instead).
+    #[error("capturing a CUDA graph: {0}")]
+    Capture(String),
     /// A launch whose arguments do not match the kernel's declaration: a bug in snn.
     #[error("launching `{kernel}`: {problem} (a bug in snn: please report it)")]
     Binding { kernel: String, problem: String },

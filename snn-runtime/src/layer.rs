@@ -239,6 +239,17 @@ impl NeuronLayer {
         Ok(())
     }
 
+    /// Forgets the tensor bound to param `name` (a batch's statistics, say), so that the
+    /// layer holds no memory past its use; launching before binding it again is an error.
+    pub fn unbind_param(&mut self, name: &str) -> Result<(), RuntimeError> {
+        let (p, ..) = self.param_slot(name)?;
+        if self.params[p].1.is_none() {
+            return Err(self.invalid(format!("param `{name}` is not bound to a tensor")));
+        }
+        self.params[p] = (Vec::new(), None);
+        Ok(())
+    }
+
     /// A param's host values (empty for a param bound to a device tensor).
     pub fn param(&self, name: &str) -> Option<&[f32]> {
         let p = self.compiled.neuron.param_index(name)?;
@@ -277,6 +288,16 @@ impl NeuronLayer {
                 )));
             }
         }
+        if let Some(p) = self
+            .params
+            .iter()
+            .position(|(v, t)| v.is_empty() && t.is_none())
+        {
+            return Err(self.invalid(format!(
+                "param `{}` was unbound: bind it to a tensor before launching",
+                ir.params[p].name
+            )));
+        }
         let neurons = self.layout.neurons();
         if neurons == 0 || n % neurons != 0 {
             return Err(self.invalid(format!(
@@ -308,7 +329,8 @@ impl NeuronLayer {
     fn param_arg(&self, p: usize) -> Arg<'_> {
         match &self.params[p] {
             (_, Some(t)) => Arg::Tensor(t),
-            (v, None) => Arg::F32(v[0]),
+            // Never empty at a launch: `check` refuses unbound params.
+            (v, None) => v.first().map_or(Arg::Null, |&x| Arg::F32(x)),
         }
     }
 

@@ -7,6 +7,7 @@
 //!                uploads), compiled at run time like the generated neuron kernels
 //! libs/          finding the driver, NVRTC, cuDNN and cuBLAS (shared with build.rs)
 //! device, pool, tensor   one context and stream per GPU, a caching allocator, tensors
+//! graph          CUDA graphs: a step's launches captured once and replayed
 //! nvrtc, cache   NVRTC compiles, the kernel cache (memory and disk)
 //! launch/        the one launch path: every kernel's arguments bound by name or role and
 //!                checked against its signature; programs.rs lists the .cu files
@@ -26,6 +27,7 @@ pub mod check;
 pub mod device;
 pub mod encode;
 pub mod error;
+pub mod graph;
 pub mod launch;
 pub mod layer;
 pub mod libs;

@@ -139,6 +139,7 @@ fn digits_accuracy(net: &snn_nn::Network, math: ConvMath, recipe: &Recipe, seed:
     let backend = Backend::Gpu {
         device: device(),
         options: options(math),
+        graphs: true,
     };
     let mut trainer = backend
         .trainer(

@@ -44,6 +44,7 @@ fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
     let gpu = Backend::Gpu {
         device: dev,
         options: options(),
+        graphs: false,
     };
     [Backend::Cpu, gpu].map(|b| {
         b.trainer(

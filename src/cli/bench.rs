@@ -9,6 +9,8 @@ use snn::codegen::{Dtype, Storage, zoo};
 use snn::runtime::bench::{self, NeuronBench};
 use snn::runtime::{Device, LayerConfig};
 
+use super::anchors;
+
 /// What `snn bench neuron --help` prints after the options.
 const NEURON_AFTER_HELP: &str = "\
 Prints the device, the bandwidth of a device-to-device copy measured first (the practical
@@ -26,6 +28,9 @@ Columns:
   fwd GB/s     B/el fwd * T * N / fwd ms
   train GB/s   B/el train * T * N / fwd+bwd ms
   % copy       train GB/s as a percent of the measured copy bandwidth
+
+Then the paper LIF beside other implementations measured on the same kind of card (the
+anchors of an H100 and an H200; none on other cards).
 
 Example:
   snn bench neuron --neuron paper_lif,lif --steps 32 --elements 2097152 --storage f32";
@@ -144,15 +149,10 @@ pub fn run(bench: Bench) -> Result<()> {
     }
 }
 
-/// The paper-LIF anchors, measured by the snn project on one H100 (2026-11), forward + backward, f32, T = 32, N = 2^21.
-const ANCHOR_STEPS: usize = 32;
+/// The problem the neuron anchors time ([`anchors`]): N = 2^21, and the f32 floor of 24
+/// bytes per element-step.
 const ANCHOR_N: usize = 1 << 21;
-const ANCHOR_FLOOR_BYTES: usize = 24;
-const ANCHORS: [(&str, f64); 3] = [
-    ("the paper's fused CUDA kernel (PyTorch extension)", 1.23),
-    ("SpikingJelly 2.0 LIFNode, Triton backend", 1.58),
-    ("bandwidth floor, 24 B/el-step at 2.96 TB/s", 0.54),
-];
+const FLOOR_BYTES: usize = 24;
 
 fn neuron(args: NeuronArgs) -> Result<()> {
     let names = if args.neurons.is_empty() {
@@ -228,7 +228,7 @@ fn neuron(args: NeuronArgs) -> Result<()> {
     progress.finish_and_clear();
     let results = results?;
     println!();
-    print!("{}", footer(&results, storage, copy));
+    print!("{}", footer(&results, storage, copy, &dev.info.name));
     Ok(())
 }
 
@@ -301,40 +301,52 @@ fn row(r: &NeuronBench, copy_gbps: f64) -> String {
     )
 }
 
-fn footer(results: &[NeuronBench], storage: Storage, copy_gbps: f64) -> String {
+/// The anchors of `device`'s card at this run's T (paper LIF, f32, N = 2^21), the f32
+/// floor at this run's copy bandwidth, and this run's paper LIF beside them.
+fn footer(results: &[NeuronBench], storage: Storage, copy_gbps: f64, device: &str) -> String {
+    let Some(card) = anchors::for_device(device) else {
+        return anchors::none_for(device) + "\n";
+    };
     let mut s = format!(
-        "Anchors (measured by the snn project on one H100, 2026-11; paper LIF forward + backward, f32, T = {ANCHOR_STEPS}, \
-         N = 2^21):\n"
+        "Anchors (measured by the snn project on {}; paper LIF forward + backward, f32, N = 2^21):\n",
+        card.measured
     );
-    for (what, ms) in ANCHORS {
-        s += &format!("  {what:<52} {ms:>6.2} ms\n");
-    }
-    let floor_bytes = (ANCHOR_FLOOR_BYTES * ANCHOR_STEPS * ANCHOR_N) as f64;
-    s += &format!(
-        "  {:<52} {:>6.2} ms\n",
-        "bandwidth floor at this run's copy bandwidth",
-        floor_bytes / (copy_gbps * 1e9) * 1e3
-    );
-    let ours = results
-        .iter()
-        .find(|r| r.name == zoo::PaperLif::NAME && r.steps == ANCHOR_STEPS && r.n == ANCHOR_N);
-    match ours {
-        Some(r) if storage == Storage::F32 => {
-            s += &format!(
-                "  {:<52} {:>6.2} ms ({:.2}x the paper's kernel's time)\n",
-                "this run: paper_lif",
-                r.train_ms,
-                r.train_ms / ANCHORS[0].1
-            );
+    let mut steps: Vec<usize> = results.iter().map(|r| r.steps).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    for t in steps {
+        let at_t: Vec<_> = card.neuron.iter().filter(|a| a.steps == t).collect();
+        if at_t.is_empty() {
+            s += &format!("  T = {t}: no anchor at this T\n");
+            continue;
         }
-        Some(r) => {
-            s += &format!(
-                "  {:<52} {:>6.2} ms (narrow storage: not comparable with the f32 anchors)\n",
-                "this run: paper_lif", r.train_ms
-            );
+        for a in &at_t {
+            s += &format!("  T = {t:<4} {:<56} {:>7.3} ms\n", a.what, a.ms);
         }
-        None => {
-            s += "  (run paper_lif at T = 32, N = 2097152, f32 to compare with them)\n";
+        let floor = (FLOOR_BYTES * t * ANCHOR_N) as f64 / (copy_gbps * 1e9) * 1e3;
+        s += &format!(
+            "  T = {t:<4} {:<56} {floor:>7.3} ms\n",
+            "bandwidth floor (24 B/el-step at this run's copy rate)"
+        );
+        let ours = results
+            .iter()
+            .find(|r| r.name == zoo::PaperLif::NAME && r.steps == t && r.n == ANCHOR_N);
+        match ours {
+            Some(r) if storage == Storage::F32 => {
+                s += &format!(
+                    "  T = {t:<4} {:<56} {:>7.3} ms ({:.2}x the paper's kernel's time)\n",
+                    "this run: paper_lif",
+                    r.train_ms,
+                    r.train_ms / at_t[0].ms
+                );
+            }
+            Some(r) => {
+                s += &format!(
+                    "  T = {t:<4} {:<56} {:>7.3} ms (narrow storage: not comparable with the f32 anchors)\n",
+                    "this run: paper_lif", r.train_ms
+                );
+            }
+            None => s += &format!("  T = {t:<4} (run paper_lif with N = 2097152 to compare)\n"),
         }
     }
     s
@@ -376,14 +388,27 @@ mod tests {
     }
 
     #[test]
-    fn footer_compares_paper_lif_with_the_anchors_only_in_f32() {
-        let results = [lif("paper_lif", 32, 0.615)];
-        let f = footer(&results, Storage::F32, 2960.0);
+    fn footer_compares_paper_lif_with_its_cards_anchors_only_in_f32() {
+        let results = [lif("paper_lif", 32, 0.453), lif("paper_lif", 64, 0.9)];
+        let f = footer(&results, Storage::F32, 4260.0, "NVIDIA H200");
         println!("{f}");
-        assert!(f.contains("1.23 ms") && f.contains("1.58 ms") && f.contains("0.54 ms"));
+        assert!(f.contains("one H200, 2026-12-04"), "{f}");
+        assert!(f.contains("0.906 ms") && f.contains("1.137 ms") && f.contains("0.378 ms"));
         assert!(f.contains("0.50x the paper's kernel"), "{f}");
+        assert!(f.contains("T = 64: no anchor at this T"), "{f}");
+        let h100 = footer(&results, Storage::F32, 2960.0, "NVIDIA H100 80GB HBM3");
+        assert!(
+            h100.contains("1.230 ms") && h100.contains("0.37x"),
+            "{h100}"
+        );
         let narrow = StorageArg::Narrow.storage();
-        assert!(footer(&results, narrow, 2960.0).contains("not comparable"));
-        assert!(footer(&[], Storage::F32, 2960.0).contains("run paper_lif at T = 32"));
+        assert!(footer(&results, narrow, 4260.0, "NVIDIA H200").contains("not comparable"));
+        let other = footer(&results, Storage::F32, 1500.0, "NVIDIA A100");
+        assert!(
+            other.starts_with("No anchor for this card (NVIDIA A100)"),
+            "{other}"
+        );
+        let f = footer(&[lif("lif", 32, 0.4)], Storage::F32, 4260.0, "NVIDIA H200");
+        assert!(f.contains("run paper_lif with N = 2097152"), "{f}");
     }
 }

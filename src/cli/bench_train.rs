@@ -4,13 +4,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use snn::codegen::zoo;
-use snn::nn::ImageShape;
 use snn::nn::models::spiking_resnet;
+use snn::nn::{ImageShape, Network};
 use snn::runtime::Device;
-use snn::runtime::bench::{self, TrainBench};
+use snn::runtime::bench::{self, TrainBench, TrainRun};
+use snn::runtime::nn::linear::gemm_tflops;
 use snn::runtime::nn::{ConvMath, ModelOptions};
 
 use super::train::StorageArg;
+use super::{Switch, anchors};
 
 /// What `snn bench train --help` prints after the options.
 pub const TRAIN_AFTER_HELP: &str = "\
@@ -30,8 +32,11 @@ Columns:
                counted as PyTorch's max_memory_allocated counts
   reserved     the most memory the pool held from the driver (with its cache)
 
-Anchor (measured by the snn project on one H100, 2026-11): PyTorch 2.11 + the paper's fused LIF kernel, ResNet18,
-T = 32, B = 100: 21.1 ms per iteration, 2.13 GiB peak.
+Before the rows: the device copy bandwidth and cuBLAS's GEMM rate in the convolutions'
+arithmetic, measured in the same run (the ceilings); with --profile, the rate the
+convolutions reach against the GEMM's. After them: other implementations measured on the
+same kind of card (PyTorch with the paper's LIF kernel, SpikingJelly; anchors exist for an
+H100 and an H200), beside this run's T = 32, B = 100 rows.
 
 Example:
   snn bench train --depth 18,34,50 --steps 32 --batch 100";
@@ -76,6 +81,10 @@ pub struct TrainArgs {
     /// print the forward and backward ms per layer kind.
     #[arg(long)]
     profile: bool,
+    /// Replay each iteration's forward, loss and backward from a CUDA graph captured once
+    /// (same results, launched at once), or launch kernel by kernel.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    graph: Switch,
     /// CUDA device ordinal.
     #[arg(long, value_name = "ORDINAL", default_value_t = 0)]
     device: usize,
@@ -86,9 +95,6 @@ enum MathArg {
     Tf32,
     F32,
 }
-
-const ANCHOR_MS: f64 = 21.1;
-const ANCHOR_GIB: f64 = 2.13;
 
 pub fn train(args: TrainArgs) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
@@ -139,31 +145,42 @@ pub fn train(args: TrainArgs) -> Result<()> {
         },
         args.neuron
     );
-    println!("{}", header());
     let progress = ProgressBar::new((nets.len() * repeats) as u64);
     progress.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .context("progress bar template")?,
     );
+    progress.set_message("the device copy and GEMM ceilings");
+    let ceilings =
+        Ceilings::measure(&dev, options.conv_math).inspect_err(|_| progress.finish_and_clear())?;
+    progress.suspend(|| {
+        println!(
+            "device copy: {:.0} GB/s (read + write, 1 GiB); cuBLAS GEMM ({:?}, {GEMM_N}^3): {:.0} TFLOP/s\n",
+            ceilings.copy_gbps, options.conv_math, ceilings.gemm_tflops
+        );
+        println!("{}", header());
+    });
     let mut results = Vec::new();
     for net in &nets {
         progress.set_message(format!("{} (warming up)", net.name));
-        let r = bench::train(
-            &dev,
-            net,
-            args.steps,
-            args.batch,
+        let run = TrainRun {
+            steps: args.steps,
+            batch: args.batch,
             repeats,
-            options,
-            0,
-            args.profile,
-            &|_| progress.inc(1),
-        )
-        .inspect_err(|_| progress.finish_and_clear())
-        .with_context(|| format!("benchmarking {}", net.name))?;
+            seed: 0,
+            profile: args.profile,
+            graphs: args.graph == Switch::On,
+        };
+        let r = bench::train(&dev, net, run, options, &|_| progress.inc(1))
+            .inspect_err(|_| progress.finish_and_clear())
+            .with_context(|| format!("benchmarking {}", net.name))?;
         dev.release_cached_memory();
         progress.suspend(|| {
             println!("{}", row(&r, &args.neuron));
+            if let Some(note) = graph_note(&r, repeats, args.graph) {
+                println!("  {note}");
+            }
+            println!("  {}", conv_note(&r, net, &ceilings));
             if !r.breakdown.is_empty() {
                 print!("{}", breakdown(&r));
             }
@@ -172,20 +189,42 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     progress.finish_and_clear();
     println!(
-        "\nAnchor (measured by the snn project on one H100, 2026-11): PyTorch 2.11 + the paper's LIF kernel, ResNet18, T = 32, B = 100: {ANCHOR_MS} ms, {ANCHOR_GIB} GiB peak"
+        "\n{}",
+        anchors_footer(&results, options.conv_math, &dev.info.name)
     );
-    if let Some(r) = results
-        .iter()
-        .find(|r| r.network == "spiking_resnet18" && r.steps == 32 && r.batch == 100)
-    {
-        println!(
-            "this run: {:.2} ms ({:.2}x the anchor's time), {:.2} GiB peak",
-            r.iteration_ms,
-            r.iteration_ms / ANCHOR_MS,
-            gib(r.peak_bytes)
-        );
-    }
     Ok(())
+}
+
+/// Other implementations measured on `device`'s card (T = 32, B = 100), each beside this
+/// run's network of the same depth when the precision matches.
+fn anchors_footer(results: &[TrainBench], math: ConvMath, device: &str) -> String {
+    let Some(card) = anchors::for_device(device) else {
+        return anchors::none_for(device);
+    };
+    let bf16 = math == ConvMath::Bf16;
+    let mut s = format!(
+        "Anchors (measured by the snn project on {}; T = 32, B = 100, paper LIF, Adam):",
+        card.measured
+    );
+    for a in card.train {
+        let precision = if a.bf16 { "bf16" } else { "TF32" };
+        s += &format!(
+            "\n  Spiking-ResNet{} {:<84} {:>6.1} ms {:>5.2} GiB ({precision})",
+            a.depth, a.what, a.ms, a.gib
+        );
+        let ours = results.iter().find(|r| {
+            r.network == format!("spiking_resnet{}", a.depth) && r.steps == 32 && r.batch == 100
+        });
+        if let Some(r) = ours.filter(|_| a.bf16 == bf16 && math != ConvMath::F32) {
+            s += &format!(
+                ": this run {:.2} ms ({:.2}x its time), {:.2} GiB",
+                r.iteration_ms,
+                r.iteration_ms / a.ms,
+                gib(r.peak_bytes)
+            );
+        }
+    }
+    s
 }
 
 /// Per layer kind: forward and backward ms of one iteration, and what is left of the
@@ -240,6 +279,61 @@ fn breakdown(r: &TrainBench) -> String {
     s
 }
 
+/// The side of the square matrices whose product measures the GEMM rate.
+const GEMM_N: usize = 8192;
+
+/// What the card can do, measured in the same run: the rates the iteration is read against.
+struct Ceilings {
+    copy_gbps: f64,
+    /// cuBLAS in the convolutions' arithmetic.
+    gemm_tflops: f64,
+}
+
+impl Ceilings {
+    fn measure(dev: &std::sync::Arc<Device>, math: ConvMath) -> Result<Self> {
+        Ok(Self {
+            copy_gbps: bench::copy_bandwidth(dev, 1 << 30, 10).context("timing a device copy")?,
+            gemm_tflops: gemm_tflops(dev, math, GEMM_N, 10).context("timing a cuBLAS GEMM")?,
+        })
+    }
+}
+
+/// The convolutions' arithmetic per iteration and, when profiled, the rate they reach.
+fn conv_note(r: &TrainBench, net: &Network, ceilings: &Ceilings) -> String {
+    let (fwd, bwd) = bench::conv_flops(net, r.steps * r.batch);
+    let mut s = format!(
+        "convolutions: {:.0} GFLOP forward + {:.0} GFLOP backward per iteration",
+        fwd / 1e9,
+        bwd / 1e9
+    );
+    if let Some(c) = r.breakdown.iter().find(|t| t.kind == "Conv2d") {
+        let rate = |flop: f64, ms: f64| flop / (ms * 1e-3) / 1e12;
+        let (f, b) = (rate(fwd, c.forward_ms), rate(bwd, c.backward_ms));
+        s += &format!(
+            "; reached {f:.0} and {b:.0} TFLOP/s, {:.0}% and {:.0}% of the GEMM rate",
+            100.0 * f / ceilings.gemm_tflops,
+            100.0 * b / ceilings.gemm_tflops
+        );
+    }
+    s
+}
+
+/// What became of `--graph on`: the replays, and the pool memory the graph keeps.
+fn graph_note(r: &TrainBench, repeats: usize, graph: Switch) -> Option<String> {
+    if graph == Switch::Off {
+        return None;
+    }
+    Some(format!(
+        "CUDA graph: {} of {repeats} timed iterations replayed; it holds {:.2} GiB of the pool{}",
+        r.graph_replays,
+        gib(r.graph_bytes),
+        r.graph_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    ))
+}
+
 fn gib(bytes: usize) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
@@ -283,7 +377,26 @@ mod tests {
             model_bytes: 1 << 27,
             breakdown: vec![],
             nodes: vec![],
+            graph_replays: 10,
+            graph_bytes: 1 << 30,
+            graph_error: None,
         };
         assert_eq!(header().len(), row(&r, "paper_lif").len());
+        assert_eq!(
+            graph_note(&r, 10, Switch::On).unwrap(),
+            "CUDA graph: 10 of 10 timed iterations replayed; it holds 1.00 GiB of the pool"
+        );
+        assert_eq!(graph_note(&r, 10, Switch::Off), None);
+        let failed = TrainBench {
+            graph_replays: 0,
+            graph_error: Some("capturing a CUDA graph: nothing was captured".into()),
+            ..r
+        };
+        let note = graph_note(&failed, 10, Switch::On).unwrap();
+        assert!(note.starts_with("CUDA graph: 0 of 10"), "{note}");
+        assert!(
+            note.ends_with("(capturing a CUDA graph: nothing was captured)"),
+            "{note}"
+        );
     }
 }

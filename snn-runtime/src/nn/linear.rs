@@ -34,7 +34,14 @@ owned!(
 pub struct Cublas {
     device: Arc<Device>,
     handle: Mutex<Handle>,
+    /// The handle's workspace (declared after it, so it outlives it): given, so that
+    /// cuBLAS never allocates its own, which a CUDA graph capture would not allow.
+    _workspace: DeviceTensor,
 }
+
+/// cuBLAS's workspace: one of the 4 MiB buffers PyTorch gives cuBLAS
+/// (`CUBLAS_WORKSPACE_CONFIG=:4096:8`), ample for the classifiers' small products.
+const WORKSPACE_BYTES: usize = 4 << 20;
 
 impl fmt::Debug for Cublas {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,9 +69,22 @@ impl Cublas {
         unsafe { sys::cublasSetMathMode(handle.0, sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
             .result()
             .map_err(|e| RuntimeError::cublas("cublasSetMathMode", e))?;
+        let workspace = DeviceTensor::empty(device, snn_codegen::Dtype::U8, &[WORKSPACE_BYTES])?;
+        // SAFETY: a live handle, and a workspace of that many bytes on the handle's device
+        // that lives as long as the handle (see the field order).
+        unsafe {
+            sys::cublasSetWorkspace_v2(
+                handle.0,
+                workspace.ptr() as *mut std::ffi::c_void,
+                WORKSPACE_BYTES,
+            )
+        }
+        .result()
+        .map_err(|e| RuntimeError::cublas("cublasSetWorkspace", e))?;
         Ok(Arc::new(Self {
             device: device.clone(),
             handle: Mutex::new(handle),
+            _workspace: workspace,
         }))
     }
 
@@ -279,4 +299,76 @@ pub fn linear_backward(
         Some(db) => bias::grad(&blas.device, dy, db, d.bias()),
         None => Ok(()),
     }
+}
+/// cuBLAS's rate for square products of `n x n` matrices in `math`, in TFLOP/s (the median
+/// of `repeats` after a warm-up): f32 in and out, in full f32 or TF32 arithmetic, or bf16
+/// in and out with f32 accumulation. The ceiling that [`crate::bench`] reads the
+/// convolutions against, measured in the same run.
+pub fn gemm_tflops(
+    device: &Arc<Device>,
+    math: crate::nn::ConvMath,
+    n: usize,
+    repeats: usize,
+) -> Result<f64, RuntimeError> {
+    use crate::nn::ConvMath;
+    let side = c_int::try_from(n)
+        .map_err(|_| RuntimeError::invalid("timing cuBLAS", format!("n = {n} exceeds an int")))?;
+    let (dtype, data_type, compute) = match math {
+        ConvMath::F32 => (
+            snn_codegen::Dtype::F32,
+            sys::cudaDataType_t::CUDA_R_32F,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+        ConvMath::Tf32 => (
+            snn_codegen::Dtype::F32,
+            sys::cudaDataType_t::CUDA_R_32F,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+        ),
+        ConvMath::Bf16 => (
+            snn_codegen::Dtype::BF16,
+            sys::cudaDataType_t::CUDA_R_16BF,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+    };
+    let blas = Cublas::new(device)?;
+    let matrix = || -> Result<DeviceTensor, RuntimeError> {
+        let m = DeviceTensor::empty(device, dtype, &[n, n])?;
+        // Small finite values (0x3c bytes: about 0.0115 in f32 and in bf16).
+        m.fill_bytes(0x3c)?;
+        Ok(m)
+    };
+    let (a, b, c) = (matrix()?, matrix()?, matrix()?);
+    let (one, zero) = (1.0f32, 0.0f32);
+    let handle = blas.lock()?;
+    let ms = crate::bench::median_ms(device, repeats, || {
+        let op = sys::cublasOperation_t::CUBLAS_OP_N;
+        // SAFETY: the handle is live (lock held); a, b and c are n x n matrices of the
+        // data type given, on the handle's device; alpha and beta are f32 host scalars, as
+        // an f32 compute type and the default pointer mode want.
+        unsafe {
+            blas::gemm_ex(
+                handle.0,
+                op,
+                op,
+                side,
+                side,
+                side,
+                (&one as *const f32).cast(),
+                a.ptr() as usize as *const std::ffi::c_void,
+                data_type,
+                side,
+                b.ptr() as usize as *const std::ffi::c_void,
+                data_type,
+                side,
+                (&zero as *const f32).cast(),
+                c.ptr() as usize as *mut std::ffi::c_void,
+                data_type,
+                side,
+                compute,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| RuntimeError::cublas("cublasGemmEx", e))
+    })?;
+    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12)
 }

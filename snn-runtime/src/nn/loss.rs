@@ -55,7 +55,8 @@ pub fn rate_loss(
             got: format!("shape {:?}", output.shape),
         });
     };
-    let problem = Problem::check(device, loss, steps, batch, classes, output, labels, grad)?;
+    let problem = Problem::new(loss, steps, batch, classes, labels)?;
+    problem.check_tensors(device, output, grad)?;
     let labels_dev = DeviceTensor::empty(device, Dtype::U32, &[batch])?;
     labels_dev.write_bytes(&label_words(labels))?;
     let results = DeviceTensor::empty(device, Dtype::F32, &[2 * batch])?;
@@ -89,27 +90,52 @@ fn op_name(loss: Loss) -> &'static str {
 }
 
 impl Problem {
-    /// Checks the sizes, tensors and labels as [`snn_nn::loss::check`] does, and that the
-    /// batch (one block per sample) and the classes (labels are `u32`) fit a `u32`. The
-    /// launch checks the same memory rules: checking them here too fails before a
-    /// [`LossGpu`] uploads anything.
-    #[allow(clippy::too_many_arguments)]
-    fn check(
-        device: &Device,
+    /// Checks the sizes and labels as [`snn_nn::loss::check`] does, and that the batch
+    /// (one block per sample) and the classes (labels are `u32`) fit a `u32`.
+    fn new(
         loss: Loss,
         steps: usize,
         batch: usize,
         classes: usize,
-        output: &DeviceTensor,
         labels: &[usize],
-        grad: &DeviceTensor,
     ) -> Result<Self, RuntimeError> {
         let op = op_name(loss);
-        snn_nn::loss::check(steps, batch, classes, output.len(), labels)
+        let values = steps.saturating_mul(batch).saturating_mul(classes);
+        snn_nn::loss::check(steps, batch, classes, values, labels)
             .map_err(|e| RuntimeError::invalid(op, e.to_string()))?;
         check::to_u32(op, "the batch", batch)?;
         check::to_u32(op, "the number of classes", classes)?;
-        let len = output.len();
+        Ok(Self {
+            loss,
+            steps,
+            batch,
+            classes,
+        })
+    }
+
+    /// Checks that `output` and `grad` hold this problem's `[T, B, K]` values. The launch
+    /// checks the same memory rules: checking them here too fails before anything is
+    /// queued.
+    fn check_tensors(
+        &self,
+        device: &Device,
+        output: &DeviceTensor,
+        grad: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        let op = op_name(self.loss);
+        let len = self.steps * self.batch * self.classes;
+        if output.len() != len {
+            return Err(RuntimeError::invalid(
+                op,
+                format!(
+                    "the output has {} values but [T, B, K] = [{}, {}, {}] needs {len}",
+                    output.len(),
+                    self.steps,
+                    self.batch,
+                    self.classes
+                ),
+            ));
+        }
         check::f32_tensor(op, "output", output, len, "[T, B, K]")?;
         check::f32_tensor(op, "grad", grad, len, "like `output`")?;
         check::memory(
@@ -119,13 +145,7 @@ impl Problem {
                 ("output", output, Access::Read),
                 ("grad", grad, Access::Write),
             ],
-        )?;
-        Ok(Self {
-            loss,
-            steps,
-            batch,
-            classes,
-        })
+        )
     }
 
     /// Queues the kernel: `labels` holds `batch` u32 labels, `results` room for `2 *
@@ -204,8 +224,10 @@ pub struct LossGpu {
     results_dev: DeviceTensor,
     labels_copied: CudaEvent,
     results_ready: CudaEvent,
-    /// The last launch, whose results [`LossGpu::read`] reports.
-    last: Option<Problem>,
+    /// The problem of the labels uploaded last.
+    uploaded: Option<Problem>,
+    /// The problem of the last launch (or replay), whose results [`LossGpu::read`] reports.
+    launched: Option<Problem>,
 }
 
 impl LossGpu {
@@ -237,7 +259,8 @@ impl LossGpu {
             results_dev,
             labels_copied,
             results_ready,
-            last: None,
+            uploaded: None,
+            launched: None,
         })
     }
 
@@ -251,7 +274,7 @@ impl LossGpu {
 
     /// Queues the loss of `output` (f32, `[T, B, K]` values in that order, whatever its
     /// shape) for `labels` (one per sample), writing `dL/doutput` into `grad` (f32, as many
-    /// values).
+    /// values): [`LossGpu::upload`] then [`LossGpu::launch`].
     pub fn compute(
         &mut self,
         steps: usize,
@@ -260,24 +283,30 @@ impl LossGpu {
         labels: &[usize],
         grad: &DeviceTensor,
     ) -> Result<(), RuntimeError> {
-        let problem = Problem::check(
-            &self.device,
-            self.loss,
-            steps,
-            batch,
-            self.classes,
-            output,
-            labels,
-            grad,
-        )?;
+        if labels.len() != batch {
+            return Err(RuntimeError::invalid(
+                op_name(self.loss),
+                format!(
+                    "{} labels for a batch of {batch}: give one label per sample",
+                    labels.len()
+                ),
+            ));
+        }
+        self.upload(steps, labels)?;
+        self.launch(output, grad)
+    }
+
+    /// Checks `labels` (one per sample) for an output of `steps` steps and queues their
+    /// upload: the part of [`LossGpu::compute`] that changes from batch to batch, apart
+    /// from [`LossGpu::launch`], which a CUDA graph can replay.
+    pub fn upload(&mut self, steps: usize, labels: &[usize]) -> Result<(), RuntimeError> {
+        let batch = labels.len();
+        let problem = Problem::new(self.loss, steps, batch, self.classes, labels)?;
         self.reserve(batch)?;
         let driver = |doing: &'static str| move |e| RuntimeError::driver(doing, e);
         let stream = &self.device.stream;
-        self.device
-            .ctx
-            .bind_to_thread()
-            .map_err(driver("binding the device's context"))?;
-        // 1. The labels' pinned buffer is free once its previous upload has finished.
+        self.device.bind()?;
+        // The labels' pinned buffer is free once its previous upload has finished.
         self.labels_copied
             .synchronize()
             .map_err(driver("waiting for the previous label upload"))?;
@@ -304,7 +333,30 @@ impl LossGpu {
         self.labels_copied
             .record(stream)
             .map_err(driver("recording the label upload"))?;
-        // 2. The kernel.
+        self.uploaded = Some(problem);
+        self.launched = None;
+        Ok(())
+    }
+
+    /// Queues the kernel over `output` for the labels of the last [`LossGpu::upload`],
+    /// writing `dL/doutput` into `grad`, and the copy of its results back to the host.
+    ///
+    /// A CUDA graph may capture it: the kernel reads and writes buffers that stay in place
+    /// while the batch size does. The copy back is then left out (the host's pinned buffer
+    /// cannot be reached during a capture): call [`LossGpu::replayed`] after each replay.
+    pub fn launch(
+        &mut self,
+        output: &DeviceTensor,
+        grad: &DeviceTensor,
+    ) -> Result<(), RuntimeError> {
+        let problem = self.uploaded.ok_or_else(|| {
+            RuntimeError::Order(format!(
+                "{}: no labels uploaded: call upload first",
+                op_name(self.loss)
+            ))
+        })?;
+        problem.check_tensors(&self.device, output, grad)?;
+        self.device.bind()?;
         problem.launch(
             &self.device,
             output,
@@ -312,8 +364,36 @@ impl LossGpu {
             grad,
             &self.results_dev,
         )?;
-        // 3. The results back to the host. `read` borrows `self`, so no read overlaps the
-        // refill of the pinned buffer, and copies into it are ordered on the stream.
+        let capturing = self
+            .device
+            .stream
+            .capture_status()
+            .map_err(|e| RuntimeError::driver("asking whether the stream is captured", e))?
+            == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE;
+        if capturing {
+            return Ok(());
+        }
+        self.send_back(problem)
+    }
+
+    /// Queues the copy of a replayed [`LossGpu::launch`]'s results back to the host, for
+    /// the labels uploaded last.
+    pub fn replayed(&mut self) -> Result<(), RuntimeError> {
+        let problem = self.uploaded.ok_or_else(|| {
+            RuntimeError::Order(format!(
+                "{}: no labels uploaded: call upload first",
+                op_name(self.loss)
+            ))
+        })?;
+        self.send_back(problem)
+    }
+
+    /// Queues the copy of the kernel's results for `problem` back to the host.
+    fn send_back(&mut self, problem: Problem) -> Result<(), RuntimeError> {
+        let driver = |doing: &'static str| move |e| RuntimeError::driver(doing, e);
+        let stream = &self.device.stream;
+        // `read` borrows `self`, so no read overlaps the refill of the pinned buffer, and
+        // copies into it are ordered on the stream.
         let res = self
             .results_host
             .as_mut_slice()
@@ -323,7 +403,7 @@ impl LossGpu {
         // the source is the kernel's 2 * batch results, written before on the stream.
         unsafe {
             cudarc::driver::result::memcpy_dtoh_async(
-                &mut res[..2 * batch],
+                &mut res[..2 * problem.batch],
                 self.results_dev.ptr(),
                 stream.cu_stream(),
             )
@@ -332,16 +412,22 @@ impl LossGpu {
         self.results_ready
             .record(stream)
             .map_err(driver("recording the loss copy"))?;
-        self.last = Some(problem);
+        self.launched = Some(problem);
         Ok(())
     }
 
-    /// The loss and correct count of the last [`LossGpu::compute`], once its results
+    /// The buffers a captured [`LossGpu::launch`] uses, by address: they move only when
+    /// a larger batch than any before comes.
+    pub fn buffers(&self) -> (u64, u64) {
+        (self.labels_dev.ptr(), self.results_dev.ptr())
+    }
+
+    /// The loss and correct count of the last [`LossGpu::launch`], once its results
     /// are on the host (waits for them only).
     pub fn read(&self) -> Result<LossValue, RuntimeError> {
-        let problem = self.last.ok_or_else(|| {
+        let problem = self.launched.ok_or_else(|| {
             RuntimeError::Order(format!(
-                "{}: nothing computed yet: call compute first",
+                "{}: nothing computed for the labels uploaded last: call launch first",
                 op_name(self.loss)
             ))
         })?;

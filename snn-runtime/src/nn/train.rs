@@ -16,6 +16,7 @@ use snn_nn::{Loss, Network, StepStats, TrainError, Trainer};
 use crate::device::Device;
 use crate::encode::rate_encode;
 use crate::error::RuntimeError;
+use crate::graph::Graph;
 use crate::nn::loss::LossGpu;
 use crate::nn::model::{GpuModel, GpuTrace, ModelOptions};
 use crate::nn::optim::{clip_grad_norm, optimizer_state, optimizer_step};
@@ -37,6 +38,40 @@ pub struct GpuTrainer {
     /// Takes the host batches of [`Trainer`] calls; made on the first, sized for it, and
     /// remade should a larger batch come.
     uploader: Option<Uploader>,
+    /// Replay each step's forward, loss and backward from a CUDA graph (see [`StepGraph`]).
+    pub graphs: bool,
+    graph: Option<StepGraph>,
+    /// Captures that failed (after [`MAX_CAPTURE_FAILURES`], every step runs eagerly).
+    capture_failures: u32,
+    capture_error: Option<String>,
+    /// The shapes and buffers of the last step that ran launch by launch.
+    last_eager: Option<GraphKey>,
+    replays: u64,
+}
+
+/// Failed captures after which a trainer stops trying.
+const MAX_CAPTURE_FAILURES: u32 = 3;
+
+/// A step's forward, loss and backward captured as a CUDA graph, with the input buffer it
+/// reads; replayed for batches of the same shapes while the buffers it captured stay put.
+/// The optimizer step stays outside, since its scalars (learning rate, bias corrections)
+/// change every step.
+#[derive(Debug)]
+struct StepGraph {
+    graph: Graph,
+    input: DeviceTensor,
+    key: GraphKey,
+}
+
+/// What a replay must match: the shapes, and the addresses of the buffers that move
+/// (the convolution workspace grows, the loss's buffers grow with the batch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GraphKey {
+    input: Vec<usize>,
+    steps: usize,
+    batch: usize,
+    workspace: u64,
+    loss: (u64, u64),
 }
 
 impl GpuTrainer {
@@ -52,7 +87,29 @@ impl GpuTrainer {
             step: 0,
             clip: None,
             uploader: None,
+            graphs: false,
+            graph: None,
+            capture_failures: 0,
+            capture_error: None,
+            last_eager: None,
+            replays: 0,
         })
+    }
+
+    /// Steps whose forward, loss and backward were replayed from a CUDA graph.
+    pub fn graph_replays(&self) -> u64 {
+        self.replays
+    }
+
+    /// Why the last capture failed, if one did (such steps run launch by launch, with the
+    /// same results; after [`MAX_CAPTURE_FAILURES`] failures every step does).
+    pub fn capture_error(&self) -> Option<&str> {
+        self.capture_error.as_deref()
+    }
+
+    /// The bytes of pool buffers the step's graph holds as its scratch (0 without one).
+    pub fn graph_bytes(&self) -> usize {
+        self.graph.as_ref().map_or(0, |g| g.graph.scratch_bytes())
     }
 
     pub fn device(&self) -> &Arc<Device> {
@@ -84,15 +141,9 @@ impl GpuTrainer {
         lr: f64,
     ) -> Result<StepStats, RuntimeError> {
         let batch = labels.len();
-        let classes = self.model.network().output_shape().len();
-        let trace = self.model.forward(x, steps, batch, Mode::Train)?;
-        let out = output(&trace)?.reshape(&[steps, batch, classes])?;
-        let grad = DeviceTensor::empty(self.device(), Dtype::F32, &out.shape)?;
+        self.loss.upload(steps, labels)?;
+        self.forward_backward(x, steps, batch)?;
         let dev = self.device().clone();
-        self.loss.compute(steps, batch, &out, labels, &grad)?;
-        drop(out);
-        self.model.backward(trace, &grad)?;
-        drop(grad);
         let grad_norm = self
             .clip
             .map(|max| clip_grad_norm(&dev, self.model.grads(), max).map(f64::from))
@@ -115,6 +166,80 @@ impl GpuTrainer {
             batch,
             grad_norm,
         })
+    }
+
+    /// The forward pass, the loss of the uploaded labels and the backward pass, replayed
+    /// from the step graph when one fits, captured into one when graphs are on and the
+    /// trainer is warm, else queued launch by launch. All three give the same bits.
+    fn forward_backward(
+        &mut self,
+        x: &DeviceTensor,
+        steps: usize,
+        batch: usize,
+    ) -> Result<(), RuntimeError> {
+        // Profiling times each layer with events of its own: launch by launch.
+        if !self.graphs || self.model.is_profiling() {
+            self.graph = None;
+            return self.eager(x, steps, batch);
+        }
+        let key = GraphKey {
+            input: x.shape.clone(),
+            steps,
+            batch,
+            workspace: self.model.conv_workspace().0,
+            loss: self.loss.buffers(),
+        };
+        if let Some(g) = self.graph.as_ref().filter(|g| g.key == key) {
+            g.input.copy_from(x)?;
+            g.graph.launch()?;
+            return self.after_replay();
+        }
+        // Another shape (an epoch's last batch, say): the old graph's scratch goes back to
+        // the pool. A step is captured only right after one like it ran launch by launch,
+        // which compiled its kernels, chose its convolution algorithms, grew the buffers
+        // that grow, and left the pool with every buffer the capture will ask for.
+        self.graph = None;
+        let warm = self.last_eager.as_ref() == Some(&key);
+        if !warm || self.capture_failures >= MAX_CAPTURE_FAILURES {
+            self.last_eager = Some(key);
+            return self.eager(x, steps, batch);
+        }
+        let input = DeviceTensor::empty(self.device(), x.dtype, &x.shape)?;
+        input.copy_from(x)?;
+        let dev = self.device().clone();
+        match Graph::capture(&dev, || self.eager(&input, steps, batch)) {
+            Ok(graph) => {
+                graph.launch()?;
+                self.graph = Some(StepGraph { graph, input, key });
+                // The host's share of the step ran during the capture, but for the loss.
+                self.replays += 1;
+                self.loss.replayed()
+            }
+            Err(e) => {
+                self.capture_failures += 1;
+                self.capture_error = Some(e.to_string());
+                self.eager(x, steps, batch)
+            }
+        }
+    }
+
+    /// After a replay: what the host does in an eager step (the batch-norms count the
+    /// batch, the loss's results go back to the host), and the replay counts.
+    fn after_replay(&mut self) -> Result<(), RuntimeError> {
+        self.replays += 1;
+        self.model.count_replayed_forward();
+        self.loss.replayed()
+    }
+
+    /// [`GpuTrainer::forward_backward`] launch by launch.
+    fn eager(&mut self, x: &DeviceTensor, steps: usize, batch: usize) -> Result<(), RuntimeError> {
+        let classes = self.model.network().output_shape().len();
+        let trace = self.model.forward(x, steps, batch, Mode::Train)?;
+        let out = output(&trace)?.reshape(&[steps, batch, classes])?;
+        let grad = DeviceTensor::empty(self.device(), Dtype::F32, &out.shape)?;
+        self.loss.launch(&out, &grad)?;
+        drop(out);
+        self.model.backward(trace, &grad)
     }
 
     /// Resumes from a checkpoint of `net` (its optimizer state too, if it has one; else
@@ -267,17 +392,20 @@ pub enum Backend {
     Gpu {
         device: Arc<Device>,
         options: ModelOptions,
+        /// Replay steps from a CUDA graph ([`GpuTrainer::graphs`]).
+        graphs: bool,
     },
 }
 
 impl Backend {
-    /// GPU 0 when the machine has one (a driver that counts at least one device), else
-    /// the CPU.
+    /// GPU 0 with CUDA graphs when the machine has one (a driver that counts at least one
+    /// device), else the CPU.
     pub fn auto(options: ModelOptions) -> Result<Self, RuntimeError> {
         match Device::count() {
             Ok(n) if n > 0 => Ok(Backend::Gpu {
                 device: Device::open(0)?,
                 options,
+                graphs: true,
             }),
             _ => Ok(Backend::Cpu),
         }
@@ -300,10 +428,15 @@ impl Backend {
                 t.clip = clip;
                 Box::new(t)
             }
-            Backend::Gpu { device, options } => {
+            Backend::Gpu {
+                device,
+                options,
+                graphs,
+            } => {
                 let mut t =
                     GpuTrainer::from_checkpoint(device, net, start, *options, optimizer, loss)?;
                 t.clip = clip;
+                t.graphs = *graphs;
                 Box::new(t)
             }
         })

@@ -24,6 +24,8 @@ use snn::nn::{Loss, Network, init_params};
 use snn::runtime::Device;
 use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
 
+use super::Switch;
+
 pub use self::config::StorageArg;
 use self::config::{
     ArchArg, CONFIG_KEY, DatasetArg, OptimizerArg, RunConfig, ScheduleArg, parse_param,
@@ -128,6 +130,10 @@ struct Place {
     /// Run on the CPU reference even if there is a GPU.
     #[arg(long)]
     cpu: bool,
+    /// On a GPU, replay each step's forward, loss and backward from a CUDA graph captured
+    /// once (the same results, launched at once), or launch kernel by kernel.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    graph: Switch,
 }
 
 /// `snn eval`: options.
@@ -299,7 +305,12 @@ fn backend(place: &Place, config: &RunConfig) -> Result<Backend> {
         match Device::count() {
             Ok(n) if place.device < n => {
                 let device = Device::open(place.device)?;
-                return Ok(Backend::Gpu { device, options });
+                let graphs = place.graph == Switch::On;
+                return Ok(Backend::Gpu {
+                    device,
+                    options,
+                    graphs,
+                });
             }
             Ok(n) if n > 0 => bail!(
                 "--device {} does not exist: this machine has {n} GPU(s), 0 to {}",

@@ -252,6 +252,11 @@ impl Cudnn {
         self.lock().workspace().1
     }
 
+    /// The workspace's address and size.
+    pub fn workspace(&self) -> (u64, usize) {
+        self.lock().workspace()
+    }
+
     /// The most workspace a search offers cuDNN (and so the most any chosen algorithm
     /// uses); [`DEFAULT_SEARCH_WORKSPACE`] unless set.
     pub fn search_limit(&self) -> usize {

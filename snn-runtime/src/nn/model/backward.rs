@@ -214,6 +214,7 @@ impl GpuModel {
                             &self.grad(*gamma)?,
                             &self.grad(*beta)?,
                         )?;
+                        self.unbind_fused(id)?;
                     }
                     dxs
                 }

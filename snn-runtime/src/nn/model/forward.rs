@@ -108,6 +108,31 @@ impl GpuModel {
         layer.bind_param(BN_SHIFT, &shift)
     }
 
+    /// Counts a training forward pass that a CUDA graph replayed: its launches ran, but not
+    /// the host code that counts each batch-norm's batches (`num_batches_tracked`).
+    pub(crate) fn count_replayed_forward(&mut self) {
+        for layer in &mut self.layers {
+            if let Layer::BatchNorm { batches, .. } = layer {
+                *batches += 1;
+            }
+        }
+    }
+
+    /// Lets the fused neuron `id` forget its batch-norm's tensors once its backward pass
+    /// has run, so that no buffer of a step outlives it (a CUDA graph holds the step's
+    /// buffers for its replays; see [`crate::graph`]).
+    pub(super) fn unbind_fused(&mut self, id: usize) -> Result<(), RuntimeError> {
+        let Layer::Neuron { layer, .. } = &mut self.layers[id] else {
+            return Err(RuntimeError::Internal(
+                "a neuron layer without its state".into(),
+            ));
+        };
+        for name in [BN_MEAN, BN_SCALE, BN_SHIFT] {
+            layer.unbind_param(name)?;
+        }
+        Ok(())
+    }
+
     /// Runs the network on `x`, `[T, B, C, H, W]` (or any shape of that many f32
     /// values), time-major. In [`Mode::Train`] batch-norm uses batch statistics and
     /// updates its running ones, and the trace keeps what [`GpuModel::backward`] needs.

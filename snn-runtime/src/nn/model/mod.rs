@@ -414,7 +414,12 @@ impl GpuModel {
 
     /// The convolution workspace's size now, in bytes.
     pub fn conv_workspace_bytes(&self) -> usize {
-        self.cudnn.as_ref().map_or(0, |c| c.workspace_bytes())
+        self.conv_workspace().1
+    }
+
+    /// The convolution workspace's address and size (it moves when it grows).
+    pub fn conv_workspace(&self) -> (u64, usize) {
+        self.cudnn.as_ref().map_or((0, 0), |c| c.workspace())
     }
 
     /// The flat buffer of every trained tensor.

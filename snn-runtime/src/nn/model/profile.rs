@@ -11,6 +11,10 @@ impl GpuModel {
         self.profile = on.then(Vec::new);
     }
 
+    pub fn is_profiling(&self) -> bool {
+        self.profile.is_some()
+    }
+
     /// The time each node took since profiling started (or since the last call), in
     /// node order; waits for the device.
     pub fn take_profile(&mut self) -> Result<Vec<NodeTime>, RuntimeError> {
