@@ -42,6 +42,11 @@ pub struct Device {
     pub info: DeviceInfo,
     pub cache: KernelCache,
     pub(crate) pool: Pool,
+    /// Fill every `empty` tensor with NaN bytes (0xff) before it is handed out, so that a
+    /// kernel reading memory no one wrote shows in its results rather than reading what
+    /// the pool's last user left. Set by `SNN_POISON_MEMORY=1`; for tests and debugging
+    /// (it costs a memset per allocation).
+    pub poison: bool,
     /// Hand-written kernels loaded on this device with their signatures, by (program,
     /// kernel): looking a module up hashes its whole source, too slow to repeat at every
     /// launch.
@@ -99,6 +104,7 @@ impl Device {
             info,
             cache: KernelCache::from_env(),
             pool: Pool::default(),
+            poison: std::env::var_os("SNN_POISON_MEMORY").is_some_and(|v| v == "1"),
             kernels: Mutex::default(),
         }))
     }

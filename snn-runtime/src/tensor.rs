@@ -45,7 +45,8 @@ pub struct DeviceTensor {
 
 impl DeviceTensor {
     /// A tensor whose contents are unspecified until a kernel writes them (outputs that
-    /// are overwritten in full).
+    /// are overwritten in full); NaN bytes when the device poisons memory (see
+    /// [`Device::poison`]).
     pub fn empty(
         device: &Arc<Device>,
         dtype: Dtype,
@@ -57,7 +58,8 @@ impl DeviceTensor {
             .checked_mul(dtype.size())
             .ok_or_else(|| RuntimeError::invalid(what(), "the size overflows"))?;
         let (slice, size) = device.pool.alloc(&device.stream, bytes, &what)?;
-        Ok(Self {
+        let whole_buffer = slice.len();
+        let t = Self {
             buf: Arc::new(Buffer {
                 slice: Some(slice),
                 size,
@@ -66,7 +68,24 @@ impl DeviceTensor {
             offset: 0,
             dtype,
             shape: shape.to_vec(),
-        })
+        };
+        if device.poison {
+            // NaN in f32 and bf16, over the whole buffer (the pool's may be larger than
+            // asked): a read before the write, or past the end, shows in the results.
+            t.device().bind()?;
+            // SAFETY: the buffer's `whole_buffer` bytes, which this tensor alone holds, on
+            // the device's stream.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(
+                    t.ptr(),
+                    0xff,
+                    whole_buffer,
+                    device.stream.cu_stream(),
+                )
+            }
+            .map_err(|e| RuntimeError::driver("poisoning a tensor", e))?;
+        }
+        Ok(t)
     }
 
     /// A zeroed tensor.

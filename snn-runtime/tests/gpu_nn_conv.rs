@@ -262,8 +262,25 @@ fn check_conv(
     gpu.backward_filter(&x, &dy, &dw, db.as_ref()).unwrap();
 
     let what = |t: &str| format!("{name} ({conv:?} on {images} x {input}, {math:?}): {t}");
-    assert_close(&what("y"), &y.to_f32().unwrap(), &want.y, &bound.y, rel);
+    // bf16 rounds a biased output twice: the convolution's, then the sum with the bias.
+    let rel_y = if math == ConvMath::Bf16 && conv.bias {
+        2.0 * rel
+    } else {
+        rel
+    };
+    assert_close(&what("y"), &y.to_f32().unwrap(), &want.y, &bound.y, rel_y);
     assert_close(&what("dx"), &dx.to_f32().unwrap(), &want.dx, &bound.dx, rel);
+    // Accumulating adds the same gradient to what is there.
+    gpu.backward_data_into(&dy, &w, &dx, true).unwrap();
+    let twice = |v: &[f64]| v.iter().map(|x| 2.0 * x).collect::<Vec<_>>();
+    let (want2, bound2) = (twice(&want.dx), twice(&bound.dx));
+    assert_close(
+        &what("dx accumulated"),
+        &dx.to_f32().unwrap(),
+        &want2,
+        &bound2,
+        rel,
+    );
     assert_close(&what("dw"), &dw.to_f32().unwrap(), &want.dw, &bound.dw, rel);
     if let (Some(db), Some(want_db), Some(bound_db)) = (&db, &want.db, &bound.db) {
         // The bias gradient is summed in double precision on the GPU too.
@@ -276,7 +293,14 @@ fn check_conv(
     ] {
         let a = gpu.algorithm(pass).unwrap();
         assert!(a.workspace_bytes <= cudnn.search_limit(), "{a:?}");
-        if math == ConvMath::F32 {
+        let taps = a.name.starts_with("cuBLAS");
+        assert_eq!(
+            taps,
+            cudnn.tiny_map_gemm() && tiny(conv, input),
+            "{}",
+            what("path")
+        );
+        if math == ConvMath::F32 && !taps {
             assert_eq!(a.math, "CUDNN_FMA_MATH", "{}", what("math"));
         }
     }
@@ -367,7 +391,8 @@ fn resnet_problems() -> Vec<(&'static str, Conv2d, ImageShape)> {
 }
 
 /// Odd sizes, non-square inputs, windows that drop the last rows, kernels larger than
-/// the input, and biases.
+/// the input (one output pixel whose window holds all of it: one matrix product), and
+/// biases.
 fn odd_problems() -> Vec<(&'static str, Conv2d, ImageShape)> {
     let (c, s) = (Conv2d::new, ImageShape::new);
     vec![
@@ -394,6 +419,11 @@ fn odd_problems() -> Vec<(&'static str, Conv2d, ImageShape)> {
             s(13, 9, 9),
         ),
         ("4x4/3 pad 1 on 10x6", c(2, 3, 4, 3, 1), s(2, 10, 6)),
+        (
+            "5x5/3 pad 2 on 2x3, bias",
+            c(3, 4, 5, 3, 2).with_bias(),
+            s(3, 2, 3),
+        ),
     ]
 }
 
@@ -406,12 +436,28 @@ fn cudnn() -> (Arc<Device>, Arc<Cudnn>) {
 // ---------------------------------------------------------------------------------------
 // Convolutions on the GPU.
 
-/// Every problem of [`resnet_problems`] on 3 images in `math`, inputs drawn from `seed`.
+/// Whether `conv` of `input` is one matrix product: one output pixel whose window holds
+/// the whole input (cuBLAS runs those, unless told not to).
+fn tiny(conv: &Conv2d, input: ImageShape) -> bool {
+    let out = conv.output(input).unwrap();
+    out.height == 1
+        && out.width == 1
+        && input.height + conv.padding <= conv.kernel
+        && input.width + conv.padding <= conv.kernel
+}
+
+/// Every problem of [`resnet_problems`] on 3 images in `math`, inputs drawn from `seed`;
+/// the tiny maps' through cuBLAS and through cuDNN.
 fn check_resnet_convolutions(math: ConvMath, seed: u64) {
     let (dev, cudnn) = cudnn();
     let mut rng = Rng::new(seed);
-    for (name, conv, input) in resnet_problems() {
-        check_conv(&dev, &cudnn, name, &conv, input, 3, math, &mut rng);
+    let problems = resnet_problems();
+    assert!(problems.iter().filter(|(_, c, i)| tiny(c, *i)).count() >= 3);
+    for gemm in [true, false] {
+        cudnn.set_tiny_map_gemm(gemm);
+        for (name, conv, input) in &problems {
+            check_conv(&dev, &cudnn, name, conv, *input, 3, math, &mut rng);
+        }
     }
 }
 
@@ -440,7 +486,8 @@ fn gpu_odd_convolutions_and_biases_match_the_cpu() {
     let mut rng = Rng::new(3);
     for (name, conv, input) in odd_problems() {
         for math in [ConvMath::F32, ConvMath::Tf32, ConvMath::Bf16] {
-            for images in [1, 5] {
+            for (images, gemm) in [(1, true), (5, true), (5, false)] {
+                cudnn.set_tiny_map_gemm(gemm);
                 check_conv(&dev, &cudnn, name, &conv, input, images, math, &mut rng);
             }
         }
@@ -730,4 +777,56 @@ fn gpu_linear_layers_reject_bad_tensors() {
         &blas, &linear, 4, &x, &w, &y, None, &dw, None,
     ));
     assert!(msg.contains("`dbias` must be given"), "{msg}");
+}
+
+/// The tiny maps' matrix products repeat bit for bit: twice on one handle, and on another
+/// handle (another model's), in every math, at a test's batch and a training step's.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_tiny_map_products_repeat_bit_for_bit() {
+    let (dev, first) = cudnn();
+    let second = Cudnn::new(&dev).unwrap();
+    let bits = |t: &DeviceTensor| -> Vec<u32> {
+        t.to_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+    };
+    for (name, conv, input) in resnet_problems()
+        .into_iter()
+        .filter(|(_, c, i)| tiny(c, *i))
+    {
+        for math in [ConvMath::F32, ConvMath::Tf32, ConvMath::Bf16] {
+            for images in [24, 3200] {
+                let dtype = math.dtype();
+                let runs: Vec<Vec<Vec<u32>>> = [&first, &first, &second]
+                    .iter()
+                    .map(|cudnn| {
+                        let gpu = ConvGpu::new(cudnn, &conv, input, images, math).unwrap();
+                        let shapes = *gpu.shapes();
+                        // The same data for every run.
+                        let d = ConvData::new(&conv, &shapes, dtype, &mut Rng::new(9));
+                        let x = upload_as(&dev, dtype, &shapes.input, &d.x);
+                        let w = upload_as(&dev, dtype, &shapes.weight, &d.w);
+                        let dy = upload_as(&dev, dtype, &shapes.output, &d.dy);
+                        let y = poisoned_as(&dev, dtype, &shapes.output);
+                        let dx = poisoned_as(&dev, dtype, &shapes.input);
+                        let dw = poisoned_as(&dev, dtype, &shapes.weight);
+                        gpu.forward(&x, &w, None, &y).unwrap();
+                        gpu.backward_data(&dy, &w, &dx).unwrap();
+                        gpu.backward_filter(&x, &dy, &dw, None).unwrap();
+                        vec![bits(&y), bits(&dx), bits(&dw)]
+                    })
+                    .collect();
+                for (k, pass) in ["forward", "backward-data", "backward-filter"]
+                    .iter()
+                    .enumerate()
+                {
+                    let what = format!("{name}, {math:?}, {images} images, {pass}");
+                    assert!(runs[0][k] == runs[1][k], "{what}: differs on one handle");
+                    assert!(
+                        runs[0][k] == runs[2][k],
+                        "{what}: differs on another handle"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -20,6 +20,7 @@ const F32_CONV: ModelOptions = ModelOptions {
     conv_workspace: snn_runtime::nn::conv::DEFAULT_SEARCH_WORKSPACE,
     keep_activations: false,
     fuse: true,
+    tiny_map_gemm: true,
 };
 
 /// PLIF with its decay learnable per channel.

@@ -74,6 +74,11 @@ pub struct TrainArgs {
     /// neuron kernels (to measure what fusion saves).
     #[arg(long)]
     no_fuse: bool,
+    /// Convolutions of maps so small that they are one matrix product (3x3 of a 1x1 map:
+    /// the last stage at 32x32): a cuBLAS GEMM over the taps that touch the input, or cuDNN
+    /// like the others.
+    #[arg(long, value_enum, default_value_t = TinyMaps::Gemm)]
+    tiny_maps: TinyMaps,
     /// The most workspace a convolution algorithm may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     conv_workspace: usize,
@@ -88,6 +93,12 @@ pub struct TrainArgs {
     /// CUDA device ordinal.
     #[arg(long, value_name = "ORDINAL", default_value_t = 0)]
     device: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TinyMaps {
+    Gemm,
+    Cudnn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -130,6 +141,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .context("--conv-workspace is too large")?,
         keep_activations: false,
         fuse: !args.no_fuse,
+        tiny_map_gemm: args.tiny_maps == TinyMaps::Gemm,
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;

@@ -36,6 +36,9 @@ pub const POOL: Program = program!("pool");
 /// Per-channel bias of convolutions and linear layers, forward and gradient.
 pub const BIAS: Program = program!("bias");
 
+/// The weight taps of convolutions that cuBLAS runs as matrix products.
+pub const TAPS: Program = program!("taps");
+
 /// Rate encoding with Philox-4x32-10, as the CPU encoder.
 pub const ENCODE: Program = program!("encode");
 
@@ -54,6 +57,7 @@ pub const ALL: &[Program] = &[
     BATCHNORM,
     POOL,
     BIAS,
+    TAPS,
     ENCODE,
     LOSS,
     OPTIM,

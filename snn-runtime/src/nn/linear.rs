@@ -21,6 +21,7 @@ use crate::check::{self, Access};
 use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::libs;
+use crate::nn::ConvMath;
 use crate::tensor::DeviceTensor;
 
 owned!(
@@ -144,6 +145,87 @@ impl Cublas {
             )
         }
         .map_err(|e| RuntimeError::cublas(format!("cublasSgemm for {what}"), e))
+    }
+}
+
+/// A column-major matrix operand of [`Cublas::gemm`]: its address and leading dimension.
+pub(crate) type Operand = (u64, usize);
+
+impl Cublas {
+    /// Column-major `c = op(a) op(b) + beta c` (`[m, k] x [k, n]`) in `math`: f32 operands in
+    /// full f32 or TF32 arithmetic, or bf16 operands with f32 accumulation. The callers
+    /// check that the operands hold tensors of `math`'s dtype with these extents and leading
+    /// dimensions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        &self,
+        what: &str,
+        math: ConvMath,
+        (trans_a, trans_b): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): Operand,
+        (b, ldb): Operand,
+        (c, ldc): Operand,
+        beta: f32,
+    ) -> Result<(), RuntimeError> {
+        let int = |v: usize| {
+            c_int::try_from(v).map_err(|_| {
+                RuntimeError::invalid(format!("cuBLAS for {what}"), format!("{v} exceeds an int"))
+            })
+        };
+        let op = |t| {
+            if t {
+                sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let (data, compute) = match math {
+            ConvMath::F32 => (
+                sys::cudaDataType_t::CUDA_R_32F,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            ),
+            ConvMath::Tf32 => (
+                sys::cudaDataType_t::CUDA_R_32F,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+            ),
+            ConvMath::Bf16 => (
+                sys::cudaDataType_t::CUDA_R_16BF,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            ),
+        };
+        let ptr = |p: u64| p as usize as *mut std::ffi::c_void;
+        let one = 1.0f32;
+        let (m, n, k, lda, ldb, ldc) = (int(m)?, int(n)?, int(k)?, int(lda)?, int(ldb)?, int(ldc)?);
+        let handle = self.lock()?;
+        // SAFETY: the handle is live (lock held); the callers checked that `a`, `b` and `c`
+        // address tensors of `data` with these extents and leading dimensions on the
+        // handle's device; alpha and beta are f32 host scalars, as an f32 compute type and
+        // the default pointer mode want.
+        unsafe {
+            blas::gemm_ex(
+                handle.0,
+                op(trans_a),
+                op(trans_b),
+                m,
+                n,
+                k,
+                (&one as *const f32).cast(),
+                ptr(a),
+                data,
+                lda,
+                ptr(b),
+                data,
+                ldb,
+                (&beta as *const f32).cast(),
+                ptr(c),
+                data,
+                ldc,
+                compute,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| RuntimeError::cublas(format!("cublasGemmEx for {what}"), e))
     }
 }
 
@@ -306,69 +388,30 @@ pub fn linear_backward(
 /// convolutions against, measured in the same run.
 pub fn gemm_tflops(
     device: &Arc<Device>,
-    math: crate::nn::ConvMath,
+    math: ConvMath,
     n: usize,
     repeats: usize,
 ) -> Result<f64, RuntimeError> {
-    use crate::nn::ConvMath;
-    let side = c_int::try_from(n)
-        .map_err(|_| RuntimeError::invalid("timing cuBLAS", format!("n = {n} exceeds an int")))?;
-    let (dtype, data_type, compute) = match math {
-        ConvMath::F32 => (
-            snn_codegen::Dtype::F32,
-            sys::cudaDataType_t::CUDA_R_32F,
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
-        ConvMath::Tf32 => (
-            snn_codegen::Dtype::F32,
-            sys::cudaDataType_t::CUDA_R_32F,
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-        ),
-        ConvMath::Bf16 => (
-            snn_codegen::Dtype::BF16,
-            sys::cudaDataType_t::CUDA_R_16BF,
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
-    };
     let blas = Cublas::new(device)?;
     let matrix = || -> Result<DeviceTensor, RuntimeError> {
-        let m = DeviceTensor::empty(device, dtype, &[n, n])?;
+        let m = DeviceTensor::empty(device, math.dtype(), &[n, n])?;
         // Small finite values (0x3c bytes: about 0.0115 in f32 and in bf16).
         m.fill_bytes(0x3c)?;
         Ok(m)
     };
     let (a, b, c) = (matrix()?, matrix()?, matrix()?);
-    let (one, zero) = (1.0f32, 0.0f32);
-    let handle = blas.lock()?;
     let ms = crate::bench::median_ms(device, repeats, || {
-        let op = sys::cublasOperation_t::CUBLAS_OP_N;
-        // SAFETY: the handle is live (lock held); a, b and c are n x n matrices of the
-        // data type given, on the handle's device; alpha and beta are f32 host scalars, as
-        // an f32 compute type and the default pointer mode want.
-        unsafe {
-            blas::gemm_ex(
-                handle.0,
-                op,
-                op,
-                side,
-                side,
-                side,
-                (&one as *const f32).cast(),
-                a.ptr() as usize as *const std::ffi::c_void,
-                data_type,
-                side,
-                b.ptr() as usize as *const std::ffi::c_void,
-                data_type,
-                side,
-                (&zero as *const f32).cast(),
-                c.ptr() as usize as *mut std::ffi::c_void,
-                data_type,
-                side,
-                compute,
-                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(|e| RuntimeError::cublas("cublasGemmEx", e))
+        let square = (n, n, n);
+        blas.gemm(
+            "timing",
+            math,
+            (false, false),
+            square,
+            (a.ptr(), n),
+            (b.ptr(), n),
+            (c.ptr(), n),
+            0.0,
+        )
     })?;
     Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12)
 }

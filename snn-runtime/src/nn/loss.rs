@@ -206,7 +206,9 @@ impl Problem {
 /// A loss on the GPU with its buffers, reused from step to step: [`LossGpu::compute`]
 /// queues the label upload, the kernel and the copy of each sample's results back without
 /// waiting for the device; [`LossGpu::read`] waits for those results only (not for work
-/// queued after them, such as the backward pass).
+/// queued after them, such as the backward pass). A CUDA graph can capture
+/// [`LossGpu::launch`], between an [`LossGpu::upload`] per batch and a
+/// [`LossGpu::replayed`] per replay.
 ///
 /// Labels go up and results come back through pinned host memory, so neither copy blocks
 /// the host; each pinned buffer is refilled only after its previous copy has finished.

@@ -24,6 +24,7 @@ use super::{ConvMath, ConvPass};
 use crate::device::Device;
 use crate::error::RuntimeError;
 use crate::libs;
+use crate::nn::linear::Cublas;
 use crate::tensor::DeviceTensor;
 
 owned!(
@@ -156,6 +157,10 @@ pub(super) struct State {
     pub search_limit: usize,
     /// Take only deterministic algorithms (when any runs).
     pub deterministic: bool,
+    /// Run convolutions of tiny maps as matrix products through cuBLAS (`taps`).
+    pub tiny_map_gemm: bool,
+    /// cuBLAS for them, made on first use.
+    blas: Option<Arc<Cublas>>,
     /// Each searched problem's algorithms that may run, best first.
     pub chosen: HashMap<ProblemKey, Vec<Candidate>>,
     /// The choices of earlier runs on this device.
@@ -241,6 +246,8 @@ impl Cudnn {
                 workspace: None,
                 search_limit: DEFAULT_SEARCH_WORKSPACE,
                 deterministic: true,
+                tiny_map_gemm: true,
+                blas: None,
                 chosen: HashMap::new(),
                 remembered: Remembered::open(device, version),
             }),
@@ -274,6 +281,26 @@ impl Cudnn {
     /// `cudnn.deterministic = False`). Applies to problems searched from now on.
     pub fn set_deterministic(&self, on: bool) {
         self.lock().deterministic = on;
+    }
+
+    /// Whether convolutions of maps so small that they are one matrix product run through
+    /// cuBLAS (the default) or through cuDNN like the others. Applies to problems described
+    /// from now on.
+    pub fn set_tiny_map_gemm(&self, on: bool) {
+        self.lock().tiny_map_gemm = on;
+    }
+
+    pub fn tiny_map_gemm(&self) -> bool {
+        self.lock().tiny_map_gemm
+    }
+
+    /// cuBLAS on this device, for the convolutions it runs.
+    pub(super) fn blas(&self) -> Result<Arc<Cublas>, RuntimeError> {
+        let mut st = self.lock();
+        if let Some(b) = &st.blas {
+            return Ok(b.clone());
+        }
+        Ok(st.blas.insert(Cublas::new(&self.device)?).clone())
     }
 
     pub fn device(&self) -> &Arc<Device> {

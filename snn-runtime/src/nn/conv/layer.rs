@@ -12,6 +12,7 @@ use snn_nn::{Conv2d, ImageShape};
 
 use super::cudnn::{ConvDesc, Cudnn, FilterDesc, ProblemKey, State, TensorDesc, ints};
 use super::search::{self, Bound, Candidate, ConvAlgorithm, DATA, FILTER, FORWARD, Pass};
+use super::taps::Taps;
 use super::{ConvMath, ConvPass, ConvShapes};
 use crate::check::{self, Access};
 use crate::error::RuntimeError;
@@ -21,7 +22,8 @@ use crate::tensor::DeviceTensor;
 /// One convolution problem (a layer at one input shape and image count) with its
 /// descriptors; its forward / backward-data / backward-filter algorithms are chosen by
 /// cuDNN's search (`cudnnFind*AlgorithmEx`) on each pass's first call, once per problem, and
-/// remembered in [`Cudnn`].
+/// remembered in [`Cudnn`]. A problem on a map so small that it is one matrix product runs
+/// every pass through cuBLAS instead (`taps`).
 pub struct ConvGpu {
     cudnn: Arc<Cudnn>,
     conv: Conv2d,
@@ -36,6 +38,8 @@ pub struct ConvGpu {
     /// One per pass (forward, backward-data, backward-filter), since each pass's algorithm
     /// may need its own math type.
     conv_descs: [ConvDesc; 3],
+    /// The matrix product that runs every pass instead of cuDNN, for tiny maps.
+    taps: Option<Box<Taps>>,
 }
 
 impl fmt::Debug for ConvGpu {
@@ -115,7 +119,19 @@ impl ConvGpu {
                 shapes.output
             )));
         }
+        let gemm = cudnn.lock().tiny_map_gemm && Taps::fit(conv, input, output);
+        let taps = match gemm {
+            true => Some(Box::new(Taps::new(
+                cudnn.blas()?,
+                conv,
+                input,
+                images,
+                math,
+            ))),
+            false => None,
+        };
         Ok(Self {
+            taps,
             cudnn: cudnn.clone(),
             conv: *conv,
             input,
@@ -141,6 +157,15 @@ impl ConvGpu {
 
     /// The algorithm `pass` runs with, once its first call has searched for it.
     pub fn algorithm(&self, pass: ConvPass) -> Option<ConvAlgorithm> {
+        if self.taps.is_some() {
+            return Some(ConvAlgorithm {
+                name: "cuBLAS GEMM over the taps that touch the input".into(),
+                math: format!("{:?}", self.math),
+                workspace_bytes: 0,
+                millis: 0.0,
+                deterministic: true,
+            });
+        }
         let st = self.cudnn.lock();
         let c = st.chosen.get(&self.key(pass, st.deterministic))?.first()?;
         Some(ConvAlgorithm {
@@ -165,8 +190,13 @@ impl ConvGpu {
         const OP: &str = "conv2d forward (cuDNN)";
         let bias_arg = Some(("bias", bias, Access::Read));
         self.check(OP, &[("x", x), ("weight", weight)], ("y", y), bias_arg)?;
-        let operands = Operands::new(ConvPass::Forward, x, weight, y);
-        self.run(&mut self.cudnn.lock(), operands)?;
+        match &self.taps {
+            Some(taps) => taps.forward(x, weight, y)?,
+            None => {
+                let operands = Operands::new(ConvPass::Forward, x, weight, y);
+                self.run(&mut self.cudnn.lock(), operands)?;
+            }
+        }
         match bias {
             Some(b) => bias::add(self.cudnn.device(), y, b, self.bias_dims()),
             None => Ok(()),
@@ -197,6 +227,9 @@ impl ConvGpu {
     ) -> Result<(), RuntimeError> {
         const OP: &str = "conv2d backward-data (cuDNN)";
         self.check(OP, &[("dy", dy), ("weight", weight)], ("dx", dx), None)?;
+        if let Some(taps) = &self.taps {
+            return taps.backward_data(dy, weight, dx, accumulate);
+        }
         let mut st = self.cudnn.lock();
         let searched = st
             .chosen
@@ -227,8 +260,13 @@ impl ConvGpu {
         const OP: &str = "conv2d backward-filter (cuDNN)";
         let bias_arg = Some(("dbias", dbias, Access::Write));
         self.check(OP, &[("x", x), ("dy", dy)], ("dweight", dweight), bias_arg)?;
-        let operands = Operands::new(ConvPass::BackwardFilter, x, dy, dweight);
-        self.run(&mut self.cudnn.lock(), operands)?;
+        match &self.taps {
+            Some(taps) => taps.backward_filter(x, dy, dweight)?,
+            None => {
+                let operands = Operands::new(ConvPass::BackwardFilter, x, dy, dweight);
+                self.run(&mut self.cudnn.lock(), operands)?;
+            }
+        }
         match dbias {
             Some(db) => bias::grad(self.cudnn.device(), dy, db, self.bias_dims()),
             None => Ok(()),

@@ -17,12 +17,15 @@
 //!   choice of algorithms;
 //! - `layer`: one convolution problem ([`ConvGpu`]) and its passes;
 //! - `remember`: the choices kept on disk beside the kernel cache, so that a later run
-//!   skips the searches.
+//!   skips the searches;
+//! - `taps`: convolutions of maps so small that they are one matrix product, which cuBLAS
+//!   runs instead of cuDNN (unless [`Cudnn::set_tiny_map_gemm`] turns this off).
 
 mod cudnn;
 mod layer;
 mod remember;
 mod search;
+mod taps;
 
 use std::fmt;
 

@@ -19,7 +19,7 @@ use super::search::{Algo, Candidate, DATA_ALGOS, FILTER_ALGOS, FORWARD_ALGOS};
 use crate::cache::write_atomic;
 use crate::device::Device;
 
-const MATHS: [sys::cudnnMathType_t; 4] = {
+pub(super) const MATHS: [sys::cudnnMathType_t; 4] = {
     use sys::cudnnMathType_t::*;
     [
         CUDNN_DEFAULT_MATH,

@@ -15,6 +15,7 @@ use cudarc::driver::{CudaSlice, DevicePtr};
 
 use super::ConvMath;
 use super::cudnn::State;
+use super::remember::MATHS;
 use crate::device::Device;
 use crate::error::RuntimeError;
 
@@ -505,16 +506,25 @@ pub(super) fn search(
         }
     }
     if st.deterministic {
-        let order = pass.rank(h, conv)?;
-        for (c, _) in &mut found {
-            c.millis = order
-                .iter()
-                .position(|a| *a == c.algo)
-                .map_or(f32::MAX, |i| i as f32);
-        }
+        rank_by_heuristics(&mut found, &pass.rank(h, conv)?);
     }
     drop(scratch);
     Ok((found, ws_bytes))
+}
+
+/// Ranks `found` (its `millis` become ranks) by the position of each algorithm in cuDNN's
+/// heuristic `order`, and an algorithm the search listed with several math types by a
+/// fixed order of them: nothing depends on timings, which would make two searches of one
+/// problem choose differently.
+fn rank_by_heuristics(found: &mut [(Candidate, Status)], order: &[Algo]) {
+    let maths = MATHS.len();
+    for (c, _) in found {
+        let math = MATHS.iter().position(|&m| m == c.math).unwrap_or(maths);
+        c.millis = order
+            .iter()
+            .position(|a| *a == c.algo)
+            .map_or(f32::MAX, |i| (i * (maths + 1) + math) as f32);
+    }
 }
 
 /// The search results that may run, fastest first: those that succeeded, never with
@@ -565,6 +575,26 @@ mod tests {
             deterministic,
         };
         (candidate, status)
+    }
+
+    #[test]
+    fn heuristic_ranks_break_ties_between_maths_in_a_fixed_order() {
+        use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_TENSOR_OP_MATH};
+        let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+        // As a search may list them: algorithm 1 with tensor-op math timed first.
+        let mut listed = [
+            found(1, ok, 0.2, true, CUDNN_TENSOR_OP_MATH),
+            found(1, ok, 0.3, true, CUDNN_DEFAULT_MATH),
+            found(0, ok, 0.1, true, CUDNN_DEFAULT_MATH),
+        ];
+        let order = [Algo::Filter(FILTER_ALGOS[1]), Algo::Filter(FILTER_ALGOS[0])];
+        rank_by_heuristics(&mut listed, &order);
+        let mut swapped = [listed[1], listed[0], listed[2]];
+        rank_by_heuristics(&mut swapped, &order);
+        let best = |l: &[(Candidate, Status)]| choose(ConvMath::Bf16, true, l)[0];
+        assert_eq!(best(&listed), best(&swapped));
+        assert_eq!(best(&listed).math, CUDNN_DEFAULT_MATH);
+        assert_eq!(best(&listed).algo, Algo::Filter(FILTER_ALGOS[1]));
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct ModelOptions {
     /// Fuse batch-norm (and a residual add) into the neuron that reads it (see
     /// [`crate::nn::fusion`]).
     pub fuse: bool,
+    /// Run convolutions of maps so small that they are one matrix product (a 3x3
+    /// convolution of a 1x1 map) through cuBLAS rather than cuDNN.
+    pub tiny_map_gemm: bool,
 }
 
 impl Default for ModelOptions {
@@ -75,6 +78,7 @@ impl Default for ModelOptions {
             conv_workspace: crate::nn::conv::DEFAULT_SEARCH_WORKSPACE,
             keep_activations: false,
             fuse: true,
+            tiny_map_gemm: true,
         }
     }
 }
@@ -386,6 +390,7 @@ impl GpuModel {
                     let c = Cudnn::new(device)?;
                     c.set_deterministic(options.deterministic);
                     c.set_search_limit(options.conv_workspace);
+                    c.set_tiny_map_gemm(options.tiny_map_gemm);
                     Ok::<_, RuntimeError>(c)
                 })
                 .transpose()?,
