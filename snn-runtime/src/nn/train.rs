@@ -207,6 +207,7 @@ impl GpuTrainer {
         let input = DeviceTensor::empty(self.device(), x.dtype, &x.shape)?;
         input.copy_from(x)?;
         let dev = self.device().clone();
+        let counts: Vec<u64> = self.model.batch_counts().iter().map(|b| **b).collect();
         match Graph::capture(&dev, || self.eager(&input, steps, batch)) {
             Ok(graph) => {
                 graph.launch()?;
@@ -216,6 +217,10 @@ impl GpuTrainer {
                 self.loss.replayed()
             }
             Err(e) => {
+                // Nothing captured ran: undo what the host counted, then run the step.
+                for (b, was) in self.model.batch_counts().into_iter().zip(counts) {
+                    *b = was;
+                }
                 self.capture_failures += 1;
                 self.capture_error = Some(e.to_string());
                 self.eager(x, steps, batch)

@@ -256,10 +256,10 @@ impl Cudnn {
 
     /// The workspace's size now, in bytes.
     pub fn workspace_bytes(&self) -> usize {
-        self.lock().workspace().1
+        self.workspace().1
     }
 
-    /// The workspace's address and size.
+    /// The workspace's address and size (it moves when it grows).
     pub fn workspace(&self) -> (u64, usize) {
         self.lock().workspace()
     }

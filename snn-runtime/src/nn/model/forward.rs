@@ -111,11 +111,19 @@ impl GpuModel {
     /// Counts a training forward pass that a CUDA graph replayed: its launches ran, but not
     /// the host code that counts each batch-norm's batches (`num_batches_tracked`).
     pub(crate) fn count_replayed_forward(&mut self) {
-        for layer in &mut self.layers {
-            if let Layer::BatchNorm { batches, .. } = layer {
-                *batches += 1;
-            }
-        }
+        self.batch_counts().iter_mut().for_each(|b| **b += 1);
+    }
+
+    /// Each batch-norm's count of training batches, to restore after a capture that
+    /// failed (its forward counted a batch that never ran).
+    pub(crate) fn batch_counts(&mut self) -> Vec<&mut u64> {
+        self.layers
+            .iter_mut()
+            .filter_map(|layer| match layer {
+                Layer::BatchNorm { batches, .. } => Some(batches),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Lets the fused neuron `id` forget its batch-norm's tensors once its backward pass
