@@ -38,6 +38,12 @@ pub trait Trainer: fmt::Debug {
     /// batch-norm statistics, no update).
     fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError>;
 
+    /// What the trainer fell back on so far that a user should hear of (a CUDA graph that
+    /// could not be captured, say), for logs; the results are the same either way.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Everything needed to resume: parameters, batch-norm statistics, optimizer state,
     /// `epoch` (completed epochs) and `metadata`.
     fn checkpoint(

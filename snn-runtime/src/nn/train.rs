@@ -311,6 +311,20 @@ impl GpuTrainer {
     }
 }
 
+/// What a user hears of failed graph captures: how many, the last reason, and whether
+/// the trainer stopped trying.
+fn capture_warning(failures: u32, error: &str) -> String {
+    let later = if failures >= MAX_CAPTURE_FAILURES {
+        ", and so does every later step"
+    } else {
+        ""
+    };
+    format!(
+        "{error} ({failures} failed capture(s)); such a step runs launch by launch, with the \
+         same results{later}"
+    )
+}
+
 /// The network's output in `trace`.
 fn output(trace: &GpuTrace) -> Result<&DeviceTensor, RuntimeError> {
     trace
@@ -355,6 +369,13 @@ impl Trainer for GpuTrainer {
             batch,
             grad_norm: None,
         })
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.capture_error
+            .iter()
+            .map(|e| capture_warning(self.capture_failures, e))
+            .collect()
     }
 
     fn checkpoint(
@@ -461,6 +482,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failed_captures_are_told_with_their_reason_and_whether_graphs_stopped() {
+        let once = capture_warning(1, "capturing a CUDA graph: nothing was captured");
+        assert!(once.starts_with("capturing a CUDA graph: nothing was captured (1 failed"));
+        assert!(!once.contains("every later step"), "{once}");
+        let last = capture_warning(MAX_CAPTURE_FAILURES, "x");
+        assert!(last.ends_with("and so does every later step"), "{last}");
+    }
+
+    #[test]
     fn the_cpu_backend_resumes_a_checkpoint_with_its_optimizer_state() {
         let net = spiking_mlp(ImageShape::new(1, 2, 2), 4, 3, &zoo::PaperLif::default()).unwrap();
         let fresh = Checkpoint::fresh(snn_nn::init_params(&net, 1).unwrap());
@@ -473,6 +503,7 @@ mod tests {
             (trainer.device_name().as_str(), trainer.steps_taken()),
             ("the CPU", 0)
         );
+        assert!(trainer.warnings().is_empty());
         let batch = Batch {
             indices: vec![0, 1],
             data: vec![0, 60, 120, 255, 255, 120, 60, 0],

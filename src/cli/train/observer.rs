@@ -1,7 +1,7 @@
 //! What a run shows and keeps while it trains: a progress bar per epoch on stderr, one
 //! line per epoch on stdout, `metrics.jsonl`, and the `last` and `best` checkpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -35,6 +35,8 @@ pub struct RunObserver {
     samples: usize,
     loss_sum: f64,
     correct: usize,
+    /// The trainer's warnings already printed (each is printed once).
+    warned: BTreeSet<String>,
 }
 
 impl RunObserver {
@@ -62,6 +64,7 @@ impl RunObserver {
             samples: 0,
             loss_sum: 0.0,
             correct: 0,
+            warned: BTreeSet::new(),
         })
     }
 
@@ -123,6 +126,11 @@ impl Observer for RunObserver {
 
     fn epoch_end(&mut self, trainer: &dyn Trainer, report: &EpochReport) -> Flow {
         self.bar.finish_and_clear();
+        for w in trainer.warnings() {
+            if self.warned.insert(w.clone()) {
+                eprintln!("warning: {w}");
+            }
+        }
         let epoch = report.epoch + 1;
         let train = &report.train;
         let test = report.test.unwrap_or_default();
