@@ -1,12 +1,13 @@
 //! Tells the Python test what this machine has, so that it shows as ignored, with the
 //! reason, where it cannot run: `cfg(snn_python)` where the Python that runs the tests
 //! (`SNN_PYTHON`, else `python3`) imports numpy and pytest, or `SNN_REQUIRE_PYTHON=1`
-//! demands it.
+//! demands it; `cfg(snn_python_torch)` where it also imports torch (the PyTorch tests).
 
 use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(snn_python)");
+    println!("cargo::rustc-check-cfg=cfg(snn_python_torch)");
     for var in ["SNN_PYTHON", "SNN_REQUIRE_PYTHON", "PATH", "VIRTUAL_ENV"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -18,5 +19,13 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     if required || found {
         println!("cargo::rustc-cfg=snn_python");
+    }
+    // The PyTorch tests run where that Python also imports torch.
+    let torch = Command::new(&python)
+        .args(["-c", "import numpy, pytest, torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if torch {
+        println!("cargo::rustc-cfg=snn_python_torch");
     }
 }

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
-use snn_codegen::{Layout, Mode, NeuronIr, Storage, compile, zoo};
+use snn_codegen::{Layout, Mode, NeuronIr, ParamShape, Storage, compile, zoo};
 
 mod trace;
 
@@ -212,6 +212,24 @@ impl Neuron {
             .params
             .iter()
             .map(|p| (p.name.clone(), p.default))
+            .collect()
+    }
+
+    /// Each param's shape: "scalar", "per_channel" or "per_neuron" (as `Tracer.param`
+    /// takes them).
+    #[getter]
+    fn param_shapes(&self) -> Vec<(String, &'static str)> {
+        self.ir
+            .params
+            .iter()
+            .map(|p| {
+                let shape = match p.shape {
+                    ParamShape::Scalar => "scalar",
+                    ParamShape::PerChannel => "per_channel",
+                    ParamShape::PerNeuron => "per_neuron",
+                };
+                (p.name.clone(), shape)
+            })
             .collect()
     }
 

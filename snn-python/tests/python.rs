@@ -67,15 +67,37 @@ fn write_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
     (path, json)
 }
 
+/// The PyTorch tests: run by their own test, which shows as ignored where torch is missing.
+const TORCH_TESTS: &str = "test_torch.py";
+
 #[test]
 #[cfg_attr(
     not(snn_python),
     ignore = "needs Python 3.11+ with numpy and pytest (pip install numpy pytest), or SNN_PYTHON naming one"
 )]
 fn python_tests_pass_on_the_built_extension() {
+    run_pytest(&["--ignore", TORCH_TESTS]);
+}
+
+#[test]
+#[cfg_attr(
+    not(snn_python_torch),
+    ignore = "needs PyTorch (and SpikingJelly for one test) in the Python that runs the tests"
+)]
+fn pytorch_tests_pass_on_the_built_extension() {
+    run_pytest(&[TORCH_TESTS]);
+}
+
+/// Runs pytest over `tests/` with `args` (file names are taken in `tests/`), on a fresh
+/// build of the extension.
+fn run_pytest(args: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let library = built_library(root);
-    let site = std::env::temp_dir().join(format!("snn-python-test-{}", std::process::id()));
+    let site = std::env::temp_dir().join(format!(
+        "snn-python-test-{}-{}",
+        std::process::id(),
+        args.join("-").replace(['/', '.'], "_")
+    ));
     let package = site.join("snn");
     copy_dir(&root.join("python/snn"), &package);
     std::fs::copy(&library, package.join("_native.abi3.so")).unwrap();
@@ -83,7 +105,8 @@ fn python_tests_pass_on_the_built_extension() {
     let python = std::env::var("SNN_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join("tests"))
+        .args(args)
+        .current_dir(root.join("tests"))
         .env("PYTHONPATH", &site)
         .env("SNN_TEST_CHECKPOINT", &checkpoint)
         .env("SNN_TEST_CHECKPOINT_EXPECTED", &expected)

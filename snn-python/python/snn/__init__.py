@@ -21,6 +21,9 @@ equations, memory plan and backward through time then come as for the zoo's):
         v.set(h * (1 - s))
         return {"s": s}                               # the outputs, by name
 
+In PyTorch, `snn.torch.NeuronLayer(neuron, learnable=[...])` is a module with autograd
+(import `snn.torch`; it needs torch).
+
 Arrays are time-major, `[T, ...]`; every input has the same shape. Params shaped per
 channel see `channels` channels in the elements after T (N = batch x channels x inner,
 inner = N / (batch x channels) is 1 here: the last axis is the channel).
