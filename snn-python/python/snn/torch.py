@@ -142,6 +142,8 @@ class NeuronLayer(torch.nn.Module):
             value = np.asarray(params.pop(name, declared[name]), dtype=np.float32)
             values = np.broadcast_to(value, shape).copy()
             self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(values)))
+        # Kept for the life of the process: copies of the layer (deepcopy, pickling within
+        # it) share the key. An entry is a few references.
         self.key = next(_KEYS)
         _LAYERS[self.key] = {
             "neuron": neuron,
