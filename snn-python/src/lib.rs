@@ -24,6 +24,8 @@ type ParamGrads = Vec<(String, Vec<f32>)>;
 struct Run {
     inputs: Vec<Seq<f32>>,
     params: Params<f32>,
+    /// The initial states given (else the declared ones).
+    init: Option<Vec<Vec<f32>>>,
     fwd: Forward<f32>,
 }
 
@@ -141,11 +143,13 @@ impl Neuron {
     }
 
     /// A forward pass of `reference` over `inputs`, `(steps, channels)`.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         py: Python<'_>,
         reference: &Reference,
         inputs: &[PyBuffer<f32>],
+        init: Option<Vec<PyBuffer<f32>>>,
         (steps, channels): (usize, usize),
         params: Option<&Bound<'_, PyDict>>,
         mode: Mode,
@@ -153,14 +157,38 @@ impl Neuron {
         let xs = Self::seqs("input", inputs, steps, py)?;
         let layout = Layout::flat(channels);
         let params = Self::run_params(reference, layout, params)?;
+        let init = init
+            .map(|states| Self::state_values("initial state", &states, self.ir.states.len(), py))
+            .transpose()?;
         let fwd = reference
-            .forward(&params, &xs, None, mode)
+            .forward(&params, &xs, init.as_deref(), mode)
             .map_err(value_error)?;
         Ok(Run {
             inputs: xs,
             params,
+            init,
             fwd,
         })
+    }
+
+    /// One `[N]` f32 state per declared state, from Python buffers (the interpreter checks
+    /// their lengths against the inputs).
+    fn state_values(
+        what: &str,
+        buffers: &[PyBuffer<f32>],
+        count: usize,
+        py: Python<'_>,
+    ) -> PyResult<Vec<Vec<f32>>> {
+        if buffers.len() != count {
+            return Err(value_error(format!(
+                "{} {what}s given; the neuron has {count} state(s)",
+                buffers.len()
+            )));
+        }
+        Ok(Self::seqs(what, buffers, 1, py)?
+            .into_iter()
+            .map(|s| s.data)
+            .collect())
     }
 }
 
@@ -262,8 +290,10 @@ impl Neuron {
     /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
     /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
     /// (`N` a multiple of it); `storage` "narrow" rounds what is stored as the narrow GPU
-    /// kernels do. Returns the outputs and the final states, as `bytes`.
-    #[pyo3(signature = (inputs, steps, channels = 1, params = None, storage = "f32"))]
+    /// kernels do; `init_states` (one `[N]` buffer per state) replace the declared initial
+    /// values. Returns the outputs and the final states, as `bytes`.
+    #[pyo3(signature = (inputs, steps, channels = 1, params = None, storage = "f32", init_states = None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one by one
     fn run_forward<'py>(
         &self,
         py: Python<'py>,
@@ -272,6 +302,7 @@ impl Neuron {
         channels: usize,
         params: Option<&Bound<'py, PyDict>>,
         storage: &str,
+        init_states: Option<Vec<PyBuffer<f32>>>,
     ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
         let reference = self.reference(storage)?;
         let fwd = self
@@ -279,6 +310,7 @@ impl Neuron {
                 py,
                 reference,
                 &inputs,
+                init_states,
                 (steps, channels),
                 params,
                 Mode::Inference,
@@ -296,9 +328,10 @@ impl Neuron {
     }
 
     /// Forward (training) then backward through time on the CPU reference, with
-    /// `grad_outputs` = dL/d(output) for each output. Returns the outputs, the input
-    /// gradients (as `bytes`), and each learnable param's gradient.
-    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None, storage = "f32"))]
+    /// `grad_outputs` = dL/d(output) for each output (and `grad_final_states` =
+    /// dL/d(final state), default zero). Returns the outputs, the input gradients (as
+    /// `bytes`), each learnable param's gradient, and dL/d(initial state) for each state.
+    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None, storage = "f32", init_states = None, grad_final_states = None))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one by one
     fn run_backward<'py>(
         &self,
@@ -309,23 +342,37 @@ impl Neuron {
         channels: usize,
         params: Option<&Bound<'py, PyDict>>,
         storage: &str,
-    ) -> PyResult<(Arrays<'py>, Arrays<'py>, ParamGrads)> {
+        init_states: Option<Vec<PyBuffer<f32>>>,
+        grad_final_states: Option<Vec<PyBuffer<f32>>>,
+    ) -> PyResult<(Arrays<'py>, Arrays<'py>, ParamGrads, Arrays<'py>)> {
         let reference = self.reference(storage)?;
         let Run {
             inputs: xs,
             params,
+            init,
             fwd,
         } = self.forward(
             py,
             reference,
             &inputs,
+            init_states,
             (steps, channels),
             params,
             Mode::Train,
         )?;
         let gys = Self::seqs("output gradient", &grad_outputs, steps, py)?;
+        let grad_final = grad_final_states
+            .map(|g| Self::state_values("final state gradient", &g, self.ir.states.len(), py))
+            .transpose()?;
         let grads = reference
-            .backward(&params, &xs, None, &fwd, &gys, None)
+            .backward(
+                &params,
+                &xs,
+                init.as_deref(),
+                &fwd,
+                &gys,
+                grad_final.as_deref(),
+            )
             .map_err(value_error)?;
         let param_grads = self
             .ir
@@ -334,10 +381,16 @@ impl Neuron {
             .zip(&grads.params)
             .filter_map(|(p, g)| g.clone().map(|g| (p.name.clone(), g)))
             .collect();
+        let grad_init: Vec<Seq<f32>> = grads
+            .init_states
+            .iter()
+            .map(|s| Seq::new(1, s.len(), s.clone()).map_err(value_error))
+            .collect::<PyResult<_>>()?;
         Ok((
             Self::to_bytes(py, &fwd.outputs),
             Self::to_bytes(py, &grads.inputs),
             param_grads,
+            Self::to_bytes(py, &grad_init),
         ))
     }
 }

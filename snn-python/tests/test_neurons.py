@@ -274,3 +274,16 @@ def test_narrow_storage_rounds_what_the_gpu_stores():
     assert (s16 != s32).mean() < 0.05  # bf16 rounding flips few spikes
     with pytest.raises(ValueError, match="narrow"):
         snn.forward(lif, x, storage="f8")
+
+
+def test_a_forward_split_in_time_continues_from_its_final_states():
+    lif = snn.zoo("alif")
+    x = np.random.default_rng(5).random((12, 40), dtype=np.float32) * 2
+    (whole,), finals = snn.forward(lif, x)
+    (first,), mid = snn.forward(lif, x[:5])
+    (second,), end = snn.forward(lif, x[5:], states=mid)
+    np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+    for a, b in zip(end, finals):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="state"):
+        snn.forward(lif, x, states=[np.zeros(3, np.float32)] * len(mid))

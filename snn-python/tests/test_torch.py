@@ -143,3 +143,24 @@ def test_misuse_is_a_clear_error():
         snn.torch.NeuronLayer(snn.lif_node(), learnable=["tau"])
     with pytest.raises(ValueError, match="storage"):
         snn.torch.NeuronLayer(lif, storage="f16")
+
+
+def test_a_run_split_in_time_carries_its_state_and_its_gradient():
+    torch.manual_seed(4)
+    layer = snn.torch.NeuronLayer(snn.zoo("alif"))
+    x = (torch.rand(20, 3, 5) * 2).requires_grad_()
+    g = torch.randn(20, 3, 5)
+    whole = layer(x)
+    (whole * g).sum().backward()
+    want = x.grad.clone()
+    x.grad = None
+    first, state = layer(x[:7], return_state=True)
+    assert len(state) == len(snn.zoo("alif").states) and state[0].shape == (3, 5)
+    second = layer(x[7:], state=state)
+    split = torch.cat([first, second])
+    assert torch.equal(split, whole)
+    (split * g).sum().backward()
+    # The gradient reaches the first part through the carried state.
+    assert torch.allclose(x.grad, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="state"):
+        layer(x[7:], state=state[:1])

@@ -150,30 +150,45 @@ def _arrays(buffers, shape):
     return [np.frombuffer(b, dtype="<f4").reshape(shape).copy() for b in buffers]
 
 
-def forward(neuron, *inputs, channels=1, params=None, storage="f32"):
+def _states(what, states, shape):
+    """One C-contiguous float32 array of `shape` per state, or None."""
+    if states is None:
+        return None
+    xs = [np.ascontiguousarray(s, dtype=np.float32) for s in states]
+    for k, x in enumerate(xs):
+        if x.shape != tuple(shape):
+            raise ValueError(f"{what} {k} has shape {x.shape}; the states are {tuple(shape)}")
+    return xs
+
+
+def forward(neuron, *inputs, channels=1, params=None, storage="f32", states=None):
     """Runs `neuron` over `inputs` (one `[T, ...]` array per input) on the CPU reference.
 
     Returns the outputs (`[T, ...]` each) and the final states (`[...]` each). `params`
     maps param names to values (a number, or one per channel). `storage="narrow"` rounds
-    what is stored (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do."""
+    what is stored (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do.
+    `states` (one `[...]` array per state, as the final states come) start the run instead
+    of the declared initial values: a run split in time continues where it stopped."""
     xs, shape = _sequences("input", inputs)
-    outs, finals = neuron.run_forward(xs, shape[0], channels, params or {}, storage)
+    init = _states("initial state", states, shape[1:])
+    outs, finals = neuron.run_forward(xs, shape[0], channels, params or {}, storage, init)
     return _arrays(outs, shape), _arrays(finals, shape[1:])
 
 
-def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32"):
+def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32", states=None):
     """Forward (training) and backward through time on the CPU reference, with the
     surrogate gradients the neuron declares.
 
     `inputs` and `grad_outputs` (dL/d(output), one per output) are lists of `[T, ...]`
-    arrays. Returns the outputs, dL/d(input) for each input, and a dict of the learnable
-    params' gradients."""
+    arrays; `states` as for `forward`. Returns the outputs, dL/d(input) for each input,
+    and a dict of the learnable params' gradients."""
     xs, shape = _sequences("input", inputs)
     gys, gshape = _sequences("output gradient", grad_outputs)
     if gshape != shape:
         raise ValueError(f"output gradients have shape {gshape}, the inputs {shape}")
-    outs, grads, param_grads = neuron.run_backward(
-        xs, gys, shape[0], channels, params or {}, storage
+    init = _states("initial state", states, shape[1:])
+    outs, grads, param_grads, _ = neuron.run_backward(
+        xs, gys, shape[0], channels, params or {}, storage, init
     )
     return _arrays(outs, shape), _arrays(grads, shape), {k: np.array(v, dtype=np.float32) for k, v in param_grads}
 

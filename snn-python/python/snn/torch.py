@@ -45,57 +45,82 @@ def _params(layer, values):
     return params
 
 
+def _array(t, shape):
+    return torch.from_numpy(np.frombuffer(t, dtype="<f4").reshape(shape).copy())
+
+
+def _states(values, what):
+    return [_numpy(s, f"{what} {k}") for k, s in enumerate(values)] or None
+
+
 @torch.library.custom_op("snn::neuron_forward", mutates_args=())
-def _forward(key: int, inputs: list[torch.Tensor], params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _forward(
+    key: int, inputs: list[torch.Tensor], params: list[torch.Tensor], states: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The outputs, then the final states."""
     layer = _LAYERS[key]
     xs, shape = _sequences("input", [_numpy(x, f"input {k}") for k, x in enumerate(inputs)])
-    outs, _ = layer["neuron"].run_forward(
-        xs, shape[0], layer["channels"], _params(layer, params), layer["storage"]
+    outs, finals = layer["neuron"].run_forward(
+        xs, shape[0], layer["channels"], _params(layer, params), layer["storage"],
+        _states(states, "initial state"),
     )
-    return [torch.from_numpy(np.frombuffer(b, dtype="<f4").reshape(shape).copy()) for b in outs]
+    return [_array(o, shape) for o in outs] + [_array(f, shape[1:]) for f in finals]
 
 
 @_forward.register_fake
-def _(key, inputs, params):
-    return [torch.empty_like(inputs[0]) for _ in _LAYERS[key]["neuron"].outputs]
+def _(key, inputs, params, states):
+    neuron = _LAYERS[key]["neuron"]
+    return [torch.empty_like(inputs[0]) for _ in neuron.outputs] + [
+        torch.empty_like(inputs[0][0]) for _ in neuron.states
+    ]
 
 
 @torch.library.custom_op("snn::neuron_backward", mutates_args=())
 def _backward(
-    key: int, inputs: list[torch.Tensor], params: list[torch.Tensor], grads: list[torch.Tensor]
+    key: int,
+    inputs: list[torch.Tensor],
+    params: list[torch.Tensor],
+    states: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    grad_finals: list[torch.Tensor],
 ) -> list[torch.Tensor]:
+    """dL/d(inputs), then dL/d(learnable params), then dL/d(initial states)."""
     layer = _LAYERS[key]
     xs, shape = _sequences("input", [_numpy(x, f"input {k}") for k, x in enumerate(inputs)])
     gys, _ = _sequences("output gradient", [_numpy(g, f"gradient {k}") for k, g in enumerate(grads)])
-    _, dxs, dparams = layer["neuron"].run_backward(
-        xs, gys, shape[0], layer["channels"], _params(layer, params), layer["storage"]
+    _, dxs, dparams, dinit = layer["neuron"].run_backward(
+        xs, gys, shape[0], layer["channels"], _params(layer, params), layer["storage"],
+        _states(states, "initial state"), _states(grad_finals, "final state gradient"),
     )
-    dxs = [torch.from_numpy(np.frombuffer(b, dtype="<f4").reshape(shape).copy()) for b in dxs]
     dparams = dict(dparams)
     dps = [torch.tensor(dparams[name], dtype=torch.float32).reshape(p.shape)
            for name, p in zip(layer["learnable"], params)]
-    return dxs + dps
+    dstates = [_array(d, shape[1:]) for d in dinit] if states else []
+    return [_array(d, shape) for d in dxs] + dps + dstates
 
 
 @_backward.register_fake
-def _(key, inputs, params, grads):
-    return [torch.empty_like(x) for x in inputs] + [torch.empty_like(p) for p in params]
+def _(key, inputs, params, states, grads, grad_finals):
+    return [torch.empty_like(t) for t in itertools.chain(inputs, params, states)]
 
 
 def _setup_context(ctx, inputs, output):
-    key, xs, params = inputs
+    key, xs, params, states = inputs
     ctx.key = key
-    ctx.n_inputs = len(xs)
-    ctx.save_for_backward(*xs, *params)
+    ctx.counts = (len(xs), len(params), len(states))
+    ctx.n_outputs = len(output) - len(_LAYERS[key]["neuron"].states)
+    ctx.save_for_backward(*xs, *params, *states)
 
 
 def _autograd_backward(ctx, grads):
-    saved = ctx.saved_tensors
-    xs, params = list(saved[: ctx.n_inputs]), list(saved[ctx.n_inputs:])
-    # Outputs nobody used have no gradient: zero, as their gradient is.
-    grads = [torch.zeros_like(xs[0]) if g is None else g for g in grads]
-    out = _backward(ctx.key, xs, params, grads)
-    return None, out[: ctx.n_inputs], out[ctx.n_inputs:]
+    n_x, n_p, _ = ctx.counts
+    saved = list(ctx.saved_tensors)
+    xs, params, states = saved[:n_x], saved[n_x : n_x + n_p], saved[n_x + n_p :]
+    # Outputs and final states nobody used have no gradient: zero, as their gradient is.
+    like = [xs[0]] * ctx.n_outputs + [xs[0][0]] * (len(grads) - ctx.n_outputs)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like)]
+    out = _backward(ctx.key, xs, params, states, grads[: ctx.n_outputs], grads[ctx.n_outputs :])
+    return None, out[:n_x], out[n_x : n_x + n_p], out[n_x + n_p :]
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -153,15 +178,29 @@ class NeuronLayer(torch.nn.Module):
             "fixed": params,
         }
 
-    def forward(self, *inputs):
+    def forward(self, *inputs, state=None, return_state=False):
+        """The neuron's output(s) over `inputs`. `state` (one tensor per state, shaped
+        like an input without its T axis) starts the run instead of the declared initial
+        values; with `return_state=True` the final states come back too, as
+        `(outputs, states)`, so that a sequence split in time runs on where it stopped
+        (gradients flow through both)."""
         names = self.neuron.inputs
         if len(inputs) != len(names):
             raise ValueError(
                 f"neuron `{self.neuron.name}` takes {len(names)} input(s) "
                 f"({', '.join(names)}), got {len(inputs)}"
             )
-        outs = _forward(self.key, list(inputs), [getattr(self, n) for n in self.learnable])
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        states = list(state) if state is not None else []
+        if states and len(states) != len(self.neuron.states):
+            raise ValueError(
+                f"neuron `{self.neuron.name}` has {len(self.neuron.states)} state(s) "
+                f"({', '.join(self.neuron.states)}), got {len(states)}"
+            )
+        params = [getattr(self, n) for n in self.learnable]
+        result = _forward(self.key, list(inputs), params, states)
+        n = len(self.neuron.outputs)
+        outs = result[0] if n == 1 else tuple(result[:n])
+        return (outs, tuple(result[n:])) if return_state else outs
 
     def extra_repr(self):
         return f"neuron={self.neuron.name}, learnable={self.learnable}"
