@@ -164,3 +164,33 @@ def test_a_run_split_in_time_carries_its_state_and_its_gradient():
     assert torch.allclose(x.grad, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="state"):
         layer(x[7:], state=state[:1])
+
+
+def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node():
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import spiking_resnet
+
+    torch.manual_seed(0)
+    ours = spiking_resnet.spiking_resnet18(
+        spiking_neuron=lambda **kw: snn.torch.NeuronLayer(snn.lif_node(detach_reset=True)),
+        num_classes=10,
+    )
+    theirs = spiking_resnet.spiking_resnet18(
+        spiking_neuron=neuron.LIFNode, detach_reset=True, num_classes=10
+    )
+    theirs.load_state_dict(ours.state_dict())
+    for net in (ours, theirs):
+        functional.set_step_mode(net, "m")
+    assert sum(isinstance(m, snn.torch.NeuronLayer) for m in ours.modules()) == 17
+    x, y = torch.rand(2, 4, 3, 32, 32), torch.randint(0, 10, (4,))
+    losses = []
+    for net in (ours, theirs):
+        loss = torch.nn.functional.cross_entropy(net(x).mean(0), y)
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
+    # An optimizer step on it runs like on any module.
+    torch.optim.SGD(ours.parameters(), lr=0.1).step()
