@@ -150,12 +150,11 @@ impl Neuron {
         reference: &Reference,
         inputs: &[PyBuffer<f32>],
         init: Option<Vec<PyBuffer<f32>>>,
-        (steps, channels): (usize, usize),
+        (steps, layout): (usize, Layout),
         params: Option<&Bound<'_, PyDict>>,
         mode: Mode,
     ) -> PyResult<Run> {
         let xs = Self::seqs("input", inputs, steps, py)?;
-        let layout = Layout::flat(channels);
         let params = Self::run_params(reference, layout, params)?;
         let init = init
             .map(|states| Self::state_values("initial state", &states, self.ir.states.len(), py))
@@ -289,10 +288,10 @@ impl Neuron {
 
     /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
     /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
-    /// (`N` a multiple of it); `storage` "narrow" rounds what is stored as the narrow GPU
+    /// of `inner` consecutive values each (`N` a multiple of their product); `storage` "narrow" rounds what is stored as the narrow GPU
     /// kernels do; `init_states` (one `[N]` buffer per state) replace the declared initial
     /// values. Returns the outputs and the final states, as `bytes`.
-    #[pyo3(signature = (inputs, steps, channels = 1, params = None, storage = "f32", init_states = None))]
+    #[pyo3(signature = (inputs, steps, channels = 1, params = None, storage = "f32", init_states = None, inner = 1))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one by one
     fn run_forward<'py>(
         &self,
@@ -303,6 +302,7 @@ impl Neuron {
         params: Option<&Bound<'py, PyDict>>,
         storage: &str,
         init_states: Option<Vec<PyBuffer<f32>>>,
+        inner: usize,
     ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
         let reference = self.reference(storage)?;
         let fwd = self
@@ -311,7 +311,7 @@ impl Neuron {
                 reference,
                 &inputs,
                 init_states,
-                (steps, channels),
+                (steps, Layout { channels, inner }),
                 params,
                 Mode::Inference,
             )?
@@ -331,7 +331,7 @@ impl Neuron {
     /// `grad_outputs` = dL/d(output) for each output (and `grad_final_states` =
     /// dL/d(final state), default zero). Returns the outputs, the input gradients (as
     /// `bytes`), each learnable param's gradient, and dL/d(initial state) for each state.
-    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None, storage = "f32", init_states = None, grad_final_states = None))]
+    #[pyo3(signature = (inputs, grad_outputs, steps, channels = 1, params = None, storage = "f32", init_states = None, grad_final_states = None, inner = 1))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one by one
     fn run_backward<'py>(
         &self,
@@ -344,6 +344,7 @@ impl Neuron {
         storage: &str,
         init_states: Option<Vec<PyBuffer<f32>>>,
         grad_final_states: Option<Vec<PyBuffer<f32>>>,
+        inner: usize,
     ) -> PyResult<(Arrays<'py>, Arrays<'py>, ParamGrads, Arrays<'py>)> {
         let reference = self.reference(storage)?;
         let Run {
@@ -356,7 +357,7 @@ impl Neuron {
             reference,
             &inputs,
             init_states,
-            (steps, channels),
+            (steps, Layout { channels, inner }),
             params,
             Mode::Train,
         )?;

@@ -194,3 +194,20 @@ def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node()
         assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
     # An optimizer step on it runs like on any module.
     torch.optim.SGD(ours.parameters(), lr=0.1).step()
+
+
+def test_per_channel_params_follow_the_channel_axis_of_feature_maps():
+    torch.manual_seed(6)
+    x = torch.rand(4, 2, 3, 5, 5) * 2  # [T, B, C, H, W]
+    maps = snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3, channel_axis=2)
+    with torch.no_grad():
+        maps.v_th.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    s = maps(x)
+    # The same as each channel alone with its threshold.
+    for c, th in enumerate([0.5, 1.0, 1.5]):
+        alone = snn.torch.NeuronLayer(channel_lif, params={"v_th": th})
+        assert torch.equal(s[:, :, c], alone(x[:, :, c].contiguous()))
+    s.sum().backward()
+    assert maps.v_th.grad.shape == (3,)
+    with pytest.raises(ValueError, match="channel axis"):
+        snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3)(x)

@@ -25,8 +25,8 @@ In PyTorch, `snn.torch.NeuronLayer(neuron, learnable=[...])` is a module with au
 (import `snn.torch`; it needs torch).
 
 Arrays are time-major, `[T, ...]`; every input has the same shape. Params shaped per
-channel see `channels` channels in the elements after T (N = batch x channels x inner,
-inner = N / (batch x channels) is 1 here: the last axis is the channel).
+channel see `channels` channels on axis `channel_axis` (the last by default; 2 for
+`[T, B, C, H, W]`).
 """
 
 import math
@@ -150,6 +150,20 @@ def _arrays(buffers, shape):
     return [np.frombuffer(b, dtype="<f4").reshape(shape).copy() for b in buffers]
 
 
+def _inner(shape, channels, channel_axis):
+    """The values per channel after the channel axis of `[T, ...]` arrays of `shape`: the
+    layout per-channel params see (the last axis by default)."""
+    if channels == 1:
+        return 1
+    axis = channel_axis % len(shape)
+    if axis == 0 or shape[axis] != channels:
+        raise ValueError(
+            f"channel axis {channel_axis} of shape {tuple(shape)} does not hold the {channels} "
+            "channels (axis 0 is time)"
+        )
+    return math.prod(shape[axis + 1:])
+
+
 def _states(what, states, shape):
     """One C-contiguous float32 array of `shape` per state, or None."""
     if states is None:
@@ -161,26 +175,31 @@ def _states(what, states, shape):
     return xs
 
 
-def forward(neuron, *inputs, channels=1, params=None, storage="f32", states=None):
+def forward(neuron, *inputs, channels=1, params=None, storage="f32", states=None,
+            channel_axis=-1):
     """Runs `neuron` over `inputs` (one `[T, ...]` array per input) on the CPU reference.
 
     Returns the outputs (`[T, ...]` each) and the final states (`[...]` each). `params`
-    maps param names to values (a number, or one per channel). `storage="narrow"` rounds
-    what is stored (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do.
-    `states` (one `[...]` array per state, as the final states come) start the run instead
+    maps param names to values (a number, or one per channel; the channels are axis
+    `channel_axis`, e.g. 2 of `[T, B, C, H, W]`). `storage="narrow"` rounds what is stored
+    (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do. `states` (one `[...]` array per state, as the final states come) start the run instead
     of the declared initial values: a run split in time continues where it stopped."""
     xs, shape = _sequences("input", inputs)
     init = _states("initial state", states, shape[1:])
-    outs, finals = neuron.run_forward(xs, shape[0], channels, params or {}, storage, init)
+    inner = _inner(shape, channels, channel_axis)
+    outs, finals = neuron.run_forward(
+        xs, shape[0], channels, params or {}, storage, init, inner=inner
+    )
     return _arrays(outs, shape), _arrays(finals, shape[1:])
 
 
-def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32", states=None):
+def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32", states=None,
+             channel_axis=-1):
     """Forward (training) and backward through time on the CPU reference, with the
     surrogate gradients the neuron declares.
 
     `inputs` and `grad_outputs` (dL/d(output), one per output) are lists of `[T, ...]`
-    arrays; `states` as for `forward`. Returns the outputs, dL/d(input) for each input,
+    arrays; `states` and `channel_axis` as for `forward`. Returns the outputs, dL/d(input) for each input,
     and a dict of the learnable params' gradients."""
     xs, shape = _sequences("input", inputs)
     gys, gshape = _sequences("output gradient", grad_outputs)
@@ -188,7 +207,8 @@ def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32
         raise ValueError(f"output gradients have shape {gshape}, the inputs {shape}")
     init = _states("initial state", states, shape[1:])
     outs, grads, param_grads, _ = neuron.run_backward(
-        xs, gys, shape[0], channels, params or {}, storage, init
+        xs, gys, shape[0], channels, params or {}, storage, init,
+        inner=_inner(shape, channels, channel_axis),
     )
     return _arrays(outs, shape), _arrays(grads, shape), {k: np.array(v, dtype=np.float32) for k, v in param_grads}
 

@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 import torch
 
-from . import _sequences
+from . import _inner, _sequences
 
 # Layers by key: a custom op's arguments are tensors and numbers, so the op finds the
 # neuron and its fixed settings here.
@@ -62,7 +62,7 @@ def _forward(
     xs, shape = _sequences("input", [_numpy(x, f"input {k}") for k, x in enumerate(inputs)])
     outs, finals = layer["neuron"].run_forward(
         xs, shape[0], layer["channels"], _params(layer, params), layer["storage"],
-        _states(states, "initial state"),
+        _states(states, "initial state"), inner=_inner(shape, layer["channels"], layer["axis"]),
     )
     return [_array(o, shape) for o in outs] + [_array(f, shape[1:]) for f in finals]
 
@@ -91,6 +91,7 @@ def _backward(
     _, dxs, dparams, dinit = layer["neuron"].run_backward(
         xs, gys, shape[0], layer["channels"], _params(layer, params), layer["storage"],
         _states(states, "initial state"), _states(grad_finals, "final state gradient"),
+        inner=_inner(shape, layer["channels"], layer["axis"]),
     )
     dparams = dict(dparams)
     dps = [torch.tensor(dparams[name], dtype=torch.float32).reshape(p.shape)
@@ -131,11 +132,13 @@ class NeuronLayer(torch.nn.Module):
     the neuron, every one of the same shape; returns the neuron's output (or a tuple, for
     a neuron with several). Params take their declared defaults unless given in `params`
     (a number, or one value per channel); those named in `learnable` become
-    `nn.Parameter`s with gradients, of shape `()` or, for a per-channel param, `(channels,)`
-    (the last axis of the inputs is the channel). `storage="narrow"` rounds what is stored as the narrow
+    `nn.Parameter`s with gradients, of shape `()` or, for a per-channel param, `(channels,)`:
+    the channels are axis `channel_axis` of the inputs (the last by default; 2 for
+    `[T, B, C, H, W]` feature maps). `storage="narrow"` rounds what is stored as the narrow
     GPU kernels do."""
 
-    def __init__(self, neuron, storage="f32", learnable=(), channels=1, params=None):
+    def __init__(self, neuron, storage="f32", learnable=(), channels=1, params=None,
+                 channel_axis=-1):
         super().__init__()
         if storage not in ("f32", "narrow"):
             raise ValueError(f'storage `{storage}`: use "f32" or "narrow"')
@@ -174,6 +177,7 @@ class NeuronLayer(torch.nn.Module):
             "neuron": neuron,
             "storage": storage,
             "channels": channels,
+            "axis": channel_axis,
             "learnable": self.learnable,
             "fixed": params,
         }
