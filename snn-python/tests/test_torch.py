@@ -211,3 +211,22 @@ def test_per_channel_params_follow_the_channel_axis_of_feature_maps():
     assert maps.v_th.grad.shape == (3,)
     with pytest.raises(ValueError, match="channel axis"):
         snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3)(x)
+
+
+def test_the_zoo_plif_is_spikingjellys_parametric_lif_node_learnable_w_included():
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    torch.manual_seed(3)
+    for init_tau in (2.0, 3.0):
+        # SpikingJelly's w: 1 / sigmoid(w) = init_tau.
+        w = -np.log(init_tau - 1.0)
+        ours = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"], params={"w": w})
+        theirs = neuron.ParametricLIFNode(init_tau=init_tau, step_mode="m")
+        x = (torch.rand(10, 3, 4) * 2).requires_grad_()
+        x2 = x.detach().clone().requires_grad_()
+        g = torch.randn(10, 3, 4)
+        s, s2 = ours(x), theirs(x2)
+        (s * g).sum().backward()
+        (s2 * g).sum().backward()
+        assert torch.equal(s, s2)
+        assert torch.allclose(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+        assert ours.w.grad.item() == pytest.approx(theirs.w.grad.item(), rel=1e-5)

@@ -3,10 +3,10 @@ with `snn.neuron`) over `[T, ...]` tensors inside a PyTorch model, with autograd
 time by the neuron's derived backward and its learnable params as `nn.Parameter`s.
 
     import torch, snn, snn.torch
-    lif = snn.torch.NeuronLayer(snn.lif_node(tau=2.0), learnable=["tau"])
+    plif = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"])
     x = torch.rand(32, 8, 100, requires_grad=True)      # [T, batch, features]
-    s = lif(x)                                         # spikes, [T, batch, features]
-    s.sum().backward()                                 # x.grad and lif.tau.grad
+    s = plif(x)                                        # spikes, [T, batch, features]
+    s.sum().backward()                                 # x.grad and plif.w.grad
 
 The layer is a `torch.library.custom_op` with its autograd registered, so it also runs
 under `torch.compile`. So far it runs CPU tensors, on the CPU reference interpreter (the
