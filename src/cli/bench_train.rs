@@ -374,14 +374,13 @@ fn row(r: &TrainBench, neuron: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rows_line_up_with_the_header() {
-        let r = TrainBench {
-            network: "spiking_resnet18".into(),
+    fn bench(network: &str, iteration_ms: f64) -> TrainBench {
+        TrainBench {
+            network: network.into(),
             steps: 32,
             batch: 100,
-            iteration_ms: 13.5,
-            forward_ms: 4.2,
+            iteration_ms,
+            forward_ms: 4.0,
             peak_bytes: 2 << 30,
             reserved_bytes: 3 << 30,
             trace_bytes: 1 << 30,
@@ -390,8 +389,39 @@ mod tests {
             breakdown: vec![],
             nodes: vec![],
             graph_replays: 10,
-            graph_bytes: 1 << 30,
+            graph_bytes: 0,
             graph_error: None,
+        }
+    }
+
+    #[test]
+    fn anchors_are_those_of_the_card_and_compared_at_the_same_precision() {
+        let results = [bench("spiking_resnet18", 9.7)];
+        let h200 = anchors_footer(&results, ConvMath::Tf32, "NVIDIA H200");
+        assert!(h200.contains("one H200, 2026-12-04"), "{h200}");
+        // TF32: beside the TF32 anchors of its depth only (0.50x of 19.4 ms).
+        assert!(h200.contains("this run 9.70 ms (0.50x its time)"), "{h200}");
+        assert_eq!(h200.matches("this run").count(), 2, "{h200}");
+        let bf16 = anchors_footer(&results, ConvMath::Bf16, "NVIDIA H200");
+        assert_eq!(bf16.matches("this run").count(), 1, "{bf16}");
+        assert!(bf16.contains("(0.54x its time)"), "{bf16}");
+        // Full f32 compares with nothing; other cards have no anchors.
+        let f32 = anchors_footer(&results, ConvMath::F32, "NVIDIA H200");
+        assert!(!f32.contains("this run"), "{f32}");
+        let h100 = anchors_footer(&results, ConvMath::Tf32, "NVIDIA H100 80GB HBM3");
+        assert!(h100.contains("21.1 ms") && !h100.contains("19.4"), "{h100}");
+        let other = anchors_footer(&results, ConvMath::Tf32, "NVIDIA L4");
+        assert!(
+            other.starts_with("No anchor for this card (NVIDIA L4)"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn rows_line_up_with_the_header() {
+        let r = TrainBench {
+            graph_bytes: 1 << 30,
+            ..bench("spiking_resnet18", 13.5)
         };
         assert_eq!(header().len(), row(&r, "paper_lif").len());
         assert_eq!(
