@@ -23,6 +23,10 @@ pub struct Graph {
     peak_bytes: usize,
 }
 
+// SAFETY: the driver's graph handles may be used from any thread, one at a time; `Graph`
+// is not `Sync` (its `CudaGraph` is not), so its one owner is the only one that uses it.
+unsafe impl Send for Graph {}
+
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")

@@ -482,6 +482,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_trainer_moves_to_another_thread() {
+        // One worker thread per GPU needs it (a CUDA graph inside included).
+        fn send<T: Send>() {}
+        send::<GpuTrainer>();
+    }
+
+    #[test]
     fn failed_captures_are_told_with_their_reason_and_whether_graphs_stopped() {
         let once = capture_warning(1, "capturing a CUDA graph: nothing was captured");
         assert!(once.starts_with("capturing a CUDA graph: nothing was captured (1 failed"));
