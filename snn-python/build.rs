@@ -21,10 +21,11 @@ fn main() {
         println!("cargo::rustc-cfg=snn_python");
     }
     // The PyTorch tests run where that Python also imports torch.
-    let torch = Command::new(&python)
-        .args(["-c", "import numpy, pytest, torch"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let torch = found
+        && Command::new(&python)
+            .args(["-c", "import numpy, pytest, torch"])
+            .output()
+            .is_ok_and(|o| o.status.success());
     if torch {
         println!("cargo::rustc-cfg=snn_python_torch");
     }

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
-use snn_codegen::{Layout, Mode, NeuronIr, ParamShape, Storage, compile, zoo};
+use snn_codegen::{Dtype, Layout, Mode, NeuronIr, ParamShape, Storage, compile, zoo};
 
 mod trace;
 
@@ -28,6 +28,18 @@ struct Run {
     init: Option<Vec<Vec<f32>>>,
     fwd: Forward<f32>,
 }
+
+/// `values` as Python `bytes` of little-endian f32.
+fn f32_bytes<'py>(py: Python<'py>, values: &[f32]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &Dtype::F32.encode(values))
+}
+
+/// The param shapes by the names Python uses for them (`Tracer.param`, `param_shapes`).
+pub(crate) const PARAM_SHAPES: [(&str, ParamShape); 3] = [
+    ("scalar", ParamShape::Scalar),
+    ("per_channel", ParamShape::PerChannel),
+    ("per_neuron", ParamShape::PerNeuron),
+];
 
 /// A compiler or interpreter error as the Python exception that fits it.
 pub(crate) fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -134,12 +146,7 @@ impl Neuron {
 
     /// `[T, N]` sequences as `bytes` of little-endian f32.
     fn to_bytes<'py>(py: Python<'py>, seqs: &[Seq<f32>]) -> Arrays<'py> {
-        seqs.iter()
-            .map(|s| {
-                let bytes: Vec<u8> = s.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                PyBytes::new(py, &bytes)
-            })
-            .collect()
+        seqs.iter().map(|s| f32_bytes(py, &s.data)).collect()
     }
 
     /// A forward pass of `reference` over `inputs`, `(steps, channels)`.
@@ -249,13 +256,9 @@ impl Neuron {
         self.ir
             .params
             .iter()
-            .map(|p| {
-                let shape = match p.shape {
-                    ParamShape::Scalar => "scalar",
-                    ParamShape::PerChannel => "per_channel",
-                    ParamShape::PerNeuron => "per_neuron",
-                };
-                (p.name.clone(), shape)
+            .filter_map(|p| {
+                let (name, _) = PARAM_SHAPES.iter().find(|(_, s)| *s == p.shape)?;
+                Some((p.name.clone(), *name))
             })
             .collect()
     }
@@ -316,14 +319,9 @@ impl Neuron {
                 Mode::Inference,
             )?
             .fwd;
-        let finals: Vec<Seq<f32>> = fwd
-            .final_states
-            .iter()
-            .map(|s| Seq::new(1, s.len(), s.clone()).map_err(value_error))
-            .collect::<PyResult<_>>()?;
         Ok((
             Self::to_bytes(py, &fwd.outputs),
-            Self::to_bytes(py, &finals),
+            fwd.final_states.iter().map(|s| f32_bytes(py, s)).collect(),
         ))
     }
 
@@ -382,16 +380,11 @@ impl Neuron {
             .zip(&grads.params)
             .filter_map(|(p, g)| g.clone().map(|g| (p.name.clone(), g)))
             .collect();
-        let grad_init: Vec<Seq<f32>> = grads
-            .init_states
-            .iter()
-            .map(|s| Seq::new(1, s.len(), s.clone()).map_err(value_error))
-            .collect::<PyResult<_>>()?;
         Ok((
             Self::to_bytes(py, &fwd.outputs),
             Self::to_bytes(py, &grads.inputs),
             param_grads,
-            Self::to_bytes(py, &grad_init),
+            grads.init_states.iter().map(|s| f32_bytes(py, s)).collect(),
         ))
     }
 }
@@ -415,13 +408,12 @@ fn load_checkpoint<'py>(
         .params
         .iter()
         .map(|t| {
-            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             let counter = t.role == snn_nn::Role::Counter;
             (
                 t.name.clone(),
                 t.shape.clone(),
                 counter,
-                PyBytes::new(py, &bytes),
+                f32_bytes(py, &t.data),
             )
         })
         .collect();

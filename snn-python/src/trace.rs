@@ -7,9 +7,9 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use snn_codegen::ir::NodeId;
-use snn_codegen::{NeuronBuilder, ParamDecl, ParamShape, Surrogate, Value};
+use snn_codegen::{NeuronBuilder, ParamDecl, Surrogate, Value};
 
-use crate::{Neuron, value_error};
+use crate::{Neuron, PARAM_SHAPES, value_error};
 
 /// The builder of one neuron being traced.
 #[pyclass(module = "snn._native", unsendable)]
@@ -274,15 +274,10 @@ impl Tracer {
         learnable: bool,
         shape: &str,
     ) -> PyResult<Sym> {
-        let shape = match shape {
-            "scalar" => ParamShape::Scalar,
-            "per_channel" => ParamShape::PerChannel,
-            "per_neuron" => ParamShape::PerNeuron,
-            other => {
-                return Err(value_error(format!(
-                    "param shape `{other}`: use \"scalar\", \"per_channel\" or \"per_neuron\""
-                )));
-            }
+        let Some(&(_, shape)) = PARAM_SHAPES.iter().find(|(name, _)| *name == shape) else {
+            return Err(value_error(format!(
+                "param shape `{shape}`: use \"scalar\", \"per_channel\" or \"per_neuron\""
+            )));
         };
         let decl = if learnable {
             ParamDecl::learnable(default)

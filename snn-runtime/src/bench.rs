@@ -107,6 +107,40 @@ pub fn copy_bandwidth(
     Ok(gbps(2 * bytes, ms))
 }
 
+/// cuBLAS's rate for square products of `n x n` matrices in `math`, in TFLOP/s (the median
+/// of `repeats` after a warm-up): f32 in and out, in full f32 or TF32 arithmetic, or bf16
+/// in and out with f32 accumulation. The ceiling the convolutions of [`train`] are read
+/// against, measured in the same run.
+pub fn gemm_tflops(
+    device: &Arc<Device>,
+    math: crate::nn::ConvMath,
+    n: usize,
+    repeats: usize,
+) -> Result<f64, RuntimeError> {
+    let blas = crate::nn::linear::Cublas::new(device)?;
+    let matrix = || -> Result<DeviceTensor, RuntimeError> {
+        let m = DeviceTensor::empty(device, math.dtype(), &[n, n])?;
+        // Small finite values (0x3c bytes: about 0.0115 in f32 and in bf16).
+        m.fill_bytes(0x3c)?;
+        Ok(m)
+    };
+    let (a, b, c) = (matrix()?, matrix()?, matrix()?);
+    let ms = median_ms(device, repeats, || {
+        let square = (n, n, n);
+        blas.gemm(
+            "timing",
+            math,
+            (false, false),
+            square,
+            (a.ptr(), n),
+            (b.ptr(), n),
+            (c.ptr(), n),
+            0.0,
+        )
+    })?;
+    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12)
+}
+
 /// The convolutions' arithmetic in one training iteration of `net` over `images` images
 /// (T x B), in FLOP (a multiply-add counts two): forward, and backward (the data gradient,
 /// except for convolutions of the network's input, which need none, and the weight

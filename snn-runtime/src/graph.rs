@@ -15,10 +15,12 @@ use cudarc::driver::{CudaGraph, CudaSlice, sys};
 use crate::device::Device;
 use crate::error::RuntimeError;
 
-/// A captured graph and the scratch buffers it writes.
+/// A captured graph and the scratch buffers it writes. The scratch is declared first, so
+/// that it is dropped first: its drop waits for the device, after which neither the
+/// executable graph nor the buffers are in use.
 pub struct Graph {
-    exec: CudaGraph,
     scratch: Scratch,
+    exec: CudaGraph,
     /// The bytes a replay has in use at its peak (the capture's own peak).
     peak_bytes: usize,
 }
@@ -67,8 +69,8 @@ impl Graph {
             .ok_or_else(|| RuntimeError::Capture("nothing was captured".into()))?;
         let (scratch, peak_bytes) = scratch?;
         Ok(Self {
-            exec,
             scratch,
+            exec,
             peak_bytes,
         })
     }
@@ -85,14 +87,6 @@ impl Graph {
     /// The bytes of the pool's buffers the graph holds.
     pub fn scratch_bytes(&self) -> usize {
         self.scratch.buffers.iter().map(|b| b.len()).sum()
-    }
-}
-
-impl Drop for Graph {
-    fn drop(&mut self) {
-        // The executable graph is destroyed (then its scratch given back) only once no
-        // replay runs; a failure means a broken context, whose work has stopped anyway.
-        let _ = self.scratch.device.synchronize();
     }
 }
 

@@ -72,18 +72,7 @@ impl DeviceTensor {
         if device.poison {
             // NaN in f32 and bf16, over the whole buffer (the pool's may be larger than
             // asked): a read before the write, or past the end, shows in the results.
-            t.device().bind()?;
-            // SAFETY: the buffer's `whole_buffer` bytes, which this tensor alone holds, on
-            // the device's stream.
-            unsafe {
-                cudarc::driver::result::memset_d8_async(
-                    t.ptr(),
-                    0xff,
-                    whole_buffer,
-                    device.stream.cu_stream(),
-                )
-            }
-            .map_err(|e| RuntimeError::driver("poisoning a tensor", e))?;
+            t.memset(0xff, whole_buffer)?;
         }
         Ok(t)
     }
@@ -175,16 +164,18 @@ impl DeviceTensor {
 
     /// Sets every byte to `byte` (tests poison outputs before kernels write them).
     pub fn fill_bytes(&self, byte: u8) -> Result<(), RuntimeError> {
+        self.memset(byte, self.num_bytes())
+    }
+
+    /// Sets `bytes` bytes from the tensor's start to `byte`: its own, or (for a tensor at
+    /// the start of its buffer) the whole buffer's.
+    fn memset(&self, byte: u8, bytes: usize) -> Result<(), RuntimeError> {
         self.device().bind()?;
         let stream = &self.device().stream;
-        // SAFETY: `ptr` addresses this tensor's `num_bytes` bytes, on this stream.
+        // SAFETY: `ptr` addresses at least `bytes` bytes of this tensor's buffer (its own
+        // bytes, or all of a buffer it starts), on this stream.
         unsafe {
-            cudarc::driver::result::memset_d8_async(
-                self.ptr(),
-                byte,
-                self.num_bytes(),
-                stream.cu_stream(),
-            )
+            cudarc::driver::result::memset_d8_async(self.ptr(), byte, bytes, stream.cu_stream())
         }
         .map_err(|e| RuntimeError::driver("filling a tensor", e))
     }

@@ -8,7 +8,6 @@ use snn::nn::models::spiking_resnet;
 use snn::nn::{ImageShape, Network};
 use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench, TrainRun};
-use snn::runtime::nn::linear::gemm_tflops;
 use snn::runtime::nn::{ConvMath, ModelOptions};
 
 use super::train::StorageArg;
@@ -305,7 +304,8 @@ impl Ceilings {
     fn measure(dev: &std::sync::Arc<Device>, math: ConvMath) -> Result<Self> {
         Ok(Self {
             copy_gbps: bench::copy_bandwidth(dev, 1 << 30, 10).context("timing a device copy")?,
-            gemm_tflops: gemm_tflops(dev, math, GEMM_N, 10).context("timing a cuBLAS GEMM")?,
+            gemm_tflops: bench::gemm_tflops(dev, math, GEMM_N, 10)
+                .context("timing a cuBLAS GEMM")?,
         })
     }
 }

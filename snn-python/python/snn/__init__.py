@@ -175,6 +175,14 @@ def _states(what, states, shape):
     return xs
 
 
+def _prepare(inputs, states, channels, channel_axis):
+    """What the native runs take of `[T, ...]` inputs: the arrays, their shape, the initial
+    states (or None) and the values per channel after the channel axis."""
+    xs, shape = _sequences("input", inputs)
+    init = _states("initial state", states, shape[1:])
+    return xs, shape, init, _inner(shape, channels, channel_axis)
+
+
 def forward(neuron, *inputs, channels=1, params=None, storage="f32", states=None,
             channel_axis=-1):
     """Runs `neuron` over `inputs` (one `[T, ...]` array per input) on the CPU reference.
@@ -184,9 +192,7 @@ def forward(neuron, *inputs, channels=1, params=None, storage="f32", states=None
     `channel_axis`, e.g. 2 of `[T, B, C, H, W]`). `storage="narrow"` rounds what is stored
     (bf16 outputs and saves, u8 spikes) as the narrow GPU kernels do. `states` (one `[...]` array per state, as the final states come) start the run instead
     of the declared initial values: a run split in time continues where it stopped."""
-    xs, shape = _sequences("input", inputs)
-    init = _states("initial state", states, shape[1:])
-    inner = _inner(shape, channels, channel_axis)
+    xs, shape, init, inner = _prepare(inputs, states, channels, channel_axis)
     outs, finals = neuron.run_forward(
         xs, shape[0], channels, params or {}, storage, init, inner=inner
     )
@@ -199,16 +205,14 @@ def backward(neuron, inputs, grad_outputs, channels=1, params=None, storage="f32
     surrogate gradients the neuron declares.
 
     `inputs` and `grad_outputs` (dL/d(output), one per output) are lists of `[T, ...]`
-    arrays; `states` and `channel_axis` as for `forward`. Returns the outputs, dL/d(input) for each input,
-    and a dict of the learnable params' gradients."""
-    xs, shape = _sequences("input", inputs)
+    arrays; `states` and `channel_axis` as for `forward`. Returns the outputs, dL/d(input)
+    for each input, and a dict of the learnable params' gradients."""
+    xs, shape, init, inner = _prepare(inputs, states, channels, channel_axis)
     gys, gshape = _sequences("output gradient", grad_outputs)
     if gshape != shape:
         raise ValueError(f"output gradients have shape {gshape}, the inputs {shape}")
-    init = _states("initial state", states, shape[1:])
     outs, grads, param_grads, _ = neuron.run_backward(
-        xs, gys, shape[0], channels, params or {}, storage, init,
-        inner=_inner(shape, channels, channel_axis),
+        xs, gys, shape[0], channels, params or {}, storage, init, inner=inner
     )
     return _arrays(outs, shape), _arrays(grads, shape), {k: np.array(v, dtype=np.float32) for k, v in param_grads}
 

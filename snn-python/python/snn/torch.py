@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 import torch
 
-from . import _inner, _sequences
+from . import _arrays, _prepare
 
 # Layers by key: a custom op's arguments are tensors and numbers, so the op finds the
 # neuron and its fixed settings here.
@@ -41,16 +41,19 @@ def _numpy(t, what):
 def _params(layer, values):
     params = dict(layer["fixed"])
     for name, v in zip(layer["learnable"], values):
-        params[name] = [float(p) for p in _numpy(v, f"param `{name}`").reshape(-1)]
+        params[name] = _numpy(v, f"param `{name}`").reshape(-1).tolist()
     return params
 
 
-def _array(t, shape):
-    return torch.from_numpy(np.frombuffer(t, dtype="<f4").reshape(shape).copy())
+def _tensors(buffers, shape):
+    return [torch.from_numpy(a) for a in _arrays(buffers, shape)]
 
 
-def _states(values, what):
-    return [_numpy(s, f"{what} {k}") for k, s in enumerate(values)] or None
+def _prepared(layer, inputs, states):
+    """`snn._prepare` of the op's tensors."""
+    xs = [_numpy(x, f"input {k}") for k, x in enumerate(inputs)]
+    init = [_numpy(s, f"initial state {k}") for k, s in enumerate(states)] or None
+    return _prepare(xs, init, layer["channels"], layer["axis"])
 
 
 @torch.library.custom_op("snn::neuron_forward", mutates_args=())
@@ -59,12 +62,12 @@ def _forward(
 ) -> list[torch.Tensor]:
     """The outputs, then the final states."""
     layer = _LAYERS[key]
-    xs, shape = _sequences("input", [_numpy(x, f"input {k}") for k, x in enumerate(inputs)])
+    xs, shape, init, inner = _prepared(layer, inputs, states)
     outs, finals = layer["neuron"].run_forward(
-        xs, shape[0], layer["channels"], _params(layer, params), layer["storage"],
-        _states(states, "initial state"), inner=_inner(shape, layer["channels"], layer["axis"]),
+        xs, shape[0], layer["channels"], _params(layer, params), layer["storage"], init,
+        inner=inner,
     )
-    return [_array(o, shape) for o in outs] + [_array(f, shape[1:]) for f in finals]
+    return _tensors(outs, shape) + _tensors(finals, shape[1:])
 
 
 @_forward.register_fake
@@ -86,18 +89,18 @@ def _backward(
 ) -> list[torch.Tensor]:
     """dL/d(inputs), then dL/d(learnable params), then dL/d(initial states)."""
     layer = _LAYERS[key]
-    xs, shape = _sequences("input", [_numpy(x, f"input {k}") for k, x in enumerate(inputs)])
-    gys, _ = _sequences("output gradient", [_numpy(g, f"gradient {k}") for k, g in enumerate(grads)])
+    xs, shape, init, inner = _prepared(layer, inputs, states)
+    gys = [_numpy(g, f"gradient {k}") for k, g in enumerate(grads)]
+    gfinal = [_numpy(g, f"final state gradient {k}") for k, g in enumerate(grad_finals)] or None
     _, dxs, dparams, dinit = layer["neuron"].run_backward(
-        xs, gys, shape[0], layer["channels"], _params(layer, params), layer["storage"],
-        _states(states, "initial state"), _states(grad_finals, "final state gradient"),
-        inner=_inner(shape, layer["channels"], layer["axis"]),
+        xs, gys, shape[0], layer["channels"], _params(layer, params), layer["storage"], init,
+        gfinal, inner=inner,
     )
     dparams = dict(dparams)
     dps = [torch.tensor(dparams[name], dtype=torch.float32).reshape(p.shape)
            for name, p in zip(layer["learnable"], params)]
-    dstates = [_array(d, shape[1:]) for d in dinit] if states else []
-    return [_array(d, shape) for d in dxs] + dps + dstates
+    dstates = _tensors(dinit, shape[1:]) if states else []
+    return _tensors(dxs, shape) + dps + dstates
 
 
 @_backward.register_fake
@@ -108,13 +111,13 @@ def _(key, inputs, params, states, grads, grad_finals):
 def _setup_context(ctx, inputs, output):
     key, xs, params, states = inputs
     ctx.key = key
-    ctx.counts = (len(xs), len(params), len(states))
+    ctx.counts = (len(xs), len(params))
     ctx.n_outputs = len(output) - len(_LAYERS[key]["neuron"].states)
     ctx.save_for_backward(*xs, *params, *states)
 
 
 def _autograd_backward(ctx, grads):
-    n_x, n_p, _ = ctx.counts
+    n_x, n_p = ctx.counts
     saved = list(ctx.saved_tensors)
     xs, params, states = saved[:n_x], saved[n_x : n_x + n_p], saved[n_x + n_p :]
     # Outputs and final states nobody used have no gradient: zero, as their gradient is.

@@ -114,13 +114,6 @@ impl Cublas {
         (b, ldb): (u64, usize),
         (c, ldc): (u64, usize),
     ) -> Result<(), RuntimeError> {
-        let op = |t| {
-            if t {
-                sys::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                sys::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let (one, zero) = (1.0f32, 0.0f32);
         // SAFETY: the handle is live (mutex held); `a`, `b` and `c` address f32 tensors whose
         // lengths the callers checked against these extents and leading dimensions, which
@@ -146,12 +139,7 @@ impl Cublas {
         }
         .map_err(|e| RuntimeError::cublas(format!("cublasSgemm for {what}"), e))
     }
-}
 
-/// A column-major matrix operand of [`Cublas::gemm`]: its address and leading dimension.
-pub(crate) type Operand = (u64, usize);
-
-impl Cublas {
     /// Column-major `c = op(a) op(b) + beta c` (`[m, k] x [k, n]`) in `math`: f32 operands in
     /// full f32 or TF32 arithmetic, or bf16 operands with f32 accumulation. The callers
     /// check that the operands hold tensors of `math`'s dtype with these extents and leading
@@ -172,13 +160,6 @@ impl Cublas {
             c_int::try_from(v).map_err(|_| {
                 RuntimeError::invalid(format!("cuBLAS for {what}"), format!("{v} exceeds an int"))
             })
-        };
-        let op = |t| {
-            if t {
-                sys::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                sys::cublasOperation_t::CUBLAS_OP_N
-            }
         };
         let (data, compute) = match math {
             ConvMath::F32 => (
@@ -226,6 +207,18 @@ impl Cublas {
             )
         }
         .map_err(|e| RuntimeError::cublas(format!("cublasGemmEx for {what}"), e))
+    }
+}
+
+/// A column-major matrix operand of [`Cublas::gemm`]: its address and leading dimension.
+pub(crate) type Operand = (u64, usize);
+
+/// cuBLAS's transpose flag: `op(a)` is `a^T` when `transpose`.
+fn op(transpose: bool) -> sys::cublasOperation_t {
+    if transpose {
+        sys::cublasOperation_t::CUBLAS_OP_T
+    } else {
+        sys::cublasOperation_t::CUBLAS_OP_N
     }
 }
 
@@ -381,37 +374,4 @@ pub fn linear_backward(
         Some(db) => bias::grad(&blas.device, dy, db, d.bias()),
         None => Ok(()),
     }
-}
-/// cuBLAS's rate for square products of `n x n` matrices in `math`, in TFLOP/s (the median
-/// of `repeats` after a warm-up): f32 in and out, in full f32 or TF32 arithmetic, or bf16
-/// in and out with f32 accumulation. The ceiling that [`crate::bench`] reads the
-/// convolutions against, measured in the same run.
-pub fn gemm_tflops(
-    device: &Arc<Device>,
-    math: ConvMath,
-    n: usize,
-    repeats: usize,
-) -> Result<f64, RuntimeError> {
-    let blas = Cublas::new(device)?;
-    let matrix = || -> Result<DeviceTensor, RuntimeError> {
-        let m = DeviceTensor::empty(device, math.dtype(), &[n, n])?;
-        // Small finite values (0x3c bytes: about 0.0115 in f32 and in bf16).
-        m.fill_bytes(0x3c)?;
-        Ok(m)
-    };
-    let (a, b, c) = (matrix()?, matrix()?, matrix()?);
-    let ms = crate::bench::median_ms(device, repeats, || {
-        let square = (n, n, n);
-        blas.gemm(
-            "timing",
-            math,
-            (false, false),
-            square,
-            (a.ptr(), n),
-            (b.ptr(), n),
-            (c.ptr(), n),
-            0.0,
-        )
-    })?;
-    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12)
 }

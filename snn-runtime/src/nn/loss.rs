@@ -351,12 +351,7 @@ impl LossGpu {
         output: &DeviceTensor,
         grad: &DeviceTensor,
     ) -> Result<(), RuntimeError> {
-        let problem = self.uploaded.ok_or_else(|| {
-            RuntimeError::Order(format!(
-                "{}: no labels uploaded: call upload first",
-                op_name(self.loss)
-            ))
-        })?;
+        let problem = self.uploaded()?;
         problem.check_tensors(&self.device, output, grad)?;
         self.device.bind()?;
         problem.launch(
@@ -381,13 +376,18 @@ impl LossGpu {
     /// Queues the copy of a replayed [`LossGpu::launch`]'s results back to the host, for
     /// the labels uploaded last.
     pub fn replayed(&mut self) -> Result<(), RuntimeError> {
-        let problem = self.uploaded.ok_or_else(|| {
+        let problem = self.uploaded()?;
+        self.send_back(problem)
+    }
+
+    /// The problem of the labels uploaded last.
+    fn uploaded(&self) -> Result<Problem, RuntimeError> {
+        self.uploaded.ok_or_else(|| {
             RuntimeError::Order(format!(
                 "{}: no labels uploaded: call upload first",
                 op_name(self.loss)
             ))
-        })?;
-        self.send_back(problem)
+        })
     }
 
     /// Queues the copy of the kernel's results for `problem` back to the host.

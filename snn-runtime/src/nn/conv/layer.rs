@@ -119,16 +119,11 @@ impl ConvGpu {
                 shapes.output
             )));
         }
-        let gemm = cudnn.lock().tiny_map_gemm && Taps::fit(conv, input, output);
-        let taps = match gemm {
-            true => Some(Box::new(Taps::new(
-                cudnn.blas()?,
-                conv,
-                input,
-                images,
-                math,
-            ))),
-            false => None,
+        let taps = if cudnn.lock().tiny_map_gemm && Taps::fit(conv, input, output) {
+            let blas = cudnn.blas()?;
+            Some(Box::new(Taps::new(blas, conv, input, images, math)))
+        } else {
+            None
         };
         Ok(Self {
             taps,

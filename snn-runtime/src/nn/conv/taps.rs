@@ -16,7 +16,7 @@ use crate::check;
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
 use crate::nn::kernels::twin;
-use crate::nn::linear::Cublas;
+use crate::nn::linear::{Cublas, Operand};
 use crate::tensor::DeviceTensor;
 
 /// A convolution run as a product over its taps.
@@ -156,9 +156,9 @@ impl Taps {
         what: &str,
         trans: (bool, bool),
         dims: (usize, usize, usize),
-        a: (u64, usize),
-        b: (u64, usize),
-        c: (u64, usize),
+        a: Operand,
+        b: Operand,
+        c: Operand,
         beta: f32,
     ) -> Result<(), RuntimeError> {
         self.blas.gemm(what, self.math, trans, dims, a, b, c, beta)
