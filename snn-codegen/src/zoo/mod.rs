@@ -43,18 +43,9 @@ pub const NAMES: [&str; 8] = [
     LeakyIntegrator::NAME,
 ];
 
-/// Every zoo neuron with its defaults, in a fixed order (the paper's LIF first).
+/// Every zoo neuron with its defaults, in [`NAMES`]' order (the paper's LIF first).
 pub fn all() -> Vec<Box<dyn Neuron>> {
-    vec![
-        Box::new(PaperLif::default()),
-        Box::new(Lif::default()),
-        Box::new(If::default()),
-        Box::new(Plif::default()),
-        Box::new(Alif::default()),
-        Box::new(Izhikevich::default()),
-        Box::new(Eif::default()),
-        Box::new(LeakyIntegrator::default()),
-    ]
+    NAMES.iter().filter_map(|name| by_name(name)).collect()
 }
 
 /// The zoo neuron with this IR name, with its defaults (for command lines and configs).
