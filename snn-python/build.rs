@@ -1,13 +1,15 @@
 //! Tells the Python test what this machine has, so that it shows as ignored, with the
 //! reason, where it cannot run: `cfg(snn_python)` where the Python that runs the tests
 //! (`SNN_PYTHON`, else `python3`) imports numpy and pytest, or `SNN_REQUIRE_PYTHON=1`
-//! demands it; `cfg(snn_python_torch)` where it also imports torch (the PyTorch tests).
+//! demands it; `cfg(snn_python_torch)` where it also imports torch (the PyTorch tests), and
+//! `cfg(snn_python_torch_cuda)` where torch also has a CUDA GPU (their CUDA half).
 
 use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(snn_python)");
     println!("cargo::rustc-check-cfg=cfg(snn_python_torch)");
+    println!("cargo::rustc-check-cfg=cfg(snn_python_torch_cuda)");
     for var in ["SNN_PYTHON", "SNN_REQUIRE_PYTHON", "PATH", "VIRTUAL_ENV"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -28,5 +30,17 @@ fn main() {
             .is_ok_and(|o| o.status.success());
     if torch {
         println!("cargo::rustc-cfg=snn_python_torch");
+    }
+    // The CUDA ones where torch also sees a GPU.
+    let cuda = torch
+        && Command::new(&python)
+            .args([
+                "-c",
+                "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if cuda {
+        println!("cargo::rustc-cfg=snn_python_torch_cuda");
     }
 }

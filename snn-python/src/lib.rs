@@ -1,9 +1,10 @@
 //! `snn._native`: the Rust side of the `snn` Python package (`python/snn/`). It holds
 //! neurons (the zoo's, with their parameters, or traced from a Python step function:
-//! [`trace`]), prints what the compiler derives for them
-//! (equations, memory plan, backward through time), and runs them on the CPU reference
-//! interpreter over buffers of `[T, N]` f32 values; it also reads checkpoints. It needs no numpy: arrays come in
-//! through the buffer protocol and go back as `bytes`, which the Python layer wraps.
+//! [`trace`]), prints what the compiler derives for them (equations, memory plan, backward
+//! through time), runs them on the CPU reference interpreter over buffers of `[T, N]` f32
+//! values, runs their generated kernels on PyTorch's CUDA tensors ([`gpu`]), and reads
+//! checkpoints. It needs no numpy: arrays come in through the buffer protocol and go back
+//! as `bytes`, which the Python layer wraps.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -12,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
 use snn_codegen::{Dtype, Layout, Mode, NeuronIr, ParamShape, Storage, compile, zoo};
 
+mod gpu;
 mod trace;
 
 /// `[T, N]` sequences handed back to Python, as `bytes` of little-endian f32 each.
@@ -424,7 +426,9 @@ fn load_checkpoint<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(zoo_names, m)?)?;
     m.add_function(wrap_pyfunction!(load_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::cuda_plan, m)?)?;
     m.add_class::<Neuron>()?;
+    m.add_class::<gpu::GpuLayer>()?;
     m.add_class::<trace::Tracer>()?;
     m.add_class::<trace::Sym>()?;
     Ok(())

@@ -85,7 +85,18 @@ fn python_tests_pass_on_the_built_extension() {
     ignore = "needs PyTorch (and SpikingJelly for one test) in the Python that runs the tests"
 )]
 fn pytorch_tests_pass_on_the_built_extension() {
-    run_pytest(&[TORCH_TESTS]);
+    run_pytest(&[TORCH_TESTS, "-m", "not cuda"]);
+}
+
+/// The same tests on CUDA tensors, through the generated kernels (on the GPU machine, which
+/// has no Rust, they run as `python -m pytest tests/test_torch.py -m cuda` on a wheel).
+#[test]
+#[cfg_attr(
+    not(snn_python_torch_cuda),
+    ignore = "needs PyTorch with a CUDA GPU in the Python that runs the tests"
+)]
+fn pytorch_cuda_tests_pass_on_the_built_extension() {
+    run_pytest(&[TORCH_TESTS, "-m", "cuda"]);
 }
 
 /// Runs pytest over `tests/` with `args` (file names are taken in `tests/`), on a fresh
@@ -96,7 +107,7 @@ fn run_pytest(args: &[&str]) {
     let site = std::env::temp_dir().join(format!(
         "snn-python-test-{}-{}",
         std::process::id(),
-        args.join("-").replace(['/', '.'], "_")
+        args.join("-").replace(['/', '.', ' '], "_")
     ));
     let package = site.join("snn");
     copy_dir(&root.join("python/snn"), &package);

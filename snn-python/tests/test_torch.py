@@ -1,8 +1,12 @@
 """snn.torch.NeuronLayer inside PyTorch, against PyTorch itself: an eager autograd loop of
-the same neuron, SpikingJelly's LIFNode, and torch.compile. Needs torch (and SpikingJelly
-for its test); the Rust runner runs this file only where torch imports."""
+the same neuron, SpikingJelly's LIFNode, and torch.compile, on CPU tensors (the CPU
+reference) and on CUDA tensors (the generated kernels). Needs torch (and SpikingJelly for
+its tests); the Rust runner runs this file only where torch imports, the tests marked
+`cuda` only where it has a GPU. They skip without one, unless SNN_REQUIRE_GPU=1 says a GPU
+must be there."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +15,14 @@ torch = pytest.importorskip("torch")
 
 import snn  # noqa: E402
 import snn.torch  # noqa: E402
+
+_GPU = torch.cuda.is_available() or os.environ.get("SNN_REQUIRE_GPU") == "1"
+cuda = pytest.mark.cuda
+needs_gpu = pytest.mark.skipif(not _GPU, reason="needs a CUDA GPU")
+
+# Each test that takes `device` runs on the CPU reference and on the GPU kernels.
+DEVICES = ["cpu", pytest.param("cuda", marks=[cuda, needs_gpu])]
+on_each_device = pytest.mark.parametrize("device", DEVICES)
 
 
 @snn.neuron(surrogate="sigmoid", alpha=4.0)
@@ -40,18 +52,20 @@ class _SigmoidSpike(torch.autograd.Function):
         return grad * 4.0 * sg * (1 - sg)
 
 
-def test_the_layer_equals_an_eager_autograd_loop_of_the_same_neuron():
+@on_each_device
+def test_the_layer_equals_an_eager_autograd_loop_of_the_same_neuron(device):
     torch.manual_seed(1)
     layer = snn.torch.NeuronLayer(learnable_lif, learnable=["tau", "v_th"], params={"tau": 2.5})
-    x = (torch.rand(12, 4, 6) * 2).requires_grad_()
-    g = torch.randn(12, 4, 6)
+    layer.to(device)
+    x = (torch.rand(12, 4, 6, device=device) * 2).requires_grad_()
+    g = torch.randn(12, 4, 6, device=device)
     s = layer(x)
     (s * g).sum().backward()
 
-    tau = torch.tensor(2.5, requires_grad=True)
-    th = torch.tensor(1.0, requires_grad=True)
+    tau = torch.tensor(2.5, requires_grad=True, device=device)
+    th = torch.tensor(1.0, requires_grad=True, device=device)
     x2 = x.detach().clone().requires_grad_()
-    v = torch.zeros(4, 6)
+    v = torch.zeros(4, 6, device=device)
     outs = []
     for t in range(12):
         h = v + (x2[t] - v) / tau
@@ -78,21 +92,23 @@ def channel_lif(n):
     return {"s": s}
 
 
-def test_per_channel_learnable_params_get_one_gradient_per_channel():
-    layer = snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3)
+@on_each_device
+def test_per_channel_learnable_params_get_one_gradient_per_channel(device):
+    layer = snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3).to(device)
     assert layer.v_th.shape == (3,)
     x = torch.rand(5, 2, 3) * 2
-    layer(x).sum().backward()
+    layer(x.to(device)).sum().backward()
     assert layer.v_th.grad.shape == (3,)
     # The numpy path of the same neuron agrees.
     _, _, grads = snn.backward(channel_lif, [x.numpy()], [np.ones((5, 2, 3), np.float32)],
                                channels=3)
     # A scalar param stays one value whatever the channels.
     assert snn.torch.NeuronLayer(learnable_lif, learnable=["v_th"], channels=3).v_th.shape == ()
-    np.testing.assert_allclose(layer.v_th.grad.numpy(), grads["v_th"], rtol=1e-6)
+    np.testing.assert_allclose(layer.v_th.grad.cpu().numpy(), grads["v_th"], rtol=1e-5)
 
 
-def test_the_layer_is_spikingjellys_lif_node():
+@on_each_device
+def test_the_layer_is_spikingjellys_lif_node(device):
     neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
     torch.manual_seed(0)
     settings = itertools.product([2.0, 3.5], [True, False], [0.0, None, -0.2], [False, True])
@@ -100,9 +116,9 @@ def test_the_layer_is_spikingjellys_lif_node():
         kw = dict(tau=tau, decay_input=decay_input, v_reset=v_reset, detach_reset=detach_reset)
         ours = snn.torch.NeuronLayer(snn.lif_node(**kw))
         theirs = neuron.LIFNode(step_mode="m", **kw)
-        x = (torch.rand(16, 3, 7) * 2.5 - 0.3).requires_grad_()
+        x = (torch.rand(16, 3, 7, device=device) * 2.5 - 0.3).requires_grad_()
         x2 = x.detach().clone().requires_grad_()
-        g = torch.randn(16, 3, 7)
+        g = torch.randn(16, 3, 7, device=device)
         s, s2 = ours(x), theirs(x2)
         (s * g).sum().backward()
         (s2 * g).sum().backward()
@@ -110,12 +126,13 @@ def test_the_layer_is_spikingjellys_lif_node():
         assert torch.allclose(x.grad, x2.grad, rtol=1e-5, atol=1e-6), kw
 
 
-def test_a_compiled_model_with_the_layer_trains():
+@on_each_device
+def test_a_compiled_model_with_the_layer_trains(device):
     torch.manual_seed(2)
     model = torch.nn.Sequential(
         torch.nn.Linear(6, 6), snn.torch.NeuronLayer(learnable_lif, learnable=["v_th"])
-    )
-    x = torch.rand(12, 4, 6)
+    ).to(device)
+    x = torch.rand(12, 4, 6, device=device)
     eager = model(x)
     compiled = torch.compile(model)
     y = compiled(x)
@@ -145,11 +162,12 @@ def test_misuse_is_a_clear_error():
         snn.torch.NeuronLayer(lif, storage="f16")
 
 
-def test_a_run_split_in_time_carries_its_state_and_its_gradient():
+@on_each_device
+def test_a_run_split_in_time_carries_its_state_and_its_gradient(device):
     torch.manual_seed(4)
     layer = snn.torch.NeuronLayer(snn.zoo("alif"))
-    x = (torch.rand(20, 3, 5) * 2).requires_grad_()
-    g = torch.randn(20, 3, 5)
+    x = (torch.rand(20, 3, 5, device=device) * 2).requires_grad_()
+    g = torch.randn(20, 3, 5, device=device)
     whole = layer(x)
     (whole * g).sum().backward()
     want = x.grad.clone()
@@ -166,12 +184,17 @@ def test_a_run_split_in_time_carries_its_state_and_its_gradient():
         layer(x[7:], state=state[:1])
 
 
-def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node():
+@on_each_device
+def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node(device, monkeypatch):
     pytest.importorskip("spikingjelly")
     from spikingjelly.activation_based import functional, neuron
     from spikingjelly.activation_based.model import spiking_resnet
 
     torch.manual_seed(0)
+    # cuDNN in full f32 and deterministic, so that the two networks differ only by their
+    # neurons.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     ours = spiking_resnet.spiking_resnet18(
         spiking_neuron=lambda **kw: snn.torch.NeuronLayer(snn.lif_node(detach_reset=True)),
         num_classes=10,
@@ -182,8 +205,9 @@ def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node()
     theirs.load_state_dict(ours.state_dict())
     for net in (ours, theirs):
         functional.set_step_mode(net, "m")
+        net.to(device)
     assert sum(isinstance(m, snn.torch.NeuronLayer) for m in ours.modules()) == 17
-    x, y = torch.rand(2, 4, 3, 32, 32), torch.randint(0, 10, (4,))
+    x, y = torch.rand(2, 4, 3, 32, 32, device=device), torch.randint(0, 10, (4,), device=device)
     losses = []
     for net in (ours, theirs):
         loss = torch.nn.functional.cross_entropy(net(x).mean(0), y)
@@ -196,10 +220,12 @@ def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node()
     torch.optim.SGD(ours.parameters(), lr=0.1).step()
 
 
-def test_per_channel_params_follow_the_channel_axis_of_feature_maps():
+@on_each_device
+def test_per_channel_params_follow_the_channel_axis_of_feature_maps(device):
     torch.manual_seed(6)
-    x = torch.rand(4, 2, 3, 5, 5) * 2  # [T, B, C, H, W]
+    x = torch.rand(4, 2, 3, 5, 5, device=device) * 2  # [T, B, C, H, W]
     maps = snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3, channel_axis=2)
+    maps.to(device)
     with torch.no_grad():
         maps.v_th.copy_(torch.tensor([0.5, 1.0, 1.5]))
     s = maps(x)
@@ -210,10 +236,11 @@ def test_per_channel_params_follow_the_channel_axis_of_feature_maps():
     s.sum().backward()
     assert maps.v_th.grad.shape == (3,)
     with pytest.raises(ValueError, match="channel axis"):
-        snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3)(x)
+        snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3).to(device)(x)
 
 
-def test_the_zoo_plif_is_spikingjellys_parametric_lif_node_learnable_w_included():
+@on_each_device
+def test_the_zoo_plif_is_spikingjellys_parametric_lif_node_learnable_w_included(device):
     neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
     torch.manual_seed(3)
     for init_tau in (2.0, 3.0):
@@ -221,12 +248,109 @@ def test_the_zoo_plif_is_spikingjellys_parametric_lif_node_learnable_w_included(
         w = -np.log(init_tau - 1.0)
         ours = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"], params={"w": w})
         theirs = neuron.ParametricLIFNode(init_tau=init_tau, step_mode="m")
-        x = (torch.rand(10, 3, 4) * 2).requires_grad_()
+        ours.to(device), theirs.to(device)
+        x = (torch.rand(10, 3, 4, device=device) * 2).requires_grad_()
         x2 = x.detach().clone().requires_grad_()
-        g = torch.randn(10, 3, 4)
+        g = torch.randn(10, 3, 4, device=device)
         s, s2 = ours(x), theirs(x2)
         (s * g).sum().backward()
         (s2 * g).sum().backward()
         assert torch.equal(s, s2)
         assert torch.allclose(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
         assert ours.w.grad.item() == pytest.approx(theirs.w.grad.item(), rel=1e-5)
+
+
+def _zoo_layer(name, device, storage="f32"):
+    """A layer of zoo neuron `name` learning every param it can (but per-neuron ones)."""
+    neuron = snn.zoo(name)
+    shapes = dict(neuron.param_shapes)
+    learnable = [p for p in neuron.learnable if shapes[p] != "per_neuron"]
+    return snn.torch.NeuronLayer(neuron, storage=storage, learnable=learnable).to(device)
+
+
+@cuda
+@needs_gpu
+def test_every_zoo_neuron_on_the_gpu_equals_the_cpu_reference():
+    for name in snn.zoo_names():
+        torch.manual_seed(7)
+        cpu, gpu = _zoo_layer(name, "cpu"), _zoo_layer(name, "cuda")
+        gpu.load_state_dict(cpu.state_dict())
+        xs = [(torch.rand(16, 4, 33) * 2).requires_grad_() for _ in cpu.neuron.inputs]
+        xg = [x.detach().cuda().requires_grad_() for x in xs]
+        outs = cpu(*xs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        gs = [torch.randn_like(y) for y in outs]
+        sum((y * g).sum() for y, g in zip(outs, gs)).backward()
+        outg = gpu(*xg)
+        outg = outg if isinstance(outg, tuple) else (outg,)
+        sum((y * g.cuda()).sum() for y, g in zip(outg, gs)).backward()
+        for y, yg in zip(outs, outg):
+            torch.testing.assert_close(yg.cpu(), y, rtol=1e-5, atol=1e-6, msg=name)
+        for x, x2 in zip(xs, xg):
+            torch.testing.assert_close(x2.grad.cpu(), x.grad, rtol=1e-4, atol=1e-5, msg=name)
+        for (p, a), b in zip(cpu.named_parameters(), gpu.parameters()):
+            torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-5,
+                                       msg=f"{name}.{p}")
+
+
+@cuda
+@needs_gpu
+def test_narrow_storage_on_the_gpu_is_bfloat16_rounded_as_the_cpu_path_rounds():
+    torch.manual_seed(8)
+    cpu = snn.torch.NeuronLayer(snn.zoo("paper_lif"), storage="narrow")
+    gpu = snn.torch.NeuronLayer(snn.zoo("paper_lif"), storage="narrow").cuda()
+    x = (torch.rand(8, 4, 50) * 2).bfloat16()
+    g = torch.randn(8, 4, 50).bfloat16()
+    xc, xg = x.float().requires_grad_(), x.cuda().requires_grad_()
+    s, sg = cpu(xc), gpu(xg)
+    assert sg.dtype == torch.bfloat16
+    assert torch.equal(sg.float().cpu(), s)
+    (s * g.float()).sum().backward()
+    (sg * g.cuda()).sum().backward()
+    assert xg.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(xg.grad.float().cpu(), xc.grad, rtol=2**-7, atol=1e-6)
+    with torch.no_grad():  # an inference pass saves nothing and gives the same spikes
+        assert torch.equal(gpu(xg), sg)
+
+
+@cuda
+@needs_gpu
+def test_calls_queue_on_the_current_stream_without_synchronising():
+    layer = snn.torch.NeuronLayer(snn.zoo("paper_lif")).cuda()
+    x = torch.rand(32, 1 << 16, device="cuda", requires_grad=True)
+    want = layer(x)
+    want.sum().backward()
+    first = x.grad.clone()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        layer(x.detach())  # the layer's kernels on this stream, loaded before timing
+        side.synchronize()
+        torch.cuda._sleep(200_000_000)  # keeps the stream busy for about 0.1 s
+        s = layer(x)
+        s.sum().backward()
+        busy = not side.query()
+    assert busy, "a call waited for the stream's earlier work"
+    side.synchronize()
+    assert torch.equal(s, want)
+    assert torch.equal(x.grad, 2 * first)
+
+
+@cuda
+@needs_gpu
+def test_misuse_on_the_gpu_is_a_clear_error():
+    lif = snn.torch.NeuronLayer(snn.zoo("paper_lif")).cuda()
+    x = torch.rand(4, 3, 5, device="cuda")
+    with pytest.raises(ValueError, match="bfloat16; this layer's CUDA kernels take torch.float32"):
+        lif(x.bfloat16())
+    with pytest.raises(ValueError, match="not contiguous"):
+        lif(x.transpose(1, 2))
+    with pytest.raises(ValueError, match="on cpu, the inputs on cuda"):
+        lif(x, state=[torch.zeros(3, 5)] * 2)
+    with pytest.raises(ValueError, match="shape"):
+        lif(x, state=[torch.zeros(3, 4, device="cuda")] * 2)
+    plif = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"])  # params left on the CPU
+    with pytest.raises(ValueError, match="param `w` is on cpu"):
+        plif(x)
+    narrow = snn.torch.NeuronLayer(snn.zoo("paper_lif"), storage="narrow").cuda()
+    with pytest.raises(ValueError, match="float32; this layer's CUDA kernels take torch.bfloat16"):
+        narrow(x)

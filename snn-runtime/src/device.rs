@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaStream, sys};
+use cudarc::driver::{CudaContext, CudaStream, DriverError, sys};
 use snn_codegen::cuda::{COMPILE_OPTIONS, parse_kernels};
 
 use crate::cache::KernelCache;
@@ -64,6 +64,30 @@ impl Device {
 
     /// Opens device `ordinal`, with the kernel cache configured from the environment.
     pub fn open(ordinal: usize) -> Result<Arc<Device>, RuntimeError> {
+        // A stream of its own rather than the legacy default one, which cannot be captured
+        // into a CUDA graph.
+        Self::open_with(ordinal, |ctx| ctx.new_stream())
+    }
+
+    /// Opens device `ordinal` issuing its work on `stream`, a stream another library owns
+    /// (PyTorch's current stream, for instance), so that the work is ordered with that
+    /// library's: nothing here synchronises with it.
+    ///
+    /// # Safety
+    /// `stream` must be null (the legacy default stream) or a live stream of the device's
+    /// primary context, and outlive the returned device and everything made on it.
+    pub unsafe fn on_stream(ordinal: usize, stream: u64) -> Result<Arc<Device>, RuntimeError> {
+        // SAFETY: the caller vouches for the stream (above); cudarc does not destroy a
+        // borrowed stream.
+        Self::open_with(ordinal, |ctx| unsafe {
+            Ok(ctx.wrap_borrowed_stream(stream as sys::CUstream))
+        })
+    }
+
+    fn open_with(
+        ordinal: usize,
+        stream: impl FnOnce(&Arc<CudaContext>) -> Result<Arc<CudaStream>, DriverError>,
+    ) -> Result<Arc<Device>, RuntimeError> {
         let count = Self::count()?;
         if ordinal >= count {
             return Err(RuntimeError::NoDevice { ordinal, count });
@@ -93,11 +117,8 @@ impl Device {
         // events (which order work across streams) are never needed. (Off before the
         // stream is made, so that making it does not synchronise the context.)
         unsafe { ctx.disable_event_tracking() };
-        // A stream of its own rather than the legacy default one, which cannot be captured
-        // into a CUDA graph.
-        let stream = ctx
-            .new_stream()
-            .map_err(|e| RuntimeError::driver("creating the device's stream", e))?;
+        let stream =
+            stream(&ctx).map_err(|e| RuntimeError::driver("creating the device's stream", e))?;
         Ok(Arc::new(Device {
             ctx,
             stream,

@@ -159,6 +159,10 @@ impl NeuronLayer {
         Ok(layer)
     }
 
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
     pub fn neuron(&self) -> &NeuronIr {
         &self.compiled.neuron
     }
@@ -256,7 +260,9 @@ impl NeuronLayer {
         Some(&self.params[p].0)
     }
 
-    fn out_dtype(&self, m: usize) -> Dtype {
+    /// The dtype output `m` is stored in: the storage's spike dtype for a spike train, else
+    /// its I/O dtype.
+    pub fn out_dtype(&self, m: usize) -> Dtype {
         let st = self.storage();
         if self.compiled.neuron.output_is_spike(m) {
             st.spikes
@@ -480,17 +486,16 @@ impl NeuronLayer {
     /// Allocates what a backward pass over `[steps, n]` writes, param gradients zeroed.
     pub fn alloc_backward(&self, steps: usize, n: usize) -> Result<LayerGradients, RuntimeError> {
         let ir = &self.compiled.neuron;
-        let atomic = self.options.reduction == Reduction::Atomic;
         let (dev, st, layout) = (&self.device, self.storage(), self.layout);
-        Ok(LayerGradients {
-            inputs: (0..ir.inputs.len())
+        self.gradients_in(
+            n,
+            (0..ir.inputs.len())
                 .map(|_| DeviceTensor::empty(dev, st.io, &[steps, n]))
                 .collect::<Result<_, _>>()?,
-            init_states: (0..ir.states.len())
+            (0..ir.states.len())
                 .map(|_| DeviceTensor::empty(dev, Dtype::F32, &[n]))
                 .collect::<Result<_, _>>()?,
-            params: ir
-                .params
+            ir.params
                 .iter()
                 .map(|p| {
                     p.learnable
@@ -498,21 +503,44 @@ impl NeuronLayer {
                         .transpose()
                 })
                 .collect::<Result<_, _>>()?,
-            partials: ir
-                .params
-                .iter()
-                .map(|p| {
-                    let sums = reduce_chunks(n, layout.len(p.shape)) * layout.len(p.shape);
-                    (p.learnable && !atomic)
-                        .then(|| {
-                            Ok((
-                                DeviceTensor::zeros(dev, Dtype::F32, &[n])?,
-                                DeviceTensor::zeros(dev, Dtype::F32, &[sums])?,
-                            ))
-                        })
-                        .transpose()
-                })
-                .collect::<Result<_, RuntimeError>>()?,
+        )
+    }
+
+    /// What a backward pass over `n` elements writes, in the given tensors (another
+    /// library's memory, say: [`DeviceTensor::borrowed`]): input and initial-state
+    /// gradients to overwrite, one zeroed gradient per learnable param (`None` for fixed
+    /// ones) to add to. Only the deterministic reduction's scratch is allocated here.
+    pub fn gradients_in(
+        &self,
+        n: usize,
+        inputs: Vec<DeviceTensor>,
+        init_states: Vec<DeviceTensor>,
+        params: Vec<Option<DeviceTensor>>,
+    ) -> Result<LayerGradients, RuntimeError> {
+        let atomic = self.options.reduction == Reduction::Atomic;
+        let (dev, layout) = (&self.device, self.layout);
+        let partials = self
+            .compiled
+            .neuron
+            .params
+            .iter()
+            .map(|p| {
+                let sums = reduce_chunks(n, layout.len(p.shape)) * layout.len(p.shape);
+                (p.learnable && !atomic)
+                    .then(|| {
+                        Ok((
+                            DeviceTensor::zeros(dev, Dtype::F32, &[n])?,
+                            DeviceTensor::zeros(dev, Dtype::F32, &[sums])?,
+                        ))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        Ok(LayerGradients {
+            inputs,
+            init_states,
+            params,
+            partials,
         })
     }
 

@@ -12,18 +12,27 @@ use snn_codegen::Dtype;
 use crate::device::Device;
 use crate::error::RuntimeError;
 
-/// Pool memory, handed back when the last tensor using it is dropped.
+/// Device memory: the pool's, handed back when the last tensor using it is dropped, or
+/// another library's ([`DeviceTensor::borrowed`]), which its owner frees.
 #[derive(Debug)]
 struct Buffer {
-    slice: Option<CudaSlice<u8>>,
-    /// The bytes the pool counts as allocated for it.
+    memory: Memory,
+    /// The bytes the pool counts as allocated for it (0 for borrowed memory).
     size: usize,
     device: Arc<Device>,
 }
 
+#[derive(Debug)]
+enum Memory {
+    Pool(Option<CudaSlice<u8>>),
+    Borrowed(u64),
+}
+
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Some(s) = self.slice.take() {
+        if let Memory::Pool(slice) = &mut self.memory
+            && let Some(s) = slice.take()
+        {
             self.device.pool.free(s, self.size);
         }
     }
@@ -61,7 +70,7 @@ impl DeviceTensor {
         let whole_buffer = slice.len();
         let t = Self {
             buf: Arc::new(Buffer {
-                slice: Some(slice),
+                memory: Memory::Pool(Some(slice)),
                 size,
                 device: device.clone(),
             }),
@@ -75,6 +84,26 @@ impl DeviceTensor {
             t.memset(0xff, whole_buffer)?;
         }
         Ok(t)
+    }
+
+    /// A tensor over memory another library owns (a PyTorch tensor's, say): kernels read
+    /// and write it in place; dropping it frees nothing.
+    ///
+    /// # Safety
+    /// `ptr` must address `shape`'s elements of `dtype`, contiguous, on `device`, and stay
+    /// allocated (and unused by its owner except in order on `device`'s stream) for as long
+    /// as the tensor and its views live.
+    pub unsafe fn borrowed(device: &Arc<Device>, ptr: u64, dtype: Dtype, shape: &[usize]) -> Self {
+        Self {
+            buf: Arc::new(Buffer {
+                memory: Memory::Borrowed(ptr),
+                size: 0,
+                device: device.clone(),
+            }),
+            offset: 0,
+            dtype,
+            shape: shape.to_vec(),
+        }
     }
 
     /// A zeroed tensor.
@@ -264,12 +293,11 @@ impl DeviceTensor {
 
     /// The device address of the first element (for kernel and library arguments).
     pub fn ptr(&self) -> u64 {
-        match &self.buf.slice {
-            Some(s) => {
-                let (p, _sync) = s.device_ptr(&self.buf.device.stream);
-                p + self.offset as u64
-            }
-            None => 0,
-        }
+        let base = match &self.buf.memory {
+            Memory::Pool(Some(s)) => s.device_ptr(&self.buf.device.stream).0,
+            Memory::Pool(None) => return 0,
+            Memory::Borrowed(p) => *p,
+        };
+        base + self.offset as u64
     }
 }

@@ -3,15 +3,21 @@ with `snn.neuron`) over `[T, ...]` tensors inside a PyTorch model, with autograd
 time by the neuron's derived backward and its learnable params as `nn.Parameter`s.
 
     import torch, snn, snn.torch
-    plif = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"])
-    x = torch.rand(32, 8, 100, requires_grad=True)      # [T, batch, features]
+    plif = snn.torch.NeuronLayer(snn.zoo("plif"), learnable=["w"]).cuda()
+    x = torch.rand(32, 8, 100, device="cuda", requires_grad=True)  # [T, batch, features]
     s = plif(x)                                        # spikes, [T, batch, features]
     s.sum().backward()                                 # x.grad and plif.w.grad
 
+On CUDA tensors the layer runs the neuron's generated fused kernels (all T steps in one
+launch forward, one backward), compiled with NVRTC on first use and cached on disk like
+every snn kernel. They read and write PyTorch's own tensors in place, on PyTorch's current
+stream, with no copy and no synchronisation; what the forward pass saves for the backward
+pass (the neuron's memory plan) is held by autograd like any saved tensor. On CPU tensors
+the layer runs the CPU reference interpreter that every generated kernel is checked
+against (it recomputes the forward pass in the backward).
+
 The layer is a `torch.library.custom_op` with its autograd registered, so it also runs
-under `torch.compile`. So far it runs CPU tensors, on the CPU reference interpreter (the
-one every generated CUDA kernel is checked against); CUDA tensors are refused with an
-error that says so.
+under `torch.compile`.
 """
 
 import itertools
@@ -19,22 +25,24 @@ import itertools
 import numpy as np
 import torch
 
-from . import _arrays, _prepare
+from . import _arrays, _inner, _native, _prepare
 
 # Layers by key: a custom op's arguments are tensors and numbers, so the op finds the
 # neuron and its fixed settings here.
 _LAYERS = {}
 _KEYS = itertools.count()
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 
 def _numpy(t, what):
     if t.device.type != "cpu":
         raise ValueError(
-            f"{what} is on {t.device}: snn.torch runs CPU tensors so far (the CUDA path is "
-            "not built yet); move it with .cpu()"
+            f"{what} is on {t.device}, the inputs on the CPU: put every tensor of the layer "
+            "on one device"
         )
     if t.dtype != torch.float32:
-        raise ValueError(f"{what} is {t.dtype}: snn.torch takes float32 tensors")
+        raise ValueError(f"{what} is {t.dtype}: snn.torch takes float32 tensors on the CPU")
     return t.detach().contiguous().numpy()
 
 
@@ -56,12 +64,111 @@ def _prepared(layer, inputs, states):
     return _prepare(xs, init, layer["channels"], layer["axis"])
 
 
+# The CUDA path. `_native.GpuLayer` takes tensors by address, so everything it is given is
+# checked here first: device, dtype, shape and contiguity.
+
+
+def _check(t, what, device, dtype, shape):
+    if t.device != device:
+        raise ValueError(
+            f"{what} is on {t.device}, the inputs on {device}: put every tensor of the layer "
+            "on one device"
+        )
+    if t.dtype != dtype:
+        raise ValueError(
+            f"{what} is {t.dtype}; this layer's CUDA kernels take {dtype} (storage "
+            '"f32": float32, "narrow": bfloat16)'
+        )
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{what} is not contiguous: pass `.contiguous()` of it")
+    return t.data_ptr()
+
+
+def _cuda(layer, inputs, params, states):
+    """The layer's `GpuLayer` for the inputs' device and PyTorch's current stream there,
+    `(T, N)`, and the checked addresses of the inputs, params and states."""
+    x0 = inputs[0]
+    if x0.dim() < 2:
+        raise ValueError(f"inputs must be [T, ...] with at least 2 dimensions, got {tuple(x0.shape)}")
+    device, shape = x0.device, tuple(x0.shape)
+    io, _, _ = layer["plan"]
+    xs = [_check(x, f"input {k}", device, _DTYPES[io], shape) for k, x in enumerate(inputs)]
+    ps = [
+        _check(p, f"param `{name}`", device, torch.float32, p.shape)
+        for name, p in zip(layer["learnable"], params)
+    ]
+    init = [
+        _check(s, f"initial state {k}", device, torch.float32, shape[1:])
+        for k, s in enumerate(states)
+    ] or None
+    inner = _inner(shape, layer["channels"], layer["axis"])
+    stream = torch.cuda.current_stream(device).cuda_stream
+    key = (device.index, stream, inner)
+    gpu = layer["cuda"].get(key)
+    if gpu is None:
+        gpu = layer["cuda"][key] = _native.GpuLayer(
+            layer["neuron"], layer["storage"], device.index, stream, layer["channels"],
+            inner, layer["fixed"], layer["learnable"],
+        )
+    return gpu, (shape[0], x0[0].numel()), xs, ps, init
+
+
+def _cuda_forward(layer, inputs, params, states, train):
+    gpu, (steps, n), xs, ps, init = _cuda(layer, inputs, params, states)
+    io, saves, save_dtype = layer["plan"]
+    x0 = inputs[0]
+    outs = [torch.empty_like(x0) for _ in layer["neuron"].outputs]
+    finals = [torch.empty(x0.shape[1:], dtype=torch.float32, device=x0.device)
+              for _ in layer["neuron"].states]
+    kept = [torch.empty(x0.shape, dtype=_DTYPES[save_dtype], device=x0.device)
+            for _ in range(saves if train else 0)]
+    with torch.cuda.device(x0.device):
+        gpu.forward(steps, n, xs, init, ps, [t.data_ptr() for t in outs],
+                    [t.data_ptr() for t in kept], [t.data_ptr() for t in finals])
+    return outs + finals + kept
+
+
+def _cuda_backward(layer, inputs, params, states, outputs, saves, grads, grad_finals):
+    gpu, (steps, n), xs, ps, init = _cuda(layer, inputs, params, states)
+    x0 = inputs[0]
+    # Gradients PyTorch hands back may be views or expanded; the kernels read them dense
+    # (copies kept alive here until the kernels are queued).
+    grads = [g.contiguous() for g in grads]
+    grad_finals = [g.contiguous() for g in grad_finals]
+    gys = [_check(g, f"gradient {k}", x0.device, x0.dtype, x0.shape)
+           for k, g in enumerate(grads)]
+    gfinal = [
+        _check(g, f"final state gradient {k}", x0.device, torch.float32, x0.shape[1:])
+        for k, g in enumerate(grad_finals)
+    ] or None
+    dxs = [torch.empty_like(x) for x in inputs]
+    dps = [torch.zeros_like(p) for p in params]
+    dinit = [torch.empty(x0.shape[1:], dtype=torch.float32, device=x0.device)
+             for _ in layer["neuron"].states]
+    with torch.cuda.device(x0.device):
+        gpu.backward(
+            steps, n, xs, init, ps, [t.data_ptr() for t in outputs],
+            [t.data_ptr() for t in saves], gys, gfinal, [t.data_ptr() for t in dxs],
+            [t.data_ptr() for t in dinit], [t.data_ptr() for t in dps],
+        )
+    return dxs + dps + (dinit if states else [])
+
+
 @torch.library.custom_op("snn::neuron_forward", mutates_args=())
 def _forward(
-    key: int, inputs: list[torch.Tensor], params: list[torch.Tensor], states: list[torch.Tensor]
+    key: int,
+    inputs: list[torch.Tensor],
+    params: list[torch.Tensor],
+    states: list[torch.Tensor],
+    train: bool,
 ) -> list[torch.Tensor]:
-    """The outputs, then the final states."""
+    """The outputs, then the final states, then (on CUDA, when `train`) the memory plan's
+    saves for the backward pass."""
     layer = _LAYERS[key]
+    if inputs and inputs[0].is_cuda:
+        return _cuda_forward(layer, inputs, params, states, train)
     xs, shape, init, inner = _prepared(layer, inputs, states)
     outs, finals = layer["neuron"].run_forward(
         xs, shape[0], layer["channels"], _params(layer, params), layer["storage"], init,
@@ -70,12 +177,22 @@ def _forward(
     return _tensors(outs, shape) + _tensors(finals, shape[1:])
 
 
+def _saved(layer, x, train):
+    """How many saves the forward pass returns for input `x`."""
+    return layer["plan"][1] if train and x.is_cuda else 0
+
+
 @_forward.register_fake
-def _(key, inputs, params, states):
-    neuron = _LAYERS[key]["neuron"]
-    return [torch.empty_like(inputs[0]) for _ in neuron.outputs] + [
-        torch.empty_like(inputs[0][0]) for _ in neuron.states
-    ]
+def _(key, inputs, params, states, train):
+    layer = _LAYERS[key]
+    x = inputs[0]
+    save_dtype = _DTYPES[layer["plan"][2]] if x.is_cuda else x.dtype
+    return (
+        [torch.empty_like(x) for _ in layer["neuron"].outputs]
+        + [torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
+           for _ in layer["neuron"].states]
+        + [torch.empty_like(x, dtype=save_dtype) for _ in range(_saved(layer, x, train))]
+    )
 
 
 @torch.library.custom_op("snn::neuron_backward", mutates_args=())
@@ -84,11 +201,16 @@ def _backward(
     inputs: list[torch.Tensor],
     params: list[torch.Tensor],
     states: list[torch.Tensor],
+    outputs: list[torch.Tensor],
+    saves: list[torch.Tensor],
     grads: list[torch.Tensor],
     grad_finals: list[torch.Tensor],
 ) -> list[torch.Tensor]:
     """dL/d(inputs), then dL/d(learnable params), then dL/d(initial states)."""
     layer = _LAYERS[key]
+    if inputs[0].is_cuda:
+        return _cuda_backward(layer, inputs, params, states, outputs, saves, grads, grad_finals)
+    # The CPU reference runs the forward pass again rather than keep its saves.
     xs, shape, init, inner = _prepared(layer, inputs, states)
     gys = [_numpy(g, f"gradient {k}") for k, g in enumerate(grads)]
     gfinal = [_numpy(g, f"final state gradient {k}") for k, g in enumerate(grad_finals)] or None
@@ -104,41 +226,54 @@ def _backward(
 
 
 @_backward.register_fake
-def _(key, inputs, params, states, grads, grad_finals):
+def _(key, inputs, params, states, outputs, saves, grads, grad_finals):
     return [torch.empty_like(t) for t in itertools.chain(inputs, params, states)]
 
 
 def _setup_context(ctx, inputs, output):
-    key, xs, params, states = inputs
+    key, xs, params, states, train = inputs
+    layer = _LAYERS[key]
+    n_out, n_states = len(layer["neuron"].outputs), len(layer["neuron"].states)
+    outs, saves = output[:n_out], output[n_out + n_states:]
     ctx.key = key
-    ctx.counts = (len(xs), len(params))
-    ctx.n_outputs = len(output) - len(_LAYERS[key]["neuron"].states)
-    ctx.save_for_backward(*xs, *params, *states)
+    ctx.counts = (len(xs), len(params), len(states), n_out)
+    ctx.mark_non_differentiable(*saves)
+    ctx.save_for_backward(*xs, *params, *states, *outs, *saves)
 
 
 def _autograd_backward(ctx, grads):
-    n_x, n_p = ctx.counts
+    n_x, n_p, n_s, n_out = ctx.counts
     saved = list(ctx.saved_tensors)
-    xs, params, states = saved[:n_x], saved[n_x : n_x + n_p], saved[n_x + n_p :]
+    ends = list(itertools.accumulate((n_x, n_p, n_s, n_out)))
+    xs, params, states, outs, saves = (
+        saved[a:b] for a, b in zip([0] + ends, ends + [len(saved)])
+    )
+    n_states = len(_LAYERS[ctx.key]["neuron"].states)
+    grads = grads[: n_out + n_states]  # the saves have none
     # Outputs and final states nobody used have no gradient: zero, as their gradient is.
-    like = [xs[0]] * ctx.n_outputs + [xs[0][0]] * (len(grads) - ctx.n_outputs)
+    like = [xs[0]] * n_out + [xs[0][0].float()] * n_states
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like)]
-    out = _backward(ctx.key, xs, params, states, grads[: ctx.n_outputs], grads[ctx.n_outputs :])
-    return None, out[:n_x], out[n_x : n_x + n_p], out[n_x + n_p :]
+    out = _backward(ctx.key, xs, params, states, outs, saves, grads[:n_out], grads[n_out:])
+    return None, out[:n_x], out[n_x : n_x + n_p], out[n_x + n_p :], None
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 class NeuronLayer(torch.nn.Module):
-    """`neuron` (an `snn.Neuron`) over `[T, ...]` float32 tensors: one tensor per input of
-    the neuron, every one of the same shape; returns the neuron's output (or a tuple, for
-    a neuron with several). Params take their declared defaults unless given in `params`
-    (a number, or one value per channel); those named in `learnable` become
+    """`neuron` (an `snn.Neuron`) over `[T, ...]` tensors: one tensor per input of the
+    neuron, every one of the same shape, dtype and device; returns the neuron's output (or
+    a tuple, for a neuron with several). Params take their declared defaults unless given
+    in `params` (a number, or one value per channel); those named in `learnable` become
     `nn.Parameter`s with gradients, of shape `()` or, for a per-channel param, `(channels,)`:
     the channels are axis `channel_axis` of the inputs (the last by default; 2 for
-    `[T, B, C, H, W]` feature maps). `storage="narrow"` rounds what is stored as the narrow
-    GPU kernels do."""
+    `[T, B, C, H, W]` feature maps).
+
+    `storage="f32"` takes and returns float32 tensors. `storage="narrow"` keeps what the
+    kernels store narrow: on CUDA it takes and returns bfloat16 tensors (spikes in
+    bfloat16 too, exactly 0 or 1, ready for bf16 convolutions) and saves bfloat16 for the
+    backward pass; on the CPU it takes float32 and rounds what is stored as those kernels
+    do. States (`state=`, `return_state=True`) and params are float32 everywhere."""
 
     def __init__(self, neuron, storage="f32", learnable=(), channels=1, params=None,
                  channel_axis=-1):
@@ -183,6 +318,10 @@ class NeuronLayer(torch.nn.Module):
             "axis": channel_axis,
             "learnable": self.learnable,
             "fixed": params,
+            # The CUDA kernels' I/O dtype and saves, and their `GpuLayer` per (device,
+            # stream, values per channel).
+            "plan": _native.cuda_plan(neuron, storage, self.learnable),
+            "cuda": {},
         }
 
     def forward(self, *inputs, state=None, return_state=False):
@@ -204,10 +343,14 @@ class NeuronLayer(torch.nn.Module):
                 f"({', '.join(self.neuron.states)}), got {len(states)}"
             )
         params = [getattr(self, n) for n in self.learnable]
-        result = _forward(self.key, list(inputs), params, states)
-        n = len(self.neuron.outputs)
+        # A pass that needs no backward saves nothing.
+        train = torch.is_grad_enabled() and any(
+            t.requires_grad for t in itertools.chain(inputs, params, states)
+        )
+        result = _forward(self.key, list(inputs), params, states, train)
+        n, n_states = len(self.neuron.outputs), len(self.neuron.states)
         outs = result[0] if n == 1 else tuple(result[:n])
-        return (outs, tuple(result[n:])) if return_state else outs
+        return (outs, tuple(result[n : n + n_states])) if return_state else outs
 
     def extra_repr(self):
         return f"neuron={self.neuron.name}, learnable={self.learnable}"
