@@ -91,6 +91,18 @@ fn the_default_run_on_the_embedded_digits_reaches_its_stated_accuracy() {
     );
 }
 
+/// The seed's ternary LIF (spikes of -1, 0 and 1) trains the default network: its signed
+/// spikes go through batch-norm, pooling and the rate loss as they are.
+#[test]
+fn the_ternary_lif_trains_the_default_network() {
+    let dir = TempDir::new().unwrap();
+    let out = train(dir.path(), &["--neuron", "ternary_lif", "--epochs", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(metrics(dir.path())[0]["config"]["neuron"], "ternary_lif");
+    let accuracy = epochs(dir.path())[0]["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.6, "test accuracy {accuracy}: {}", text(&out));
+}
+
 /// Stopped after epoch 1 and resumed, a run's second epoch equals an uninterrupted run's
 /// to the bit (same batches, same optimizer state).
 #[test]

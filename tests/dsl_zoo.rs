@@ -13,6 +13,7 @@ mod zoo_support;
 
 use snn::codegen::Neuron;
 use snn::codegen::interp::{Forward, Real};
+use snn::codegen::ir::SpikeKind;
 use snn::prelude::*;
 use zoo_support::all_learnable;
 
@@ -261,7 +262,7 @@ fn check_pair(mac: &dyn Neuron, zoo: &dyn Neuron, seed: u64) -> R {
     let mut rng = Rng::new(seed);
     let params = Params::<f32>::defaults(&ca.neuron, Layout::flat(N));
     let fwd = run_both(&ca, &cb, &params, None, &mut rng)?;
-    if ca.neuron.output_is_spike(0) {
+    if ca.neuron.output_kind(0).is_spike() {
         let spikes = fwd.outputs[0].data.iter().filter(|s| **s != 0.0).count();
         assert!(
             spikes > 0 && spikes < T * N,
@@ -644,8 +645,8 @@ fn kitchen_matches_hand_computed_values() -> R {
 fn kitchen_signature() -> R {
     let ir = Kitchen::default().ir()?;
     assert_eq!(ir.outputs, ["s", "v2"]);
-    assert!(ir.output_is_spike(0));
-    assert!(!ir.output_is_spike(1));
+    assert_eq!(ir.output_kind(0), SpikeKind::Binary);
+    assert_eq!(ir.output_kind(1), SpikeKind::General);
     assert_eq!(ir.inputs, ["x"]);
     assert_eq!(ir.params.len(), 2);
     assert_eq!(ir.params[0].name, "decay");

@@ -103,7 +103,10 @@ impl Compiled {
 
     /// The dtype output `m` is stored in.
     pub fn output_dtype(&self, m: usize) -> Dtype {
-        self.plan.storage.output(self.neuron.output_is_spike(m))
+        self.plan
+            .outputs
+            .get(m)
+            .map_or(self.plan.storage.io, |o| o.dtype)
     }
 
     /// The name a leaf of the backward graphs prints as.

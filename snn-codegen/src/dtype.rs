@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::ir::SpikeKind;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
     F64,
@@ -12,6 +14,8 @@ pub enum Dtype {
     /// Spikes only: 0 or 1 in a byte. (The runtime's hand-written kernels also use it for
     /// raw bytes: pixels, event counts, argmax indices.)
     U8,
+    /// Signed (ternary) spikes only: -1, 0 or 1 in a signed byte.
+    I8,
     /// Integers of the runtime's hand-written kernels (class labels); never neuron storage.
     U32,
     /// Integers of the runtime's hand-written kernels (dataset sample ids); never neuron
@@ -28,6 +32,7 @@ impl Dtype {
             Dtype::F16 => "f16",
             Dtype::BF16 => "bf16",
             Dtype::U8 => "u8",
+            Dtype::I8 => "i8",
             Dtype::U32 => "u32",
             Dtype::U64 => "u64",
         }
@@ -38,7 +43,7 @@ impl Dtype {
             Dtype::F64 | Dtype::U64 => 8,
             Dtype::F32 | Dtype::U32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::U8 => 1,
+            Dtype::U8 | Dtype::I8 => 1,
         }
     }
 
@@ -63,10 +68,22 @@ impl Dtype {
                     0.0
                 }
             }
+            Dtype::I8 => f64::from(ternary(x as f32)),
             // `as` saturates: the nearest representable integer.
             Dtype::U32 => x.round() as u32 as f64,
             Dtype::U64 => x.round() as u64 as f64,
         }
+    }
+}
+
+/// A ternary spike as the kernels store it in `i8` (`snn_st_i8`): the nearest of -1, 0, 1.
+fn ternary(x: f32) -> i8 {
+    if x >= 0.5 {
+        1
+    } else if x <= -0.5 {
+        -1
+    } else {
+        0
     }
 }
 
@@ -81,6 +98,7 @@ impl Dtype {
                 Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
                 Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
                 Dtype::U8 => out.push(u8::from(v >= 0.5)),
+                Dtype::I8 => out.extend_from_slice(&ternary(v).to_le_bytes()),
                 Dtype::U32 => out.extend_from_slice(&(v.round() as u32).to_le_bytes()),
                 Dtype::U64 => out.extend_from_slice(&(v.round() as u64).to_le_bytes()),
             }
@@ -99,6 +117,7 @@ impl Dtype {
                 Dtype::F16 => half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
                 Dtype::BF16 => half::bf16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
                 Dtype::U8 => f32::from(c[0]),
+                Dtype::I8 => f32::from(i8::from_le_bytes([c[0]])),
                 Dtype::U32 => u32::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
                 Dtype::U64 => u64::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
             })
@@ -117,7 +136,8 @@ impl fmt::Display for Dtype {
 pub struct Storage {
     /// Inputs, real-valued outputs, and all gradients.
     pub io: Dtype,
-    /// Spike outputs (exactly 0 or 1, so any dtype, `u8` included, holds them).
+    /// Spike outputs (exactly 0 or 1, or -1, 0 or 1 for ternary ones: any dtype holds
+    /// them; `u8` stands for `i8` where they are ternary, see [`Storage::output`]).
     pub spikes: Dtype,
     /// Tensors saved by the forward pass for the backward pass.
     pub saves: Dtype,
@@ -130,8 +150,8 @@ impl Storage {
         spikes: Dtype::F32,
         saves: Dtype::F32,
     };
-    /// bf16 inputs, gradients and saves, u8 spikes: the narrow storage (half the memory
-    /// traffic of f32, a quarter for spikes).
+    /// bf16 inputs, gradients and saves, u8 spikes (i8 for ternary ones): the narrow
+    /// storage (half the memory traffic of f32, a quarter for spikes).
     pub const NARROW: Storage = Storage {
         io: Dtype::BF16,
         spikes: Dtype::U8,
@@ -144,9 +164,15 @@ impl Storage {
         saves: Dtype::F64,
     };
 
-    /// The dtype an output is stored in: `spikes` for a spike train, else `io`.
-    pub fn output(&self, spike: bool) -> Dtype {
-        if spike { self.spikes } else { self.io }
+    /// The dtype an output of `kind` is stored in: `spikes` for a spike train (its signed
+    /// twin `i8` for ternary spikes where `spikes` is `u8`), else `io`.
+    pub fn output(&self, kind: SpikeKind) -> Dtype {
+        match kind {
+            SpikeKind::Binary => self.spikes,
+            SpikeKind::Ternary if self.spikes == Dtype::U8 => Dtype::I8,
+            SpikeKind::Ternary => self.spikes,
+            SpikeKind::General => self.io,
+        }
     }
 
     /// Checks that each dtype is allowed in its role.
@@ -157,12 +183,13 @@ impl Storage {
                 "u32 and u64 are not neuron storage; use f32, f16 or bf16 (u8 for spikes)".into(),
             );
         }
-        if self.io == Dtype::U8 {
-            return Err(
-                "u8 can only store spikes; use f32, f16 or bf16 for inputs and gradients".into(),
-            );
+        if matches!(self.io, Dtype::U8 | Dtype::I8) {
+            return Err(format!(
+                "{} can only store spikes; use f32, f16 or bf16 for inputs and gradients",
+                self.io
+            ));
         }
-        if self.saves == Dtype::U8 {
+        if matches!(self.saves, Dtype::U8 | Dtype::I8) {
             return Err("saved tensors hold real values; store them as f32, bf16 or f16".into());
         }
         Ok(())

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::autodiff::Adjoint;
-use crate::dtype::Storage;
-use crate::ir::{Leaf, NeuronIr, NodeId, Op, Sink};
+use crate::dtype::{Dtype, Storage};
+use crate::ir::{Leaf, NeuronIr, NodeId, Op, Sink, SpikeKind};
 
 /// One tensor the forward pass saves.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,12 +53,22 @@ impl Bytes {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
     pub storage: Storage,
+    /// Each output's kind of values and the dtype it is stored in.
+    pub outputs: Vec<StoredOutput>,
     pub saves: Vec<SavedValue>,
     /// Forward inputs the backward reads again.
     pub reread_inputs: Vec<u32>,
     /// Forward outputs the backward reads again.
     pub reread_outputs: Vec<u32>,
     pub bytes: Bytes,
+}
+
+/// How an output is stored: spike trains (binary or ternary) narrower than real values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredOutput {
+    pub name: String,
+    pub kind: SpikeKind,
+    pub dtype: Dtype,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,9 +110,9 @@ impl Walk<'_, '_> {
         let r = if let Some(&c) = self.subst.get(&n) {
             Some(match c {
                 Candidate::Save(_) => st.saves.holds_f32() || self.s.binary(n),
+                // Spikes of either kind read back exactly from any dtype.
                 Candidate::Reread(m) => {
-                    let spike = self.s.ir.output_is_spike(m as usize);
-                    spike || (st.io.holds_f32())
+                    self.s.ir.output_kind(m as usize).is_spike() || st.io.holds_f32()
                 }
             })
         } else {
@@ -183,7 +193,7 @@ impl<'a> Search<'a> {
         for m in 0..ir.outputs.len() as u32 {
             if let Some(f) = fwd.sink_value(Sink::Output(m)) {
                 let n = adj.copy[&f];
-                let dtype = st.output(ir.output_is_spike(m as usize));
+                let dtype = st.output(ir.output_kind(m as usize));
                 if live.contains(&n) && !matches!(fwd.op(f), Op::Leaf(_) | Op::Const(_)) {
                     candidates.push((Candidate::Reread(m), n, dtype.size()));
                 }
@@ -322,6 +332,13 @@ pub fn plan(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> MemoryPlan {
     let bytes = bytes(ir, storage, &saves, &reread_inputs, &reread_outputs);
     MemoryPlan {
         storage,
+        outputs: (0..ir.outputs.len())
+            .map(|m| StoredOutput {
+                name: ir.outputs[m].clone(),
+                kind: ir.output_kind(m),
+                dtype: storage.output(ir.output_kind(m)),
+            })
+            .collect(),
         saves,
         reread_inputs,
         reread_outputs,
@@ -330,7 +347,7 @@ pub fn plan(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> MemoryPlan {
 }
 
 fn output_size(ir: &NeuronIr, st: Storage, m: usize) -> usize {
-    st.output(ir.output_is_spike(m)).size()
+    st.output(ir.output_kind(m)).size()
 }
 
 fn bytes(
@@ -361,6 +378,12 @@ impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let saves: Vec<String> = self.saves.iter().map(|s| s.name.clone()).collect();
         writeln!(f, "memory plan ({})", self.storage)?;
+        let outputs: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|o| format!("{} ({}, {})", o.name, o.kind, o.dtype))
+            .collect();
+        writeln!(f, "  outputs: {}", outputs.join(", "))?;
         writeln!(
             f,
             "  saves: {}",

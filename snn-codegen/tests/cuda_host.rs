@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Rng, all_learnable, jittered_params_for, zoo_with_inputs};
+use common::{Rng, all_learnable, band_spike, jittered_params_for, zoo_with_inputs};
 use snn_codegen::cuda::{
     ArgRole, ArgType, KernelOptions, KernelSet, KernelSignature, Reduction, ctype, generate,
 };
@@ -46,7 +46,7 @@ fn cases() -> Vec<Case> {
         saves: Dtype::F32,
     };
     let mut out = Vec::new();
-    for (ir, range) in zoo_with_inputs() {
+    for (ir, range) in zoo_with_inputs().into_iter().chain([band_spike()]) {
         let learnable = all_learnable(&ir);
         for (ir, storage, reduction) in [
             (ir.clone(), Storage::F32, Reduction::Atomic),
@@ -310,13 +310,7 @@ fn run_case(
         .backward(&params, &x, init.as_deref(), &want, &dy, dfinal.as_deref())
         .unwrap();
 
-    let out_dtype = |m: usize| {
-        if ir.output_is_spike(m) {
-            st.spikes
-        } else {
-            st.io
-        }
-    };
+    let out_dtype = |m: usize| st.output(ir.output_kind(m));
     // The emitted code does the interpreter's arithmetic in the same order: outputs, saves,
     // states and input gradients agree exactly. Param gradients are sums over elements,
     // in another order (f32 in the kernels, f64 in the interpreter).

@@ -284,14 +284,19 @@ fn smooth_variants_match_finite_differences() {
         surrogate: Surrogate::sigmoid(0.1),
         ..Default::default()
     };
+    // Finite differences see through `detach`: the ternary LIF's seed backward detaches
+    // its reset, so its gradient is checked here with the reset attached (and against the
+    // seed's closed form below).
+    let ternary = zoo::TernaryLif {
+        detach_reset: false,
+        ..Default::default()
+    };
     let cases = zoo_with_inputs()
         .into_iter()
-        .map(|(ir, range)| {
-            if ir.name == "izhikevich" {
-                (izhikevich.ir().unwrap(), (0.0, 6.0))
-            } else {
-                (ir, range)
-            }
+        .map(|(ir, range)| match ir.name.as_str() {
+            "izhikevich" => (izhikevich.ir().unwrap(), (0.0, 6.0)),
+            "ternary_lif" => (ternary.ir().unwrap(), range),
+            _ => (ir, range),
         })
         .chain(
             surrogate_variants()
@@ -468,5 +473,69 @@ fn detach_stops_the_gradient_through_the_reset_and_nothing_else() {
     assert!(
         differing > N,
         "detaching the reset should change many gradients ({differing})"
+    );
+}
+
+#[test]
+fn ternary_lif_backward_equals_the_seed_kernels_closed_form() {
+    let lif = zoo::TernaryLif::default();
+    assert!(lif.detach_reset);
+    let (decay, threshold) = (lif.decay, lif.threshold);
+    let r = Reference::new(compile(&lif, Storage::F64).unwrap());
+    let mut rng = Rng::new(43);
+    let (n, steps) = (1000, 32);
+    let x: Seq<f64> = rng.seq(steps, n, -0.6, 0.6);
+    let dy: Seq<f64> = rng.seq(steps, n, -1.0, 1.0);
+    let params = Params::defaults(&r.compiled().neuron, Layout::flat(n));
+    let xs = std::slice::from_ref(&x);
+    let fwd = r.forward(&params, xs, None, Mode::Train).unwrap();
+    let g = r
+        .backward(&params, xs, None, &fwd, std::slice::from_ref(&dy), None)
+        .unwrap();
+
+    let (mut positive, mut negative) = (0, 0);
+    for i in 0..n {
+        // The seed's forward: v = decay * v * (1 - |y|) + x; y = +1 at v >= th, -1 at
+        // v <= -th, else 0; v starts at `rest` = 0.
+        let (mut v, mut y) = (vec![0.0; steps], vec![0.0; steps]);
+        let (mut vp, mut yp) = (lif.rest, 0.0_f64);
+        for t in 0..steps {
+            v[t] = decay * vp * (1.0 - yp.abs()) + x.data[t * n + i];
+            y[t] = if v[t] >= threshold {
+                1.0
+            } else if v[t] <= -threshold {
+                -1.0
+            } else {
+                0.0
+            };
+            assert_eq!(fwd.outputs[0].data[t * n + i], y[t]);
+            positive += usize::from(y[t] > 0.0);
+            negative += usize::from(y[t] < 0.0);
+            (vp, yp) = (v[t], y[t]);
+        }
+        // Its backward: l2v = dy[t] * window(v[t]) + l2v * decay * (1 - |y[t]|), dx[t] = l2v,
+        // the window 1 within 0.25 of +th or of -th.
+        let mut l2v = 0.0;
+        for t in (0..steps).rev() {
+            let near = |c: f64| (v[t] - c).abs() < 0.25;
+            let window = if near(threshold) || near(-threshold) {
+                1.0
+            } else {
+                0.0
+            };
+            l2v = dy.data[t * n + i] * window + l2v * decay * (1.0 - y[t].abs());
+            assert_close(
+                &format!("dx[{t}, {i}]"),
+                g.inputs[0].data[t * n + i],
+                l2v,
+                1e-12,
+                1e-12,
+            );
+        }
+    }
+    let all = steps * n;
+    assert!(
+        positive > all / 20 && negative > all / 20 && positive + negative < all * 9 / 10,
+        "{positive} positive and {negative} negative spikes of {all}: the inputs exercise too little"
     );
 }

@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 use snn_codegen::ir::eval::eval_f64;
-use snn_codegen::ir::{Init, Leaf, Sink};
+use snn_codegen::ir::{Init, Leaf, Sink, SpikeKind};
 use snn_codegen::zoo::{self, Alif, Eif, If, Izhikevich, LeakyIntegrator, Lif, PaperLif, Plif};
 use snn_codegen::{Neuron, NeuronIr, ParamShape};
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "paper_lif",
     "lif",
     "integrate_and_fire",
@@ -18,6 +18,7 @@ const NAMES: [&str; 8] = [
     "izhikevich",
     "eif",
     "leaky_integrator",
+    "ternary_lif",
 ];
 
 fn printed(n: &dyn Neuron) -> String {
@@ -52,12 +53,12 @@ fn by_name_finds_every_neuron() {
 fn spiking_neurons_output_spikes() {
     for n in zoo::all() {
         let ir = n.ir().unwrap();
-        assert_eq!(
-            ir.output_is_spike(0),
-            ir.name != "leaky_integrator",
-            "{}",
-            ir.name
-        );
+        let kind = match ir.name.as_str() {
+            "leaky_integrator" => SpikeKind::General,
+            "ternary_lif" => SpikeKind::Ternary,
+            _ => SpikeKind::Binary,
+        };
+        assert_eq!(ir.output_kind(0), kind, "{}", ir.name);
     }
 }
 
@@ -293,8 +294,8 @@ fn check<N: Neuron + std::fmt::Debug>(
             ir.name
         );
     }
-    if ir.output_is_spike(0) {
-        let spikes = ys.iter().filter(|&&y| y == 1.0).count();
+    if ir.output_kind(0).is_spike() {
+        let spikes = ys.iter().filter(|&&y| y != 0.0).count();
         assert!(
             spikes > 0 && spikes < ys.len(),
             "{}: {spikes} spikes in {} steps",

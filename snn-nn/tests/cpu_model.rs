@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use snn_codegen::Mode;
-use snn_codegen::{NeuronBuilder, NeuronIr, ParamDecl, zoo};
+use snn_codegen::{Neuron, NeuronBuilder, NeuronIr, ParamDecl, zoo};
 use snn_nn::cpu::CpuModel;
 use snn_nn::models::{spiking_cnn, spiking_mlp, spiking_resnet};
 use snn_nn::{ImageShape, Network, NnError, Rng, Role, init_params};
@@ -140,6 +140,41 @@ fn training_forward_updates_batch_norm_buffers_and_eval_uses_them() {
         .backward(&eval1, &vec![0.0; eval1.output().len()])
         .unwrap_err();
     assert!(err.to_string().contains("training forward"), "{err}");
+}
+
+/// Signed spikes (the ternary LIF's -1, 0, 1) pass through batch-norm, pooling, the
+/// residual add and the linear head as they are, and carry gradients back.
+#[test]
+fn signed_spikes_flow_through_the_network_both_ways() {
+    let neuron = zoo::TernaryLif::default();
+    let net = tiny_net(&neuron.ir().unwrap());
+    let (steps, batch) = (4, 3);
+    let mut rng = Rng::new(5);
+    let x = random(&mut rng, steps * batch * net.input_shape().len(), 2.0);
+    let mut m = CpuModel::new(&net, init_params::<f64>(&net, 2).unwrap()).unwrap();
+    let trace = m.forward(&x, steps, batch, Mode::Train).unwrap();
+    let id = |name: &str| net.nodes().iter().position(|n| n.name == name).unwrap();
+    for name in ["sn1", "block.sn1"] {
+        let s = &trace.values[id(name)];
+        assert!(s.iter().all(|&v| [-1.0, 0.0, 1.0].contains(&v)), "{name}");
+        for want in [-1.0, 1.0] {
+            assert!(s.contains(&want), "{name} never spikes {want}");
+        }
+    }
+    let r = random(&mut rng, trace.output().len(), 1.0);
+    let grads = m.backward(&trace, &r).unwrap();
+    for name in [
+        "conv1.weight",
+        "bn1.weight",
+        "block.conv1.weight",
+        "fc.weight",
+    ] {
+        let g = &grads.get(name).unwrap().data;
+        assert!(
+            g.iter().all(|v| v.is_finite()) && g.iter().any(|&v| v != 0.0),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -84,6 +84,7 @@ fn torch_dtype(d: Dtype) -> &'static str {
         Dtype::F16 => "float16",
         Dtype::F64 => "float64",
         Dtype::U8 => "uint8",
+        Dtype::I8 => "int8",
         _ => "float32",
     }
 }

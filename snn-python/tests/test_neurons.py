@@ -287,3 +287,25 @@ def test_a_forward_split_in_time_continues_from_its_final_states():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="state"):
         snn.forward(lif, x, states=[np.zeros(3, np.float32)] * len(mid))
+
+
+def test_signed_spikes_keep_their_sign_in_narrow_storage_and_the_plan_names_their_kind():
+    ternary = snn.zoo("ternary_lif")
+    assert "s (ternary spikes, i8)" in ternary.describe("narrow")
+    x = np.random.default_rng(5).uniform(-0.6, 0.6, (16, 200)).astype(np.float32)
+    (wide,), _ = snn.forward(ternary, x)
+    (narrow,), _ = snn.forward(ternary, x, storage="narrow")
+    assert set(np.unique(wide)) == {-1.0, 0.0, 1.0}
+    np.testing.assert_array_equal(narrow, wide)
+
+    @snn.neuron(surrogate="sigmoid", alpha=4.0)
+    def band(n):
+        x = n.input("x")
+        v = n.state("v")
+        h = v * 0.5 + x
+        s1, s2 = snn.spike(h - 0.6), snn.spike(h - 1.4)
+        v.set(h * (1 - s1))
+        return {"s": s1 * (1 - s2), "h": h}
+
+    plan = band.describe("narrow")
+    assert "s (binary spikes, u8)" in plan and "h (real, bf16)" in plan, plan

@@ -260,15 +260,10 @@ impl NeuronLayer {
         Some(&self.params[p].0)
     }
 
-    /// The dtype output `m` is stored in: the storage's spike dtype for a spike train, else
-    /// its I/O dtype.
+    /// The dtype output `m` is stored in (the memory plan's: a byte for binary or ternary
+    /// spikes in narrow storage).
     pub fn out_dtype(&self, m: usize) -> Dtype {
-        let st = self.storage();
-        if self.compiled.neuron.output_is_spike(m) {
-            st.spikes
-        } else {
-            st.io
-        }
+        self.compiled.output_dtype(m)
     }
 
     /// `[T, N]` of the call, checking every sequence and state tensor.

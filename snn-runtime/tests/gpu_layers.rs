@@ -82,7 +82,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gpu_common::{
-    Rng, all_learnable, device, initial_states, jittered, mix, params_of, zoo_with_inputs,
+    Rng, all_learnable, band_spike, device, initial_states, jittered, mix, params_of,
+    zoo_with_inputs,
 };
 use snn_codegen::cuda::{KernelOptions, Reduction};
 use snn_codegen::interp::{Forward, Gradients, Params, Real, Reference, Seq};
@@ -189,11 +190,12 @@ impl Variant {
     }
 }
 
-/// The zoo with its input ranges, and the two-compartment neuron (spiking at about a fifth
-/// of the steps on these inputs).
+/// The zoo with its input ranges, the two-compartment neuron (spiking at about a fifth of
+/// the steps on these inputs), and a binary output built from spikes (stored in `u8`).
 fn neurons() -> Vec<(NeuronIr, (f64, f64))> {
     let mut all = zoo_with_inputs();
     all.push((TwoCompartment::new().ir().unwrap(), (-0.2, 1.2)));
+    all.push(band_spike());
     all
 }
 
@@ -348,7 +350,7 @@ fn own_error(
     // about rounding.
     let mut skip = vec![false; n];
     for (m, (a, b)) in fwd.outputs.iter().zip(&f.outputs).enumerate() {
-        if ir.output_is_spike(m) {
+        if ir.output_kind(m).is_spike() {
             for (k, (&a, &b)) in a.data.iter().zip(&b.data).enumerate() {
                 if f64::from(a) != b {
                     skip[k % n] = true;
@@ -689,7 +691,7 @@ impl Compare {
 fn diverged(ir: &NeuronIr, got: &Got, want: &Forward<f32>, n: usize) -> Vec<bool> {
     let mut div = vec![false; n];
     for (m, out) in got.outputs.iter().enumerate() {
-        if !ir.output_is_spike(m) {
+        if !ir.output_kind(m).is_spike() {
             continue;
         }
         for (k, (g, c)) in out.iter().zip(&want.outputs[m].data).enumerate() {
@@ -746,8 +748,8 @@ fn check(
     let back_rel = if narrow { BF16_REL } else { F32_REL };
     let dtype_rel = |d: Dtype| if d.holds_f32() { F32_REL } else { BF16_REL };
     for (m, g) in got.outputs.iter().enumerate() {
-        let spikes = ir.output_is_spike(m);
-        let rel = dtype_rel(if spikes { st.spikes } else { st.io });
+        let spikes = ir.output_kind(m).is_spike();
+        let rel = dtype_rel(st.output(ir.output_kind(m)));
         let what = format!("output `{}`", ir.outputs[m]);
         let own = want.own_error.outputs[m];
         cmp.tensor(
@@ -827,7 +829,7 @@ fn check(
         .outputs
         .iter()
         .enumerate()
-        .filter(|(m, _)| ir.output_is_spike(*m))
+        .filter(|(m, _)| ir.output_kind(*m).is_spike())
         .map(|(_, o)| o.iter().map(|&v| f64::from(v)).sum::<f64>() / o.len() as f64)
         .sum();
     let widened = if cmp.widened > 0 {

@@ -231,22 +231,25 @@ fn gpu_resnet18_training_step_matches_the_cpu() {
     );
 }
 
-/// A small CNN whose neurons learn their decay (PLIF's `w`, per channel): five training
-/// steps on both sides, then inference.
-/// PLIF's decay learnable per channel, and as one scalar (which kernels read through a
-/// pointer into the flat parameter buffer, so Adam's updates reach them with no copy).
+/// A small CNN trained five steps on both sides, then inference: with neurons that learn
+/// their decay (PLIF's `w`, per channel, and as one scalar, which kernels read through a
+/// pointer into the flat parameter buffer, so Adam's updates reach them with no copy), and
+/// with the ternary LIF, whose spikes of -1 flow through batch-norm, pooling and the loss.
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_small_cnn_trains_like_the_cpu() {
-    small_cnn_trains_like_the_cpu(&per_channel_plif());
-    small_cnn_trains_like_the_cpu(&zoo::Plif::default());
+    small_cnn_trains_like_the_cpu(&per_channel_plif(), Some("sn1.w"));
+    small_cnn_trains_like_the_cpu(&zoo::Plif::default(), Some("sn1.w"));
+    small_cnn_trains_like_the_cpu(&zoo::TernaryLif::default(), None);
 }
 
-fn small_cnn_trains_like_the_cpu(plif: &zoo::Plif) {
+fn small_cnn_trains_like_the_cpu(neuron: &dyn snn_codegen::Neuron, learnable: Option<&str>) {
     let dev = device();
-    let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, plif).unwrap();
+    let net = spiking_cnn(ImageShape::new(2, 12, 12), 6, 5, neuron).unwrap();
     let params = init_params::<f32>(&net, 5).unwrap();
-    assert!(params.get("sn1.w").is_some());
+    if let Some(name) = learnable {
+        assert!(params.get(name).is_some(), "{name} is trained");
+    }
     let (steps, batch) = (3, 4);
     let mut rng = Rng::new(2);
     let mut cpu = CpuTrainer::new(

@@ -89,7 +89,7 @@ pub struct NeuronArgs {
 enum StorageArg {
     /// f32 inputs, outputs, spikes, gradients and saves.
     F32,
-    /// bf16 inputs, outputs, gradients and saves; u8 spikes.
+    /// bf16 inputs, outputs, gradients and saves; spikes in a byte (u8, i8 for ternary).
     Narrow,
 }
 

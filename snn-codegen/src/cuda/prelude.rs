@@ -15,6 +15,8 @@ __device__ __forceinline__ float snn_ld_f64(double x) { return (float)x; }
 __device__ __forceinline__ double snn_st_f64(float x) { return (double)x; }
 __device__ __forceinline__ float snn_ld_u8(unsigned char x) { return (float)x; }
 __device__ __forceinline__ unsigned char snn_st_u8(float x) { return x >= 0.5f ? 1 : 0; }
+__device__ __forceinline__ float snn_ld_i8(signed char x) { return (float)x; }
+__device__ __forceinline__ signed char snn_st_i8(float x) { return x >= 0.5f ? 1 : (x <= -0.5f ? -1 : 0); }
 __device__ __forceinline__ float snn_ld_f16(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
@@ -43,6 +45,7 @@ SNN_VEC4(f32, float, float4)
 SNN_VEC4(f16, unsigned short, ushort4)
 SNN_VEC4(bf16, unsigned short, ushort4)
 SNN_VEC4(u8, unsigned char, uchar4)
+SNN_VEC4(i8, signed char, char4)
 #undef SNN_VEC4
 // Whether `p` may be accessed 4 elements of `bytes` bytes at a time.
 __device__ __forceinline__ bool snn_aligned4(const void* p, int bytes) {

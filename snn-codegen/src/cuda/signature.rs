@@ -111,6 +111,7 @@ pub fn ctype(d: Dtype) -> &'static str {
         Dtype::F32 => "float",
         Dtype::F16 | Dtype::BF16 => "unsigned short",
         Dtype::U8 => "unsigned char",
+        Dtype::I8 => "signed char",
         Dtype::U32 => "unsigned",
         Dtype::U64 => "unsigned long long",
     }
@@ -298,6 +299,7 @@ fn parse_param(param: &str) -> Result<(ArgType, String), String> {
                 "float" => Dtype::F32,
                 "double" => Dtype::F64,
                 "unsigned char" => Dtype::U8,
+                "signed char" => Dtype::I8,
                 // The runtime's name for bf16 bits (an `unsigned short` could be f16 too).
                 "snn_bf16" => Dtype::BF16,
                 "unsigned" | "unsigned int" => Dtype::U32,

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::graph::Graph;
+use super::kind::SpikeKind;
 use super::op::{Leaf, Sink};
 
 /// How many values a parameter holds, for a layer of `batch x channels x inner` elements.
@@ -120,12 +121,12 @@ impl NeuronIr {
             .unwrap_or_else(|| format!("<#{i}>"))
     }
 
-    /// Whether output `m` is a spike train (its values are exactly 0 or 1), so that it may be
-    /// stored narrowly.
-    pub fn output_is_spike(&self, m: usize) -> bool {
+    /// What values output `m` takes: binary or ternary spikes (stored in a byte by narrow
+    /// storage), or any real value.
+    pub fn output_kind(&self, m: usize) -> SpikeKind {
         self.graph
             .sink_value(Sink::Output(m as u32))
-            .is_some_and(|n| matches!(self.graph.op(n), super::Op::Spike(_)))
+            .map_or(SpikeKind::General, |n| super::kind::kind(&self.graph, n))
     }
 
     /// Whether any parameter is learnable.

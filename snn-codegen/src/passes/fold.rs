@@ -187,6 +187,6 @@ mod tests {
         assert!(fold(&mut ir.graph), "`1 - 0.5` folds");
         assert_same_values(&before, &ir.graph);
         assert_eq!(count(&ir.graph, |op| matches!(op, Op::Spike(_))), 1);
-        assert!(ir.output_is_spike(0));
+        assert_eq!(ir.output_kind(0), crate::ir::SpikeKind::Binary);
     }
 }

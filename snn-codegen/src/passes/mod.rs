@@ -211,7 +211,7 @@ mod tests {
         let g = &ir.graph;
         assert_eq!(count(g, |op| matches!(op, Op::Spike(_))), 1);
         assert_eq!(count(g, |op| op == Op::Detach), 1);
-        assert!(ir.output_is_spike(0));
+        assert_eq!(ir.output_kind(0), crate::ir::SpikeKind::Binary);
     }
 
     #[test]

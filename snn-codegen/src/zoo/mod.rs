@@ -7,7 +7,7 @@
 //! changes the graph's structure, which one macro function cannot: [`Lif`]'s and [`Plif`]'s
 //! `decay_input`, hard or soft reset (`v_reset: Option<f64>`, also [`If`]'s) and
 //! `detach_reset`; [`Plif`]'s param shape and `w`, derived from `init_tau`;
-//! [`LeakyIntegrator`]'s `learnable`; [`Izhikevich`]'s initial `u = b * c`, computed from
+//! [`LeakyIntegrator`]'s `learnable`; [`TernaryLif`]'s `detach_reset`; [`Izhikevich`]'s initial `u = b * c`, computed from
 //! two fields (a macro state starts at a number or one param).
 
 pub mod alif;
@@ -18,6 +18,7 @@ pub mod leaky_integrator;
 pub mod lif;
 pub mod paper_lif;
 pub mod plif;
+pub mod ternary_lif;
 
 pub use alif::Alif;
 pub use eif::Eif;
@@ -27,12 +28,13 @@ pub use leaky_integrator::LeakyIntegrator;
 pub use lif::Lif;
 pub use paper_lif::PaperLif;
 pub use plif::Plif;
+pub use ternary_lif::TernaryLif;
 
 use crate::Neuron;
 use crate::builder::{NeuronBuilder, Value};
 
 /// The zoo neurons' IR names, in [`all`]'s order (for command lines and their errors).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     PaperLif::NAME,
     Lif::NAME,
     If::NAME,
@@ -41,6 +43,7 @@ pub const NAMES: [&str; 8] = [
     Izhikevich::NAME,
     Eif::NAME,
     LeakyIntegrator::NAME,
+    TernaryLif::NAME,
 ];
 
 /// Every zoo neuron with its defaults, in [`NAMES`]' order (the paper's LIF first).
@@ -59,6 +62,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Neuron>> {
         Izhikevich::NAME => Box::new(Izhikevich::default()),
         Eif::NAME => Box::new(Eif::default()),
         LeakyIntegrator::NAME => Box::new(LeakyIntegrator::default()),
+        TernaryLif::NAME => Box::new(TernaryLif::default()),
         _ => return None,
     })
 }

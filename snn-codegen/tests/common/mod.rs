@@ -4,7 +4,7 @@
 mod zoo_support;
 
 #[allow(unused_imports)] // Each test binary uses part of it.
-pub use zoo_support::{all_learnable, zoo_with_inputs};
+pub use zoo_support::{all_learnable, band_spike, zoo_with_inputs};
 
 use rand_xoshiro::SplitMix64;
 use rand_xoshiro::rand_core::{Rng as _, SeedableRng};

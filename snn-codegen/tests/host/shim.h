@@ -24,6 +24,8 @@ static inline float snn_ld_f64(double x) { return (float)x; }
 static inline double snn_st_f64(float x) { return (double)x; }
 static inline float snn_ld_u8(unsigned char x) { return (float)x; }
 static inline unsigned char snn_st_u8(float x) { return x >= 0.5f ? 1 : 0; }
+static inline float snn_ld_i8(signed char x) { return (float)x; }
+static inline signed char snn_st_i8(float x) { return x >= 0.5f ? 1 : (x <= -0.5f ? -1 : 0); }
 static inline float snn_ld_f16(unsigned short h) { _Float16 f; std::memcpy(&f, &h, 2); return (float)f; }
 static inline unsigned short snn_st_f16(float x) { _Float16 f = (_Float16)x; unsigned short h; std::memcpy(&h, &f, 2); return h; }
 static inline float snn_ld_bf16(unsigned short h) { unsigned int u = (unsigned int)h << 16; float f; std::memcpy(&f, &u, 4); return f; }
@@ -40,6 +42,7 @@ SNN_HOST_VEC4(f32, float)
 SNN_HOST_VEC4(f16, unsigned short)
 SNN_HOST_VEC4(bf16, unsigned short)
 SNN_HOST_VEC4(u8, unsigned char)
+SNN_HOST_VEC4(i8, signed char)
 static inline bool snn_aligned4(const void* p, int bytes) { return ((unsigned long long)p % (unsigned long long)(4 * bytes)) == 0; }
 static inline float snn_spike(float h) { return h >= 0.0f ? 1.0f : 0.0f; }
 static inline float snn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -7,7 +7,7 @@
 mod zoo_support;
 
 #[allow(unused_imports)] // Each test binary uses part of it.
-pub use zoo_support::{all_learnable, zoo_with_inputs};
+pub use zoo_support::{all_learnable, band_spike, zoo_with_inputs};
 
 use std::sync::{Arc, OnceLock};
 
