@@ -155,7 +155,7 @@ fn signed_spikes_flow_through_the_network_both_ways() {
     let trace = m.forward(&x, steps, batch, Mode::Train).unwrap();
     let id = |name: &str| net.nodes().iter().position(|n| n.name == name).unwrap();
     for name in ["sn1", "block.sn1"] {
-        let s = &trace.values[id(name)];
+        let s = trace.value(id(name)).unwrap();
         assert!(s.iter().all(|&v| [-1.0, 0.0, 1.0].contains(&v)), "{name}");
         for want in [-1.0, 1.0] {
             assert!(s.contains(&want), "{name} never spikes {want}");

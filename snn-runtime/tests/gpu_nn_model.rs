@@ -133,11 +133,11 @@ fn resnet18_step(dev: &std::sync::Arc<snn_runtime::Device>, seed: u64) -> bool {
     let gpu_trace = probe.forward(&xd, steps, batch, Mode::Train).unwrap();
     for (id, node) in net.nodes().iter().enumerate() {
         let g = gpu_trace.value(id).unwrap().to_f32().unwrap();
-        let c = &cpu_trace.values[id];
+        let c = &cpu_trace.value(id).unwrap();
         if matches!(node.op, snn_nn::Op::Neuron(_)) {
             let flipped: Vec<usize> = (0..c.len()).filter(|&i| g[i] != c[i]).collect();
             if !flipped.is_empty() {
-                let margins = paper_lif_margins(&cpu_trace.values[node.inputs[0]], steps);
+                let margins = paper_lif_margins(&cpu_trace.value(node.inputs[0]).unwrap(), steps);
                 for &i in &flipped {
                     assert!(
                         margins[i] < 1e-4,

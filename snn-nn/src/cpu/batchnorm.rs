@@ -83,6 +83,9 @@ pub enum Running<'a, T> {
     Update { mean: &'a mut [T], var: &'a mut [T] },
     /// Eval: normalise with these; they are only read.
     Use { mean: &'a [T], var: &'a [T] },
+    /// Recomputation: normalise with the batch statistics that a training forward returned,
+    /// exactly as it did; nothing is updated.
+    Replay(&'a BatchStats<T>),
 }
 
 /// Forward, as `F.batch_norm(x, running_mean, running_var, gamma, beta, training)`, `y`
@@ -110,6 +113,7 @@ pub fn batchnorm_forward<T: Float>(
     let (mean_len, var_len) = match &running {
         Running::Update { mean, var } => (mean.len(), var.len()),
         Running::Use { mean, var } => (mean.len(), var.len()),
+        Running::Replay(stats) => (stats.mean.len(), stats.inv_std.len()),
     };
     let lens = [gamma.len(), beta.len(), mean_len, var_len];
     let n = check_forward(OP, bn, input, images, (x.len(), y.len()), lens)?;
@@ -126,6 +130,20 @@ pub fn batchnorm_forward<T: Float>(
                         *yv = xv * scale + shift;
                     }
                 }
+            }
+            return Ok(None);
+        }
+        Running::Replay(stats) => {
+            for c in 0..bn.channels {
+                normalize(
+                    x,
+                    y,
+                    input,
+                    c,
+                    stats.mean[c],
+                    gamma[c] * stats.inv_std[c],
+                    beta[c],
+                );
             }
             return Ok(None);
         }
@@ -156,12 +174,7 @@ pub fn batchnorm_forward<T: Float>(
         let inv_std = 1.0 / (var + bn.eps).sqrt();
 
         let (mean_t, inv_std_t) = (T::from_f64(mean), T::from_f64(inv_std));
-        let scale = gamma[c] * inv_std_t;
-        for (yp, xp) in channel_mut(y, input, c).zip(channel(x, input, c)) {
-            for (yv, &xv) in yp.iter_mut().zip(xp) {
-                *yv = (xv - mean_t) * scale + beta[c];
-            }
-        }
+        normalize(x, y, input, c, mean_t, gamma[c] * inv_std_t, beta[c]);
         running_mean[c] = T::from_f64((1.0 - m) * running_mean[c].value() + m * mean);
         running_var[c] =
             T::from_f64((1.0 - m) * running_var[c].value() + m * var * nf / (nf - 1.0));
@@ -169,6 +182,24 @@ pub fn batchnorm_forward<T: Float>(
         stats.inv_std.push(inv_std_t);
     }
     Ok(Some(stats))
+}
+
+/// Channel `c` of `y` = `(x - mean) * scale + shift`: the training normalisation, which a
+/// replay must repeat operation for operation.
+fn normalize<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    input: ImageShape,
+    c: usize,
+    mean: T,
+    scale: T,
+    shift: T,
+) {
+    for (yp, xp) in channel_mut(y, input, c).zip(channel(x, input, c)) {
+        for (yv, &xv) in yp.iter_mut().zip(xp) {
+            *yv = (xv - mean) * scale + shift;
+        }
+    }
 }
 
 /// Where [`batchnorm_backward`] writes its gradients (each overwritten).

@@ -46,6 +46,6 @@ impl<T> WeightGrads<'_, T> {
 }
 
 pub mod model;
-pub use model::{CpuModel, Trace};
+pub use model::{Checkpoints, CpuModel, Trace};
 pub mod train;
 pub use train::CpuTrainer;
