@@ -77,6 +77,7 @@ fn config(batch: usize, workers: usize) -> LoaderConfig {
         drop_last: false,
         prefetch: 4,
         workers,
+        ..LoaderConfig::default()
     }
 }
 

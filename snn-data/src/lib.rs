@@ -48,7 +48,7 @@ pub use dvs_gesture::{
 pub use error::DataError;
 pub use event_dataset::{EventFrames, EventSource, FrameValue};
 pub use events::{Event, EventError, EventStream};
-pub use loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
+pub use loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError, Shard};
 pub use mnist::Mnist;
 pub use nmnist::{NMnist, NMnistSample};
 

@@ -129,6 +129,8 @@ pub enum LoaderError {
     /// The dataset's sample shape cannot be batched (a time-major dataset with no time
     /// axis or `T = 0`, or a batch too large to address).
     SampleShape(String),
+    /// A shard that is not one of its parts (`index >= count`, or `count` 0).
+    Shard(Shard),
 }
 
 impl fmt::Display for LoaderError {
@@ -139,6 +141,10 @@ impl fmt::Display for LoaderError {
             }
             LoaderError::ZeroWorkers => f.write_str("loader workers must be at least 1, got 0"),
             LoaderError::SampleShape(msg) => f.write_str(msg),
+            LoaderError::Shard(Shard { index, count }) => write!(
+                f,
+                "loader shard {index} of {count} does not exist: use an index in 0..count, count at least 1"
+            ),
         }
     }
 }
@@ -160,6 +166,25 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Background threads assembling batches; at least 1.
     pub workers: usize,
+    /// The part of every epoch this loader serves (the whole, unless the run trains on
+    /// several GPUs).
+    pub shard: Shard,
+}
+
+/// One of `count` equal parts of every epoch, as PyTorch's `DistributedSampler` cuts them:
+/// the epoch's order (the same in every process: it depends only on the seed and the
+/// epoch) is padded by repeating its start to a multiple of `count`, and part `index`
+/// takes every `count`-th sample from position `index`. Every part then has the same number
+/// of samples, so every process takes the same number of steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole epoch.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 }
 
 impl Default for LoaderConfig {
@@ -171,6 +196,7 @@ impl Default for LoaderConfig {
             drop_last: false,
             prefetch: 4,
             workers: 2,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -250,6 +276,9 @@ impl<D: Dataset> Loader<D> {
         if config.workers == 0 {
             return Err(LoaderError::ZeroWorkers);
         }
+        if config.shard.index >= config.shard.count {
+            return Err(LoaderError::Shard(config.shard));
+        }
         let sample_shape = dataset.sample_shape();
         let layout = dataset.layout();
         if layout == BatchLayout::TimeMajor && sample_shape.first().is_none_or(|&t| t == 0) {
@@ -292,9 +321,14 @@ impl<D: Dataset> Loader<D> {
         &self.sample_shape
     }
 
-    /// Batches per epoch: `n / B` rounded up, or down with `drop_last`.
+    /// Samples per epoch: the dataset's, or its shard's (`n / count` rounded up).
+    pub fn num_samples(&self) -> usize {
+        self.dataset.len().div_ceil(self.config.shard.count)
+    }
+
+    /// Batches per epoch: samples / B rounded up, or down with `drop_last`.
     pub fn num_batches(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.num_samples(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -311,9 +345,20 @@ impl<D: Dataset> Loader<D> {
         b * values * size_of::<D::Elem>() + b
     }
 
-    /// The order in which epoch `epoch` visits the dataset: `0..n` without `shuffle`,
-    /// otherwise a Fisher-Yates permutation that depends only on `(seed, epoch)`.
+    /// The samples epoch `epoch` visits, in order: `0..n` without `shuffle`, otherwise a
+    /// Fisher-Yates permutation that depends only on `(seed, epoch)`; then this loader's
+    /// [`Shard`] of it.
     pub fn order(&self, epoch: u64) -> Vec<u64> {
+        let Shard { index, count } = self.config.shard;
+        let whole = self.whole_order(epoch);
+        if count == 1 {
+            return whole;
+        }
+        let padded = whole.iter().cycle().take(self.num_samples() * count);
+        padded.skip(index).step_by(count).copied().collect()
+    }
+
+    fn whole_order(&self, epoch: u64) -> Vec<u64> {
         let mut order: Vec<u64> = (0..self.dataset.len() as u64).collect();
         if self.config.shuffle {
             let mut rng = epoch_rng(self.config.seed, epoch);

@@ -69,6 +69,7 @@ fn config(batch_size: usize, workers: usize) -> LoaderConfig {
         drop_last: false,
         prefetch: 2,
         workers,
+        ..LoaderConfig::default()
     }
 }
 

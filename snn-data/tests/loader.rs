@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use snn_data::loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError};
+use snn_data::loader::{Batch, BatchLayout, Dataset, Loader, LoaderConfig, LoaderError, Shard};
 use snn_data::{DataError, ImageDataset};
 
 /// `n` images of `shape` whose pixels are a function of (image, position), labels `i % 10`.
@@ -27,6 +27,7 @@ fn config(batch_size: usize, workers: usize) -> LoaderConfig {
         drop_last: false,
         prefetch: 2,
         workers,
+        ..LoaderConfig::default()
     }
 }
 
@@ -242,6 +243,7 @@ fn throughput_is_printed() {
             drop_last: false,
             prefetch: 4,
             workers,
+            ..LoaderConfig::default()
         };
         let loader = Loader::new(ds.clone(), cfg).expect("loader");
         let start = Instant::now();
@@ -421,4 +423,72 @@ fn unbatchable_samples_and_bad_requests_are_errors() {
     )
     .expect("loader");
     assert_eq!(loader.max_batch_bytes(), 2 * 15 * 4 + 2);
+}
+
+/// The shards of an epoch, as PyTorch's `DistributedSampler(shuffle=False)` cuts
+/// `range(10)` for 4 replicas: padded with the start to 12, then every 4th from the rank.
+#[test]
+fn shards_cut_an_epoch_as_distributed_sampler_does() {
+    let ds = dataset(10, [1, 2, 2]);
+    let want: [&[u64]; 4] = [&[0, 4, 8], &[1, 5, 9], &[2, 6, 0], &[3, 7, 1]];
+    for (index, want) in want.iter().enumerate() {
+        let cfg = LoaderConfig {
+            shuffle: false,
+            shard: Shard { index, count: 4 },
+            ..config(2, 2)
+        };
+        let loader = Loader::new(ds.clone(), cfg).expect("loader");
+        assert_eq!(loader.num_samples(), 3);
+        assert_eq!(loader.num_batches(), 2);
+        assert_eq!(indices(&collect(&loader, 0)), *want, "shard {index}");
+    }
+}
+
+/// Shuffled, the shards of one epoch are cut from one order (the same seed in every
+/// process): together they cover every sample, disjoint but for the padding, and a new
+/// epoch reshuffles them.
+#[test]
+fn shuffled_shards_cover_the_epoch_once() {
+    let ds = dataset(103, [1, 2, 2]);
+    let shards = |epoch: u64| -> Vec<Vec<u64>> {
+        (0..4)
+            .map(|index| {
+                let cfg = LoaderConfig {
+                    shard: Shard { index, count: 4 },
+                    ..config(8, 2)
+                };
+                indices(&collect(
+                    &Loader::new(ds.clone(), cfg).expect("loader"),
+                    epoch,
+                ))
+            })
+            .collect()
+    };
+    let whole = Loader::new(ds.clone(), config(8, 1))
+        .expect("loader")
+        .order(1);
+    let parts = shards(1);
+    assert!(parts.iter().all(|p| p.len() == 26));
+    // Interleaved back, the shards are the whole epoch's order, then its first sample
+    // again (the padding to 104).
+    let interleaved: Vec<u64> = (0..26)
+        .flat_map(|i| parts.iter().map(move |p| p[i]))
+        .collect();
+    assert_eq!(interleaved[..103], whole[..]);
+    assert_eq!(interleaved[103], whole[0]);
+    assert_ne!(shards(2), parts, "each epoch reshuffles");
+}
+
+#[test]
+fn a_shard_outside_its_count_is_an_error() {
+    let ds = dataset(4, [1, 2, 2]);
+    for shard in [Shard { index: 2, count: 2 }, Shard { index: 0, count: 0 }] {
+        let cfg = LoaderConfig {
+            shard,
+            ..config(2, 1)
+        };
+        let err = Loader::new(ds.clone(), cfg).expect_err("bad shard");
+        assert_eq!(err, LoaderError::Shard(shard));
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 }

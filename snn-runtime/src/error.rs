@@ -46,6 +46,8 @@ pub enum RuntimeError {
     Ir(#[from] snn_codegen::IrError),
     #[error(transparent)]
     Nn(#[from] snn_nn::NnError),
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// A tensor argument of the wrong dtype or size.
     #[error("{op}: `{arg}` must be {expected}, got {got}")]
     Tensor {

@@ -16,6 +16,7 @@
 //! nn/            network layers (cuDNN, cuBLAS, kernels/), the GPU model and trainer
 //! encode, staging   rate encoding on the GPU; pinned asynchronous uploads of batches
 //! bench          timings for `snn bench`
+//! dist/          several processes: torchrun's or Slurm's ranks, the TCP rendezvous
 //! ```
 //!
 //! It depends on `snn-codegen`, `snn-nn` and `snn-data` and never the other way round, so
@@ -25,6 +26,7 @@ pub mod bench;
 pub mod cache;
 pub mod check;
 pub mod device;
+pub mod dist;
 pub mod encode;
 pub mod error;
 pub mod graph;

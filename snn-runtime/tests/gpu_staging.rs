@@ -185,6 +185,7 @@ fn gpu_pipeline_spikes_equal_the_cpu_encoder() {
         drop_last: false,
         prefetch: 2,
         workers: 2,
+        ..LoaderConfig::default()
     };
     let loader = Loader::new(ds, config).unwrap();
     let mut up = Uploader::new(&dev, loader.max_batch_bytes()).unwrap();

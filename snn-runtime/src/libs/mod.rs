@@ -11,7 +11,7 @@ mod search;
 
 use std::sync::OnceLock;
 
-use search::{CUBLAS, CUDNN, DRIVER, NVRTC, Spec, search_dirs};
+use search::{CUBLAS, CUDNN, DRIVER, NCCL, NVRTC, Spec, search_dirs};
 
 use crate::error::RuntimeError;
 
@@ -81,6 +81,7 @@ library!(nvrtc, NVRTC, "NVRTC");
 library!(driver, DRIVER, "the CUDA driver library");
 library!(cudnn, CUDNN, "cuDNN 9");
 library!(cublas, CUBLAS, "cuBLAS 13");
+library!(nccl, NCCL, "NCCL 2");
 
 #[cfg(test)]
 mod tests {

@@ -41,6 +41,13 @@ pub const CUBLAS: Spec = Spec {
     install: "Install the CUDA 13 toolkit's cuBLAS (`libcublas-13-0`, or `pip install nvidia-cublas`), and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.",
 };
 
+pub const NCCL: Spec = Spec {
+    what: "NCCL 2 (libnccl.so.2, for training on several GPUs)",
+    files: &["libnccl.so.2", "libnccl.so"],
+    pip: &["nvidia/nccl/lib", "nvidia/cu13/lib"],
+    install: "Install NCCL 2 for CUDA 13 (the `libnccl2` package, or `pip install nvidia-nccl-cu13`), and set CUDA_HOME or LD_LIBRARY_PATH to its lib directory.",
+};
+
 /// Directories to search, in order.
 pub fn search_dirs(spec: &Spec) -> Vec<PathBuf> {
     let mut dirs = Vec::new();

@@ -14,6 +14,7 @@ use snn_nn::train::{Input, expand_channels};
 use snn_nn::{Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
+use crate::dist::Communicator;
 use crate::encode::rate_encode;
 use crate::error::RuntimeError;
 use crate::graph::Graph;
@@ -47,6 +48,8 @@ pub struct GpuTrainer {
     /// The shapes and buffers of the last step that ran launch by launch.
     last_eager: Option<GraphKey>,
     replays: u64,
+    /// The run's other ranks, when this trainer is one rank of a data-parallel run.
+    comm: Option<Communicator>,
 }
 
 /// Failed captures after which a trainer stops trying.
@@ -93,7 +96,35 @@ impl GpuTrainer {
             capture_error: None,
             last_eager: None,
             replays: 0,
+            comm: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run over `comm`'s ranks, as PyTorch's
+    /// `DistributedDataParallel`: rank 0's parameters and optimizer state go to every rank
+    /// now, and after each backward the gradients are averaged over the ranks, so that every
+    /// rank takes the same optimizer step. Each rank feeds its own part of the global batch
+    /// (the same number of samples on every rank: [`snn_data::loader::Shard`]); batch-norm
+    /// takes the statistics of its rank's part, and each rank keeps its own running ones
+    /// (rank 0's go into checkpoints). Every rank must call this, in the same order.
+    pub fn data_parallel(&mut self, comm: Communicator) -> Result<(), RuntimeError> {
+        if !Arc::ptr_eq(comm.device(), self.device()) {
+            return Err(RuntimeError::invalid(
+                "data parallel",
+                "the communicator belongs to another device than the trainer's model",
+            ));
+        }
+        comm.broadcast_from_rank0(self.model.params())?;
+        for s in &self.state {
+            comm.broadcast_from_rank0(s)?;
+        }
+        self.comm = Some(comm);
+        Ok(())
+    }
+
+    /// The data-parallel run this trainer is a rank of, if any.
+    pub fn communicator(&self) -> Option<&Communicator> {
+        self.comm.as_ref()
     }
 
     /// Steps whose forward, loss and backward were replayed from a CUDA graph.
@@ -143,6 +174,9 @@ impl GpuTrainer {
         let batch = labels.len();
         self.loss.upload(steps, labels)?;
         self.forward_backward(x, steps, batch)?;
+        if let Some(comm) = &self.comm {
+            comm.all_reduce_mean(self.model.grads())?;
+        }
         let dev = self.device().clone();
         let grad_norm = self
             .clip

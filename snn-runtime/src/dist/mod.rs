@@ -1,0 +1,41 @@
+//! Several processes, one GPU each: who is who ([`World`], from torchrun's or Slurm's
+//! environment), how they find each other ([`rendezvous`]: rank 0's TCP port hands every
+//! rank the same bytes, NCCL's unique id; neither needs a GPU), and how they talk
+//! ([`Communicator`], NCCL's collectives on each device's stream).
+
+pub mod nccl;
+pub mod rendezvous;
+pub mod world;
+
+pub use nccl::Communicator;
+pub use world::{Launcher, World};
+
+use thiserror::Error;
+
+/// Why the processes of a run could not be set up together.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum DistError {
+    /// A launcher's variable that is missing or cannot be used.
+    #[error("{var}{} {problem}", if value.is_empty() { String::new() } else { format!("={value}") })]
+    Env {
+        var: String,
+        value: String,
+        problem: String,
+    },
+    /// The rendezvous failed: a rank missing, refused or unreachable.
+    #[error("rendezvous: {0}")]
+    Rendezvous(String),
+    /// An NCCL call failed.
+    #[error("NCCL, {0}")]
+    Nccl(String),
+}
+
+impl DistError {
+    fn env(var: &str, value: &str, problem: &str) -> Self {
+        DistError::Env {
+            var: var.into(),
+            value: value.into(),
+            problem: problem.into(),
+        }
+    }
+}

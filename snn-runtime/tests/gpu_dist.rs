@@ -1,0 +1,167 @@
+//! Data parallelism over NCCL. On one GPU (always possible): a data-parallel trainer of one
+//! rank takes exactly the steps of a plain one, through the NCCL calls and the rendezvous.
+//! On two GPUs (`multi_device_*`, run with `bash .gpu/run.sh multi_device` where lent):
+//! two ranks, each on half of the global batch, take the steps of one GPU on the whole
+//! batch, to summation order.
+#![allow(clippy::unwrap_used)]
+
+mod gpu_common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use gpu_common::{Rng, device};
+use snn_codegen::{Dtype, zoo};
+use snn_nn::models::spiking_mlp;
+use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
+use snn_runtime::dist::{Communicator, Launcher, World};
+use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
+use snn_runtime::{Device, DeviceTensor};
+
+const STEPS: usize = 4;
+
+fn options() -> ModelOptions {
+    ModelOptions {
+        conv_math: ConvMath::F32,
+        deterministic: true,
+        ..ModelOptions::default()
+    }
+}
+
+/// No batch-norm: its statistics over each rank's part would differ from the whole
+/// batch's, as in PyTorch's DDP.
+fn network() -> Network {
+    spiking_mlp(ImageShape::new(1, 6, 6), 16, 4, &zoo::PaperLif::default()).unwrap()
+}
+
+fn world(rank: usize, size: usize, port: u16) -> World {
+    World {
+        rank,
+        size,
+        local_rank: rank,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        launcher: Launcher::Torchrun,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn trainer(dev: &Arc<Device>, net: &Network, params: &ParamSet<f32>) -> GpuTrainer {
+    let model = GpuModel::new(dev, net, params, options()).unwrap();
+    GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap()
+}
+
+/// `steps` batches: inputs `[T, B, ...]` and labels.
+fn batches(net: &Network, batch: usize, steps: usize) -> Vec<(Vec<f32>, Vec<usize>)> {
+    let mut rng = Rng::new(8);
+    (0..steps)
+        .map(|_| {
+            let x = rng.vec(STEPS * batch * net.input_shape().len(), 0.0, 1.5);
+            let labels = (0..batch).map(|_| rng.below(4)).collect();
+            (x, labels)
+        })
+        .collect()
+}
+
+/// Samples `from..to` of a time-major batch `[T, B, ...]`.
+fn part(x: &[f32], batch: usize, from: usize, to: usize) -> Vec<f32> {
+    let per = x.len() / (STEPS * batch);
+    (0..STEPS)
+        .flat_map(|t| x[(t * batch + from) * per..(t * batch + to) * per].to_vec())
+        .collect()
+}
+
+fn upload(dev: &Arc<Device>, x: &[f32]) -> DeviceTensor {
+    DeviceTensor::from_f32(dev, Dtype::F32, &[x.len()], x).unwrap()
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
+    let dev = device();
+    let net = network();
+    let params = init_params::<f32>(&net, 2).unwrap();
+    let mut plain = trainer(&dev, &net, &params);
+    let mut ranked = trainer(&dev, &net, &params);
+    let comm =
+        Communicator::join(&dev, &world(0, 1, free_port()), Duration::from_secs(30)).unwrap();
+    ranked.data_parallel(comm).unwrap();
+    for (x, labels) in batches(&net, 6, 3) {
+        let x = upload(&dev, &x);
+        let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
+        let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    }
+    let (a, b) = (
+        plain.model.to_host().unwrap(),
+        ranked.model.to_host().unwrap(),
+    );
+    assert_eq!(a, b, "one rank's averaged gradients are its own");
+    // Misuse: a tensor NCCL cannot take is a clear error.
+    let comm = ranked.communicator().unwrap();
+    let bf16 = DeviceTensor::zeros(&dev, Dtype::BF16, &[4]).unwrap();
+    let err = comm.all_reduce_mean(&bf16).unwrap_err().to_string();
+    assert!(err.contains("f32"), "{err}");
+}
+
+#[test]
+#[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
+fn multi_device_data_parallel_takes_the_whole_batch_steps() {
+    let count = Device::count().unwrap_or(0);
+    assert!(
+        count >= 2,
+        "this test needs 2 CUDA GPUs; this machine has {count}"
+    );
+    let net = network();
+    let params = init_params::<f32>(&net, 3).unwrap();
+    let (batch, steps) = (8, 3);
+    let data = batches(&net, batch, steps);
+    // One GPU on the whole batch.
+    let dev0 = Device::open(0).unwrap();
+    let mut whole = trainer(&dev0, &net, &params);
+    for (x, labels) in &data {
+        whole.step(&upload(&dev0, x), labels, STEPS, 1e-2).unwrap();
+    }
+    let want = whole.model.to_host().unwrap();
+    // Two ranks, one per GPU, each on half of every batch.
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let (net, params, data) = (net.clone(), params.clone(), data.clone());
+            thread::spawn(move || {
+                let dev = Device::open(rank).unwrap();
+                let comm = Communicator::join(&dev, &world(rank, 2, port), Duration::from_secs(60))
+                    .unwrap();
+                let mut t = trainer(&dev, &net, &params);
+                t.data_parallel(comm).unwrap();
+                let half = batch / 2;
+                for (x, labels) in &data {
+                    let (from, to) = (rank * half, (rank + 1) * half);
+                    let x = upload(&dev, &part(x, batch, from, to));
+                    t.step(&x, &labels[from..to], STEPS, 1e-2).unwrap();
+                }
+                t.model.to_host().unwrap()
+            })
+        })
+        .collect();
+    let got: Vec<ParamSet<f32>> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(got[0], got[1], "both ranks hold the same parameters");
+    for (g, w) in got[0].iter().zip(want.iter()) {
+        for (a, b) in g.data.iter().zip(&w.data) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                "{}: {a} (two ranks) vs {b} (one GPU)",
+                g.name
+            );
+        }
+    }
+}
