@@ -1,5 +1,6 @@
 // snn-runtime: elementwise sums (a residual add; a gradient accumulated for a tensor used
-// twice) over f32 or bf16 (`_bf16`) tensors, and the conversions between the two. Four
+// twice) over f32 or bf16 (`_bf16`) tensors, the conversions between the two, and spikes
+// (-1, 0 or 1) narrowed to one signed byte and widened back. Four
 // values per access when every tensor is 16-byte aligned, then a scalar tail. No
 // `__restrict__` on the sums: `out` may be `a` or `b` itself (each element is read, then
 // written, by the same thread, so the loads do not go through the read-only cache).
@@ -61,4 +62,36 @@ extern "C" __global__ void snn_f32_to_bf16(const float* __restrict__ x, snn_bf16
 
 extern "C" __global__ void snn_bf16_to_f32(const snn_bf16* __restrict__ x, float* __restrict__ y, long long n) {
     snn_convert_impl(x, y, n);
+}
+
+// Spikes, exactly -1, 0 or 1, in one signed byte (y = x, exactly), grid-stride.
+template <typename S>
+__device__ __forceinline__ void snn_to_i8_impl(const S* __restrict__ x, signed char* __restrict__ y, long long n) {
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+        y[i] = (signed char)__float2int_rn(snn_f32(x[i]));
+}
+
+// Spikes in one signed byte widened back (y = x, exactly), grid-stride.
+template <typename D>
+__device__ __forceinline__ void snn_from_i8_impl(const signed char* __restrict__ x, D* __restrict__ y, long long n) {
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+        y[i] = snn_to<D>((float)x[i]);
+}
+
+extern "C" __global__ void snn_f32_to_i8(const float* __restrict__ x, signed char* __restrict__ y, long long n) {
+    snn_to_i8_impl(x, y, n);
+}
+
+extern "C" __global__ void snn_bf16_to_i8(const snn_bf16* __restrict__ x, signed char* __restrict__ y, long long n) {
+    snn_to_i8_impl(x, y, n);
+}
+
+extern "C" __global__ void snn_i8_to_f32(const signed char* __restrict__ x, float* __restrict__ y, long long n) {
+    snn_from_i8_impl(x, y, n);
+}
+
+extern "C" __global__ void snn_i8_to_bf16(const signed char* __restrict__ x, snn_bf16* __restrict__ y, long long n) {
+    snn_from_i8_impl(x, y, n);
 }

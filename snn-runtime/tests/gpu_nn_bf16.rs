@@ -269,6 +269,17 @@ fn gpu_bf16_sums_and_conversions_round_to_nearest_even() {
             let back = poisoned(&dev, Dtype::F32, len, 1 - shift);
             kernels::convert(&dev, &narrow, &back).unwrap();
             assert_rounded("to f32", Dtype::F32, &back, &narrow);
+
+            // Spikes (-1, 0, 1) to one signed byte and back, exactly, from either width.
+            let spikes: Vec<f32> = (0..len).map(|_| rng.below(3) as f32 - 1.0).collect();
+            for dtype in [Dtype::F32, Dtype::BF16] {
+                let x = upload(&dev, dtype, &spikes, shift);
+                let bytes = DeviceTensor::empty(&dev, Dtype::I8, &[len]).unwrap();
+                kernels::convert(&dev, &x, &bytes).unwrap();
+                let back = poisoned(&dev, dtype, len, 1 - shift);
+                kernels::convert(&dev, &bytes, &back).unwrap();
+                assert_eq!(back.to_f32().unwrap(), spikes, "{dtype} spikes through i8");
+            }
         }
     }
     // Mixed dtypes are refused, naming them.

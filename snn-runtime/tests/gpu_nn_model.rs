@@ -7,7 +7,7 @@ mod gpu_common;
 
 use gpu_common::{Rng, device};
 use snn_codegen::Mode;
-use snn_codegen::{Dtype, zoo};
+use snn_codegen::{Dtype, Neuron, zoo};
 use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::models::{spiking_cnn, spiking_resnet};
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, Trainer, init_params};
@@ -21,6 +21,7 @@ const F32_CONV: ModelOptions = ModelOptions {
     keep_activations: false,
     fuse: true,
     tiny_map_gemm: true,
+    spikes_in_bytes: false,
 };
 
 /// PLIF with its decay learnable per channel.
@@ -368,6 +369,59 @@ fn gpu_deterministic_training_repeats_bit_for_bit() {
         for (x, y) in sa.iter().zip(sb.iter()) {
             let n = differing(&x.data, &y.data);
             assert_eq!(n, 0, "optimizer state of `{}`: {n} values differ", x.name);
+        }
+    }
+}
+
+/// Spikes kept in one byte for the backward pass: the same gradients, batch-norm buffers
+/// and output bit for bit (in f32 and in bf16 activations), in a smaller trace.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_spikes_in_bytes_train_bit_for_bit_like_full_width() {
+    let dev = device();
+    for neuron in [
+        zoo::PaperLif::default().ir().unwrap(),
+        zoo::TernaryLif::default().ir().unwrap(),
+    ] {
+        let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &neuron).unwrap();
+        let params = init_params::<f32>(&net, 4).unwrap();
+        let mut rng = Rng::new(4);
+        let (steps, batch) = (3, 4);
+        let x = spikes(&mut rng, steps * batch * 3 * 16 * 16, 0.4);
+        let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, 3, 16, 16], &x).unwrap();
+        for conv_math in [ConvMath::F32, ConvMath::Bf16] {
+            let run = |spikes_in_bytes: bool| {
+                let options = ModelOptions {
+                    conv_math,
+                    spikes_in_bytes,
+                    ..F32_CONV
+                };
+                let mut model = GpuModel::new(&dev, &net, &params, options).unwrap();
+                let trace = model.forward(&xd, steps, batch, Mode::Train).unwrap();
+                let bytes = trace.bytes();
+                let out = trace.output().unwrap().to_f32().unwrap();
+                let grad =
+                    DeviceTensor::from_f32(&dev, Dtype::F32, &[out.len()], &vec![0.01; out.len()])
+                        .unwrap();
+                model.backward(trace, &grad).unwrap();
+                (
+                    out,
+                    model.grads_to_host().unwrap(),
+                    model.to_host().unwrap(),
+                    bytes,
+                )
+            };
+            let (wide, narrow) = (run(false), run(true));
+            let what = format!("{} with {conv_math:?}", neuron.name);
+            assert_eq!(wide.0, narrow.0, "{what}: outputs");
+            assert_eq!(wide.1, narrow.1, "{what}: gradients");
+            assert_eq!(wide.2, narrow.2, "{what}: parameters and buffers");
+            assert!(
+                narrow.3 < wide.3,
+                "{what}: the trace holds {} bytes, {} at full width",
+                narrow.3,
+                wide.3
+            );
         }
     }
 }

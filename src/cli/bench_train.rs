@@ -78,6 +78,10 @@ pub struct TrainArgs {
     /// like the others.
     #[arg(long, value_enum, default_value_t = TinyMaps::Gemm)]
     tiny_maps: TinyMaps,
+    /// Keep the spikes the backward pass reads (convolutions' inputs) in one byte rather
+    /// than f32 or bf16, widened when read: less memory for two conversion passes.
+    #[arg(long)]
+    spikes_in_bytes: bool,
     /// The most workspace a convolution algorithm may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     conv_workspace: usize,
@@ -141,6 +145,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         keep_activations: false,
         fuse: !args.no_fuse,
         tiny_map_gemm: args.tiny_maps == TinyMaps::Gemm,
+        spikes_in_bytes: args.spikes_in_bytes,
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;

@@ -77,7 +77,9 @@ fn launch(
 }
 
 /// `y = x` converted between f32 and bf16 (either way; bf16 rounds to nearest even), equal
-/// lengths, any shapes: the narrow copies of weights and inputs, and widened gradients.
+/// lengths, any shapes: the narrow copies of weights and inputs, and widened gradients. Also
+/// spikes (exactly -1, 0 or 1, which it does not check) between f32 or bf16 and one signed
+/// byte, exactly.
 pub fn convert(
     device: &Arc<Device>,
     x: &DeviceTensor,
@@ -85,13 +87,20 @@ pub fn convert(
 ) -> Result<(), RuntimeError> {
     const OP: &str = "convert";
     let n = x.len();
-    let kernel = match (x.dtype, y.dtype) {
-        (Dtype::F32, Dtype::BF16) => "snn_f32_to_bf16",
-        (Dtype::BF16, Dtype::F32) => "snn_bf16_to_f32",
+    // The kernel, and how many values each thread converts per access.
+    let (kernel, per_access) = match (x.dtype, y.dtype) {
+        (Dtype::F32, Dtype::BF16) => ("snn_f32_to_bf16", 4),
+        (Dtype::BF16, Dtype::F32) => ("snn_bf16_to_f32", 4),
+        (Dtype::F32, Dtype::I8) => ("snn_f32_to_i8", 1),
+        (Dtype::BF16, Dtype::I8) => ("snn_bf16_to_i8", 1),
+        (Dtype::I8, Dtype::F32) => ("snn_i8_to_f32", 1),
+        (Dtype::I8, Dtype::BF16) => ("snn_i8_to_bf16", 1),
         (from, to) => {
             return Err(RuntimeError::invalid(
                 OP,
-                format!("from {from} to {to}; it converts f32 to bf16 and bf16 to f32"),
+                format!(
+                    "from {from} to {to}; it converts f32 to bf16 and back, and spikes between f32 or bf16 and i8"
+                ),
             ));
         }
     };
@@ -104,7 +113,7 @@ pub fn convert(
     if n == 0 {
         return Ok(());
     }
-    let config = launch::grid_stride(device, n.div_ceil(4), THREADS, BLOCKS_PER_SM);
+    let config = launch::grid_stride(device, n.div_ceil(per_access), THREADS, BLOCKS_PER_SM);
     device
         .kernel(&programs::ELEMENTWISE, kernel)?
         .arg("x", x)

@@ -70,7 +70,7 @@ impl GpuModel {
             // The input's gradient has the input's dtype.
             let dx_dtype = node.inputs.first().map_or(Dtype::F32, |&i| self.dtypes[i]);
             let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
-                trace.values[node.inputs[k]].clone().ok_or_else(|| {
+                read(&trace.values, &trace.widths, node.inputs[k])?.ok_or_else(|| {
                     RuntimeError::Internal(format!("the input of `{}` was not kept", node.name))
                 })
             };
@@ -150,8 +150,8 @@ impl GpuModel {
                     let xs = reads[id]
                         .iter()
                         .map(|&i| {
-                            trace.values[i]
-                                .as_ref()
+                            trace
+                                .read(i)?
                                 .map_or(Ok(dys.clone()), |x| x.reshape(&[steps, n]))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
@@ -194,7 +194,7 @@ impl GpuModel {
                                 nodes[bn].name
                             )));
                         };
-                        let xv = trace.values[x].clone().ok_or_else(|| {
+                        let xv = trace.read(x)?.ok_or_else(|| {
                             RuntimeError::Internal(format!(
                                 "the input of `{}` was not kept",
                                 nodes[bn].name

@@ -173,6 +173,7 @@ impl GpuModel {
             batch,
             mode,
             values: vec![None; n],
+            widths: vec![None; n],
             saved: (0..n).map(|_| Saved::None).collect(),
         };
         let dev = self.device.clone();
@@ -227,12 +228,17 @@ impl GpuModel {
                 }
             };
             trace.values[id] = y;
-            // Free inputs nobody reads any more (unless the backward pass needs them).
+            // Free inputs nobody reads any more (unless the backward pass needs them: then
+            // spikes may go to one byte).
             for &i in reads_id {
                 uses[i] -= 1;
-                if uses[i] == 0 && !(train && self.keep_output[i]) && !self.options.keep_activations
-                {
+                if uses[i] > 0 || self.options.keep_activations {
+                    continue;
+                }
+                if !(train && self.keep_output[i]) {
                     trace.values[i] = None;
+                } else if self.options.spikes_in_bytes && self.spikes[i] {
+                    trace.narrow(i)?;
                 }
             }
         }
