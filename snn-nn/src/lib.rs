@@ -8,12 +8,14 @@
 //! ```text
 //! layers, graph, models   layer shapes, the static layer graph, Spiking-ResNets and CNNs
 //! params, init            named tensors (PyTorch's state_dict names) and their init
+//! activation_plan         what a training pass keeps for its backward (all, or spikes)
 //! cpu/                    the CPU reference: every layer forward and backward, the model
 //! loss, optim             losses over time-averaged output; SGD, Adam, AdamW, schedules
 //! train/                  the Trainer trait, fit/evaluate (the one epoch loop), inputs
 //! checkpoint              safetensors checkpoints (weights, buffers, optimizer state)
 //! ```
 
+pub mod activation_plan;
 pub mod checkpoint;
 pub mod cpu;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod optim;
 pub mod params;
 pub mod train;
 
+pub use activation_plan::ActivationPlan;
 pub use checkpoint::Checkpoint;
 pub use error::NnError;
 pub use float::Float;

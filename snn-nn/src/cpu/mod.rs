@@ -46,6 +46,6 @@ impl<T> WeightGrads<'_, T> {
 }
 
 pub mod model;
-pub use model::{Checkpoints, CpuModel, Trace};
+pub use model::{CpuModel, Trace};
 pub mod train;
 pub use train::CpuTrainer;

@@ -2,7 +2,7 @@
 //! layers, gradients for every trained tensor. It is the oracle the GPU runtime is tested
 //! against, and trains small models without a GPU.
 //!
-//! What the forward keeps for the backward is a choice ([`Checkpoints`]): everything, or
+//! What the forward keeps for the backward is a choice ([`ActivationPlan`]): everything, or
 //! only the spikes (one byte each) and, every few steps, the neurons' states, from which
 //! the backward recomputes the rest. Both give the same gradients.
 
@@ -13,6 +13,7 @@ use snn_codegen::Mode;
 use snn_codegen::compile;
 use snn_codegen::interp::{Forward, Params, Reference, Seq};
 
+use crate::activation_plan::ActivationPlan;
 use crate::cpu::{
     BatchNormGrads, BatchStats, Running, WeightGrads, batchnorm_backward, batchnorm_forward,
     conv2d_backward, conv2d_forward, global_avgpool_backward, global_avgpool_forward,
@@ -25,23 +26,6 @@ use crate::params::ParamSet;
 
 fn run_err(node: &Node) -> impl Fn(snn_codegen::interp::RunError) -> NnError + '_ {
     move |e| NnError::Run(format!("neuron layer `{}`: {e}", node.name))
-}
-
-/// What a training forward pass keeps for the backward pass. Both choices give the same
-/// gradients: bit for bit, but for neuron parameters, whose sums over time chunking splits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Checkpoints {
-    /// Every node's output, every neuron's saves, every max-pool's argmax: the backward
-    /// recomputes nothing.
-    #[default]
-    All,
-    /// The input, the output and the neurons' outputs only (spikes, exactly -1, 0 or 1, in
-    /// one byte each), the batch statistics, and each neuron's states every `time_chunk`
-    /// steps. The backward recomputes every other value from these, node by node, and each
-    /// neuron's saves one time chunk at a time, latest first, handing the state adjoints
-    /// back from chunk to chunk: long runs train in memory that grows with T by the spikes
-    /// alone.
-    Spikes { time_chunk: usize },
 }
 
 /// A node's value as the trace keeps it.
@@ -70,7 +54,7 @@ pub struct Trace<T> {
     pub steps: usize,
     pub batch: usize,
     pub mode: Mode,
-    pub checkpoints: Checkpoints,
+    pub plan: ActivationPlan,
     values: Vec<Kept<T>>,
     bn: Vec<Option<BatchStats<T>>>,
     argmax: Vec<Option<Vec<u32>>>,
@@ -155,7 +139,7 @@ pub struct CpuModel<T> {
     net: Network,
     pub params: ParamSet<T>,
     /// What training forward passes keep for the backward.
-    pub checkpoints: Checkpoints,
+    pub plan: ActivationPlan,
     /// The compiled neuron of each neuron node.
     neurons: Vec<Option<Reference>>,
     /// Whether each node is a neuron whose output is a spike (-1, 0 or 1).
@@ -192,16 +176,16 @@ impl<T: Float> CpuModel<T> {
         Ok(Self {
             net: net.clone(),
             params,
-            checkpoints: Checkpoints::All,
+            plan: ActivationPlan::All,
             neurons,
             spikes,
             readers,
         })
     }
 
-    /// The model with `checkpoints` for its training passes.
-    pub fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
-        self.checkpoints = checkpoints;
+    /// The model with `plan` for its training passes.
+    pub fn with_plan(mut self, plan: ActivationPlan) -> Self {
+        self.plan = plan;
         self
     }
 
@@ -237,18 +221,6 @@ impl<T: Float> CpuModel<T> {
                 self.net.node(id).name
             ))
         })
-    }
-
-    /// The time chunk of [`Checkpoints::Spikes`] (checked), or `None` for [`Checkpoints::All`].
-    fn time_chunk(checkpoints: Checkpoints) -> Result<Option<usize>, NnError> {
-        match checkpoints {
-            Checkpoints::All => Ok(None),
-            Checkpoints::Spikes { time_chunk: 0 } => Err(NnError::Config(
-                "a time chunk of 0 steps: use at least 1 (the whole run is one chunk when it is T or more)"
-                    .into(),
-            )),
-            Checkpoints::Spikes { time_chunk } => Ok(Some(time_chunk)),
-        }
     }
 
     /// Node `id`'s forward on its inputs `xs`.
@@ -322,7 +294,7 @@ impl<T: Float> CpuModel<T> {
                         node.name
                     )));
                 };
-                match Self::time_chunk(self.checkpoints)? {
+                match self.plan.time_chunk()? {
                     None => {
                         let fwd = r.forward(&p, &[seq], None, mode).map_err(run_err(node))?;
                         y.copy_from_slice(&fwd.outputs[0].data);
@@ -370,7 +342,7 @@ impl<T: Float> CpuModel<T> {
 
     /// Runs the network on `x`, `[T, B, C, H, W]` time-major. In [`Mode::Train`],
     /// batch-norm uses batch statistics and updates its running ones, and the trace keeps
-    /// what [`Self::checkpoints`] says.
+    /// what [`Self::plan`] says.
     pub fn forward(
         &mut self,
         x: &[T],
@@ -387,19 +359,19 @@ impl<T: Float> CpuModel<T> {
                 self.net.input_shape()
             )));
         }
-        let recompute = Self::time_chunk(self.checkpoints)?.is_some();
+        let recompute = self.plan.time_chunk()?.is_some();
         let n = self.net.nodes().len();
         let mut trace = Trace {
             steps,
             batch,
             mode,
-            checkpoints: self.checkpoints,
+            plan: self.plan,
             values: vec![Kept::Nothing; n],
             bn: vec![None; n],
             argmax: vec![None; n],
             neurons: vec![None; n],
         };
-        // Values while they have readers to come; with recomputation only the checkpoints
+        // Values while they have readers to come; with recomputation only the kept ones
         // outlive them.
         let mut live: Vec<Option<Vec<T>>> = vec![None; n];
         for id in 0..n {
@@ -676,10 +648,10 @@ impl<T: Float> CpuModel<T> {
                 })
             }
             Some(NeuronKept::Starts(starts)) => {
-                let chunk = match trace.checkpoints {
-                    Checkpoints::Spikes { time_chunk } if time_chunk > 0 => time_chunk,
-                    _ => return Err(NnError::Run("a chunked trace without its chunk".into())),
-                };
+                let chunk = trace
+                    .plan
+                    .time_chunk()?
+                    .ok_or_else(|| NnError::Run("a chunked trace without its chunk".into()))?;
                 let mut out = NeuronGrads {
                     input: vec![T::default(); x.len()],
                     params: Vec::new(),

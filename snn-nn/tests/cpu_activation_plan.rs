@@ -1,12 +1,15 @@
-//! What a training pass keeps for the backward ([`Checkpoints`]): keeping only the spikes
+//! What a training pass keeps for the backward ([`ActivationPlan`]): keeping only the spikes
 //! and the neurons' states every few steps, and recomputing the rest, trains exactly like
 //! keeping everything (loss, every gradient, batch-norm buffers), for chunks that divide T
 //! and chunks that do not, and holds a fraction of the bytes.
 #![allow(clippy::unwrap_used)]
 
 use snn_codegen::{Mode, Neuron, NeuronIr, ParamShape, zoo};
-use snn_nn::cpu::{Checkpoints, CpuModel, CpuTrainer};
-use snn_nn::{Float, ImageShape, Loss, Network, Op, Optimizer, ParamSet, Rng, Role, init_params};
+use snn_nn::cpu::{CpuModel, CpuTrainer};
+use snn_nn::{
+    ActivationPlan, Float, ImageShape, Loss, Network, Op, Optimizer, ParamSet, Rng, Role,
+    init_params,
+};
 
 /// Every layer kind between two inputs of time: conv, batch-norm, neuron, max-pool,
 /// residual add with a downsampling shortcut, global average pool, flatten, linear.
@@ -48,19 +51,17 @@ fn random<T: Float>(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<T> {
     (0..n).map(|_| T::from_f64(rng.range(lo, hi))).collect()
 }
 
-/// A training pass and its backward under `checkpoints`: the output, the gradients and the
+/// A training pass and its backward under `plan`: the output, the gradients and the
 /// parameters afterwards (batch-norm buffers updated), and the bytes the trace held.
 fn pass<T: Float>(
     net: &Network,
     params: &ParamSet<T>,
-    checkpoints: Checkpoints,
+    plan: ActivationPlan,
     x: &[T],
     r: &[T],
     (steps, batch): (usize, usize),
 ) -> (Vec<T>, ParamSet<T>, ParamSet<T>, usize) {
-    let mut m = CpuModel::new(net, params.clone())
-        .unwrap()
-        .with_checkpoints(checkpoints);
+    let mut m = CpuModel::new(net, params.clone()).unwrap().with_plan(plan);
     let trace = m.forward(x, steps, batch, Mode::Train).unwrap();
     let grads = m.backward(&trace, r).unwrap();
     (
@@ -96,7 +97,7 @@ fn plans_agree<T: Float>(rel: f64) {
         }
         let x = random::<T>(&mut rng, steps * batch * net.input_shape().len(), -1.0, 2.0);
         let r = random::<T>(&mut rng, steps * batch * 3, -1.0, 1.0);
-        let whole = pass(&net, &params, Checkpoints::All, &x, &r, (steps, batch));
+        let whole = pass(&net, &params, ActivationPlan::All, &x, &r, (steps, batch));
         let grads = whole
             .1
             .iter()
@@ -111,7 +112,7 @@ fn plans_agree<T: Float>(rel: f64) {
             let chunked = pass(
                 &net,
                 &params,
-                Checkpoints::Spikes { time_chunk },
+                ActivationPlan::Spikes { time_chunk },
                 &x,
                 &r,
                 (steps, batch),
@@ -163,14 +164,12 @@ fn a_recomputing_trainer_takes_the_same_steps() {
     let net = net(&lif);
     let params = init_params::<f32>(&net, 1).unwrap();
     let (steps, batch) = (7, 3);
-    let trainer = |checkpoints| {
-        let model = CpuModel::new(&net, params.clone())
-            .unwrap()
-            .with_checkpoints(checkpoints);
+    let trainer = |plan| {
+        let model = CpuModel::new(&net, params.clone()).unwrap().with_plan(plan);
         CpuTrainer::new(model, Optimizer::adam(0.01), Loss::CrossEntropyRate).unwrap()
     };
-    let mut whole = trainer(Checkpoints::All);
-    let mut chunked = trainer(Checkpoints::Spikes { time_chunk: 3 });
+    let mut whole = trainer(ActivationPlan::All);
+    let mut chunked = trainer(ActivationPlan::Spikes { time_chunk: 3 });
     let mut rng = Rng::new(4);
     for _ in 0..3 {
         let x = random::<f32>(&mut rng, steps * batch * net.input_shape().len(), 0.0, 1.5);
@@ -197,7 +196,7 @@ fn a_recomputing_trace_holds_the_spikes_and_little_else() {
     let x = random::<f32>(&mut rng, images * net.input_shape().len(), 0.0, 2.0);
     let mut m = CpuModel::new(&net, params)
         .unwrap()
-        .with_checkpoints(Checkpoints::Spikes { time_chunk });
+        .with_plan(ActivationPlan::Spikes { time_chunk });
     let trace = m.forward(&x, steps, batch, Mode::Train).unwrap();
     let mut want = 4 * images * (net.input_shape().len() + net.output_shape().len());
     for node in net.nodes() {
@@ -231,7 +230,7 @@ fn a_time_chunk_of_zero_is_refused() {
     let net = net(&lif);
     let mut m = CpuModel::new(&net, init_params::<f32>(&net, 0).unwrap())
         .unwrap()
-        .with_checkpoints(Checkpoints::Spikes { time_chunk: 0 });
+        .with_plan(ActivationPlan::Spikes { time_chunk: 0 });
     let x = vec![0.5; 2 * net.input_shape().len()];
     let err = m.forward(&x, 2, 1, Mode::Train).unwrap_err();
     assert!(err.to_string().contains("time chunk of 0"), "{err}");
