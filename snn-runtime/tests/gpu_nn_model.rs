@@ -10,7 +10,9 @@ use snn_codegen::Mode;
 use snn_codegen::{Dtype, Neuron, zoo};
 use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::models::{spiking_cnn, spiking_resnet};
-use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, Role, Trainer, init_params};
+use snn_nn::{
+    ActivationPlan, ImageShape, Loss, Network, Optimizer, ParamSet, Role, Trainer, init_params,
+};
 use snn_runtime::DeviceTensor;
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 
@@ -22,6 +24,7 @@ const F32_CONV: ModelOptions = ModelOptions {
     fuse: true,
     tiny_map_gemm: true,
     spikes_in_bytes: false,
+    plan: ActivationPlan::All,
 };
 
 /// PLIF with its decay learnable per channel.
@@ -422,6 +425,82 @@ fn gpu_spikes_in_bytes_train_bit_for_bit_like_full_width() {
                 narrow.3,
                 wide.3
             );
+        }
+    }
+}
+
+/// Keeping only the spikes and the neurons' states every few steps, the backward
+/// recomputing the rest ([`ActivationPlan::Spikes`]), trains like keeping every activation:
+/// the same outputs and batch-norm buffers bit for bit, the same gradients bit for bit with
+/// one chunk and to rounding with several (the fused batch-norms' sums over time are split
+/// by chunk), from a smaller trace; chunks that divide T and chunks that do not.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_spikes_plan_trains_like_keeping_everything() {
+    let dev = device();
+    let (steps, batch) = (5, 3);
+    for neuron in [
+        zoo::PaperLif::default().ir().unwrap(),
+        zoo::TernaryLif::default().ir().unwrap(),
+    ] {
+        let net = spiking_resnet(18, ImageShape::new(3, 16, 16), 10, &neuron).unwrap();
+        let params = init_params::<f32>(&net, 6).unwrap();
+        let mut rng = Rng::new(6);
+        let x = spikes(&mut rng, steps * batch * 3 * 16 * 16, 0.4);
+        let xd = DeviceTensor::from_f32(&dev, Dtype::F32, &[steps, batch, 3, 16, 16], &x).unwrap();
+        for (conv_math, tol) in [(ConvMath::F32, 1e-3), (ConvMath::Bf16, 3e-2)] {
+            let run = |plan: ActivationPlan| {
+                let options = ModelOptions {
+                    conv_math,
+                    plan,
+                    ..F32_CONV
+                };
+                let mut model = GpuModel::new(&dev, &net, &params, options).unwrap();
+                let trace = model.forward(&xd, steps, batch, Mode::Train).unwrap();
+                let bytes = trace.bytes();
+                let out = trace.output().unwrap().to_f32().unwrap();
+                let r: Vec<f32> = (0..out.len())
+                    .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+                    .collect();
+                let grad = DeviceTensor::from_f32(&dev, Dtype::F32, &[r.len()], &r).unwrap();
+                model.backward(trace, &grad).unwrap();
+                (
+                    out,
+                    model.grads_to_host().unwrap(),
+                    model.to_host().unwrap(),
+                    bytes,
+                )
+            };
+            let whole = run(ActivationPlan::All);
+            for time_chunk in [steps, 2, 3] {
+                let what = format!("{} with {conv_math:?}, chunks of {time_chunk}", neuron.name);
+                let kept = run(ActivationPlan::Spikes { time_chunk });
+                assert_eq!(kept.0, whole.0, "{what}: outputs");
+                assert_eq!(kept.2, whole.2, "{what}: parameters and buffers");
+                assert!(
+                    kept.3 < whole.3,
+                    "{what}: {} bytes kept, {} in all",
+                    kept.3,
+                    whole.3
+                );
+                if time_chunk == steps {
+                    assert_eq!(kept.1, whole.1, "{what}: gradients");
+                    continue;
+                }
+                for (a, b) in kept.1.iter().zip(whole.1.iter()) {
+                    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                    let worst = a
+                        .data
+                        .iter()
+                        .zip(&b.data)
+                        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                    assert!(
+                        worst <= tol * scale,
+                        "{what}: gradient of {} off by {worst:e} (largest {scale:e})",
+                        a.name
+                    );
+                }
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use snn::codegen::zoo;
 use snn::nn::models::spiking_resnet;
-use snn::nn::{ImageShape, Network};
+use snn::nn::{ActivationPlan, ImageShape, Network};
 use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench, TrainRun};
 use snn::runtime::nn::{ConvMath, ModelOptions};
@@ -82,6 +82,11 @@ pub struct TrainArgs {
     /// than f32 or bf16, widened when read: less memory for two conversion passes.
     #[arg(long)]
     spikes_in_bytes: bool,
+    /// Keep only the spikes (one byte each), batch statistics and the neurons' states every
+    /// K steps for the backward pass, which recomputes the rest (ActivationPlan::Spikes):
+    /// long T in less memory, for about one more forward pass.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    time_chunk: Option<u64>,
     /// The most workspace a convolution algorithm may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     conv_workspace: usize,
@@ -146,6 +151,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         fuse: !args.no_fuse,
         tiny_map_gemm: args.tiny_maps == TinyMaps::Gemm,
         spikes_in_bytes: args.spikes_in_bytes,
+        plan: match args.time_chunk {
+            Some(k) => ActivationPlan::Spikes {
+                time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
+            },
+            None => ActivationPlan::All,
+        },
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;

@@ -28,7 +28,7 @@ use crate::tensor::DeviceTensor;
 
 pub use batchnorm::{
     BatchNormParams, BatchNormSaved, batchnorm_backward, batchnorm_backward_fused,
-    batchnorm_forward, batchnorm_scale, batchnorm_statistics,
+    batchnorm_forward, batchnorm_replay, batchnorm_scale, batchnorm_statistics,
 };
 pub use elementwise::{add, add_assign, convert};
 pub use pool::{

@@ -1,6 +1,7 @@
 //! The backward pass: nodes in reverse, each value's gradient collected from its readers,
 //! saved tensors freed after their last use.
 
+use super::recompute::{NeuronGrads, backward_in_chunks};
 use super::*;
 
 impl GpuModel {
@@ -69,13 +70,24 @@ impl GpuModel {
             let wants_dx = node.inputs.first().is_some_and(|&i| i != 0);
             // The input's gradient has the input's dtype.
             let dx_dtype = node.inputs.first().map_or(Dtype::F32, |&i| self.dtypes[i]);
+            let start = self.mark()?;
+            if self.options.plan != ActivationPlan::All {
+                // What the node's backward reads, recomputed where the trace did not keep it.
+                let needs = match &node.op {
+                    Op::Conv2d(_) | Op::BatchNorm2d(_) | Op::Linear(_) => node.inputs.clone(),
+                    Op::Neuron(_) => reads[id].clone(),
+                    _ => vec![],
+                };
+                for i in needs {
+                    self.restore(&mut trace, i)?;
+                }
+            }
             let xin = |k: usize| -> Result<DeviceTensor, RuntimeError> {
                 read(&trace.values, &trace.widths, node.inputs[k])?.ok_or_else(|| {
                     RuntimeError::Internal(format!("the input of `{}` was not kept", node.name))
                 })
             };
             let saved = std::mem::replace(&mut trace.saved[id], Saved::None);
-            let start = self.mark()?;
             let dxs: Vec<DeviceTensor> = match (&node.op, saved) {
                 (Op::Input, _) => vec![],
                 (Op::Conv2d(_), _) => {
@@ -138,7 +150,7 @@ impl GpuModel {
                     )?;
                     vec![dx]
                 }
-                (Op::Neuron(_), Saved::Neuron(fwd)) => {
+                (Op::Neuron(_), saved @ (Saved::Neuron(_) | Saved::Starts(_))) => {
                     let Layer::Neuron { layer, learnable } = &self.layers[id] else {
                         return Err(RuntimeError::Internal(
                             "a neuron layer without its state".into(),
@@ -156,8 +168,23 @@ impl GpuModel {
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     let xs: Vec<&DeviceTensor> = xs.iter().collect();
-                    let mut g = layer.alloc_backward(steps, n)?;
-                    layer.backward_into(&xs, None, &fwd, &[&dys], None, &mut g)?;
+                    let g = match saved {
+                        Saved::Neuron(fwd) => {
+                            let mut g = layer.alloc_backward(steps, n)?;
+                            layer.backward_into(&xs, None, &fwd, &[&dys], None, &mut g)?;
+                            NeuronGrads {
+                                inputs: g.inputs,
+                                params: g.params,
+                            }
+                        }
+                        _ => {
+                            let Saved::Starts(starts) = saved else {
+                                return Err(RuntimeError::Internal("no neuron trace".into()));
+                            };
+                            let chunk = self.options.plan.time_chunk()?.unwrap_or(steps);
+                            backward_in_chunks(layer, &xs, &dys, &starts, chunk)?
+                        }
+                    };
                     let ir = layer.neuron();
                     let param_grad = |name: &str| {
                         ir.param_index(name)

@@ -164,6 +164,7 @@ impl GpuModel {
             ));
         }
         let train = mode == Mode::Train;
+        self.options.plan.time_chunk()?;
         let n = self.net.nodes().len();
         let reads: Vec<Vec<usize>> = (0..n).map(|i| self.fusion[i].reads(&self.net, i)).collect();
         let mut uses = vec![0usize; n];
@@ -220,8 +221,9 @@ impl GpuModel {
                     if let Fusion::Neuron { bn, .. } = fusion {
                         self.bind_fused(id, bn, &trace)?;
                     }
+                    let pass = if train { Pass::Train } else { Pass::Inference };
                     self.forward_node(
-                        id, &node, op, in_shape, images, steps, &inputs, &y, train, &mut trace,
+                        id, &node, op, in_shape, images, steps, &inputs, &y, pass, &mut trace,
                     )?;
                     self.record(id, false, start)?;
                     Some(y)
@@ -235,9 +237,9 @@ impl GpuModel {
                 if uses[i] > 0 || self.options.keep_activations {
                     continue;
                 }
-                if !(train && self.keep_output[i]) {
+                if !(train && self.kept(i)) {
                     trace.values[i] = None;
-                } else if self.options.spikes_in_bytes && self.spikes[i] {
+                } else if self.kept_in_bytes(i) {
                     trace.narrow(i)?;
                 }
             }
@@ -245,8 +247,9 @@ impl GpuModel {
         Ok(trace)
     }
 
+    /// Node `id`'s forward on `inputs` into `y`.
     #[allow(clippy::too_many_arguments)]
-    fn forward_node(
+    pub(super) fn forward_node(
         &mut self,
         id: usize,
         node: &Node,
@@ -256,9 +259,10 @@ impl GpuModel {
         steps: usize,
         inputs: &[DeviceTensor],
         y: &DeviceTensor,
-        train: bool,
+        pass: Pass,
         trace: &mut GpuTrace,
     ) -> Result<(), RuntimeError> {
+        let train = pass == Pass::Train;
         let dev = self.device.clone();
         let x = inputs
             .first()
@@ -281,6 +285,15 @@ impl GpuModel {
             Op::BatchNorm2d(bn) => {
                 let (gamma, beta, running_mean, running_var) = self.batchnorm_layer(id)?;
                 let (g, b) = (self.weight(gamma)?, self.weight(beta)?);
+                if pass == Pass::Replay {
+                    let Saved::BatchNorm(saved) = &trace.saved[id] else {
+                        return Err(RuntimeError::Internal(format!(
+                            "`{}` kept no batch statistics to recompute its output with",
+                            node.name
+                        )));
+                    };
+                    return batchnorm_replay(&dev, bn, in_shape, images, x, (&g, &b), saved, y);
+                }
                 let params = BatchNormParams {
                     gamma: &g,
                     beta: &b,
@@ -304,12 +317,23 @@ impl GpuModel {
                         "a neuron layer without its state".into(),
                     ));
                 };
+                if pass == Pass::Replay {
+                    return Err(RuntimeError::Internal(format!(
+                        "`{}`: a neuron's output is kept, never recomputed",
+                        node.name
+                    )));
+                }
                 let n = images / steps * node.shape.len();
                 let xs = inputs
                     .iter()
                     .map(|t| t.reshape(&[steps, n]))
                     .collect::<Result<Vec<_>, _>>()?;
                 let xs: Vec<&DeviceTensor> = xs.iter().collect();
+                if let (true, Some(chunk)) = (train, self.options.plan.time_chunk()?) {
+                    let starts = forward_in_chunks(layer, &xs, &y.reshape(&[steps, n])?, chunk)?;
+                    trace.saved[id] = Saved::Starts(starts);
+                    return Ok(());
+                }
                 let mut fwd = LayerForward {
                     outputs: vec![y.reshape(&[steps, n])?],
                     saves: if train {
@@ -374,4 +398,56 @@ impl GpuModel {
         }
         Ok(())
     }
+}
+
+/// A training forward of `layer` over `xs` (`[T, N]` each) into `y`, one time chunk at a
+/// time, each from the last one's final states; the saves are dropped, since the backward
+/// recomputes them. Returns the states at the start of every chunk but the first.
+fn forward_in_chunks(
+    layer: &NeuronLayer,
+    xs: &[&DeviceTensor],
+    y: &DeviceTensor,
+    chunk: usize,
+) -> Result<Vec<Vec<DeviceTensor>>, RuntimeError> {
+    let (steps, n) = (y.shape[0], y.shape[1]);
+    let mut starts: Vec<Vec<DeviceTensor>> = Vec::new();
+    for t0 in (0..steps).step_by(chunk) {
+        let len = chunk.min(steps - t0);
+        let views = xs
+            .iter()
+            .map(|x| x.view(t0 * n, &[len, n]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let views: Vec<&DeviceTensor> = views.iter().collect();
+        let mut fwd = chunk_forward(layer, len, n)?;
+        fwd.outputs = vec![y.view(t0 * n, &[len, n])?];
+        let init: Option<Vec<&DeviceTensor>> = starts.last().map(|s| s.iter().collect());
+        layer.forward_into(&views, init.as_deref(), true, &mut fwd)?;
+        if t0 + len < steps {
+            starts.push(fwd.final_states);
+        }
+    }
+    Ok(starts)
+}
+
+/// Room for a training forward of `layer` over `[len, n]`: saves and final states (the
+/// output is the caller's).
+pub(super) fn chunk_forward(
+    layer: &NeuronLayer,
+    len: usize,
+    n: usize,
+) -> Result<LayerForward, RuntimeError> {
+    let dev = layer.device();
+    Ok(LayerForward {
+        outputs: vec![],
+        saves: layer
+            .compiled()
+            .plan
+            .saves
+            .iter()
+            .map(|_| DeviceTensor::empty(dev, layer.config().storage.saves, &[len, n]))
+            .collect::<Result<_, _>>()?,
+        final_states: (0..layer.neuron().states.len())
+            .map(|_| DeviceTensor::empty(dev, Dtype::F32, &[n]))
+            .collect::<Result<_, _>>()?,
+    })
 }

@@ -20,9 +20,9 @@ use cudarc::driver::CudaEvent;
 use snn_codegen::Mode;
 use snn_codegen::fuse::{BN_MEAN, BN_SCALE, BN_SHIFT, batch_norm_input};
 use snn_codegen::{Dtype, Storage};
-use snn_nn::ImageShape;
 use snn_nn::graph::{Network, Node, Op};
 use snn_nn::params::{ParamSet, Role, Tensor};
+use snn_nn::{ActivationPlan, ImageShape};
 
 use crate::device::Device;
 use crate::error::RuntimeError;
@@ -31,8 +31,8 @@ use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
 use crate::nn::fusion::{self, Fusion};
 use crate::nn::kernels::{
     BatchNormParams, BatchNormSaved, add, add_assign, batchnorm_backward, batchnorm_backward_fused,
-    batchnorm_forward, batchnorm_scale, batchnorm_statistics, convert, global_avgpool_backward,
-    global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
+    batchnorm_forward, batchnorm_replay, batchnorm_scale, batchnorm_statistics, convert,
+    global_avgpool_backward, global_avgpool_forward, maxpool2d_backward, maxpool2d_forward,
 };
 use crate::nn::linear::{Cublas, linear_backward, linear_forward};
 use crate::tensor::DeviceTensor;
@@ -41,6 +41,7 @@ use snn_codegen::cuda::Reduction;
 mod backward;
 mod forward;
 mod profile;
+mod recompute;
 
 /// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
 /// tensor is aligned for vector loads and for cuDNN.
@@ -74,6 +75,11 @@ pub struct ModelOptions {
     /// widening one in the backward. Bit for bit the same training (spikes are exactly -1,
     /// 0 or 1). Ignored with [`Self::keep_activations`].
     pub spikes_in_bytes: bool,
+    /// What a training pass keeps for the backward pass: every activation it reads, or
+    /// only the spikes (in one byte), the batch statistics and the neurons' states every
+    /// few steps, the rest recomputed by the backward (the CPU reference's plans, with its
+    /// results; see [`ActivationPlan`]).
+    pub plan: ActivationPlan,
 }
 
 impl Default for ModelOptions {
@@ -86,6 +92,7 @@ impl Default for ModelOptions {
             fuse: true,
             tiny_map_gemm: true,
             spikes_in_bytes: false,
+            plan: ActivationPlan::All,
         }
     }
 }
@@ -170,7 +177,20 @@ enum Saved {
         scale: DeviceTensor,
     },
     Neuron(LayerForward),
+    /// A neuron under [`ActivationPlan::Spikes`]: its states at the start of every time
+    /// chunk but the first; the backward recomputes its saves.
+    Starts(Vec<Vec<DeviceTensor>>),
     MaxPool(DeviceTensor),
+}
+
+/// How a node's forward runs: in a training or inference pass, or replayed by the backward
+/// pass to recompute an output the trace did not keep (batch-norm with the statistics the
+/// training pass saved, nothing updated, nothing saved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Train,
+    Inference,
+    Replay,
 }
 
 /// What a forward pass keeps for the backward pass.
@@ -208,6 +228,7 @@ impl GpuTrace {
                             .map_or(0, |b| b.mean.num_bytes() + b.inv_std.num_bytes())
                 }
                 Saved::Neuron(f) => f.saves.iter().map(DeviceTensor::num_bytes).sum(),
+                Saved::Starts(s) => s.iter().flatten().map(DeviceTensor::num_bytes).sum(),
                 Saved::MaxPool(a) => a.num_bytes(),
             })
             .sum();
@@ -466,6 +487,24 @@ impl GpuModel {
 
     pub fn network(&self) -> &Network {
         &self.net
+    }
+
+    /// Whether a training pass keeps node `id`'s output for the backward pass.
+    fn kept(&self, id: usize) -> bool {
+        match self.options.plan {
+            ActivationPlan::All => self.keep_output[id],
+            ActivationPlan::Spikes { .. } => {
+                id == 0
+                    || id + 1 == self.net.nodes().len()
+                    || matches!(self.net.node(id).op, Op::Neuron(_))
+            }
+        }
+    }
+
+    /// Whether a training pass keeps node `id`'s output in one byte.
+    fn kept_in_bytes(&self, id: usize) -> bool {
+        let spikes_plan = self.options.plan != ActivationPlan::All;
+        self.spikes[id] && (self.options.spikes_in_bytes || spikes_plan)
     }
 
     pub fn device(&self) -> &Arc<Device> {

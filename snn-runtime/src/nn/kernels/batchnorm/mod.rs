@@ -207,6 +207,40 @@ pub fn batchnorm_forward(
     apply(&b, x, y, (gamma, beta), Stats::Running { mean, var })
 }
 
+/// A training [`batchnorm_forward`]'s normalisation replayed with the statistics it saved:
+/// `y = (x - mean) * (gamma * inv_std) + beta`, bit for bit what it wrote, nothing updated
+/// (the backward pass recomputing an activation it did not keep).
+///
+/// `x` and `y` are `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory
+/// with another argument.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_replay(
+    device: &Arc<Device>,
+    bn: &BatchNorm2d,
+    input: ImageShape,
+    images: usize,
+    x: &DeviceTensor,
+    (gamma, beta): (&DeviceTensor, &DeviceTensor),
+    saved: &BatchNormSaved,
+    y: &DeviceTensor,
+) -> Result<(), RuntimeError> {
+    let b = Batch::new("batchnorm_replay", device, bn, input, images);
+    let n = b.check(
+        x,
+        &[("y", y, Access::Write)],
+        &[
+            ("gamma", gamma, Access::Read),
+            ("beta", beta, Access::Read),
+            ("mean", &saved.mean, Access::Read),
+            ("inv_std", &saved.inv_std, Access::Read),
+        ],
+    )?;
+    if n == 0 || bn.channels == 0 {
+        return Ok(());
+    }
+    apply(&b, x, y, (gamma, beta), Stats::Saved(saved))
+}
+
 /// The statistics a forward normalises with.
 enum Stats<'a> {
     /// The batch's, in training.
