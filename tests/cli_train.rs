@@ -103,6 +103,33 @@ fn the_ternary_lif_trains_the_default_network() {
     assert!(accuracy >= 0.6, "test accuracy {accuracy}: {}", text(&out));
 }
 
+/// `--time-chunk` keeps only the spikes and every few steps' neuron states for the
+/// backward, which recomputes the rest: the same training to the bit (on the CPU, with a
+/// neuron without learnable parameters), so the same weights and optimizer state.
+#[test]
+fn recomputing_from_kept_spikes_trains_the_same_run() {
+    let quick = ["--steps", "5", "--max-batches", "4", "--seed", "2"];
+    let whole = uninterrupted(&quick, "1");
+    let chunked = TempDir::new().unwrap();
+    let out = train(
+        chunked.path(),
+        &[&quick[..], &["--time-chunk", "2", "--epochs", "1"]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("neuron states kept every 2 steps"),
+        "{}",
+        text(&out)
+    );
+    let last =
+        |dir: &TempDir| snn::nn::checkpoint::load(&dir.path().join("last.safetensors")).unwrap();
+    let (a, b) = (last(&whole), last(&chunked));
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.optimizer, b.optimizer);
+    let loss = |dir: &TempDir| epochs(dir.path())[0]["train_loss"].clone();
+    assert_eq!(loss(&whole), loss(&chunked));
+}
+
 /// Stopped after epoch 1 and resumed, a run's second epoch equals an uninterrupted run's
 /// to the bit (same batches, same optimizer state).
 #[test]

@@ -46,7 +46,13 @@ fn trainers(channels: usize) -> [Box<dyn Trainer>; 2] {
         options: options(),
         graphs: false,
     };
-    [Backend::Cpu, gpu].map(|b| {
+    [
+        Backend::Cpu {
+            plan: Default::default(),
+        },
+        gpu,
+    ]
+    .map(|b| {
         b.trainer(
             &net,
             &start,

@@ -11,7 +11,7 @@ use snn_nn::checkpoint::Checkpoint;
 use snn_nn::cpu::CpuTrainer;
 use snn_nn::optim::{Optimizer, OptimizerState};
 use snn_nn::train::{Input, expand_channels};
-use snn_nn::{Loss, Network, StepStats, TrainError, Trainer};
+use snn_nn::{ActivationPlan, Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
 use crate::dist::Communicator;
@@ -446,8 +446,8 @@ impl From<RuntimeError> for TrainError {
 /// Where a run trains, chosen once; everything after goes through [`Trainer`].
 #[derive(Clone, Debug)]
 pub enum Backend {
-    /// The CPU reference (`snn_nn::cpu`).
-    Cpu,
+    /// The CPU reference (`snn_nn::cpu`), keeping what `plan` says for the backward.
+    Cpu { plan: ActivationPlan },
     /// One GPU.
     Gpu {
         device: Arc<Device>,
@@ -467,7 +467,15 @@ impl Backend {
                 options,
                 graphs: true,
             }),
-            _ => Ok(Backend::Cpu),
+            _ => Ok(Backend::Cpu { plan: options.plan }),
+        }
+    }
+
+    /// What its training passes keep for the backward.
+    pub fn plan(&self) -> ActivationPlan {
+        match self {
+            Backend::Cpu { plan } => *plan,
+            Backend::Gpu { options, .. } => options.plan,
         }
     }
 
@@ -483,8 +491,9 @@ impl Backend {
         clip: Option<f64>,
     ) -> Result<Box<dyn Trainer>, TrainError> {
         Ok(match self {
-            Backend::Cpu => {
+            Backend::Cpu { plan } => {
                 let mut t = CpuTrainer::from_checkpoint(net, start, optimizer, loss)?;
+                t.model.plan = *plan;
                 t.clip = clip;
                 Box::new(t)
             }
@@ -537,9 +546,11 @@ mod tests {
         let fresh = Checkpoint::fresh(snn_nn::init_params(&net, 1).unwrap());
         let adam = Optimizer::adam(1e-2);
         let ce = Loss::CrossEntropyRate;
-        let mut trainer = Backend::Cpu
-            .trainer(&net, &fresh, adam, ce, Some(1.0))
-            .unwrap();
+        let mut trainer = Backend::Cpu {
+            plan: ActivationPlan::All,
+        }
+        .trainer(&net, &fresh, adam, ce, Some(1.0))
+        .unwrap();
         assert_eq!(
             (trainer.device_name().as_str(), trainer.steps_taken()),
             ("the CPU", 0)
@@ -556,12 +567,18 @@ mod tests {
         let stats = trainer.train_batch(input, 1e-2).unwrap();
         assert!(stats.grad_norm.is_some(), "clipping is on");
         let ckpt = trainer.checkpoint(0, BTreeMap::new()).unwrap();
-        let resumed = Backend::Cpu.trainer(&net, &ckpt, adam, ce, None).unwrap();
+        let resumed = Backend::Cpu {
+            plan: ActivationPlan::All,
+        }
+        .trainer(&net, &ckpt, adam, ce, None)
+        .unwrap();
         assert_eq!(resumed.steps_taken(), 1);
         let sgd = Optimizer::sgd(1e-2, 0.9);
-        let e = Backend::Cpu
-            .trainer(&net, &ckpt, sgd, ce, None)
-            .unwrap_err();
+        let e = Backend::Cpu {
+            plan: ActivationPlan::All,
+        }
+        .trainer(&net, &ckpt, sgd, ce, None)
+        .unwrap_err();
         assert!(e.to_string().contains("same optimizer"), "{e}");
     }
 }

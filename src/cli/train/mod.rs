@@ -20,7 +20,7 @@ use snn::data::{Batch, Dataset};
 use snn::nn::checkpoint::{self, Checkpoint};
 use snn::nn::optim::CosineSchedule;
 use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
-use snn::nn::{Loss, Network, init_params};
+use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
 use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
 
@@ -116,6 +116,11 @@ pub struct TrainArgs {
     /// same options; --epochs may grow.
     #[arg(long, value_name = "CKPT")]
     resume: Option<PathBuf>,
+    /// Long runs in less memory: keep only the spikes (one byte each), batch statistics and
+    /// the neurons' states every K steps for the backward pass, which recomputes the rest
+    /// (about one more forward pass; the same training, to rounding). May change on resume.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    time_chunk: Option<u64>,
 }
 
 /// Where data comes from and where the run computes.
@@ -214,7 +219,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         PathBuf::from("runs").join(format!("{dataset}-{arch}-{}", config.neuron))
     });
     let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
-    let backend = backend(&args.place, &config)?;
+    let plan = match args.time_chunk {
+        Some(k) => ActivationPlan::Spikes {
+            time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
+        },
+        None => ActivationPlan::All,
+    };
+    let backend = backend(&args.place, &config, plan)?;
     let run = |input| -> Result<Run> {
         let net = config.network(input)?;
         let start = match start {
@@ -287,10 +298,11 @@ fn best_so_far(out: &Path, resuming: bool) -> Option<f64> {
 
 /// The GPU `place.device` when there is one (and not --cpu), else the CPU with a warning
 /// (narrow storage needs the GPU).
-fn backend(place: &Place, config: &RunConfig) -> Result<Backend> {
+fn backend(place: &Place, config: &RunConfig, plan: ActivationPlan) -> Result<Backend> {
     let narrow = config.storage == StorageArg::Narrow;
     let options = ModelOptions {
         deterministic: config.deterministic,
+        plan,
         conv_math: if narrow {
             ConvMath::Bf16
         } else {
@@ -334,7 +346,7 @@ fn backend(place: &Place, config: &RunConfig) -> Result<Backend> {
     if let Some(why) = fallback {
         eprintln!("warning: {why}: training on the CPU reference (slow for large networks)");
     }
-    Ok(Backend::Cpu)
+    Ok(Backend::Cpu { plan })
 }
 
 fn train_on<D>(run: Run, loaders: Loaders<D>) -> Result<()>
@@ -351,6 +363,12 @@ where
         best,
     } = run;
     let optimizer = config.optimizer();
+    let kept = match backend.plan() {
+        ActivationPlan::Spikes { time_chunk } => format!(
+            "; the backward recomputes from spikes and neuron states kept every {time_chunk} steps"
+        ),
+        ActivationPlan::All => String::new(),
+    };
     let mut trainer = backend
         .trainer(&net, &start, optimizer, Loss::CrossEntropyRate, None)
         .context("setting up the trainer (a checkpoint of another network is refused here)")?;
@@ -373,7 +391,7 @@ where
         "resumed_at_step": trainer.steps_taken(),
     }))?;
     eprintln!(
-        "training {} ({}) on {} with {}: {} epochs, T = {}, batch {}; output in {}",
+        "training {} ({}) on {} with {}: {} epochs, T = {}, batch {}{kept}; output in {}",
         net.name,
         config.neuron,
         config.dataset.name(),
@@ -443,7 +461,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         config.batch = batch as usize;
     }
     let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
-    let backend = backend(&args.place, &config)?;
+    let backend = backend(&args.place, &config, ActivationPlan::All)?;
     match data {
         Data::Images(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),
         Data::NMnist(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),
