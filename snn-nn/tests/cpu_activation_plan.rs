@@ -4,34 +4,14 @@
 //! and chunks that do not, and holds a fraction of the bytes.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::tiny_net;
 use snn_codegen::{Mode, Neuron, NeuronIr, ParamShape, zoo};
 use snn_nn::cpu::{CpuModel, CpuTrainer};
 use snn_nn::{
-    ActivationPlan, Float, ImageShape, Loss, Network, Op, Optimizer, ParamSet, Rng, Role,
-    init_params,
+    ActivationPlan, Float, Loss, Network, Op, Optimizer, ParamSet, Rng, Role, init_params,
 };
-
-/// Every layer kind between two inputs of time: conv, batch-norm, neuron, max-pool,
-/// residual add with a downsampling shortcut, global average pool, flatten, linear.
-fn net(neuron: &NeuronIr) -> Network {
-    let mut b = Network::builder("tiny", ImageShape::new(2, 6, 6));
-    let x = b.input();
-    let s = b.conv("conv1", x, 3, 3, 1, 1).unwrap();
-    let s = b.batch_norm("bn1", s).unwrap();
-    let s = b.neuron("sn1", s, neuron).unwrap();
-    let p = b.max_pool("pool", s, 3, 2, 1).unwrap();
-    let y = b.conv("block.conv1", p, 4, 3, 1, 1).unwrap();
-    let y = b.batch_norm("block.bn1", y).unwrap();
-    let y = b.neuron("block.sn1", y, neuron).unwrap();
-    let d = b.conv("block.downsample.0", p, 4, 1, 1, 0).unwrap();
-    let d = b.batch_norm("block.downsample.1", d).unwrap();
-    let r = b.add("block.add", y, d).unwrap();
-    let r = b.neuron("block.sn2", r, neuron).unwrap();
-    let g = b.global_avg_pool("avgpool", r).unwrap();
-    let f = b.flatten("flatten", g).unwrap();
-    let f = b.linear("fc", f, 3).unwrap();
-    b.finish(f).unwrap()
-}
 
 fn neurons() -> Vec<NeuronIr> {
     let plif = zoo::Plif {
@@ -87,7 +67,7 @@ fn summed_over_time(net: &Network, name: &str) -> bool {
 fn plans_agree<T: Float>(rel: f64) {
     let (steps, batch) = (5, 2);
     for neuron in neurons() {
-        let net = net(&neuron);
+        let net = tiny_net(&neuron);
         let mut rng = Rng::new(11);
         let mut params = init_params::<T>(&net, 3).unwrap();
         for t in params.iter_mut().filter(|t| t.role == Role::Weight) {
@@ -161,7 +141,7 @@ fn keeping_spikes_and_chunk_states_trains_exactly_like_keeping_everything_f32() 
 #[test]
 fn a_recomputing_trainer_takes_the_same_steps() {
     let lif = zoo::PaperLif::default().ir().unwrap();
-    let net = net(&lif);
+    let net = tiny_net(&lif);
     let params = init_params::<f32>(&net, 1).unwrap();
     let (steps, batch) = (7, 3);
     let trainer = |plan| {
@@ -188,7 +168,7 @@ fn a_recomputing_trainer_takes_the_same_steps() {
 fn a_recomputing_trace_holds_the_spikes_and_little_else() {
     let lif = zoo::PaperLif::default().ir().unwrap();
     let states = lif.states.len();
-    let net = net(&lif);
+    let net = tiny_net(&lif);
     let params = init_params::<f32>(&net, 0).unwrap();
     let (steps, batch, time_chunk) = (10, 2, 4);
     let images = steps * batch;
@@ -227,7 +207,7 @@ fn a_recomputing_trace_holds_the_spikes_and_little_else() {
 #[test]
 fn a_time_chunk_of_zero_is_refused() {
     let lif = zoo::PaperLif::default().ir().unwrap();
-    let net = net(&lif);
+    let net = tiny_net(&lif);
     let mut m = CpuModel::new(&net, init_params::<f32>(&net, 0).unwrap())
         .unwrap()
         .with_plan(ActivationPlan::Spikes { time_chunk: 0 });

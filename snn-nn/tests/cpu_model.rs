@@ -3,6 +3,9 @@
 //! layer kind, with a smooth neuron (spikes have no finite differences).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::tiny_net;
 use snn_codegen::Mode;
 use snn_codegen::{Neuron, NeuronBuilder, NeuronIr, ParamDecl, zoo};
 use snn_nn::cpu::CpuModel;
@@ -20,33 +23,6 @@ fn smooth() -> NeuronIr {
     v.set(h);
     b.output("y", h.tanh());
     b.finish().unwrap()
-}
-
-/// Every layer kind: conv (with and without bias), batch-norm, neuron, max-pool,
-/// residual add with a downsampling shortcut, global average pool, flatten, linear.
-fn tiny_net(neuron: &NeuronIr) -> Network {
-    let mut b = Network::builder("tiny", ImageShape::new(2, 6, 6));
-    let x = b.input();
-    let s = b.conv("conv1", x, 3, 3, 1, 1).unwrap();
-    let s = b.batch_norm("bn1", s).unwrap();
-    let s = b.neuron("sn1", s, neuron).unwrap();
-    let p = b.max_pool("pool", s, 3, 2, 1).unwrap();
-    let y = b.conv("block.conv1", p, 4, 3, 1, 1).unwrap();
-    let y = b.batch_norm("block.bn1", y).unwrap();
-    let y = b.neuron("block.sn1", y, neuron).unwrap();
-    let d = b
-        .add_node(
-            "block.downsample",
-            snn_nn::Op::Conv2d(snn_nn::Conv2d::new(3, 4, 1, 1, 0).with_bias()),
-            &[p],
-        )
-        .unwrap();
-    let r = b.add("block.add", y, d).unwrap();
-    let r = b.neuron("block.sn2", r, neuron).unwrap();
-    let g = b.global_avg_pool("avgpool", r).unwrap();
-    let f = b.flatten("flatten", g).unwrap();
-    let f = b.linear("fc", f, 3).unwrap();
-    b.finish(f).unwrap()
 }
 
 fn random(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -103,7 +79,9 @@ fn network_backward_matches_finite_differences() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * 13, "every weight tensor checked");
+    let weights = params.iter().filter(|t| t.role == Role::Weight).count();
+    assert_eq!(weights, 15);
+    assert_eq!(checked, 3 * weights, "every weight tensor checked");
     // Buffers get no gradient.
     assert!(
         grads

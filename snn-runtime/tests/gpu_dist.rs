@@ -7,7 +7,6 @@
 
 mod gpu_common;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -16,7 +15,8 @@ use gpu_common::{Rng, device};
 use snn_codegen::{Dtype, zoo};
 use snn_nn::models::spiking_mlp;
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
-use snn_runtime::dist::{Communicator, Launcher, World};
+use snn_runtime::dist::rendezvous::free_port;
+use snn_runtime::dist::{Communicator, World};
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 use snn_runtime::{Device, DeviceTensor};
 
@@ -34,25 +34,6 @@ fn options() -> ModelOptions {
 /// batch's, as in PyTorch's DDP.
 fn network() -> Network {
     spiking_mlp(ImageShape::new(1, 6, 6), 16, 4, &zoo::PaperLif::default()).unwrap()
-}
-
-fn world(rank: usize, size: usize, port: u16) -> World {
-    World {
-        rank,
-        size,
-        local_rank: rank,
-        master_addr: "127.0.0.1".into(),
-        master_port: port,
-        launcher: Launcher::Torchrun,
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn trainer(dev: &Arc<Device>, net: &Network, params: &ParamSet<f32>) -> GpuTrainer {
@@ -92,8 +73,12 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
     let params = init_params::<f32>(&net, 2).unwrap();
     let mut plain = trainer(&dev, &net, &params);
     let mut ranked = trainer(&dev, &net, &params);
-    let comm =
-        Communicator::join(&dev, &world(0, 1, free_port()), Duration::from_secs(30)).unwrap();
+    let comm = Communicator::join(
+        &dev,
+        &World::local(0, 1, free_port().unwrap()),
+        Duration::from_secs(30),
+    )
+    .unwrap();
     ranked.data_parallel(comm).unwrap();
     for (x, labels) in batches(&net, 6, 3) {
         let x = upload(&dev, &x);
@@ -133,14 +118,15 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
     }
     let want = whole.model.to_host().unwrap();
     // Two ranks, one per GPU, each on half of every batch.
-    let port = free_port();
+    let port = free_port().unwrap();
     let ranks: Vec<_> = (0..2)
         .map(|rank| {
             let (net, params, data) = (net.clone(), params.clone(), data.clone());
             thread::spawn(move || {
                 let dev = Device::open(rank).unwrap();
-                let comm = Communicator::join(&dev, &world(rank, 2, port), Duration::from_secs(60))
-                    .unwrap();
+                let comm =
+                    Communicator::join(&dev, &World::local(rank, 2, port), Duration::from_secs(60))
+                        .unwrap();
                 let mut t = trainer(&dev, &net, &params);
                 t.data_parallel(comm).unwrap();
                 let half = batch / 2;

@@ -1,5 +1,33 @@
-//! Helpers shared by snn-nn's integration tests: a seeded generator and a finite-difference
-//! gradient check.
+//! Helpers shared by snn-nn's integration tests: a seeded generator, a finite-difference
+//! gradient check, and a tiny network with every layer kind.
+#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses part of it.
+
+use snn_codegen::NeuronIr;
+use snn_nn::{Conv2d, ImageShape, Network, Op};
+
+/// Every layer kind between input and output: conv (with and without bias), batch-norm,
+/// neuron, max-pool, a residual add whose shortcut downsamples (a biased conv, then
+/// batch-norm outside any neuron), global average pool, flatten, linear.
+pub fn tiny_net(neuron: &NeuronIr) -> Network {
+    let mut b = Network::builder("tiny", ImageShape::new(2, 6, 6));
+    let x = b.input();
+    let s = b.conv("conv1", x, 3, 3, 1, 1).unwrap();
+    let s = b.batch_norm("bn1", s).unwrap();
+    let s = b.neuron("sn1", s, neuron).unwrap();
+    let p = b.max_pool("pool", s, 3, 2, 1).unwrap();
+    let y = b.conv("block.conv1", p, 4, 3, 1, 1).unwrap();
+    let y = b.batch_norm("block.bn1", y).unwrap();
+    let y = b.neuron("block.sn1", y, neuron).unwrap();
+    let conv = Op::Conv2d(Conv2d::new(3, 4, 1, 1, 0).with_bias());
+    let d = b.add_node("block.downsample.0", conv, &[p]).unwrap();
+    let d = b.batch_norm("block.downsample.1", d).unwrap();
+    let r = b.add("block.add", y, d).unwrap();
+    let r = b.neuron("block.sn2", r, neuron).unwrap();
+    let g = b.global_avg_pool("avgpool", r).unwrap();
+    let f = b.flatten("flatten", g).unwrap();
+    let f = b.linear("fc", f, 3).unwrap();
+    b.finish(f).unwrap()
+}
 
 /// The crate's own seeded generator ([`snn_nn::Rng`], SplitMix64), with the draws the
 /// tests need.

@@ -35,6 +35,15 @@ pub fn exchange(world: &World, payload: &[u8], timeout: Duration) -> Result<Vec<
     }
 }
 
+/// A TCP port free on this machine now (the system's choice), for a rendezvous of local
+/// processes.
+pub fn free_port() -> Result<u16, DistError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| DistError::Rendezvous(format!("finding a free port on this machine: {e}")))
+}
+
 /// Rank 0's listening socket on its master address and port.
 pub fn listen(world: &World) -> Result<TcpListener, DistError> {
     let addr = resolve(world)?;
@@ -246,26 +255,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::dist::world::Launcher;
 
-    /// A free loopback port (bound, then released).
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        super::free_port().unwrap()
     }
 
     fn world(rank: usize, size: usize, port: u16) -> World {
-        World {
-            rank,
-            size,
-            local_rank: rank,
-            master_addr: "127.0.0.1".into(),
-            master_port: port,
-            launcher: Launcher::Torchrun,
-        }
+        World::local(rank, size, port)
     }
 
     /// `ranks` in threads, each with `size_of(rank)` as its world size.

@@ -48,12 +48,18 @@ pub struct World {
 impl World {
     /// A lone process: rank 0 of 1, on GPU 0.
     pub fn single() -> Self {
+        Self::local(0, 1, DEFAULT_PORT)
+    }
+
+    /// Rank `rank` of `size` processes on this machine, meeting at `127.0.0.1:port` (one
+    /// process per GPU started by a launcher of our own, or threads in tests).
+    pub fn local(rank: usize, size: usize, port: u16) -> Self {
         Self {
-            rank: 0,
-            size: 1,
-            local_rank: 0,
+            rank,
+            size,
+            local_rank: rank,
             master_addr: "127.0.0.1".into(),
-            master_port: DEFAULT_PORT,
+            master_port: port,
             launcher: Launcher::None,
         }
     }
