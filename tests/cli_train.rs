@@ -166,6 +166,56 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(text(&out).contains(want), "{}", text(&out));
 }
 
+/// Several processes: `--gpus` without GPUs, and a rank whose launcher's variables do not
+/// fit, are clear errors before anything is written.
+#[test]
+fn a_run_on_several_gpus_that_cannot_start_says_why() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("out");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_snn"))
+            .args(["train", "--out", out.to_str().unwrap()])
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("SLURM_PROCID")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} {env:?} succeeded");
+        text(&o)
+    };
+    let torchrun = |rank: &'static str| {
+        [
+            ("RANK", rank),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", rank),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29999"),
+        ]
+    };
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&[&str], Env, &str); 4] = [
+        (&["--gpus", "2", "--cpu"], &[], "cannot be used with"),
+        (&["--cpu"], &torchrun("1"), "the CPU reference trains alone"),
+        (
+            &["--gpus", "3"],
+            &torchrun("0"),
+            "--gpus 3, but torchrun started 2",
+        ),
+        (&[], &torchrun("x"), "RANK=x is not a whole number"),
+    ];
+    for (args, env, want) in cases {
+        let t = run(args, env);
+        assert!(t.contains(want), "{args:?} {env:?}: no {want:?} in {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    // With fewer than two GPUs (CI has none), --gpus 2 cannot start its ranks.
+    if snn::runtime::Device::count().map_or(true, |n| n < 2) {
+        let t = run(&["--gpus", "2"], &[]);
+        assert!(t.contains("--gpus"), "{t}");
+    }
+    assert!(!out.exists(), "nothing is written");
+}
+
 #[test]
 fn bad_input_is_a_clear_error_and_writes_nothing() {
     let dir = TempDir::new().unwrap();

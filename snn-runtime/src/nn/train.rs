@@ -497,18 +497,50 @@ impl Backend {
                 t.clip = clip;
                 Box::new(t)
             }
-            Backend::Gpu {
-                device,
-                options,
-                graphs,
-            } => {
-                let mut t =
-                    GpuTrainer::from_checkpoint(device, net, start, *options, optimizer, loss)?;
-                t.clip = clip;
-                t.graphs = *graphs;
-                Box::new(t)
-            }
+            Backend::Gpu { .. } => Box::new(self.gpu_trainer(net, start, optimizer, loss, clip)?),
         })
+    }
+
+    /// [`Backend::trainer`] as one rank of a data-parallel run over `comm`'s ranks
+    /// ([`GpuTrainer::data_parallel`]); a GPU backend on `comm`'s device.
+    pub fn rank_trainer(
+        &self,
+        net: &Network,
+        start: &Checkpoint,
+        optimizer: Optimizer,
+        loss: Loss,
+        clip: Option<f64>,
+        comm: Communicator,
+    ) -> Result<Box<dyn Trainer>, TrainError> {
+        let mut trainer = self.gpu_trainer(net, start, optimizer, loss, clip)?;
+        trainer.data_parallel(comm)?;
+        Ok(Box::new(trainer))
+    }
+
+    fn gpu_trainer(
+        &self,
+        net: &Network,
+        start: &Checkpoint,
+        optimizer: Optimizer,
+        loss: Loss,
+        clip: Option<f64>,
+    ) -> Result<GpuTrainer, TrainError> {
+        let Backend::Gpu {
+            device,
+            options,
+            graphs,
+        } = self
+        else {
+            return Err(RuntimeError::invalid(
+                "data parallel",
+                "training as one of several processes needs a CUDA GPU per process (NCCL); the CPU reference trains alone",
+            )
+            .into());
+        };
+        let mut t = GpuTrainer::from_checkpoint(device, net, start, *options, optimizer, loss)?;
+        t.clip = clip;
+        t.graphs = *graphs;
+        Ok(t)
     }
 }
 

@@ -10,7 +10,7 @@ use snn::data::download::Dataset as Remote;
 use snn::data::frames::{FrameCache, FrameSpec, SplitBy};
 use snn::data::{
     Cifar10, DataError, Dataset, Digits, DvsGesture, EventFrames, GestureSplit, ImageDataset,
-    Loader, LoaderConfig, Mnist, NMnist, Split,
+    Loader, LoaderConfig, Mnist, NMnist, Shard, Split,
 };
 use snn::nn::ImageShape;
 
@@ -32,14 +32,17 @@ pub enum Data {
     Gesture(Loaders<EventFrames<GestureSplit>>),
 }
 
-/// Opens the config's dataset under `data_dir` (read only for downloaded datasets).
+/// Opens the config's dataset under `data_dir` (read only for downloaded datasets); the
+/// training loader serves `shard` of every epoch.
 pub fn open(
     config: &RunConfig,
+    shard: Shard,
     data_dir: impl FnOnce() -> Result<std::path::PathBuf>,
 ) -> Result<Data> {
+    let loaders = |train, test| loaders(config, shard, train, test);
     let images = |load: &dyn Fn(Split) -> Result<ImageDataset>| -> Result<Data> {
         let (train, test) = (load(Split::Train)?, load(Split::Test)?);
-        Ok(Data::Images(loaders(config, train, test)?))
+        Ok(Data::Images(loaders(train, test)?))
     };
     match config.dataset {
         DatasetArg::Digits => images(&|split| Ok(Digits::load(split)?)),
@@ -59,8 +62,9 @@ pub fn open(
                 let source = read(NMnist::open(&dir, split), &dir, "nmnist")?;
                 Ok(EventFrames::new(source, spec, Some(cache.clone()))?)
             };
-            Ok(Data::NMnist(loaders(
+            Ok(Data::NMnist(self::loaders(
                 config,
+                shard,
                 split(Split::Train)?,
                 split(Split::Test)?,
             )?))
@@ -77,8 +81,9 @@ pub fn open(
                     Some(cache.clone()),
                 )?)
             };
-            Ok(Data::Gesture(loaders(
+            Ok(Data::Gesture(self::loaders(
                 config,
+                shard,
                 split(Split::Train)?,
                 split(Split::Test)?,
             )?))
@@ -113,8 +118,8 @@ fn read<T>(result: Result<T, DataError>, dir: &Path, name: &str) -> Result<T> {
     })
 }
 
-/// Seeded, shuffled training batches and in-order test batches.
-fn loaders<D: Dataset>(config: &RunConfig, train: D, test: D) -> Result<Loaders<D>> {
+/// Seeded, shuffled training batches (of `shard` of every epoch) and in-order test batches.
+fn loaders<D: Dataset>(config: &RunConfig, shard: Shard, train: D, test: D) -> Result<Loaders<D>> {
     let shape = train.sample_shape();
     let [c, h, w] = shape[shape.len().saturating_sub(3)..] else {
         anyhow::bail!("samples of shape {shape:?} are not images or frames");
@@ -124,6 +129,7 @@ fn loaders<D: Dataset>(config: &RunConfig, train: D, test: D) -> Result<Loaders<
             batch_size: config.batch,
             shuffle,
             seed: config.seed,
+            shard: if shuffle { shard } else { Shard::WHOLE },
             ..LoaderConfig::default()
         };
         Loader::new(Arc::new(data), settings).context("setting up the loader")

@@ -5,6 +5,7 @@
 mod config;
 mod data;
 mod observer;
+mod ranks;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,12 +17,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 use snn::data::download::data_dir;
-use snn::data::{Batch, Dataset};
+use snn::data::{Batch, Dataset, Shard};
 use snn::nn::checkpoint::{self, Checkpoint};
 use snn::nn::optim::CosineSchedule;
 use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
+use snn::runtime::dist::{Communicator, World};
 use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
 
 use super::Switch;
@@ -121,6 +123,12 @@ pub struct TrainArgs {
     /// (about one more forward pass; the same training, to rounding). May change on resume.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     time_chunk: Option<u64>,
+    /// Train on N GPUs of this machine (data parallel: one process per GPU, each on its
+    /// shard of every epoch with --batch samples per step, gradients averaged over NCCL;
+    /// rank 0 prints, evaluates and writes). Under torchrun or Slurm leave it out: each
+    /// process they start is one rank.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "cpu")]
+    gpus: Option<u64>,
 }
 
 /// Where data comes from and where the run computes.
@@ -206,9 +214,21 @@ struct Run {
     start: Checkpoint,
     /// The best test accuracy of the run before a resume.
     best: Option<f64>,
+    /// This process's rank, when the run has several.
+    world: Option<World>,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    let gpus = args
+        .gpus
+        .map(usize::try_from)
+        .transpose()
+        .context("--gpus is too large")?;
+    let world = ranks::world(gpus)?;
+    if let (None, Some(n @ 2..)) = (&world, gpus) {
+        return ranks::launch(n);
+    }
+    let main = world.as_ref().is_none_or(World::is_main);
     let config = args.config();
     let start = match &args.resume {
         Some(path) => Some(resume_point(path, &config)?),
@@ -218,22 +238,32 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let (dataset, arch) = (config.dataset.name(), config.arch.name());
         PathBuf::from("runs").join(format!("{dataset}-{arch}-{}", config.neuron))
     });
-    let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
+    let shard = world.as_ref().map_or(Shard::WHOLE, |w| Shard {
+        index: w.rank,
+        count: w.size,
+    });
+    let data_dir = || Ok(data_dir(args.place.data_dir.as_deref())?);
+    let data = data::open(&config, shard, data_dir)?;
     let plan = match args.time_chunk {
         Some(k) => ActivationPlan::Spikes {
             time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
         },
         None => ActivationPlan::All,
     };
-    let backend = backend(&args.place, &config, plan)?;
+    let backend = match &world {
+        Some(w) => rank_backend(&args.place, &config, plan, w)?,
+        None => backend(&args.place, &config, plan)?,
+    };
     let run = |input| -> Result<Run> {
         let net = config.network(input)?;
         let start = match start {
             Some(ckpt) => ckpt,
             None => Checkpoint::fresh(init_params(&net, config.seed)?),
         };
-        fs::create_dir_all(&out)
-            .with_context(|| format!("creating the output folder {}", out.display()))?;
+        if main {
+            fs::create_dir_all(&out)
+                .with_context(|| format!("creating the output folder {}", out.display()))?;
+        }
         let best = best_so_far(&out, args.resume.is_some());
         Ok(Run {
             config: config.clone(),
@@ -242,6 +272,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             out: out.clone(),
             start,
             best,
+            world,
         })
     };
     match data {
@@ -349,6 +380,38 @@ fn backend(place: &Place, config: &RunConfig, plan: ActivationPlan) -> Result<Ba
     Ok(Backend::Cpu { plan })
 }
 
+/// A rank's GPU: the one its launcher gave it (its local rank, or the only one it sees);
+/// several processes never fall back to the CPU reference.
+fn rank_backend(
+    place: &Place,
+    config: &RunConfig,
+    plan: ActivationPlan,
+    world: &World,
+) -> Result<Backend> {
+    if place.cpu {
+        bail!("--cpu: the CPU reference trains alone; a run of several processes needs a GPU each");
+    }
+    let count = Device::count().context("a rank of a run of several processes needs a CUDA GPU")?;
+    // A process that sees one GPU (Slurm's --gpus-per-task=1 binds each task to its own)
+    // runs on it; one that sees several takes the one its local rank names.
+    let device = match count {
+        1 => 0,
+        _ if world.local_rank < count => world.local_rank,
+        _ => bail!(
+            "rank {} runs on GPU {} (its local rank), but this process sees {count} GPU(s)",
+            world.rank,
+            world.local_rank
+        ),
+    };
+    let place = Place {
+        device,
+        data_dir: place.data_dir.clone(),
+        cpu: false,
+        graph: place.graph,
+    };
+    backend(&place, config, plan)
+}
+
 fn train_on<D>(run: Run, loaders: Loaders<D>) -> Result<()>
 where
     D: Dataset,
@@ -361,17 +424,38 @@ where
         out,
         start,
         best,
+        world,
     } = run;
     let optimizer = config.optimizer();
+    let spread = world.as_ref().map_or(String::new(), |w| {
+        format!(" per GPU, data parallel over {} GPUs", w.size)
+    });
     let kept = match backend.plan() {
         ActivationPlan::Spikes { time_chunk } => format!(
             "; the backward recomputes from spikes and neuron states kept every {time_chunk} steps"
         ),
         ActivationPlan::All => String::new(),
     };
-    let mut trainer = backend
-        .trainer(&net, &start, optimizer, Loss::CrossEntropyRate, None)
-        .context("setting up the trainer (a checkpoint of another network is refused here)")?;
+    let loss = Loss::CrossEntropyRate;
+    let setting_up = "setting up the trainer (a checkpoint of another network is refused here)";
+    let mut trainer = match (&world, &backend) {
+        (Some(w), Backend::Gpu { device, .. }) => {
+            let comm = Communicator::join(device, w, ranks::JOIN_TIMEOUT)
+                .with_context(|| format!("rank {} of {} joining the run", w.rank, w.size))?;
+            backend.rank_trainer(&net, &start, optimizer, loss, None, comm)
+        }
+        _ => backend.trainer(&net, &start, optimizer, loss, None),
+    }
+    .context(setting_up)?;
+    let fit_config = fit_config(&config, loaders.train.num_batches());
+    if let Some(w) = world.as_ref().filter(|w| !w.is_main()) {
+        // Rank 0 alone evaluates, writes and decides when an interrupted run stops: the
+        // others keep stepping with it (Ctrl-C reaches them too) until it has saved.
+        ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+        fit(&mut *trainer, &loaders.train, None, &fit_config, &mut ())
+            .with_context(|| format!("rank {} of {}", w.rank, w.size))?;
+        return Ok(());
+    }
     let config_json = serde_json::to_string(&config)?;
     let metadata = BTreeMap::from([(CONFIG_KEY.to_string(), config_json)]);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -391,7 +475,7 @@ where
         "resumed_at_step": trainer.steps_taken(),
     }))?;
     eprintln!(
-        "training {} ({}) on {} with {}: {} epochs, T = {}, batch {}{kept}; output in {}",
+        "training {} ({}) on {} with {}: {} epochs, T = {}, batch {}{spread}{kept}; output in {}",
         net.name,
         config.neuron,
         config.dataset.name(),
@@ -401,23 +485,7 @@ where
         config.batch,
         out.display()
     );
-    let rate = RateCode {
-        steps: config.steps,
-        seed: config.seed,
-    };
-    let mut fit_config = FitConfig {
-        max_batches: config.max_batches,
-        ..FitConfig::new(config.epochs, LrSchedule::Constant(config.lr), rate)
-    };
     let batches = fit_config.batches(loaders.train.num_batches());
-    if config.schedule == ScheduleArg::Cosine {
-        fit_config.lr = LrSchedule::Cosine(CosineSchedule {
-            base_lr: config.lr,
-            min_lr: 0.0,
-            total_steps: config.epochs * batches as u64,
-            warmup_steps: config.warmup,
-        });
-    }
     let result = fit(
         &mut *trainer,
         &loaders.train,
@@ -451,6 +519,29 @@ where
     Ok(())
 }
 
+/// The epoch loop's settings: the config's epochs, rate code and learning-rate schedule
+/// over `batches` batches per epoch.
+fn fit_config(config: &RunConfig, batches: usize) -> FitConfig {
+    let rate = RateCode {
+        steps: config.steps,
+        seed: config.seed,
+    };
+    let mut fit_config = FitConfig {
+        max_batches: config.max_batches,
+        ..FitConfig::new(config.epochs, LrSchedule::Constant(config.lr), rate)
+    };
+    if config.schedule == ScheduleArg::Cosine {
+        let per_epoch = fit_config.batches(batches) as u64;
+        fit_config.lr = LrSchedule::Cosine(CosineSchedule {
+            base_lr: config.lr,
+            min_lr: 0.0,
+            total_steps: config.epochs * per_epoch,
+            warmup_steps: config.warmup,
+        });
+    }
+    fit_config
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.checkpoint)?;
     let mut config = recorded_config(&ckpt, &args.checkpoint)?;
@@ -460,7 +551,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     if let Some(batch) = args.batch {
         config.batch = batch as usize;
     }
-    let data = data::open(&config, || Ok(data_dir(args.place.data_dir.as_deref())?))?;
+    let data_dir = || Ok(data_dir(args.place.data_dir.as_deref())?);
+    let data = data::open(&config, Shard::WHOLE, data_dir)?;
     let backend = backend(&args.place, &config, ActivationPlan::All)?;
     match data {
         Data::Images(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),
