@@ -49,6 +49,9 @@ pub fn launch(n: usize) -> Result<()> {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     // The launcher outlives Ctrl-C, to stop the other ranks once rank 0 has saved.
     ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+    // NVLink multicast can take every GPU of a shared host out of service: off unless
+    // asked for.
+    let nvls = std::env::var("NCCL_NVLS_ENABLE").unwrap_or_else(|_| "0".into());
     let mut ranks: Vec<Child> = Vec::with_capacity(n);
     for rank in 0..n {
         let child = Command::new(&exe)
@@ -58,6 +61,7 @@ pub fn launch(n: usize) -> Result<()> {
             .env("WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
+            .env("NCCL_NVLS_ENABLE", &nvls)
             .spawn();
         match child {
             Ok(c) => ranks.push(c),
