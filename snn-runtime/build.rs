@@ -3,17 +3,19 @@
 //! - `cfg(snn_nvrtc)` where NVRTC can be found (or `SNN_REQUIRE_NVRTC=1` demands it): the
 //!   tests that compile kernels with NVRTC run;
 //! - `cfg(snn_cuda_driver)` where the CUDA driver can be found: the test of the error
-//!   without one cannot run.
+//!   without one cannot run;
+//! - `cfg(snn_nccl)` where NCCL can be found: likewise for the error without NCCL.
 
 #[path = "src/libs/search.rs"]
 #[allow(dead_code)]
 mod search;
 
-use search::{DRIVER, NVRTC, Spec};
+use search::{DRIVER, NCCL, NVRTC, Spec};
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(snn_nvrtc)");
     println!("cargo::rustc-check-cfg=cfg(snn_cuda_driver)");
+    println!("cargo::rustc-check-cfg=cfg(snn_nccl)");
     for var in [
         "SNN_REQUIRE_NVRTC",
         "LD_LIBRARY_PATH",
@@ -32,6 +34,9 @@ fn main() {
     }
     if found(&DRIVER) {
         println!("cargo::rustc-cfg=snn_cuda_driver");
+    }
+    if found(&NCCL) {
+        println!("cargo::rustc-cfg=snn_nccl");
     }
 }
 

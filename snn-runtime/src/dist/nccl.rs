@@ -1,13 +1,19 @@
 //! The processes' one channel for training traffic: an NCCL communicator over the ranks of
 //! a [`World`], its collectives queued on each device's stream like every other launch.
+//!
+//! NCCL's functions are called through cudarc's declarations (`cudarc::nccl::sys`) but
+//! looked up in the library that [`crate::libs::nccl`] found: cudarc's own loader asks only
+//! for names such as `libnccl.so`, and NCCL from pip (`nvidia-nccl-cu13`, what PyTorch
+//! installs) ships `libnccl.so.2` alone.
 #![allow(unsafe_code)]
 
-use std::sync::Arc;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cudarc::driver::{CudaStream, DevicePtrMut, DeviceSlice, SyncOnDrop, sys::CUdeviceptr};
-use cudarc::nccl::result::{NcclError, NcclStatus};
-use cudarc::nccl::{Comm, Id, ReduceOp};
+use cudarc::nccl::sys::{
+    cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclResult_t, ncclUniqueId,
+};
 use snn_codegen::Dtype;
 
 use super::{DistError, World, rendezvous};
@@ -18,21 +24,101 @@ use crate::tensor::DeviceTensor;
 /// NCCL's unique id, the bytes the rendezvous hands every rank.
 const ID_BYTES: usize = 128;
 
+/// The NCCL functions snn calls, from the library [`crate::libs::nccl`] found.
+struct Api {
+    get_unique_id: unsafe extern "C" fn(*mut ncclUniqueId) -> ncclResult_t,
+    comm_init_rank:
+        unsafe extern "C" fn(*mut ncclComm_t, c_int, ncclUniqueId, c_int) -> ncclResult_t,
+    all_reduce: unsafe extern "C" fn(
+        *const c_void,
+        *mut c_void,
+        usize,
+        ncclDataType_t,
+        ncclRedOp_t,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> ncclResult_t,
+    broadcast: unsafe extern "C" fn(
+        *const c_void,
+        *mut c_void,
+        usize,
+        ncclDataType_t,
+        c_int,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> ncclResult_t,
+    comm_destroy: unsafe extern "C" fn(ncclComm_t) -> ncclResult_t,
+    error_string: unsafe extern "C" fn(ncclResult_t) -> *const c_char,
+}
+
+/// NCCL's functions, looked up once per process.
+fn api() -> Result<&'static Api, RuntimeError> {
+    static API: OnceLock<Result<Api, RuntimeError>> = OnceLock::new();
+    API.get_or_init(|| {
+        let path = crate::libs::nccl()?;
+        let missing = |name: &str, e: libloading::Error| {
+            RuntimeError::Dist(DistError::Nccl(format!(
+                "{path} has no `{name}` ({e}): install NCCL 2.10 or newer"
+            )))
+        };
+        // SAFETY: loading NCCL runs its initialisers, which have no preconditions; the
+        // symbols are NCCL's C API, declared above as NCCL's nccl.h declares them (the
+        // types are cudarc's bindings of that header). The library stays loaded for good.
+        unsafe {
+            let lib = libloading::Library::new(&path).map_err(|e| missing("(the library)", e))?;
+            macro_rules! symbol {
+                ($name:literal) => {
+                    *lib.get($name).map_err(|e| {
+                        missing(&String::from_utf8_lossy(&$name[..$name.len() - 1]), e)
+                    })?
+                };
+            }
+            let api = Api {
+                get_unique_id: symbol!(b"ncclGetUniqueId\0"),
+                comm_init_rank: symbol!(b"ncclCommInitRank\0"),
+                all_reduce: symbol!(b"ncclAllReduce\0"),
+                broadcast: symbol!(b"ncclBroadcast\0"),
+                comm_destroy: symbol!(b"ncclCommDestroy\0"),
+                error_string: symbol!(b"ncclGetErrorString\0"),
+            };
+            std::mem::forget(lib);
+            Ok(api)
+        }
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// `result` as an error saying what was being done, with NCCL's own words.
+fn check(
+    api: &Api,
+    doing: impl FnOnce() -> String,
+    result: ncclResult_t,
+) -> Result<(), RuntimeError> {
+    if result == ncclResult_t::ncclSuccess {
+        return Ok(());
+    }
+    // SAFETY: NCCL returns a static, NUL-terminated string for any result.
+    let why = unsafe { CStr::from_ptr((api.error_string)(result)) };
+    Err(RuntimeError::Dist(DistError::Nccl(format!(
+        "{}: {} ({result:?})",
+        doing(),
+        why.to_string_lossy()
+    ))))
+}
+
 /// This process's member of the run's NCCL communicator.
 pub struct Communicator {
-    comm: Member,
+    api: &'static Api,
+    comm: ncclComm_t,
     device: Arc<Device>,
     world: World,
 }
 
-/// cudarc's communicator, which may move to another thread.
-struct Member(Comm);
-
 // SAFETY: an NCCL communicator may be called from any thread, one call at a time (NCCL
-// forbids only concurrent calls on one communicator). `Member` is not `Sync` and only its
-// owning `Communicator` calls it, through `&self` methods of a type that is not `Sync`
-// either, so calls never overlap; its stream is the device's, which is `Send`.
-unsafe impl Send for Member {}
+// forbids only concurrent calls on one communicator). `Communicator` is not `Sync`, and
+// only its `&self` methods call it, so calls never overlap.
+unsafe impl Send for Communicator {}
 
 impl std::fmt::Debug for Communicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,39 +139,41 @@ impl Communicator {
         world: &World,
         timeout: Duration,
     ) -> Result<Self, RuntimeError> {
-        crate::libs::nccl()?;
+        let api = api()?;
         device.bind()?;
-        let nccl = |doing: &str| {
-            let doing = doing.to_string();
-            move |e: NcclError| RuntimeError::Dist(DistError::Nccl(format!("{doing}: {e:?}")))
+        let mut id = ncclUniqueId {
+            internal: [0; ID_BYTES],
         };
-        let mine = if world.rank == 0 {
-            let id = Id::new().map_err(nccl("creating the NCCL id"))?;
-            id.internal().iter().map(|&c| c as u8).collect()
-        } else {
-            Vec::new()
-        };
+        if world.rank == 0 {
+            // SAFETY: `id` is a valid ncclUniqueId for NCCL to write.
+            let r = unsafe { (api.get_unique_id)(&mut id) };
+            check(api, || "creating the run's NCCL id".into(), r)?;
+        }
+        let mine: Vec<u8> = id.internal.iter().map(|&c| c as u8).collect();
         let bytes = rendezvous::exchange(world, &mine, timeout)?;
-        let internal: [std::ffi::c_char; ID_BYTES] = bytes
-            .iter()
-            .map(|&b| b as std::ffi::c_char)
-            .collect::<Vec<_>>()
-            .try_into()
-            .map_err(|_| {
-                DistError::Rendezvous(format!(
-                    "rank 0 sent {} bytes where NCCL's id has {ID_BYTES}",
-                    bytes.len()
-                ))
-            })?;
-        let comm = Comm::from_rank(
-            device.stream.clone(),
-            world.rank,
-            world.size,
-            Id::uninit(internal),
-        )
-        .map_err(nccl("joining the NCCL communicator"))?;
+        if bytes.len() != ID_BYTES {
+            return Err(DistError::Rendezvous(format!(
+                "rank 0 sent {} bytes where NCCL's id has {ID_BYTES}",
+                bytes.len()
+            ))
+            .into());
+        }
+        for (c, &b) in id.internal.iter_mut().zip(&bytes) {
+            *c = b as c_char;
+        }
+        let (rank, size) = (to_int(world.rank)?, to_int(world.size)?);
+        let mut comm: ncclComm_t = std::ptr::null_mut();
+        // SAFETY: `comm` receives the communicator; `id` is rank 0's, as NCCL requires of
+        // every rank; the device's context is current (bound above).
+        let r = unsafe { (api.comm_init_rank)(&mut comm, size, id, rank) };
+        check(
+            api,
+            || format!("rank {rank} of {size} joining the NCCL communicator"),
+            r,
+        )?;
         Ok(Self {
-            comm: Member(comm),
+            api,
+            comm,
             device: device.clone(),
             world: world.clone(),
         })
@@ -102,24 +190,49 @@ impl Communicator {
     /// Replaces `t` (f32, on this communicator's device) with its mean over the ranks, in
     /// place, queued on the device's stream.
     pub fn all_reduce_mean(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.collective("averaging", t, |comm, flat| {
-            comm.all_reduce_in_place(flat, &ReduceOp::Avg)
+        self.collective("averaging", t, |p, stream| {
+            // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
+            // (checked), read and written in place on its stream, in order with the
+            // kernels around.
+            unsafe {
+                (self.api.all_reduce)(
+                    p,
+                    p,
+                    t.len(),
+                    ncclDataType_t::ncclFloat32,
+                    ncclRedOp_t::ncclAvg,
+                    self.comm,
+                    stream,
+                )
+            }
         })
     }
 
     /// Replaces `t` (f32, on this communicator's device) with rank 0's `t`, in place.
     pub fn broadcast_from_rank0(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.collective("broadcasting", t, |comm, flat| {
-            comm.broadcast_in_place(flat, 0)
+        self.collective("broadcasting", t, |p, stream| {
+            // SAFETY: as in `all_reduce_mean`.
+            unsafe {
+                (self.api.broadcast)(
+                    p,
+                    p,
+                    t.len(),
+                    ncclDataType_t::ncclFloat32,
+                    0,
+                    self.comm,
+                    stream,
+                )
+            }
         })
     }
 
-    /// Runs `op` on `t` after checking that NCCL can take it.
+    /// Runs `op` on `t`'s address and the device's stream after checking that NCCL can
+    /// take `t`.
     fn collective(
         &self,
         doing: &str,
         t: &DeviceTensor,
-        op: impl FnOnce(&Comm, &mut Flat<'_>) -> Result<NcclStatus, NcclError>,
+        op: impl FnOnce(*mut c_void, cudaStream_t) -> ncclResult_t,
     ) -> Result<(), RuntimeError> {
         if t.dtype != Dtype::F32 || !Arc::ptr_eq(t.device(), &self.device) {
             return Err(RuntimeError::invalid(
@@ -135,42 +248,30 @@ impl Communicator {
         if t.is_empty() {
             return Ok(());
         }
-        let mut flat = Flat {
-            t,
-            stream: &self.device.stream,
-        };
-        op(&self.comm.0, &mut flat).map_err(|e| {
-            RuntimeError::Dist(DistError::Nccl(format!(
-                "{doing} {} values over {} ranks: {e:?}",
-                t.len(),
-                self.world.size
-            )))
-        })?;
-        Ok(())
+        self.device.bind()?;
+        // All work on a device is queued on its one stream, NCCL's too: the collective runs
+        // after the kernels that wrote the tensor and before those that read it.
+        let stream = self.device.stream.cu_stream() as cudaStream_t;
+        let r = op(t.ptr() as *mut c_void, stream);
+        check(
+            self.api,
+            || format!("{doing} {} values over {} ranks", t.len(), self.world.size),
+            r,
+        )
     }
 }
 
-/// A device tensor as NCCL's collectives take a buffer: its address and length.
-struct Flat<'a> {
-    t: &'a DeviceTensor,
-    stream: &'a Arc<CudaStream>,
-}
-
-impl DeviceSlice<f32> for Flat<'_> {
-    fn len(&self) -> usize {
-        self.t.len()
-    }
-
-    fn stream(&self) -> &Arc<CudaStream> {
-        self.stream
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        // SAFETY: `comm` came from ncclCommInitRank and is destroyed once, here; a failure
+        // leaves nothing to do.
+        unsafe {
+            (self.api.comm_destroy)(self.comm);
+        }
     }
 }
 
-impl DevicePtrMut<f32> for Flat<'_> {
-    fn device_ptr_mut<'a>(&'a mut self, _stream: &'a CudaStream) -> (CUdeviceptr, SyncOnDrop<'a>) {
-        // All work on a device is queued on its one stream, the communicator's too: the
-        // collective is ordered after the kernels that wrote the tensor, and before those
-        // that read it, with no event or synchronisation.
-        (self.t.ptr(), SyncOnDrop::Sync(None))
-    }
+fn to_int(n: usize) -> Result<c_int, RuntimeError> {
+    c_int::try_from(n)
+        .map_err(|_| DistError::Rendezvous(format!("{n} ranks are more than NCCL takes")).into())
 }
