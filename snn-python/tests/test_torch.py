@@ -220,6 +220,50 @@ def test_spikingjellys_resnet18_trains_with_the_layer_as_with_its_own_lif_node(d
     torch.optim.SGD(ours.parameters(), lr=0.1).step()
 
 
+@snn.neuron(surrogate="sigmoid", alpha=4.0)
+def neuron_lif(n):
+    x = n.input("x")
+    v = n.state("v")
+    th = n.param("v_th", 1.0, learnable=True, shape="per_neuron")
+    h = v + (x - v) / 2.0
+    s = snn.spike(h - th)
+    v.set(h * (1 - s))
+    return {"s": s}
+
+
+@on_each_device
+def test_per_neuron_learnable_params_have_the_neurons_shape_and_their_gradients(device):
+    torch.manual_seed(8)
+    x = (torch.rand(6, 3, 2, 4, 5, device=device) * 2).requires_grad_()  # [T, B, C, H, W]
+    g = torch.randn(6, 3, 2, 4, 5, device=device)
+    layer = snn.torch.NeuronLayer(neuron_lif, learnable=["v_th"], neuron_shape=(2, 4, 5),
+                                  channel_axis=2).to(device)
+    assert layer.v_th.shape == (2, 4, 5)
+    with torch.no_grad():
+        layer.v_th.copy_(torch.rand(2, 4, 5) + 0.5)
+    s = layer(x)
+    (s * g).sum().backward()
+
+    # An eager autograd loop of the same neuron, the threshold broadcast over the batch.
+    th = layer.v_th.detach().clone().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    v = torch.zeros(3, 2, 4, 5, device=device)
+    outs = []
+    for t in range(6):
+        h = v + (x2[t] - v) / 2.0
+        st = _SigmoidSpike.apply(h - th)
+        v = h * (1 - st)
+        outs.append(st)
+    (torch.stack(outs) * g).sum().backward()
+    assert torch.equal(s, torch.stack(outs))
+    assert torch.allclose(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(layer.v_th.grad, th.grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="neuron_shape"):
+        snn.torch.NeuronLayer(neuron_lif, learnable=["v_th"])
+    with pytest.raises(ValueError, match="do not end"):
+        layer(torch.rand(6, 3, 2, 4, 4, device=device))
+
+
 @on_each_device
 def test_per_channel_params_follow_the_channel_axis_of_feature_maps(device):
     torch.manual_seed(6)

@@ -267,7 +267,10 @@ class NeuronLayer(torch.nn.Module):
     in `params` (a number, or one value per channel); those named in `learnable` become
     `nn.Parameter`s with gradients, of shape `()` or, for a per-channel param, `(channels,)`:
     the channels are axis `channel_axis` of the inputs (the last by default; 2 for
-    `[T, B, C, H, W]` feature maps).
+    `[T, B, C, H, W]` feature maps). A per-neuron param is one value per neuron of a sample,
+    shared over the batch: give `neuron_shape`, the inputs' dims from the channel axis on
+    (`(C, H, W)` for feature maps with `channel_axis=2`, `(F,)` for `[T, B, F]`), which is
+    then the param's shape (and `channels` its first dim).
 
     `storage="f32"` takes and returns float32 tensors. `storage="narrow"` keeps what the
     kernels store narrow: on CUDA it takes and returns bfloat16 tensors (spikes in
@@ -276,7 +279,7 @@ class NeuronLayer(torch.nn.Module):
     do. States (`state=`, `return_state=True`) and params are float32 everywhere."""
 
     def __init__(self, neuron, storage="f32", learnable=(), channels=1, params=None,
-                 channel_axis=-1):
+                 channel_axis=-1, neuron_shape=None):
         super().__init__()
         if storage not in ("f32", "narrow"):
             raise ValueError(f'storage `{storage}`: use "f32" or "narrow"')
@@ -298,13 +301,27 @@ class NeuronLayer(torch.nn.Module):
         shapes = dict(neuron.param_shapes)
         self.neuron = neuron
         self.learnable = list(learnable)
-        for name in self.learnable:
-            if shapes[name] == "per_neuron":
+        per_neuron = [n for n in self.learnable if shapes[n] == "per_neuron"]
+        if neuron_shape is not None:
+            neuron_shape = tuple(int(d) for d in neuron_shape)
+            if not neuron_shape or min(neuron_shape) < 1:
+                raise ValueError(f"neuron_shape {neuron_shape}: give positive dims, e.g. (C, H, W)")
+            if channels not in (1, neuron_shape[0]):
                 raise ValueError(
-                    f"param `{name}` is per neuron: NeuronLayer learns scalar and per-channel "
-                    "params so far"
+                    f"channels={channels}, but neuron_shape {neuron_shape} starts with "
+                    f"{neuron_shape[0]} channels"
                 )
-            shape = (channels,) if shapes[name] == "per_channel" else ()
+            channels = neuron_shape[0]
+        elif per_neuron:
+            raise ValueError(
+                f"param `{per_neuron[0]}` is per neuron: give the layer `neuron_shape`, the "
+                "inputs' dims from the channel axis on (e.g. (C, H, W) with channel_axis=2)"
+            )
+        self.neuron_shape = neuron_shape
+        self.channel_axis = channel_axis
+        param_shape = {"scalar": (), "per_channel": (channels,), "per_neuron": neuron_shape}
+        for name in self.learnable:
+            shape = param_shape[shapes[name]]
             value = np.asarray(params.pop(name, declared[name]), dtype=np.float32)
             values = np.broadcast_to(value, shape).copy()
             self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(values)))
@@ -342,6 +359,14 @@ class NeuronLayer(torch.nn.Module):
                 f"neuron `{self.neuron.name}` has {len(self.neuron.states)} state(s) "
                 f"({', '.join(self.neuron.states)}), got {len(states)}"
             )
+        if self.neuron_shape is not None:
+            x0 = inputs[0]
+            axis = self.channel_axis % max(x0.dim(), 1)
+            if axis == 0 or tuple(x0.shape[axis:]) != self.neuron_shape:
+                raise ValueError(
+                    f"inputs of shape {tuple(x0.shape)} do not end, from channel axis "
+                    f"{self.channel_axis}, in the layer's neurons {self.neuron_shape}"
+                )
         params = [getattr(self, n) for n in self.learnable]
         # A pass that needs no backward saves nothing.
         train = torch.is_grad_enabled() and any(
@@ -353,4 +378,5 @@ class NeuronLayer(torch.nn.Module):
         return (outs, tuple(result[n : n + n_states])) if return_state else outs
 
     def extra_repr(self):
-        return f"neuron={self.neuron.name}, learnable={self.learnable}"
+        shape = f", neuron_shape={self.neuron_shape}" if self.neuron_shape else ""
+        return f"neuron={self.neuron.name}, learnable={self.learnable}{shape}"
