@@ -398,3 +398,8 @@ def test_misuse_on_the_gpu_is_a_clear_error():
     narrow = snn.torch.NeuronLayer(snn.zoo("paper_lif"), storage="narrow").cuda()
     with pytest.raises(ValueError, match="float32; this layer's CUDA kernels take torch.bfloat16"):
         narrow(x)
+    # A learnable param swapped for one of another size is refused before any kernel reads it.
+    plif = plif.cuda()
+    plif.w = torch.nn.Parameter(torch.zeros(7, device="cuda"))
+    with pytest.raises(ValueError, match="param `w` has 7 values"):
+        plif(x)

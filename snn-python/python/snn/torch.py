@@ -95,15 +95,24 @@ def _cuda(layer, inputs, params, states):
     device, shape = x0.device, tuple(x0.shape)
     io, _, _ = layer["plan"]
     xs = [_check(x, f"input {k}", device, _DTYPES[io], shape) for k, x in enumerate(inputs)]
-    ps = [
-        _check(p, f"param `{name}`", device, torch.float32, p.shape)
-        for name, p in zip(layer["learnable"], params)
-    ]
+    inner = _inner(shape, layer["channels"], layer["axis"])
+    # The kernels read as many values as the param's shape has under the layout.
+    kinds = dict(layer["neuron"].param_shapes)
+    lengths = {"scalar": 1, "per_channel": layer["channels"],
+               "per_neuron": layer["channels"] * inner}
+    ps = []
+    for name, p in zip(layer["learnable"], params):
+        want = lengths[kinds[name]]
+        if p.numel() != want:
+            raise ValueError(
+                f"param `{name}` has {p.numel()} values; as a {kinds[name].replace('_', '-')} "
+                f"param of these inputs it has {want}"
+            )
+        ps.append(_check(p, f"param `{name}`", device, torch.float32, p.shape))
     init = [
         _check(s, f"initial state {k}", device, torch.float32, shape[1:])
         for k, s in enumerate(states)
     ] or None
-    inner = _inner(shape, layer["channels"], layer["axis"])
     stream = torch.cuda.current_stream(device).cuda_stream
     key = (device.index, stream, inner)
     gpu = layer["cuda"].get(key)
