@@ -52,6 +52,18 @@ class _SigmoidSpike(torch.autograd.Function):
         return grad * 4.0 * sg * (1 - sg)
 
 
+def _eager_lif(x, tau, th):
+    """`learnable_lif` (and its variants) as an eager PyTorch loop over `x`'s first axis."""
+    v = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        h = v + (x[t] - v) / tau
+        st = _SigmoidSpike.apply(h - th)
+        v = h * (1 - st)
+        outs.append(st)
+    return torch.stack(outs)
+
+
 @on_each_device
 def test_the_layer_equals_an_eager_autograd_loop_of_the_same_neuron(device):
     torch.manual_seed(1)
@@ -65,14 +77,7 @@ def test_the_layer_equals_an_eager_autograd_loop_of_the_same_neuron(device):
     tau = torch.tensor(2.5, requires_grad=True, device=device)
     th = torch.tensor(1.0, requires_grad=True, device=device)
     x2 = x.detach().clone().requires_grad_()
-    v = torch.zeros(4, 6, device=device)
-    outs = []
-    for t in range(12):
-        h = v + (x2[t] - v) / tau
-        st = _SigmoidSpike.apply(h - th)
-        v = h * (1 - st)
-        outs.append(st)
-    s2 = torch.stack(outs)
+    s2 = _eager_lif(x2, tau, th)
     (s2 * g).sum().backward()
 
     assert torch.equal(s, s2)
@@ -247,15 +252,9 @@ def test_per_neuron_learnable_params_have_the_neurons_shape_and_their_gradients(
     # An eager autograd loop of the same neuron, the threshold broadcast over the batch.
     th = layer.v_th.detach().clone().requires_grad_()
     x2 = x.detach().clone().requires_grad_()
-    v = torch.zeros(3, 2, 4, 5, device=device)
-    outs = []
-    for t in range(6):
-        h = v + (x2[t] - v) / 2.0
-        st = _SigmoidSpike.apply(h - th)
-        v = h * (1 - st)
-        outs.append(st)
-    (torch.stack(outs) * g).sum().backward()
-    assert torch.equal(s, torch.stack(outs))
+    s2 = _eager_lif(x2, 2.0, th)
+    (s2 * g).sum().backward()
+    assert torch.equal(s, s2)
     assert torch.allclose(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
     assert torch.allclose(layer.v_th.grad, th.grad, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="neuron_shape"):
