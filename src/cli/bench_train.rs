@@ -160,8 +160,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;
+    let kept = match (options.plan, options.spikes_in_bytes) {
+        (ActivationPlan::Spikes { time_chunk }, _) => {
+            format!("; kept: spikes in bytes, neuron states every {time_chunk} steps")
+        }
+        (ActivationPlan::All, true) => "; kept: all, spikes in bytes".to_string(),
+        (ActivationPlan::All, false) => String::new(),
+    };
     println!(
-        "device {}: {}; convolutions: {:?}{}; neuron: {}; repeats: {repeats} (median)\n",
+        "device {}: {}; convolutions: {:?}{}; neuron: {}{kept}; repeats: {repeats} (median)\n",
         dev.info.ordinal,
         dev.info.name,
         options.conv_math,
