@@ -291,6 +291,16 @@ impl Neuron {
         format!("<snn neuron {}>", self.ir.name)
     }
 
+    /// A neuron never changes, so a copy of it (`copy.deepcopy` of a model that holds
+    /// one, say) is the neuron itself.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
+    }
+
     /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
     /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
     /// of `inner` consecutive values each (`N` a multiple of their product); `storage` "narrow" rounds what is stored as the narrow GPU

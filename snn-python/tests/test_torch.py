@@ -5,6 +5,7 @@ its tests); the Rust runner runs this file only where torch imports, the tests m
 `cuda` only where it has a GPU. They skip without one, unless SNN_REQUIRE_GPU=1 says a GPU
 must be there."""
 
+import copy
 import itertools
 import os
 
@@ -263,6 +264,48 @@ def test_per_neuron_learnable_params_have_the_neurons_shape_and_their_gradients(
         layer(torch.rand(6, 3, 2, 4, 4, device=device))
 
 
+@snn.neuron(surrogate="sigmoid", alpha=4.0)
+def two_inputs(n):
+    x, y = n.input("x"), n.input("y")
+    v = n.state("v")
+    h = 0.5 * v + x + y
+    s = snn.spike(h - 1.0)
+    v.set(h * (1 - s))
+    return {"s": s}
+
+
+@on_each_device
+def test_channels_last_feature_maps_run_in_place_and_keep_their_layout(device):
+    torch.manual_seed(9)
+    # [T, B, C, H, W] viewed from a channels-last [T * B, C, H, W] tensor: channels innermost.
+    flat = (torch.rand(4 * 2, 3, 5, 6, device=device) * 2).to(memory_format=torch.channels_last)
+    x = flat.reshape(4, 2, 3, 5, 6).requires_grad_()
+    assert not x.is_contiguous()
+    layer = snn.torch.NeuronLayer(channel_lif, learnable=["v_th"], channels=3, channel_axis=2)
+    layer.to(device)
+    with torch.no_grad():
+        layer.v_th.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    twin = copy.deepcopy(layer)
+    g = torch.randn(4, 2, 3, 5, 6, device=device)
+    s, (v,) = layer(x, return_state=True)
+    assert s.stride() == x.stride() and v.stride() == x[0].stride()
+    (s * g).sum().backward()
+    # The same as the contiguous copy, values and gradients.
+    xc = x.detach().contiguous().requires_grad_()
+    sc, (vc,) = twin(xc, return_state=True)
+    (sc * g).sum().backward()
+    assert torch.equal(s, sc) and torch.equal(v, vc)
+    assert torch.allclose(x.grad, xc.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(layer.v_th.grad, twin.v_th.grad, rtol=1e-5, atol=1e-5)
+    # Starting from a given state, laid out either way.
+    s2 = layer(x.detach(), state=[v.detach()])
+    assert torch.equal(s2, twin(xc.detach(), state=[vc.detach()]))
+    with pytest.raises(ValueError, match="not contiguous in any order"):
+        layer(x.detach()[:, :, :, ::2])
+    with pytest.raises(ValueError, match="laid out unlike input 0"):
+        snn.torch.NeuronLayer(two_inputs)(x.detach(), x.detach().contiguous())
+
+
 @on_each_device
 def test_per_channel_params_follow_the_channel_axis_of_feature_maps(device):
     torch.manual_seed(6)
@@ -385,8 +428,8 @@ def test_misuse_on_the_gpu_is_a_clear_error():
     x = torch.rand(4, 3, 5, device="cuda")
     with pytest.raises(ValueError, match="bfloat16; this layer's CUDA kernels take torch.float32"):
         lif(x.bfloat16())
-    with pytest.raises(ValueError, match="not contiguous"):
-        lif(x.transpose(1, 2))
+    with pytest.raises(ValueError, match="not contiguous in any order"):
+        lif(x[:, :, ::2])
     with pytest.raises(ValueError, match="on cpu, the inputs on cuda"):
         lif(x, state=[torch.zeros(3, 5)] * 2)
     with pytest.raises(ValueError, match="shape"):

@@ -269,6 +269,32 @@ def _autograd_backward(ctx, grads):
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
+def _memory_order(inputs):
+    """`None` for contiguous inputs; else the order of their dims in memory, time first
+    (channels-last feature maps, say): the permutation whose view of them is contiguous.
+    Inputs dense in no such order, or in different orders, are a clear error."""
+    x0 = inputs[0]
+    if x0.is_contiguous() or x0.dim() < 2:
+        return None
+    perm = [0] + sorted(range(1, x0.dim()), key=lambda d: -x0.stride(d))
+    if not x0.permute(perm).is_contiguous():
+        raise ValueError(
+            f"input 0 (shape {tuple(x0.shape)}, strides {x0.stride()}) is not contiguous in "
+            "any order with time outermost: pass `.contiguous()` of it"
+        )
+    for k, x in enumerate(inputs[1:], 1):
+        if x.shape != x0.shape or x.stride() != x0.stride():
+            raise ValueError(
+                f"input {k} is laid out unlike input 0 (strides {x.stride()} against "
+                f"{x0.stride()}): pass inputs in one memory format"
+            )
+    return perm
+
+
+def _inverse(perm):
+    return sorted(range(len(perm)), key=perm.__getitem__)
+
+
 class NeuronLayer(torch.nn.Module):
     """`neuron` (an `snn.Neuron`) over `[T, ...]` tensors: one tensor per input of the
     neuron, every one of the same shape, dtype and device; returns the neuron's output (or
@@ -381,10 +407,36 @@ class NeuronLayer(torch.nn.Module):
         train = torch.is_grad_enabled() and any(
             t.requires_grad for t in itertools.chain(inputs, params, states)
         )
-        result = _forward(self.key, list(inputs), params, states, train)
+        key, perm = self.key, _memory_order(inputs)
+        if perm is not None:
+            # Run on the views in memory order (contiguous: no copy), the channel axis
+            # moved with them, and hand back views in the inputs' own order.
+            if self.neuron_shape is not None:
+                raise ValueError(
+                    "per-neuron params need inputs in PyTorch's default memory format: "
+                    "pass `.contiguous()` of them"
+                )
+            key = self._key_for_axis(perm.index(self.channel_axis % inputs[0].dim()))
+            inputs = [x.permute(perm) for x in inputs]
+            state_perm = [d - 1 for d in perm[1:]]
+            states = [s.permute(state_perm).contiguous() for s in states]
+        result = _forward(key, list(inputs), params, states, train)
         n, n_states = len(self.neuron.outputs), len(self.neuron.states)
-        outs = result[0] if n == 1 else tuple(result[:n])
-        return (outs, tuple(result[n : n + n_states])) if return_state else outs
+        outs, finals = result[:n], result[n : n + n_states]
+        if perm is not None:
+            outs = [o.permute(_inverse(perm)) for o in outs]
+            finals = [f.permute(_inverse(state_perm)) for f in finals]
+        outs = outs[0] if n == 1 else tuple(outs)
+        return (outs, tuple(finals)) if return_state else outs
+
+    def _key_for_axis(self, axis):
+        """The registry key of this layer with its channel axis at `axis` (the key of a
+        run in another memory order)."""
+        keys = self.__dict__.setdefault("_axis_keys", {})
+        if axis not in keys:
+            keys[axis] = next(_KEYS)
+            _LAYERS[keys[axis]] = dict(_LAYERS[self.key], axis=axis)
+        return keys[axis]
 
     def extra_repr(self):
         shape = f", neuron_shape={self.neuron_shape}" if self.neuron_shape else ""
