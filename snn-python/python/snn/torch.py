@@ -272,11 +272,15 @@ _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 def _memory_order(inputs):
     """`None` for contiguous inputs; else the order of their dims in memory, time first
     (channels-last feature maps, say): the permutation whose view of them is contiguous.
-    Inputs dense in no such order, or in different orders, are a clear error."""
+    CUDA inputs dense in no such order, or in different orders, are a clear error (the
+    kernels read them in place); CPU ones are copied as the CPU reference reads them."""
     x0 = inputs[0]
     if x0.is_contiguous() or x0.dim() < 2:
         return None
     perm = [0] + sorted(range(1, x0.dim()), key=lambda d: -x0.stride(d))
+    alike = all(x.shape == x0.shape and x.stride() == x0.stride() for x in inputs)
+    if not x0.is_cuda and not (alike and x0.permute(perm).is_contiguous()):
+        return None
     if not x0.permute(perm).is_contiguous():
         raise ValueError(
             f"input 0 (shape {tuple(x0.shape)}, strides {x0.stride()}) is not contiguous in "
