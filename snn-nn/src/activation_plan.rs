@@ -3,6 +3,7 @@
 //! The CPU reference and the GPU model follow the same plans, with the same results.
 
 use crate::error::NnError;
+use crate::graph::{Network, NodeId, Op};
 
 /// What a training forward pass keeps for the backward pass. Both plans give the same
 /// gradients: bit for bit, but for learnable neuron parameters, whose sums over time the
@@ -35,5 +36,11 @@ impl ActivationPlan {
             )),
             ActivationPlan::Spikes { time_chunk } => Ok(Some(time_chunk)),
         }
+    }
+
+    /// Whether [`ActivationPlan::Spikes`] keeps node `id`'s output: the input, the output
+    /// and the neurons' outputs, from which every other activation is recomputed.
+    pub fn spikes_keep(net: &Network, id: NodeId) -> bool {
+        id == 0 || id + 1 == net.nodes().len() || matches!(net.node(id).op, Op::Neuron(_))
     }
 }

@@ -72,6 +72,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// Whether the node is a neuron whose output is spikes (exactly -1, 0 or 1), which a
+    /// byte holds exactly.
+    pub fn emits_spikes(&self) -> bool {
+        matches!(&self.op, Op::Neuron(ir) if ir.output_kind(0).is_spike())
+    }
+
     /// The shape of the node's (first) input, for layers that have one.
     pub fn input_shape(&self, net: &Network) -> ImageShape {
         self.inputs

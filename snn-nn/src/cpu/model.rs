@@ -142,8 +142,6 @@ pub struct CpuModel<T> {
     pub plan: ActivationPlan,
     /// The compiled neuron of each neuron node.
     neurons: Vec<Option<Reference>>,
-    /// Whether each node is a neuron whose output is a spike (-1, 0 or 1).
-    spikes: Vec<bool>,
     /// The lowest and highest ids of the nodes that read each node (`None`: no reader).
     readers: Vec<Option<(usize, usize)>>,
 }
@@ -161,11 +159,6 @@ impl<T: Float> CpuModel<T> {
                 _ => Ok(None),
             })
             .collect::<Result<_, NnError>>()?;
-        let spikes = net
-            .nodes()
-            .iter()
-            .map(|n| matches!(&n.op, Op::Neuron(ir) if ir.output_kind(0).is_spike()))
-            .collect();
         let mut readers: Vec<Option<(usize, usize)>> = vec![None; net.nodes().len()];
         for (id, node) in net.nodes().iter().enumerate() {
             for &i in &node.inputs {
@@ -178,7 +171,6 @@ impl<T: Float> CpuModel<T> {
             params,
             plan: ActivationPlan::All,
             neurons,
-            spikes,
             readers,
         })
     }
@@ -414,7 +406,7 @@ impl<T: Float> CpuModel<T> {
         }
         for (id, v) in live.into_iter().enumerate() {
             if let Some(v) = v {
-                trace.values[id] = if recompute || id + 1 == n {
+                trace.values[id] = if recompute {
                     self.checkpoint(id, v)
                 } else {
                     Kept::Values(v)
@@ -428,12 +420,12 @@ impl<T: Float> CpuModel<T> {
     /// the neurons' outputs (spikes in one byte), nothing else.
     fn checkpoint(&self, id: usize, v: Vec<T>) -> Kept<T> {
         let output = id + 1 == self.net.nodes().len();
-        if self.spikes[id] && !output {
-            Kept::Spikes(v.iter().map(|s| s.value() as i8).collect())
-        } else if id == 0 || output || matches!(self.net.node(id).op, Op::Neuron(_)) {
-            Kept::Values(v)
-        } else {
+        if !ActivationPlan::spikes_keep(&self.net, id) {
             Kept::Nothing
+        } else if self.net.node(id).emits_spikes() && !output {
+            Kept::Spikes(v.iter().map(|s| s.value() as i8).collect())
+        } else {
+            Kept::Values(v)
         }
     }
 

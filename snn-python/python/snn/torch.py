@@ -278,21 +278,22 @@ def _memory_order(inputs):
     if x0.is_contiguous() or x0.dim() < 2:
         return None
     perm = [0] + sorted(range(1, x0.dim()), key=lambda d: -x0.stride(d))
-    alike = all(x.shape == x0.shape and x.stride() == x0.stride() for x in inputs)
-    if not x0.is_cuda and not (alike and x0.permute(perm).is_contiguous()):
+    dense = x0.permute(perm).is_contiguous()
+    unlike = next((k for k, x in enumerate(inputs)
+                   if x.shape != x0.shape or x.stride() != x0.stride()), None)
+    if dense and unlike is None:
+        return perm
+    if not x0.is_cuda:
         return None
-    if not x0.permute(perm).is_contiguous():
+    if not dense:
         raise ValueError(
             f"input 0 (shape {tuple(x0.shape)}, strides {x0.stride()}) is not contiguous in "
             "any order with time outermost: pass `.contiguous()` of it"
         )
-    for k, x in enumerate(inputs[1:], 1):
-        if x.shape != x0.shape or x.stride() != x0.stride():
-            raise ValueError(
-                f"input {k} is laid out unlike input 0 (strides {x.stride()} against "
-                f"{x0.stride()}): pass inputs in one memory format"
-            )
-    return perm
+    raise ValueError(
+        f"input {unlike} is laid out unlike input 0 (strides {inputs[unlike].stride()} against "
+        f"{x0.stride()}): pass inputs in one memory format"
+    )
 
 
 def _inverse(perm):

@@ -273,5 +273,5 @@ impl Drop for Communicator {
 
 fn to_int(n: usize) -> Result<c_int, RuntimeError> {
     c_int::try_from(n)
-        .map_err(|_| DistError::Rendezvous(format!("{n} ranks are more than NCCL takes")).into())
+        .map_err(|_| DistError::Nccl(format!("{n} ranks are more than NCCL takes")).into())
 }

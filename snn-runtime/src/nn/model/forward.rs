@@ -334,25 +334,7 @@ impl GpuModel {
                     trace.saved[id] = Saved::Starts(starts);
                     return Ok(());
                 }
-                let mut fwd = LayerForward {
-                    outputs: vec![y.reshape(&[steps, n])?],
-                    saves: if train {
-                        layer
-                            .compiled()
-                            .plan
-                            .saves
-                            .iter()
-                            .map(|_| {
-                                DeviceTensor::empty(&dev, layer.config().storage.saves, &[steps, n])
-                            })
-                            .collect::<Result<_, _>>()?
-                    } else {
-                        vec![]
-                    },
-                    final_states: (0..layer.neuron().states.len())
-                        .map(|_| DeviceTensor::empty(&dev, Dtype::F32, &[n]))
-                        .collect::<Result<_, _>>()?,
-                };
+                let mut fwd = forward_room(layer, y.reshape(&[steps, n])?, train)?;
                 layer.forward_into(&xs, None, train, &mut fwd)?;
                 if train {
                     // Keep only what the backward reads: the output is a view of the
@@ -418,8 +400,7 @@ fn forward_in_chunks(
             .map(|x| x.view(t0 * n, &[len, n]))
             .collect::<Result<Vec<_>, _>>()?;
         let views: Vec<&DeviceTensor> = views.iter().collect();
-        let mut fwd = chunk_forward(layer, len, n)?;
-        fwd.outputs = vec![y.view(t0 * n, &[len, n])?];
+        let mut fwd = forward_room(layer, y.view(t0 * n, &[len, n])?, true)?;
         let init: Option<Vec<&DeviceTensor>> = starts.last().map(|s| s.iter().collect());
         layer.forward_into(&views, init.as_deref(), true, &mut fwd)?;
         if t0 + len < steps {
@@ -429,25 +410,27 @@ fn forward_in_chunks(
     Ok(starts)
 }
 
-/// Room for a training forward of `layer` over `[len, n]`: saves and final states (the
-/// output is the caller's).
-pub(super) fn chunk_forward(
+/// Room for a forward of `layer` that writes its output into `y` (`[len, n]`, a view of the
+/// node's value): the saves of a training pass, and the final states.
+fn forward_room(
     layer: &NeuronLayer,
-    len: usize,
-    n: usize,
+    y: DeviceTensor,
+    train: bool,
 ) -> Result<LayerForward, RuntimeError> {
     let dev = layer.device();
+    let seq = y.shape.clone();
+    let saves = if train {
+        layer.compiled().plan.saves.len()
+    } else {
+        0
+    };
     Ok(LayerForward {
-        outputs: vec![],
-        saves: layer
-            .compiled()
-            .plan
-            .saves
-            .iter()
-            .map(|_| DeviceTensor::empty(dev, layer.config().storage.saves, &[len, n]))
+        outputs: vec![y],
+        saves: (0..saves)
+            .map(|_| DeviceTensor::empty(dev, layer.config().storage.saves, &seq))
             .collect::<Result<_, _>>()?,
         final_states: (0..layer.neuron().states.len())
-            .map(|_| DeviceTensor::empty(dev, Dtype::F32, &[n]))
+            .map(|_| DeviceTensor::empty(dev, Dtype::F32, &seq[1..]))
             .collect::<Result<_, _>>()?,
     })
 }

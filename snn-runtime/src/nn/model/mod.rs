@@ -304,8 +304,6 @@ pub struct GpuModel {
     layers: Vec<Layer>,
     /// Whether the backward pass reads each node's output.
     keep_output: Vec<bool>,
-    /// Whether each node's output is spikes (-1, 0 or 1).
-    spikes: Vec<bool>,
     /// Which nodes run fused.
     fusion: Vec<Fusion>,
     /// Timing events, while profiling.
@@ -451,11 +449,6 @@ impl GpuModel {
                 keep_output[net.node(id).inputs[0]] = true;
             }
         }
-        let spikes = net
-            .nodes()
-            .iter()
-            .map(|n| matches!(&n.op, Op::Neuron(ir) if ir.output_kind(0).is_spike()))
-            .collect();
         Ok(Self {
             device: device.clone(),
             net: net.clone(),
@@ -479,7 +472,6 @@ impl GpuModel {
             dtypes,
             layers,
             keep_output,
-            spikes,
             fusion,
             profile: None,
         })
@@ -493,18 +485,14 @@ impl GpuModel {
     fn kept(&self, id: usize) -> bool {
         match self.options.plan {
             ActivationPlan::All => self.keep_output[id],
-            ActivationPlan::Spikes { .. } => {
-                id == 0
-                    || id + 1 == self.net.nodes().len()
-                    || matches!(self.net.node(id).op, Op::Neuron(_))
-            }
+            ActivationPlan::Spikes { .. } => ActivationPlan::spikes_keep(&self.net, id),
         }
     }
 
     /// Whether a training pass keeps node `id`'s output in one byte.
     fn kept_in_bytes(&self, id: usize) -> bool {
         let spikes_plan = self.options.plan != ActivationPlan::All;
-        self.spikes[id] && (self.options.spikes_in_bytes || spikes_plan)
+        self.net.node(id).emits_spikes() && (self.options.spikes_in_bytes || spikes_plan)
     }
 
     pub fn device(&self) -> &Arc<Device> {

@@ -3,7 +3,6 @@
 //! neuron's saves one time chunk at a time, latest first, with the state adjoints handed
 //! back from chunk to chunk.
 
-use super::forward::chunk_forward;
 use super::*;
 use crate::layer::LayerGradients;
 
@@ -106,10 +105,7 @@ pub(super) fn backward_in_chunks(
             ),
             None => None,
         };
-        let mut fwd = chunk_forward(layer, len, n)?;
-        fwd.outputs = (0..layer.neuron().outputs.len())
-            .map(|m| DeviceTensor::empty(dev, layer.out_dtype(m), &[len, n]))
-            .collect::<Result<_, _>>()?;
+        let mut fwd = layer.alloc_forward(len, n, true)?;
         layer.forward_into(&views, init.as_deref(), true, &mut fwd)?;
         let mut g: LayerGradients = layer.gradients_in(
             n,
