@@ -301,6 +301,22 @@ impl Neuron {
         slf
     }
 
+    /// Pickles as its IR (JSON), so that `torch.save` of a whole model holding the neuron,
+    /// traced ones included, loads in another process.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let ir = serde_json::to_string(&slf.get().ir).map_err(value_error)?;
+        Ok((slf.get_type().getattr("_from_ir")?, (ir,)))
+    }
+
+    /// The neuron whose IR `__reduce__` wrote; its graph is checked as a traced one is.
+    #[classmethod]
+    fn _from_ir(_cls: &Bound<'_, pyo3::types::PyType>, ir: &str) -> PyResult<Self> {
+        let ir: NeuronIr = serde_json::from_str(ir)
+            .map_err(|e| value_error(format!("not a pickled snn neuron: {e}")))?;
+        ir.validate().map_err(value_error)?;
+        Self::new(ir)
+    }
+
     /// Runs all `steps` steps forward on the CPU reference: `inputs` are buffers of
     /// `steps * N` f32 values each (time-major); per-channel params see `channels` channels
     /// of `inner` consecutive values each (`N` a multiple of their product); `storage` "narrow" rounds what is stored as the narrow GPU

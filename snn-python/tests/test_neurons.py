@@ -309,3 +309,21 @@ def test_signed_spikes_keep_their_sign_in_narrow_storage_and_the_plan_names_thei
 
     plan = band.describe("narrow")
     assert "s (binary spikes, u8)" in plan and "h (real, bf16)" in plan, plan
+
+
+def test_neurons_pickle_as_their_ir_zoo_and_traced_alike():
+    import pickle
+
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0, 1.5, (9, 2, 20)).astype(np.float32)
+    g = rng.normal(size=x.shape).astype(np.float32)
+    # A zoo neuron with a default overridden, and a traced one built in a closure (no
+    # step function a pickle could name).
+    for neuron in (snn.zoo("paper_lif", decay=0.4), snn.lif_node(tau=3.0, detach_reset=True)):
+        twin = pickle.loads(pickle.dumps(neuron))
+        assert twin is not neuron and str(twin) == str(neuron)
+        assert twin.params == neuron.params and twin.describe("narrow") == neuron.describe("narrow")
+        for a, b in zip(snn.backward(twin, [x], [g])[:2], snn.backward(neuron, [x], [g])[:2]):
+            np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match="not a pickled snn neuron"):
+        snn.Neuron._from_ir('{"name": "lif"}')

@@ -454,3 +454,32 @@ def test_misuse_on_the_gpu_is_a_clear_error():
     plif.w = torch.nn.Parameter(torch.zeros(7, device="cuda"))
     with pytest.raises(ValueError, match="param `w` has 7 values"):
         plif(x)
+
+
+@on_each_device
+def test_a_whole_model_saved_with_torch_save_loads_and_runs_in_another_process(device, tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(12)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 5),
+        snn.torch.NeuronLayer(learnable_lif, learnable=["tau", "v_th"]),
+        snn.torch.NeuronLayer(snn.lif_node(tau=3.0), storage="narrow" if device == "cpu" else "f32"),
+    ).to(device)
+    with torch.no_grad():
+        model[1].v_th.fill_(0.7)
+    x = torch.rand(7, 3, 6, device=device) * 3
+    torch.save({"model": model, "x": x, "s": model(x)}, tmp_path / "model.pt")
+    # A fresh process has none of this one's layers registered: the layers carry what they
+    # need, and their neurons (one traced in a closure) pickle as their IR.
+    check = (
+        "import sys, torch, snn.torch\n"
+        "saved = torch.load(sys.argv[1], weights_only=False)\n"
+        "model, x = saved['model'], saved['x']\n"
+        "assert torch.equal(model[1].v_th, torch.tensor(0.7, device=x.device))\n"
+        "assert torch.equal(model(x), saved['s'])\n"
+        "model(x.requires_grad_()).sum().backward()\n"
+        "assert model[1].tau.grad is not None and x.grad.abs().sum() > 0\n"
+    )
+    subprocess.run([sys.executable, "-c", check, str(tmp_path / "model.pt")], check=True)

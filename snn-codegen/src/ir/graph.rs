@@ -14,6 +14,7 @@ pub type NodeId = NodeIndex<u32>;
 
 /// One node: what it computes and, optionally, the name the user gave the value.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Node {
     pub op: Op,
     pub name: Option<String>,
@@ -24,6 +25,7 @@ pub struct Node {
 /// Surrogates live in a table on the graph (`Op::Spike(k)` names entry `k`), which keeps
 /// [`Op`] `Copy` and lets passes compare ops cheaply.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Graph {
     g: StableDiGraph<Node, u8>,
     surrogates: Vec<Surrogate>,

@@ -8,6 +8,7 @@ use super::op::{Leaf, Sink};
 
 /// How many values a parameter holds, for a layer of `batch x channels x inner` elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ParamShape {
     /// One value for the whole layer.
     Scalar,
@@ -19,6 +20,7 @@ pub enum ParamShape {
 
 /// A parameter's declaration.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ParamSpec {
     pub name: String,
     pub shape: ParamShape,
@@ -30,6 +32,7 @@ pub struct ParamSpec {
 
 /// A state's value before the first step.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Init {
     Const(f64),
     /// The value of parameter `p` (which, if learnable, receives the initial state's
@@ -38,6 +41,7 @@ pub enum Init {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StateSpec {
     pub name: String,
     pub init: Init,
@@ -48,6 +52,7 @@ pub struct StateSpec {
 /// Leaf `Input(k)` of the graph is `inputs[k]`, and so on. Only `Input`, `State` and
 /// `Param` leaves and `Output` and `NextState` sinks appear in a neuron's graph.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NeuronIr {
     pub name: String,
     pub doc: String,

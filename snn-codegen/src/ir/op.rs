@@ -8,6 +8,7 @@ use std::fmt;
 /// also read `Saved` tensors, re-read forward `OutputValue`s, and take the gradients
 /// `OutputGrad` and `StateGrad` (the state adjoint arriving from step `t + 1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Leaf {
     /// Input `k` at step `t`.
     Input(u32),
@@ -27,6 +28,7 @@ pub enum Leaf {
 
 /// A graph sink: a value that leaves the step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Sink {
     /// Output `m` at step `t`.
     Output(u32),
@@ -44,6 +46,7 @@ pub enum Sink {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Unary {
     Neg,
     Abs,
@@ -56,6 +59,7 @@ pub enum Unary {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Binary {
     Add,
     Sub,
@@ -67,6 +71,7 @@ pub enum Binary {
 
 /// Comparisons produce booleans, which only `select` consumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Cmp {
     Lt,
     Le,
@@ -78,6 +83,7 @@ pub enum Cmp {
 
 /// What a node computes. Operands are the node's incoming edges, ordered by slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Op {
     Leaf(Leaf),
     Const(f64),

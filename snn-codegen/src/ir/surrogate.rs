@@ -13,6 +13,7 @@ use super::op::{Binary, Cmp, Leaf, Op, Sink, Unary};
 /// The built-in shapes follow SpikingJelly and snnTorch; `rect` follows the temporal-fusion
 /// paper's kernel (height 1, so `rect(0.5)` has unit area).
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Surrogate {
     /// `alpha * s * (1 - s)` with `s = sigmoid(alpha * h)`.
     Sigmoid { alpha: f64 },
@@ -32,6 +33,7 @@ pub enum Surrogate {
 
 /// A derivative written as a graph with one input (`h`) and one output.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CustomSurrogate {
     graph: Arc<Graph>,
     text: String,

@@ -365,21 +365,39 @@ class NeuronLayer(torch.nn.Module):
             value = np.asarray(params.pop(name, declared[name]), dtype=np.float32)
             values = np.broadcast_to(value, shape).copy()
             self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(values)))
-        # Kept for the life of the process: copies of the layer (deepcopy, pickling within
-        # it) share the key. An entry is a few references.
+        self._register(storage, channels, params)
+
+    def _register(self, storage, channels, fixed):
+        """Enters the layer in the registry the custom op reads, under a key of its own.
+        Kept for the life of the process (an entry is a few references)."""
         self.key = next(_KEYS)
         _LAYERS[self.key] = {
-            "neuron": neuron,
+            "neuron": self.neuron,
             "storage": storage,
             "channels": channels,
-            "axis": channel_axis,
+            "axis": self.channel_axis,
             "learnable": self.learnable,
-            "fixed": params,
+            "fixed": fixed,
             # The CUDA kernels' I/O dtype and saves, and their `GpuLayer` per (device,
             # stream, values per channel).
-            "plan": _native.cuda_plan(neuron, storage, self.learnable),
+            "plan": _native.cuda_plan(self.neuron, storage, self.learnable),
             "cuda": {},
         }
+
+    def __getstate__(self):
+        # What the registry holds for the layer travels with it (a copy, or `torch.save`
+        # of the whole model, loads in another process); compiled kernels do not.
+        state = dict(self.__dict__)
+        state.pop("_axis_keys", None)
+        entry = _LAYERS[state.pop("key")]
+        state["_registered"] = (entry["storage"], entry["channels"], entry["fixed"])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        registered = state.pop("_registered")
+        super().__setstate__(state)
+        self._register(*registered)
 
     def forward(self, *inputs, state=None, return_state=False):
         """The neuron's output(s) over `inputs`. `state` (one tensor per state, shaped
