@@ -221,7 +221,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     let dir = TempDir::new().unwrap();
     let out_dir = dir.path().join("out");
     let out = out_dir.to_str().unwrap();
-    let cases: [(&[&str], &[&str]); 10] = [
+    let cases: [(&[&str], &[&str]); 13] = [
         (
             &["--dataset", "imagenet"],
             &["digits", "mnist", "dvs-gesture"],
@@ -242,6 +242,12 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         (
             &["--storage", "narrow"],
             &["--storage narrow needs a CUDA GPU"],
+        ),
+        (&["--memory-budget", "0"], &["`0` is no memory budget"]),
+        (&["--memory-budget", "24"], &["--memory-budget", "--cpu"]),
+        (
+            &["--memory-budget", "24", "--time-chunk", "4"],
+            &["cannot be used with", "--time-chunk"],
         ),
         (
             &[
@@ -265,6 +271,18 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             "{t}"
         );
         assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
+    }
+
+    // A memory budget on a machine without a GPU (CI's): the CPU reference has none.
+    let o = snn(&["train", "--memory-budget", "24", "--out", out]);
+    let t = text(&o);
+    if t.contains("training on the CPU reference") {
+        assert!(!o.status.success());
+        assert!(
+            t.contains("--memory-budget is for training on a GPU"),
+            "{t}"
+        );
+        assert!(!out_dir.exists());
     }
 
     // An output folder that cannot be created.

@@ -414,7 +414,6 @@ pub fn train(
     options: crate::nn::ModelOptions,
     progress: &dyn Fn(usize),
 ) -> Result<TrainBench, RuntimeError> {
-    use crate::nn::{GpuModel, GpuTrainer};
     use snn_codegen::Mode;
     let TrainRun {
         steps,
@@ -424,32 +423,9 @@ pub fn train(
         profile,
         graphs,
     } = run;
-    let params = snn_nn::init_params::<f32>(net, seed)?;
-    let model = GpuModel::new(device, net, &params, options)?;
-    let mut trainer = GpuTrainer::new(
-        model,
-        snn_nn::Optimizer::adam(1e-3),
-        snn_nn::Loss::CrossEntropyRate,
-    )?;
+    let mut trainer = adam_trainer(device, net, seed, options)?;
     trainer.graphs = graphs;
-    let pixels = net.input_shape().len();
-    let mut rng = Rng::new(seed ^ 0x5eed);
-    let intensity: Vec<f32> = (0..batch * pixels)
-        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
-        .collect();
-    let intensity = DeviceTensor::from_f32(
-        device,
-        snn_codegen::Dtype::F32,
-        &[batch, pixels],
-        &intensity,
-    )?;
-    let samples: Vec<u64> = (0..batch as u64).collect();
-    let x = crate::encode::rate_encode(device, &intensity, &samples, steps, seed)?;
-    drop(intensity);
-    let classes = net.output_shape().len() as u64;
-    let labels: Vec<usize> = (0..batch)
-        .map(|_| (rng.next_u64() % classes) as usize)
-        .collect();
+    let (x, labels) = synthetic_batch(device, net, steps, batch, seed)?;
     let model_bytes = trainer.model.params().num_bytes() * (2 + trainer.state().len());
     // Warm-up (inside median_ms) chooses the convolution algorithms, fills the pool and
     // captures the graph; the peak is measured over the timed repeats.
@@ -520,4 +496,82 @@ pub fn train(
         graph_bytes,
         graph_error,
     })
+}
+
+/// A trainer of `net` (parameters initialised from `seed`) with Adam (lr 1e-3, the paper's)
+/// and the paper's loss.
+fn adam_trainer(
+    device: &Arc<Device>,
+    net: &snn_nn::Network,
+    seed: u64,
+    options: crate::nn::ModelOptions,
+) -> Result<crate::nn::GpuTrainer, RuntimeError> {
+    let params = snn_nn::init_params::<f32>(net, seed)?;
+    let model = crate::nn::GpuModel::new(device, net, &params, options)?;
+    crate::nn::GpuTrainer::new(
+        model,
+        snn_nn::Optimizer::adam(1e-3),
+        snn_nn::Loss::CrossEntropyRate,
+    )
+}
+
+/// `[T, B, C, H, W]` rate-coded spikes drawn once on the GPU from random intensities, and
+/// random labels.
+fn synthetic_batch(
+    device: &Arc<Device>,
+    net: &snn_nn::Network,
+    steps: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<(DeviceTensor, Vec<usize>), RuntimeError> {
+    let pixels = net.input_shape().len();
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let intensity: Vec<f32> = (0..batch * pixels)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+        .collect();
+    let intensity = DeviceTensor::from_f32(
+        device,
+        snn_codegen::Dtype::F32,
+        &[batch, pixels],
+        &intensity,
+    )?;
+    let samples: Vec<u64> = (0..batch as u64).collect();
+    let x = crate::encode::rate_encode(device, &intensity, &samples, steps, seed)?;
+    let classes = net.output_shape().len() as u64;
+    let labels = (0..batch)
+        .map(|_| (rng.next_u64() % classes) as usize)
+        .collect();
+    Ok((x, labels))
+}
+
+/// The peak memory of one training step of `net` at `steps` x `batch` under `options`
+/// (as [`TrainBench::peak_bytes`] counts it), measured on synthetic input after a first
+/// step that chose the convolution algorithms. `None` when the step runs out of memory.
+/// What the pool caches is given back to the driver before and after.
+pub fn train_peak(
+    device: &Arc<Device>,
+    net: &snn_nn::Network,
+    steps: usize,
+    batch: usize,
+    options: crate::nn::ModelOptions,
+) -> Result<Option<usize>, RuntimeError> {
+    device.release_cached_memory();
+    let measure = || -> Result<usize, RuntimeError> {
+        let mut trainer = adam_trainer(device, net, 0, options)?;
+        trainer.graphs = false;
+        let (x, labels) = synthetic_batch(device, net, steps, batch, 0)?;
+        trainer.step(&x, &labels, steps, 1e-3)?;
+        device.synchronize()?;
+        device.reset_peak_memory();
+        trainer.step(&x, &labels, steps, 1e-3)?;
+        device.synchronize()?;
+        Ok(device.memory().peak)
+    };
+    let peak = measure();
+    device.release_cached_memory();
+    match peak {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_out_of_memory() => Ok(None),
+        Err(e) => Err(e),
+    }
 }

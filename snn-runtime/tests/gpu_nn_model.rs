@@ -504,3 +504,68 @@ fn gpu_spikes_plan_trains_like_keeping_everything() {
         }
     }
 }
+
+/// The peak predicted from probes at T/4 and T/2 is the peak measured at T (to the
+/// convolution workspace, which the algorithms chosen for smaller problems may size
+/// differently), for each plan; a budget between two plans' peaks takes the leaner one,
+/// whose step then stays within it.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_the_predicted_peak_is_the_measured_one_and_a_budget_holds() {
+    use snn_runtime::bench::train_peak;
+    use snn_runtime::nn::memory::{fit_on_device, predict_on_device};
+    let dev = device();
+    let net = spiking_resnet(
+        18,
+        ImageShape::new(3, 16, 16),
+        10,
+        &zoo::PaperLif::default(),
+    )
+    .unwrap();
+    let (steps, batch) = (64, 8);
+    let workspace = 16 << 20;
+    let base = ModelOptions {
+        conv_workspace: workspace,
+        deterministic: false,
+        ..F32_CONV
+    };
+    let mut peaks = Vec::new();
+    for plan in [
+        ActivationPlan::All,
+        ActivationPlan::Spikes { time_chunk: 8 },
+    ] {
+        let options = ModelOptions { plan, ..base };
+        let predicted = predict_on_device(&dev, &net, (steps, batch), options)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            predicted.probes.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [16, 32]
+        );
+        let measured = train_peak(&dev, &net, steps, batch, options)
+            .unwrap()
+            .unwrap();
+        let error = predicted.bytes.abs_diff(measured);
+        assert!(
+            error <= measured / 20 + workspace,
+            "{plan:?}: predicted {} bytes, measured {measured} (probes {:?})",
+            predicted.bytes,
+            predicted.probes
+        );
+        peaks.push(measured);
+    }
+    assert!(peaks[1] < peaks[0], "recomputing keeps less: {peaks:?}");
+    let budget = (peaks[0] + peaks[1]) / 2;
+    let fit = fit_on_device(&dev, &net, (steps, batch), base, budget).unwrap();
+    assert!(
+        fit.options.plan != ActivationPlan::All || fit.options.spikes_in_bytes,
+        "keeping every activation does not fit: {fit:?}"
+    );
+    let measured = train_peak(&dev, &net, steps, batch, fit.options)
+        .unwrap()
+        .unwrap();
+    assert!(
+        measured <= budget,
+        "{measured} bytes in a budget of {budget}: {fit:?}"
+    );
+}

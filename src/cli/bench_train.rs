@@ -8,9 +8,10 @@ use snn::nn::models::spiking_resnet;
 use snn::nn::{ActivationPlan, ImageShape, Network};
 use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench, TrainRun};
+use snn::runtime::nn::memory::{self, Prediction};
 use snn::runtime::nn::{ConvMath, ModelOptions};
 
-use super::train::StorageArg;
+use super::train::{StorageArg, predicted};
 use super::{Switch, anchors};
 
 /// What `snn bench train --help` prints after the options.
@@ -29,6 +30,8 @@ Columns:
   peak GiB     the most device memory held at once by tensors during the timed
                iterations (parameters, gradients, Adam state, activations, workspaces),
                counted as PyTorch's max_memory_allocated counts
+  predicted    the peak predicted before the run from two probe steps at T/4 and T/2
+               (the peak grows linearly with T); `oom` if a probe ran out of memory
   reserved     the most memory the pool held from the driver (with its cache)
 
 Before the rows: the device copy bandwidth and cuBLAS's GEMM rate in the convolutions'
@@ -87,6 +90,11 @@ pub struct TrainArgs {
     /// long T in less memory, for about one more forward pass.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     time_chunk: Option<u64>,
+    /// Time the fastest plan whose predicted peak fits this many GiB: every activation
+    /// kept, then spikes in one byte, then --time-chunk about sqrt(T) (as `snn train
+    /// --memory-budget` chooses).
+    #[arg(long, value_name = "GIB", value_parser = super::train::budget_gib, conflicts_with_all = ["time_chunk", "spikes_in_bytes"])]
+    memory_budget: Option<usize>,
     /// The most workspace a convolution algorithm may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     conv_workspace: usize,
@@ -160,12 +168,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;
-    let kept = match (options.plan, options.spikes_in_bytes) {
-        (ActivationPlan::Spikes { time_chunk }, _) => {
-            format!("; kept: spikes in bytes, neuron states every {time_chunk} steps")
-        }
-        (ActivationPlan::All, true) => "; kept: all, spikes in bytes".to_string(),
-        (ActivationPlan::All, false) => String::new(),
+    let kept = match args.memory_budget {
+        Some(b) => format!("; kept: the fastest plan within {:.2} GiB", gib(b)),
+        None => format!("; kept: {}", options.kept()),
     };
     println!(
         "device {}: {}; convolutions: {:?}{}; neuron: {}{kept}; repeats: {repeats} (median)\n",
@@ -196,6 +201,33 @@ pub fn train(args: TrainArgs) -> Result<()> {
     });
     let mut results = Vec::new();
     for net in &nets {
+        progress.set_message(format!("{} (predicting the peak)", net.name));
+        let shape = (args.steps, args.batch);
+        let (options, predicted) = match args.memory_budget {
+            Some(budget) => {
+                let fit = memory::fit_on_device(&dev, net, shape, options, budget)
+                    .inspect_err(|_| progress.finish_and_clear())
+                    .with_context(|| format!("fitting {} in --memory-budget", net.name))?;
+                progress.suspend(|| {
+                    for (o, p) in &fit.rejected {
+                        println!(
+                            "  {} keeping {}: {}",
+                            net.name,
+                            o.kept(),
+                            predicted(p.as_ref())
+                        );
+                    }
+                    println!("  {} keeping {}: chosen", net.name, fit.options.kept());
+                });
+                (fit.options, Some(fit.predicted))
+            }
+            None => {
+                let p = memory::predict_on_device(&dev, net, shape, options)
+                    .inspect_err(|_| progress.finish_and_clear())
+                    .with_context(|| format!("predicting the peak of {}", net.name))?;
+                (options, p)
+            }
+        };
         progress.set_message(format!("{} (warming up)", net.name));
         let run = TrainRun {
             steps: args.steps,
@@ -210,7 +242,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .with_context(|| format!("benchmarking {}", net.name))?;
         dev.release_cached_memory();
         progress.suspend(|| {
-            println!("{}", row(&r, &args.neuron));
+            println!("{}", row(&r, &args.neuron, predicted.as_ref()));
             if let Some(note) = graph_note(&r, repeats, args.graph) {
                 println!("  {note}");
             }
@@ -375,20 +407,22 @@ fn gib(bytes: usize) -> f64 {
 
 fn header() -> String {
     format!(
-        "{:<30} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "network", "T", "B", "iter ms", "fwd ms", "peak GiB", "reserved"
+        "{:<30} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "network", "T", "B", "iter ms", "fwd ms", "peak GiB", "predicted", "reserved"
     )
 }
 
-fn row(r: &TrainBench, neuron: &str) -> String {
+fn row(r: &TrainBench, neuron: &str, predicted: Option<&Prediction>) -> String {
+    let predicted = predicted.map_or("oom".into(), |p| format!("{:.2}", gib(p.bytes)));
     format!(
-        "{:<30} {:>4} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        "{:<30} {:>4} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>9.2}",
         format!("{} ({neuron})", r.network),
         r.steps,
         r.batch,
         r.iteration_ms,
         r.forward_ms,
         gib(r.peak_bytes),
+        predicted,
         gib(r.reserved_bytes)
     )
 }
@@ -446,7 +480,14 @@ mod tests {
             graph_bytes: 1 << 30,
             ..bench("spiking_resnet18", 13.5)
         };
-        assert_eq!(header().len(), row(&r, "paper_lif").len());
+        let predicted = Prediction {
+            bytes: 2 << 30,
+            probes: vec![(8, 1 << 29), (16, 1 << 30)],
+        };
+        for p in [Some(&predicted), None] {
+            assert_eq!(header().len(), row(&r, "paper_lif", p).len());
+        }
+        assert!(row(&r, "paper_lif", Some(&predicted)).contains("     2.00 "));
         assert_eq!(
             graph_note(&r, 10, Switch::On).unwrap(),
             "CUDA graph: 10 of 10 timed iterations replayed; it holds 1.00 GiB of the pool"

@@ -32,6 +32,7 @@ pub mod fusion;
 pub mod kernels;
 pub mod linear;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod train;

@@ -24,7 +24,7 @@ use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
 use snn::runtime::dist::{Communicator, World};
-use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
+use snn::runtime::nn::{Backend, ConvMath, ModelOptions, memory};
 
 use super::Switch;
 
@@ -123,6 +123,11 @@ pub struct TrainArgs {
     /// (about one more forward pass; the same training, to rounding). May change on resume.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     time_chunk: Option<u64>,
+    /// Train within this much GPU memory (GiB, peak of tensors): the fastest plan whose
+    /// peak, predicted from two probe steps at T/4 and T/2, fits: every activation kept,
+    /// then spikes kept in one byte, then --time-chunk about sqrt(T). Printed at the start.
+    #[arg(long, value_name = "GIB", value_parser = budget_gib, conflicts_with_all = ["time_chunk", "cpu"])]
+    memory_budget: Option<usize>,
     /// Train on N GPUs of this machine (data parallel: one process per GPU, each on its
     /// shard of every epoch with --batch samples per step, gradients averaged over NCCL;
     /// rank 0 prints, evaluates and writes). Under torchrun or Slurm leave it out: each
@@ -254,6 +259,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(w) => rank_backend(&args.place, &config, plan, w)?,
         None => backend(&args.place, &config, plan)?,
     };
+    if args.memory_budget.is_some() && !matches!(backend, Backend::Gpu { .. }) {
+        bail!("--memory-budget is for training on a GPU; the CPU reference has no memory budget");
+    }
+    let budget = args.memory_budget;
     let run = |input| -> Result<Run> {
         let net = config.network(input)?;
         let start = match start {
@@ -265,6 +274,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 .with_context(|| format!("creating the output folder {}", out.display()))?;
         }
         let best = best_so_far(&out, args.resume.is_some());
+        let backend = match budget {
+            Some(bytes) => within_budget(backend, &net, &config, bytes)?,
+            None => backend,
+        };
         Ok(Run {
             config: config.clone(),
             net,
@@ -280,6 +293,67 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Data::NMnist(l) => train_on(run(l.input)?, l),
         Data::Gesture(l) => train_on(run(l.input)?, l),
     }
+}
+
+/// A memory budget in GiB, as bytes.
+pub(crate) fn budget_gib(text: &str) -> Result<usize, String> {
+    match text.parse::<f64>() {
+        Ok(gib) if gib > 0.0 && gib.is_finite() => Ok((gib * (1u64 << 30) as f64) as usize),
+        _ => Err(format!(
+            "`{text}` is no memory budget: give GiB, a positive number (e.g. 24)"
+        )),
+    }
+}
+
+/// `backend` (a GPU) with the fastest plan whose predicted peak fits `budget` bytes,
+/// which it prints with the plans that did not fit.
+fn within_budget(
+    backend: Backend,
+    net: &Network,
+    config: &RunConfig,
+    budget: usize,
+) -> Result<Backend> {
+    let Backend::Gpu {
+        device,
+        options,
+        graphs,
+    } = backend
+    else {
+        return Ok(backend);
+    };
+    eprintln!(
+        "fitting T = {}, B = {} in {:.2} GiB: probing the peak of each plan at T/4 and T/2",
+        config.steps,
+        config.batch,
+        gib(budget)
+    );
+    let fit = memory::fit_on_device(&device, net, (config.steps, config.batch), options, budget)
+        .context("choosing what the training passes keep (--memory-budget)")?;
+    for (o, p) in &fit.rejected {
+        eprintln!("  {}: {}", o.kept(), predicted(p.as_ref()));
+    }
+    eprintln!(
+        "  {}: {} (chosen)",
+        fit.options.kept(),
+        predicted(Some(&fit.predicted))
+    );
+    Ok(Backend::Gpu {
+        device,
+        options: fit.options,
+        graphs,
+    })
+}
+
+/// A predicted peak, or that a probe ran out of memory.
+pub(crate) fn predicted(p: Option<&memory::Prediction>) -> String {
+    match p {
+        Some(p) => format!("{:.2} GiB predicted", gib(p.bytes)),
+        None => "out of device memory at T/2".into(),
+    }
+}
+
+fn gib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// The checkpoint to resume from, refused when it comes from a run of other options.

@@ -82,6 +82,19 @@ pub struct ModelOptions {
     pub plan: ActivationPlan,
 }
 
+impl ModelOptions {
+    /// What a training pass keeps for the backward pass, in words.
+    pub fn kept(&self) -> String {
+        match (self.plan, self.spikes_in_bytes) {
+            (ActivationPlan::Spikes { time_chunk }, _) => format!(
+                "spikes in one byte and neuron states every {time_chunk} steps, the rest recomputed"
+            ),
+            (ActivationPlan::All, true) => "every activation, spikes in one byte".into(),
+            (ActivationPlan::All, false) => "every activation".into(),
+        }
+    }
+}
+
 impl Default for ModelOptions {
     fn default() -> Self {
         Self {
