@@ -166,8 +166,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(text(&out).contains(want), "{}", text(&out));
 }
 
-/// Several processes: `--gpus` without GPUs, and a rank whose launcher's variables do not
-/// fit, are clear errors before anything is written.
+/// Several processes: `--gpus` without GPUs, `--sync-bn` without several, and a rank whose
+/// launcher's variables do not fit, are clear errors before anything is written.
 #[test]
 fn a_run_on_several_gpus_that_cannot_start_says_why() {
     let dir = TempDir::new().unwrap();
@@ -193,8 +193,18 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
         ]
     };
     type Env<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&[&str], Env, &str); 4] = [
+    let cases: [(&[&str], Env, &str); 6] = [
         (&["--gpus", "2", "--cpu"], &[], "cannot be used with"),
+        (
+            &["--sync-bn"],
+            &[],
+            "--sync-bn synchronises batch-norm over the GPUs",
+        ),
+        (
+            &["--sync-bn", "--gpus", "1"],
+            &[],
+            "use it with --gpus N (2 or more)",
+        ),
         (&["--cpu"], &torchrun("1"), "the CPU reference trains alone"),
         (
             &["--gpus", "3"],

@@ -148,18 +148,22 @@ snn_bn_stats_bf16(const snn_bf16* __restrict__ x, float* __restrict__ partial, l
 // One warp per channel merges the chunks' partials in a fixed order: lane l takes chunks
 // l, l + 32, ..., then a fixed shuffle tree. Writes the batch mean and 1 / sqrt(var + eps)
 // and updates the running statistics (the running variance with the unbiased variance).
+// Synchronised batch-norm merges the partials of `ranks` ranks, each split alike, gathered
+// rank after rank ([ranks][C][chunks][2]): the statistics of the whole batch, the same bits
+// on every rank. One rank merges exactly as ever.
 extern "C" __global__ void __launch_bounds__(SNN_BN_THREADS)
 snn_bn_finalize(const float* __restrict__ partial, float* __restrict__ mean_out,
                 float* __restrict__ inv_std_out, float* __restrict__ running_mean,
                 float* __restrict__ running_var, long long C, long long N, long long P,
-                long long ipc, int chunks, float eps, float momentum, float unbias) {
+                long long ipc, int chunks, int ranks, float eps, float momentum, float unbias) {
     const long long c = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x & 31;
     if (c >= C) return;  // the whole warp
     float n = 0.0f, mean = 0.0f, m2 = 0.0f;
-    for (int k = lane; k < chunks; k += 32) {
-        const long long n0 = (long long)k * ipc, n1 = min(N, n0 + ipc);
-        const long long i = (c * chunks + k) * 2;
+    for (int k = lane; k < chunks * ranks; k += 32) {
+        const int r = k / chunks, kc = k - r * chunks;
+        const long long n0 = (long long)kc * ipc, n1 = min(N, n0 + ipc);
+        const long long i = (((long long)r * C + c) * chunks + kc) * 2;
         snn_chan(n, mean, m2, (float)((n1 - n0) * P), partial[i], partial[i + 1]);
     }
     for (int off = 16; off > 0; off >>= 1) {

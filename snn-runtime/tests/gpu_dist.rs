@@ -1,8 +1,9 @@
 //! Data parallelism over NCCL. On one GPU (always possible): a data-parallel trainer of one
-//! rank takes exactly the steps of a plain one, through the NCCL calls and the rendezvous.
-//! On two GPUs (`multi_device_*`, run with `bash .gpu/run.sh multi_device` where lent):
-//! two ranks, each on half of the global batch, take the steps of one GPU on the whole
-//! batch, to summation order.
+//! rank takes exactly the steps of a plain one, through the NCCL calls and the rendezvous,
+//! with and without synchronised batch-norm. On two GPUs (`multi_device_*`, run with
+//! `bash .gpu/run.sh multi_device` where lent): two ranks, each on half of the global batch,
+//! take the steps of one GPU on the whole batch, to summation order: a network without
+//! batch-norm, and one with it, synchronised.
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -13,10 +14,10 @@ use std::time::Duration;
 
 use gpu_common::{Rng, device};
 use snn_codegen::{Dtype, zoo};
-use snn_nn::models::spiking_mlp;
+use snn_nn::models::{spiking_cnn, spiking_mlp};
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
 use snn_runtime::dist::rendezvous::free_port;
-use snn_runtime::dist::{Communicator, World};
+use snn_runtime::dist::{Communicator, DataParallel, World};
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 use snn_runtime::{Device, DeviceTensor};
 
@@ -30,10 +31,29 @@ fn options() -> ModelOptions {
     }
 }
 
-/// No batch-norm: its statistics over each rank's part would differ from the whole
-/// batch's, as in PyTorch's DDP.
-fn network() -> Network {
+/// No batch-norm: unsynchronised, its statistics over each rank's part would differ from
+/// the whole batch's, as in PyTorch's DDP.
+fn mlp() -> Network {
     spiking_mlp(ImageShape::new(1, 6, 6), 16, 4, &zoo::PaperLif::default()).unwrap()
+}
+
+/// Convolutions with batch-norm (fused into the neurons), for synchronised batch-norm.
+fn cnn() -> Network {
+    spiking_cnn(ImageShape::new(1, 6, 6), 4, 4, &zoo::PaperLif::default()).unwrap()
+}
+
+/// Both networks, each with whether its batch-norm (if any) is synchronised.
+fn networks() -> [(Network, bool); 2] {
+    [(mlp(), false), (cnn(), true)]
+}
+
+fn join(dev: &Arc<Device>, rank: usize, size: usize, port: u16) -> Communicator {
+    Communicator::join(
+        dev,
+        &World::local(rank, size, port),
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 fn trainer(dev: &Arc<Device>, net: &Network, params: &ParamSet<f32>) -> GpuTrainer {
@@ -69,33 +89,51 @@ fn upload(dev: &Arc<Device>, x: &[f32]) -> DeviceTensor {
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
     let dev = device();
-    let net = network();
-    let params = init_params::<f32>(&net, 2).unwrap();
-    let mut plain = trainer(&dev, &net, &params);
-    let mut ranked = trainer(&dev, &net, &params);
-    let comm = Communicator::join(
-        &dev,
-        &World::local(0, 1, free_port().unwrap()),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    ranked.data_parallel(comm).unwrap();
-    for (x, labels) in batches(&net, 6, 3) {
-        let x = upload(&dev, &x);
-        let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
-        let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
-        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    for net in [mlp(), cnn()] {
+        for sync_batch_norm in [false, true] {
+            let what = format!("{} (synchronised batch-norm: {sync_batch_norm})", net.name);
+            let params = init_params::<f32>(&net, 2).unwrap();
+            let mut plain = trainer(&dev, &net, &params);
+            let mut ranked = trainer(&dev, &net, &params);
+            let comm = join(&dev, 0, 1, free_port().unwrap());
+            ranked
+                .data_parallel(DataParallel {
+                    comm,
+                    sync_batch_norm,
+                })
+                .unwrap();
+            assert_eq!(ranked.model.syncs_batch_norm(), sync_batch_norm);
+            for (x, labels) in batches(&net, 6, 3) {
+                let x = upload(&dev, &x);
+                let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
+                let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
+                assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{what}");
+            }
+            let (a, b) = (
+                plain.model.to_host().unwrap(),
+                ranked.model.to_host().unwrap(),
+            );
+            assert_eq!(a, b, "{what}: one rank's averages are its own");
+        }
     }
-    let (a, b) = (
-        plain.model.to_host().unwrap(),
-        ranked.model.to_host().unwrap(),
-    );
-    assert_eq!(a, b, "one rank's averaged gradients are its own");
-    // Misuse: a tensor NCCL cannot take is a clear error.
+    // Misuse: tensors NCCL cannot take are clear errors.
+    let net = mlp();
+    let mut ranked = trainer(&dev, &net, &init_params::<f32>(&net, 2).unwrap());
+    let comm = join(&dev, 0, 1, free_port().unwrap());
+    ranked
+        .data_parallel(DataParallel {
+            comm,
+            sync_batch_norm: false,
+        })
+        .unwrap();
     let comm = ranked.communicator().unwrap();
     let bf16 = DeviceTensor::zeros(&dev, Dtype::BF16, &[4]).unwrap();
     let err = comm.all_reduce_mean(&bf16).unwrap_err().to_string();
     assert!(err.contains("f32"), "{err}");
+    let f32s = DeviceTensor::zeros(&dev, Dtype::F32, &[4]).unwrap();
+    let small = DeviceTensor::zeros(&dev, Dtype::F32, &[3]).unwrap();
+    let err = comm.all_gather(&f32s, &small).unwrap_err().to_string();
+    assert!(err.contains("room for 4"), "{err}");
 }
 
 #[test]
@@ -106,48 +144,56 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
         count >= 2,
         "this test needs 2 CUDA GPUs; this machine has {count}"
     );
-    let net = network();
-    let params = init_params::<f32>(&net, 3).unwrap();
-    let (batch, steps) = (8, 3);
-    let data = batches(&net, batch, steps);
-    // One GPU on the whole batch.
-    let dev0 = Device::open(0).unwrap();
-    let mut whole = trainer(&dev0, &net, &params);
-    for (x, labels) in &data {
-        whole.step(&upload(&dev0, x), labels, STEPS, 1e-2).unwrap();
-    }
-    let want = whole.model.to_host().unwrap();
-    // Two ranks, one per GPU, each on half of every batch.
-    let port = free_port().unwrap();
-    let ranks: Vec<_> = (0..2)
-        .map(|rank| {
-            let (net, params, data) = (net.clone(), params.clone(), data.clone());
-            thread::spawn(move || {
-                let dev = Device::open(rank).unwrap();
-                let comm =
-                    Communicator::join(&dev, &World::local(rank, 2, port), Duration::from_secs(60))
-                        .unwrap();
-                let mut t = trainer(&dev, &net, &params);
-                t.data_parallel(comm).unwrap();
-                let half = batch / 2;
-                for (x, labels) in &data {
-                    let (from, to) = (rank * half, (rank + 1) * half);
-                    let x = upload(&dev, &part(x, batch, from, to));
-                    t.step(&x, &labels[from..to], STEPS, 1e-2).unwrap();
-                }
-                t.model.to_host().unwrap()
+    for (net, sync_batch_norm) in networks() {
+        let params = init_params::<f32>(&net, 3).unwrap();
+        let (batch, steps) = (8, 3);
+        let data = batches(&net, batch, steps);
+        // One GPU on the whole batch.
+        let dev0 = Device::open(0).unwrap();
+        let mut whole = trainer(&dev0, &net, &params);
+        for (x, labels) in &data {
+            whole.step(&upload(&dev0, x), labels, STEPS, 1e-2).unwrap();
+        }
+        let want = whole.model.to_host().unwrap();
+        // Two ranks, one per GPU, each on half of every batch.
+        let port = free_port().unwrap();
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                let (net, params, data) = (net.clone(), params.clone(), data.clone());
+                thread::spawn(move || {
+                    let dev = Device::open(rank).unwrap();
+                    let comm = join(&dev, rank, 2, port);
+                    let mut t = trainer(&dev, &net, &params);
+                    t.data_parallel(DataParallel {
+                        comm,
+                        sync_batch_norm,
+                    })
+                    .unwrap();
+                    let half = batch / 2;
+                    for (x, labels) in &data {
+                        let (from, to) = (rank * half, (rank + 1) * half);
+                        let x = upload(&dev, &part(x, batch, from, to));
+                        t.step(&x, &labels[from..to], STEPS, 1e-2).unwrap();
+                    }
+                    t.model.to_host().unwrap()
+                })
             })
-        })
-        .collect();
-    let got: Vec<ParamSet<f32>> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(got[0], got[1], "both ranks hold the same parameters");
-    for (g, w) in got[0].iter().zip(want.iter()) {
-        for (a, b) in g.data.iter().zip(&w.data) {
-            assert!(
-                (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
-                "{}: {a} (two ranks) vs {b} (one GPU)",
-                g.name
-            );
+            .collect();
+        let got: Vec<ParamSet<f32>> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+        // Batch-norm's running statistics too, when synchronised.
+        assert_eq!(
+            got[0], got[1],
+            "{}: both ranks hold the same parameters",
+            net.name
+        );
+        for (g, w) in got[0].iter().zip(want.iter()) {
+            for (a, b) in g.data.iter().zip(&w.data) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                    "{}: {a} (two ranks) vs {b} (one GPU)",
+                    g.name
+                );
+            }
         }
     }
 }

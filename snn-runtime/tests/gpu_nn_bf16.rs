@@ -113,18 +113,21 @@ fn gpu_bf16_batchnorm_is_the_f32_kernel_rounded() {
                     &params,
                     &y,
                     Some(&saved),
+                    None,
                 )
                 .unwrap();
                 let eval = poisoned(&dev, dtype, len, shift);
-                kernels::batchnorm_forward(&dev, &bn, shape, images, &xt, &params, &eval, None)
-                    .unwrap();
+                kernels::batchnorm_forward(
+                    &dev, &bn, shape, images, &xt, &params, &eval, None, None,
+                )
+                .unwrap();
                 let dx = poisoned(&dev, dtype, len, shift);
                 let (dg, db) = (
                     poisoned(&dev, Dtype::F32, c, 0),
                     poisoned(&dev, Dtype::F32, c, 0),
                 );
                 kernels::batchnorm_backward(
-                    &dev, &bn, shape, images, &xt, &g, &saved, &dyt, &dx, &dg, &db,
+                    &dev, &bn, shape, images, &xt, &g, &saved, &dyt, &dx, &dg, &db, None,
                 )
                 .unwrap();
                 // The fused path's backward: `g` (here `dy`) turned into dx in place.
@@ -137,6 +140,7 @@ fn gpu_bf16_batchnorm_is_the_f32_kernel_rounded() {
                 );
                 kernels::batchnorm_backward_fused(
                     &dev, &bn, shape, images, &xt, &saved, &scale, &gs, &gsh, &dyt, &fdg, &fdb,
+                    None,
                 )
                 .unwrap();
                 [

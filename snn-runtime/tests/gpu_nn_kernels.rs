@@ -385,7 +385,8 @@ impl BnTensors {
             running_var: &self.running_var,
         };
         let (shape, images) = (case.shape, case.images);
-        kernels::batchnorm_forward(dev, bn, shape, images, &self.x, &params, y, saved).unwrap();
+        kernels::batchnorm_forward(dev, bn, shape, images, &self.x, &params, y, saved, None)
+            .unwrap();
     }
 }
 
@@ -416,6 +417,7 @@ fn bn_gpu(dev: &Arc<Device>, bn: &BatchNorm2d, case: &BnCase, inputs: &BnInputs)
         &dx,
         &dgamma,
         &dbeta,
+        None,
     )
     .unwrap();
     let get = |t: &DeviceTensor| bits(&t.to_f32().unwrap());
@@ -549,6 +551,7 @@ fn check_statistics(dev: &Arc<Device>, case: &BnCase, y_shift: usize, rng: &mut 
             &t.running_mean,
             &t.running_var,
             &saved,
+            None,
         )
         .unwrap();
         collect(&t, &saved)
@@ -667,7 +670,8 @@ fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
             running_var,
         };
         let eval_params = params(&mt, &vt);
-        kernels::batchnorm_forward(&dev, &bn, shape, images, &xt, &eval_params, &y, None).unwrap();
+        kernels::batchnorm_forward(&dev, &bn, shape, images, &xt, &eval_params, &y, None, None)
+            .unwrap();
         assert_bits(
             "eval y from the scale",
             &bits(&y.to_f32().unwrap()),
@@ -686,6 +690,7 @@ fn gpu_batchnorm_scale_is_the_factor_the_forward_normalises_with() {
             &train_params,
             &y,
             Some(&saved),
+            None,
         )
         .unwrap();
         let train_scale = poisoned(&dev, Dtype::F32, c);
@@ -784,6 +789,7 @@ fn check_backward_fused(dev: &Arc<Device>, case: &BnCase, rng: &mut Rng) {
             &gt,
             &dgamma,
             &dbeta,
+            None,
         )
         .unwrap();
         let all = whole.to_f32().unwrap();
@@ -1054,7 +1060,7 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     };
     let train = |x: &DeviceTensor, y: &DeviceTensor, gamma: &DeviceTensor, images| {
         let params = BatchNormParams { gamma, ..params };
-        kernels::batchnorm_forward(&dev, &bn, input, images, x, &params, y, Some(&saved))
+        kernels::batchnorm_forward(&dev, &bn, input, images, x, &params, y, Some(&saved), None)
     };
     train(&x, &y, &g, images).unwrap();
     shape_error(
@@ -1079,7 +1085,7 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     shape_error(train(&x, &x, &g, images), "`x` and `y` share device memory");
     let one = ImageShape::new(3, 1, 1);
     shape_error(
-        kernels::batchnorm_forward(&dev, &bn, one, 1, &t(3), &params, &t(3), Some(&saved)),
+        kernels::batchnorm_forward(&dev, &bn, one, 1, &t(3), &params, &t(3), Some(&saved), None),
         "more than one value per channel",
     );
     shape_error(
@@ -1092,22 +1098,23 @@ fn gpu_nn_kernels_reject_bad_arguments() {
             &params,
             &y,
             None,
+            None,
         ),
         "batch-norm over 4 channels",
     );
 
     // The fused path's pieces.
-    kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rv, &saved).unwrap();
+    kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rv, &saved, None).unwrap();
     shape_error(
-        kernels::batchnorm_statistics(&dev, &bn, one, 1, &t(3), &rm, &rv, &saved),
+        kernels::batchnorm_statistics(&dev, &bn, one, 1, &t(3), &rm, &rv, &saved, None),
         "more than one value per channel",
     );
     shape_error(
-        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &t(2), &saved),
+        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &t(2), &saved, None),
         "`running_var` must be f32 with 3 values",
     );
     shape_error(
-        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rm, &saved),
+        kernels::batchnorm_statistics(&dev, &bn, input, images, &x, &rm, &rm, &saved, None),
         "`running_mean` and `running_var` share device memory",
     );
     let scale = t(3);
@@ -1139,6 +1146,7 @@ fn gpu_nn_kernels_reject_bad_arguments() {
             g,
             dgamma,
             &db,
+            None,
         )
     };
     fused(&x, &y, &dg).unwrap();
@@ -1173,7 +1181,7 @@ fn gpu_nn_kernels_reject_bad_arguments() {
     let (dgamma, dbeta) = (t(3), t(3));
     shape_error(
         kernels::batchnorm_backward(
-            &dev, &bn, input, images, &x, &g, &saved, &y, &y, &dgamma, &dbeta,
+            &dev, &bn, input, images, &x, &g, &saved, &y, &y, &dgamma, &dbeta, None,
         ),
         "`dy` and `dx` share device memory",
     );

@@ -12,6 +12,17 @@ pub use world::{Launcher, World};
 
 use thiserror::Error;
 
+/// How a model takes part in a data-parallel run: gradients averaged over `comm`'s ranks
+/// after every backward pass, as PyTorch's `DistributedDataParallel`.
+#[derive(Debug)]
+pub struct DataParallel {
+    /// This process's member of the run's communicator.
+    pub comm: Communicator,
+    /// Training batch-norm over the whole global batch, as PyTorch's `SyncBatchNorm`, not
+    /// over each rank's part (DDP's default).
+    pub sync_batch_norm: bool,
+}
+
 /// Why the processes of a run could not be set up together.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum DistError {

@@ -47,6 +47,14 @@ struct Api {
         ncclComm_t,
         cudaStream_t,
     ) -> ncclResult_t,
+    all_gather: unsafe extern "C" fn(
+        *const c_void,
+        *mut c_void,
+        usize,
+        ncclDataType_t,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> ncclResult_t,
     comm_destroy: unsafe extern "C" fn(ncclComm_t) -> ncclResult_t,
     error_string: unsafe extern "C" fn(ncclResult_t) -> *const c_char,
 }
@@ -78,6 +86,7 @@ fn api() -> Result<&'static Api, RuntimeError> {
                 comm_init_rank: symbol!(b"ncclCommInitRank\0"),
                 all_reduce: symbol!(b"ncclAllReduce\0"),
                 broadcast: symbol!(b"ncclBroadcast\0"),
+                all_gather: symbol!(b"ncclAllGather\0"),
                 comm_destroy: symbol!(b"ncclCommDestroy\0"),
                 error_string: symbol!(b"ncclGetErrorString\0"),
             };
@@ -226,14 +235,41 @@ impl Communicator {
         })
     }
 
-    /// Runs `op` on `t`'s address and the device's stream after checking that NCCL can
-    /// take `t`.
-    fn collective(
-        &self,
-        doing: &str,
-        t: &DeviceTensor,
-        op: impl FnOnce(*mut c_void, cudaStream_t) -> ncclResult_t,
-    ) -> Result<(), RuntimeError> {
+    /// Writes every rank's `t` into `all`, rank by rank (`all` holds `t.len()` values per
+    /// rank, f32, on this communicator's device).
+    pub fn all_gather(&self, t: &DeviceTensor, all: &DeviceTensor) -> Result<(), RuntimeError> {
+        if all.len() != t.len() * self.world.size {
+            return Err(RuntimeError::invalid(
+                "gathering",
+                format!(
+                    "{} values gathered from {} ranks need room for {}, not {}",
+                    t.len(),
+                    self.world.size,
+                    t.len() * self.world.size,
+                    all.len()
+                ),
+            ));
+        }
+        self.takes("gathering", all)?;
+        self.collective("gathering", t, |p, stream| {
+            // SAFETY: `p` addresses `t`'s f32 values and `all` has room for `t.len()` of
+            // them per rank (both checked, on this communicator's device); NCCL reads `t`
+            // and writes `all` on the device's stream, in order with the kernels around.
+            unsafe {
+                (self.api.all_gather)(
+                    p,
+                    all.ptr() as *mut c_void,
+                    t.len(),
+                    ncclDataType_t::ncclFloat32,
+                    self.comm,
+                    stream,
+                )
+            }
+        })
+    }
+
+    /// Checks that NCCL can take `t` here: f32, on this communicator's device.
+    fn takes(&self, doing: &str, t: &DeviceTensor) -> Result<(), RuntimeError> {
         if t.dtype != Dtype::F32 || !Arc::ptr_eq(t.device(), &self.device) {
             return Err(RuntimeError::invalid(
                 doing,
@@ -245,6 +281,18 @@ impl Communicator {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Runs `op` on `t`'s address and the device's stream after checking that NCCL can
+    /// take `t`.
+    fn collective(
+        &self,
+        doing: &str,
+        t: &DeviceTensor,
+        op: impl FnOnce(*mut c_void, cudaStream_t) -> ncclResult_t,
+    ) -> Result<(), RuntimeError> {
+        self.takes(doing, t)?;
         if t.is_empty() {
             return Ok(());
         }

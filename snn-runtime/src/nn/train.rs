@@ -14,7 +14,7 @@ use snn_nn::train::{Input, expand_channels};
 use snn_nn::{ActivationPlan, Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
-use crate::dist::Communicator;
+use crate::dist::{Communicator, DataParallel};
 use crate::encode::rate_encode;
 use crate::error::RuntimeError;
 use crate::graph::Graph;
@@ -48,8 +48,6 @@ pub struct GpuTrainer {
     /// The shapes and buffers of the last step that ran launch by launch.
     last_eager: Option<GraphKey>,
     replays: u64,
-    /// The run's other ranks, when this trainer is one rank of a data-parallel run.
-    comm: Option<Communicator>,
 }
 
 /// Failed captures after which a trainer stops trying.
@@ -96,35 +94,33 @@ impl GpuTrainer {
             capture_error: None,
             last_eager: None,
             replays: 0,
-            comm: None,
         })
     }
 
-    /// Makes this trainer one rank of a data-parallel run over `comm`'s ranks, as PyTorch's
-    /// `DistributedDataParallel`: rank 0's parameters and optimizer state go to every rank
+    /// Makes this trainer one rank of a data-parallel run over `rank.comm`'s ranks, as
+    /// PyTorch's `DistributedDataParallel`: rank 0's parameters and optimizer state go to every rank
     /// now, and after each backward the gradients are averaged over the ranks, so that every
     /// rank takes the same optimizer step. Each rank feeds its own part of the global batch
-    /// (the same number of samples on every rank: [`snn_data::loader::Shard`]); batch-norm
-    /// takes the statistics of its rank's part, and each rank keeps its own running ones
-    /// (rank 0's go into checkpoints). Every rank must call this, in the same order.
-    pub fn data_parallel(&mut self, comm: Communicator) -> Result<(), RuntimeError> {
-        if !Arc::ptr_eq(comm.device(), self.device()) {
-            return Err(RuntimeError::invalid(
-                "data parallel",
-                "the communicator belongs to another device than the trainer's model",
-            ));
+    /// (the same number of samples on every rank: [`snn_data::loader::Shard`]). Batch-norm
+    /// takes the statistics of its rank's part, as DDP's, or with `rank.sync_batch_norm`
+    /// those of the whole global batch, as PyTorch's `SyncBatchNorm` (then the step is no
+    /// longer replayed from a CUDA graph). Each rank keeps its own running statistics (rank 0's go
+    /// into checkpoints; synchronised, they are the same on every rank). Every rank must
+    /// call this, in the same order.
+    pub fn data_parallel(&mut self, rank: DataParallel) -> Result<(), RuntimeError> {
+        self.model.join(rank)?;
+        if let Some(comm) = self.model.communicator() {
+            comm.broadcast_from_rank0(self.model.params())?;
+            for s in &self.state {
+                comm.broadcast_from_rank0(s)?;
+            }
         }
-        comm.broadcast_from_rank0(self.model.params())?;
-        for s in &self.state {
-            comm.broadcast_from_rank0(s)?;
-        }
-        self.comm = Some(comm);
         Ok(())
     }
 
     /// The data-parallel run this trainer is a rank of, if any.
     pub fn communicator(&self) -> Option<&Communicator> {
-        self.comm.as_ref()
+        self.model.communicator()
     }
 
     /// Steps whose forward, loss and backward were replayed from a CUDA graph.
@@ -174,7 +170,7 @@ impl GpuTrainer {
         let batch = labels.len();
         self.loss.upload(steps, labels)?;
         self.forward_backward(x, steps, batch)?;
-        if let Some(comm) = &self.comm {
+        if let Some(comm) = self.model.communicator() {
             comm.all_reduce_mean(self.model.grads())?;
         }
         let dev = self.device().clone();
@@ -212,7 +208,8 @@ impl GpuTrainer {
         batch: usize,
     ) -> Result<(), RuntimeError> {
         // Profiling times each layer with events of its own: launch by launch.
-        if !self.graphs || self.model.is_profiling() {
+        // Synchronised batch-norm calls NCCL inside the step: it runs launch by launch.
+        if !self.graphs || self.model.is_profiling() || self.model.syncs_batch_norm() {
             self.graph = None;
             return self.eager(x, steps, batch);
         }
@@ -501,8 +498,8 @@ impl Backend {
         })
     }
 
-    /// [`Backend::trainer`] as one rank of a data-parallel run over `comm`'s ranks
-    /// ([`GpuTrainer::data_parallel`]); a GPU backend on `comm`'s device.
+    /// [`Backend::trainer`] as one rank of a data-parallel run
+    /// ([`GpuTrainer::data_parallel`]); a GPU backend on the communicator's device.
     pub fn rank_trainer(
         &self,
         net: &Network,
@@ -510,10 +507,10 @@ impl Backend {
         optimizer: Optimizer,
         loss: Loss,
         clip: Option<f64>,
-        comm: Communicator,
+        rank: DataParallel,
     ) -> Result<Box<dyn Trainer>, TrainError> {
         let mut trainer = self.gpu_trainer(net, start, optimizer, loss, clip)?;
-        trainer.data_parallel(comm)?;
+        trainer.data_parallel(rank)?;
         Ok(Box::new(trainer))
     }
 

@@ -155,6 +155,10 @@ pub struct RunConfig {
     pub storage: StorageArg,
     /// At most this many batches per epoch (quick runs).
     pub max_batches: Option<usize>,
+    /// Batch-norm over the global batch of a run on several GPUs (absent in checkpoints
+    /// from before it existed: off).
+    #[serde(default)]
+    pub sync_bn: bool,
 }
 
 impl RunConfig {

@@ -23,7 +23,7 @@ use snn::nn::optim::CosineSchedule;
 use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
-use snn::runtime::dist::{Communicator, World};
+use snn::runtime::dist::{Communicator, DataParallel, World};
 use snn::runtime::nn::{Backend, ConvMath, ModelOptions, memory};
 
 use super::Switch;
@@ -134,6 +134,11 @@ pub struct TrainArgs {
     /// process they start is one rank.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "cpu")]
     gpus: Option<u64>,
+    /// With several GPUs: batch-norm takes the statistics of the whole global batch, as
+    /// PyTorch's SyncBatchNorm, rather than each GPU's part (DDP's default). Each
+    /// batch-norm then talks to the other GPUs, and steps are not replayed from CUDA graphs.
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 /// Where data comes from and where the run computes.
@@ -206,6 +211,7 @@ impl TrainArgs {
             deterministic: self.deterministic,
             storage: self.storage,
             max_batches: self.max_batches.map(|m| m as usize),
+            sync_bn: self.sync_bn,
         }
     }
 }
@@ -232,6 +238,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let world = ranks::world(gpus)?;
     if let (None, Some(n @ 2..)) = (&world, gpus) {
         return ranks::launch(n);
+    }
+    if args.sync_bn && world.is_none() {
+        bail!(
+            "--sync-bn synchronises batch-norm over the GPUs of a data-parallel run: use it \
+             with --gpus N (2 or more), or in processes started by torchrun or Slurm"
+        );
     }
     let main = world.as_ref().is_none_or(World::is_main);
     let config = args.config();
@@ -502,7 +514,12 @@ where
     } = run;
     let optimizer = config.optimizer();
     let spread = world.as_ref().map_or(String::new(), |w| {
-        format!(" per GPU, data parallel over {} GPUs", w.size)
+        let bn = if config.sync_bn {
+            ", batch-norm synchronised"
+        } else {
+            ""
+        };
+        format!(" per GPU, data parallel over {} GPUs{bn}", w.size)
     });
     let kept = match backend.plan() {
         ActivationPlan::Spikes { time_chunk } => format!(
@@ -516,7 +533,11 @@ where
         (Some(w), Backend::Gpu { device, .. }) => {
             let comm = Communicator::join(device, w, ranks::JOIN_TIMEOUT)
                 .with_context(|| format!("rank {} of {} joining the run", w.rank, w.size))?;
-            backend.rank_trainer(&net, &start, optimizer, loss, None, comm)
+            let rank = DataParallel {
+                comm,
+                sync_batch_norm: config.sync_bn,
+            };
+            backend.rank_trainer(&net, &start, optimizer, loss, None, rank)
         }
         _ => backend.trainer(&net, &start, optimizer, loss, None),
     }

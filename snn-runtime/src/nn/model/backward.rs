@@ -147,6 +147,7 @@ impl GpuModel {
                         &dx,
                         &self.grad(g)?,
                         &self.grad(b)?,
+                        self.bn_sync(),
                     )?;
                     vec![dx]
                 }
@@ -240,6 +241,7 @@ impl GpuModel {
                             &dxs[0],
                             &self.grad(*gamma)?,
                             &self.grad(*beta)?,
+                            self.bn_sync(),
                         )?;
                         self.unbind_fused(id)?;
                     }

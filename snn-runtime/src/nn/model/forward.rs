@@ -64,6 +64,7 @@ impl GpuModel {
                 running_mean,
                 running_var,
                 &saved,
+                self.bn_sync(),
             )?;
             batchnorm_scale(&dev, bn, &g, &saved.inv_std, false, &scale)?;
             Saved::FusedBn {
@@ -303,7 +304,18 @@ impl GpuModel {
                 let saved = train
                     .then(|| BatchNormSaved::new(&dev, bn.channels))
                     .transpose()?;
-                batchnorm_forward(&dev, bn, in_shape, images, x, &params, y, saved.as_ref())?;
+                let sync = self.bn_sync();
+                batchnorm_forward(
+                    &dev,
+                    bn,
+                    in_shape,
+                    images,
+                    x,
+                    &params,
+                    y,
+                    saved.as_ref(),
+                    sync,
+                )?;
                 if let Some(saved) = saved {
                     trace.saved[id] = Saved::BatchNorm(saved);
                     if let Layer::BatchNorm { batches, .. } = &mut self.layers[id] {

@@ -25,6 +25,7 @@ use snn_nn::params::{ParamSet, Role, Tensor};
 use snn_nn::{ActivationPlan, ImageShape};
 
 use crate::device::Device;
+use crate::dist::{Communicator, DataParallel};
 use crate::error::RuntimeError;
 use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
 use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
@@ -321,6 +322,10 @@ pub struct GpuModel {
     fusion: Vec<Fusion>,
     /// Timing events, while profiling.
     profile: Option<Events>,
+    /// The run's other ranks, when the model is one rank of a data-parallel run.
+    comm: Option<Communicator>,
+    /// Batch-norm over all ranks' batches ([`GpuModel::join`]).
+    sync_batch_norm: bool,
 }
 
 impl GpuModel {
@@ -487,11 +492,44 @@ impl GpuModel {
             keep_output,
             fusion,
             profile: None,
+            comm: None,
+            sync_batch_norm: false,
         })
     }
 
     pub fn network(&self) -> &Network {
         &self.net
+    }
+
+    /// Makes the model one rank of a data-parallel run (whose communicator the trainer
+    /// averages gradients over: [`crate::nn::GpuTrainer::data_parallel`]); with
+    /// `sync_batch_norm`, training batch-norm takes the statistics of all ranks' batches
+    /// (see [`crate::nn::kernels::batchnorm_forward`]), else its own rank's.
+    pub fn join(&mut self, rank: DataParallel) -> Result<(), RuntimeError> {
+        if !Arc::ptr_eq(rank.comm.device(), &self.device) {
+            return Err(RuntimeError::invalid(
+                "data parallel",
+                "the communicator belongs to another device than the model",
+            ));
+        }
+        self.comm = Some(rank.comm);
+        self.sync_batch_norm = rank.sync_batch_norm;
+        Ok(())
+    }
+
+    /// The data-parallel run the model is a rank of, if any.
+    pub fn communicator(&self) -> Option<&Communicator> {
+        self.comm.as_ref()
+    }
+
+    /// Whether training batch-norm takes the statistics of all ranks' batches.
+    pub fn syncs_batch_norm(&self) -> bool {
+        self.bn_sync().is_some()
+    }
+
+    /// The communicator batch-norm synchronises over, if it does.
+    fn bn_sync(&self) -> Option<&Communicator> {
+        self.comm.as_ref().filter(|_| self.sync_batch_norm)
     }
 
     /// Whether a training pass keeps node `id`'s output for the backward pass.

@@ -30,6 +30,17 @@
 //! The kernels are `kernels/batchnorm.cu`; its header explains how every pass over `x`
 //! splits the work ([`pass::Split`]). Every operation checks all its arguments
 //! ([`pass::Batch::check`]) before its first kernel runs.
+//!
+//! # Synchronised batch-norm
+//!
+//! Given a [`Communicator`] (`sync`), the training operations compute the statistics of
+//! the whole batch over all ranks, as PyTorch's `SyncBatchNorm`: the forward gathers every
+//! rank's per-chunk partials and merges them all in one fixed order (the same mean and
+//! variance, bit for bit, on every rank; the ranks must split alike: the same batch on the
+//! same kind of GPU), and the backward averages the per-channel sums over the ranks before
+//! the input gradient reads them. `dgamma` and `dbeta` are then the ranks' mean, which the
+//! data-parallel average of gradients leaves as it is. One rank computes exactly what it
+//! computes without `sync`.
 
 mod pass;
 
@@ -42,6 +53,7 @@ use self::pass::{Batch, Operand, check_channels};
 use super::{THREADS, twin};
 use crate::check::{self, Access};
 use crate::device::Device;
+use crate::dist::Communicator;
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
 use crate::tensor::DeviceTensor;
@@ -75,6 +87,7 @@ fn train_statistics(
     (like_x, per_channel): (&[Operand], &[Operand]),
     (running_mean, running_var): (&DeviceTensor, &DeviceTensor),
     saved: &BatchNormSaved,
+    sync: Option<&Communicator>,
 ) -> Result<bool, RuntimeError> {
     let per_channel: Vec<Operand> = per_channel
         .iter()
@@ -102,7 +115,18 @@ fn train_statistics(
             .arg("x", x)
             .arg("partial", &partial),
     )?;
-    let unbias = (n as f64 / (n as f64 - 1.0)) as f32;
+    // Synchronised: every rank's partials, rank after rank, merged as one batch's.
+    let (partial, ranks) = match sync {
+        None => (partial, 1),
+        Some(comm) => {
+            let ranks = comm.world().size;
+            let all = DeviceTensor::empty(b.device, Dtype::F32, &[partial.len() * ranks])?;
+            comm.all_gather(&partial, &all)?;
+            (all, ranks)
+        }
+    };
+    let total = (n * ranks) as f64;
+    let unbias = (total / (total - 1.0)) as f32;
     split.merge(
         kernel("snn_bn_finalize")?
             .arg("partial", &partial)
@@ -113,6 +137,7 @@ fn train_statistics(
             .arg("N", split.images)
             .arg("P", plane)
             .arg("ipc", split.per_chunk)
+            .arg("ranks", check::to_i32(b.op, "ranks", ranks)?)
             .arg("eps", b.bn.eps as f32)
             .arg("momentum", b.bn.momentum as f32)
             .arg("unbias", unbias),
@@ -125,7 +150,8 @@ fn train_statistics(
 /// updated in place as that function does, bit for bit; `x` is not normalised.
 ///
 /// `x` is `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory with
-/// another argument. Fails when a channel has fewer than two values.
+/// another argument. Fails when a channel has fewer than two values. With `sync`, the
+/// statistics of all ranks' batches (module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_statistics(
     device: &Arc<Device>,
@@ -136,10 +162,11 @@ pub fn batchnorm_statistics(
     running_mean: &DeviceTensor,
     running_var: &DeviceTensor,
     saved: &BatchNormSaved,
+    sync: Option<&Communicator>,
 ) -> Result<(), RuntimeError> {
     let b = Batch::new("batchnorm_statistics", device, bn, input, images);
     let running = (running_mean, running_var);
-    train_statistics(&b, x, (&[], &[]), running, saved).map(drop)
+    train_statistics(&b, x, (&[], &[]), running, saved, sync).map(drop)
 }
 
 /// A batch-norm layer's per-channel tensors, f32 `[C]` each: the affine `gamma` and
@@ -165,7 +192,8 @@ pub struct BatchNormParams<'a> {
 /// running statistics.
 ///
 /// `x` and `y` are `[images, C, H, W]`, the rest `[C]`, all f32. No output may share memory
-/// with another argument.
+/// with another argument. With `sync`, training takes the statistics of all ranks'
+/// batches (module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward(
     device: &Arc<Device>,
@@ -176,6 +204,7 @@ pub fn batchnorm_forward(
     params: &BatchNormParams,
     y: &DeviceTensor,
     saved: Option<&BatchNormSaved>,
+    sync: Option<&Communicator>,
 ) -> Result<(), RuntimeError> {
     let b = Batch::new("batchnorm_forward", device, bn, input, images);
     let BatchNormParams {
@@ -187,7 +216,7 @@ pub fn batchnorm_forward(
     let affine = [("gamma", gamma, Access::Read), ("beta", beta, Access::Read)];
     if let Some(saved) = saved {
         let others: (&[Operand], &[Operand]) = (&[("y", y, Access::Write)], &affine);
-        if !train_statistics(&b, x, others, (mean, var), saved)? {
+        if !train_statistics(&b, x, others, (mean, var), saved, sync)? {
             return Ok(());
         }
         return apply(&b, x, y, (gamma, beta), Stats::Saved(saved));
@@ -326,7 +355,9 @@ pub fn batchnorm_scale(
 /// `dgamma = sum(dy * x_hat)`, `dbeta = sum(dy)` and
 /// `dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n)`, with
 /// `x_hat = (x - mean) * inv_std` and `n = images * H * W`; all three overwritten. No
-/// output may share memory with another argument.
+/// output may share memory with another argument. With `sync` (the forward's statistics
+/// those of all ranks), `dgamma` and `dbeta` are the ranks' mean and `dx` takes every
+/// rank's part in the statistics (module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     device: &Arc<Device>,
@@ -340,6 +371,7 @@ pub fn batchnorm_backward(
     dx: &DeviceTensor,
     dgamma: &DeviceTensor,
     dbeta: &DeviceTensor,
+    sync: Option<&Communicator>,
 ) -> Result<(), RuntimeError> {
     let b = Batch::new("batchnorm_backward", device, bn, input, images);
     let n = b.check(
@@ -378,6 +410,12 @@ pub fn batchnorm_backward(
             .arg("dgamma", dgamma)
             .arg("dbeta", dbeta),
     )?;
+    if let Some(comm) = sync {
+        // Sums over all ranks' values, over the ranks: with `inv_n` of one rank's, the
+        // means over the whole batch.
+        comm.all_reduce_mean(dgamma)?;
+        comm.all_reduce_mean(dbeta)?;
+    }
     let inv_n = (1.0 / n as f64) as f32;
     split.run(
         kernel(twin(
@@ -408,7 +446,9 @@ pub fn batchnorm_backward(
 /// `saved` holds the statistics [`batchnorm_statistics`] computed for this `x`, `scale` what
 /// [`batchnorm_scale`] computed from them. `x` and `g` are `[images, C, H, W]`, the rest
 /// `[C]`, all f32. No output (`g`, `dgamma`, `dbeta`) may share memory with another
-/// argument. One pass over `x` and `g`: 12 bytes per value.
+/// argument. One pass over `x` and `g`: 12 bytes per value. With `sync` (the forward's
+/// statistics those of all ranks), `grad_scale` and `grad_shift` are first averaged over
+/// the ranks, in place (module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward_fused(
     device: &Arc<Device>,
@@ -423,6 +463,7 @@ pub fn batchnorm_backward_fused(
     g: &DeviceTensor,
     dgamma: &DeviceTensor,
     dbeta: &DeviceTensor,
+    sync: Option<&Communicator>,
 ) -> Result<(), RuntimeError> {
     let b = Batch::new("batchnorm_backward_fused", device, bn, input, images);
     let n = b.check(
@@ -440,6 +481,10 @@ pub fn batchnorm_backward_fused(
     )?;
     if bn.channels == 0 {
         return Ok(());
+    }
+    if let Some(comm) = sync {
+        comm.all_reduce_mean(grad_scale)?;
+        comm.all_reduce_mean(grad_shift)?;
     }
     // With no values `g` is empty and the coefficients unused; 0 keeps them finite.
     let inv_m = if n == 0 { 0.0 } else { (1.0 / n as f64) as f32 };
