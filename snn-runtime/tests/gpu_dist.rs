@@ -3,7 +3,9 @@
 //! with and without synchronised batch-norm. On two GPUs (`multi_device_*`, run with
 //! `bash .gpu/run.sh multi_device` where lent): two ranks, each on half of the global batch,
 //! take the steps of one GPU on the whole batch, to summation order: a network without
-//! batch-norm, and one with it, synchronised.
+//! batch-norm, and one with it, synchronised. The time pipeline (a layer's steps split over
+//! the ranks): one rank is the layer itself; two ranks give the unsplit layer's outputs and
+//! input gradients bit for bit, its param gradients to rounding.
 #![allow(clippy::unwrap_used)]
 
 mod gpu_common;
@@ -13,13 +15,15 @@ use std::thread;
 use std::time::Duration;
 
 use gpu_common::{Rng, device};
-use snn_codegen::{Dtype, zoo};
+use snn_codegen::{Dtype, Layout, Neuron, NeuronIr, zoo};
 use snn_nn::models::{spiking_cnn, spiking_mlp};
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
+use snn_runtime::dist::pipeline::TimePipeline;
 use snn_runtime::dist::rendezvous::free_port;
 use snn_runtime::dist::{Communicator, DataParallel, World};
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 use snn_runtime::{Device, DeviceTensor};
+use snn_runtime::{LayerConfig, NeuronLayer};
 
 const STEPS: usize = 4;
 
@@ -195,5 +199,160 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
                 );
             }
         }
+    }
+}
+
+/// PLIF with its one learnable `w`, gradients summed in a fixed order.
+fn plif_layer(dev: &Arc<Device>) -> NeuronLayer {
+    let mut config = LayerConfig::new(Layout {
+        channels: 1,
+        inner: 1,
+    });
+    config.options.reduction = snn_codegen::cuda::Reduction::Deterministic;
+    NeuronLayer::new(dev, &plif(), config).unwrap()
+}
+
+fn plif() -> NeuronIr {
+    zoo::Plif::default().ir().unwrap()
+}
+
+/// Micro-batches of `[steps, n]` inputs and output gradients, on the host.
+fn sequences(steps: usize, n: usize, micro: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let mut rng = Rng::new(21);
+    (0..micro)
+        .map(|_| (rng.vec(steps * n, -0.2, 1.2), rng.vec(steps * n, -1.0, 1.0)))
+        .collect()
+}
+
+/// What one layer run gives: per micro-batch the output and the input gradient, and the
+/// param gradient summed over the micro-batches.
+type Run = (Vec<(Vec<f32>, Vec<f32>)>, Vec<f32>);
+
+/// The unsplit layer on `dev`, micro-batch by micro-batch over all steps.
+fn unsplit(dev: &Arc<Device>, data: &[(Vec<f32>, Vec<f32>)], steps: usize, n: usize) -> Run {
+    let layer = plif_layer(dev);
+    let mut grad_w = vec![0f32];
+    let per = data
+        .iter()
+        .map(|(x, g)| {
+            let shape = [steps, n];
+            let x = DeviceTensor::from_f32(dev, Dtype::F32, &shape, x).unwrap();
+            let g = DeviceTensor::from_f32(dev, Dtype::F32, &shape, g).unwrap();
+            let fwd = layer.forward(&[&x], None, true).unwrap();
+            let grads = layer.backward(&[&x], None, &fwd, &[&g], None).unwrap();
+            let w = grads
+                .params
+                .iter()
+                .flatten()
+                .next()
+                .unwrap()
+                .to_f32()
+                .unwrap();
+            grad_w[0] += w[0];
+            (
+                fwd.outputs[0].to_f32().unwrap(),
+                grads.inputs[0].to_f32().unwrap(),
+            )
+        })
+        .collect();
+    (per, grad_w)
+}
+
+/// Rank `rank` of `size`'s time chunk of every micro-batch through the pipeline.
+fn pipelined(
+    dev: &Arc<Device>,
+    comm: &Communicator,
+    data: &[(Vec<f32>, Vec<f32>)],
+    (steps, n): (usize, usize),
+) -> Run {
+    let (rank, size) = (comm.world().rank, comm.world().size);
+    let chunk = steps / size;
+    let slice = |v: &Vec<f32>| {
+        let v = v[rank * chunk * n..(rank + 1) * chunk * n].to_vec();
+        DeviceTensor::from_f32(dev, Dtype::F32, &[chunk, n], &v).unwrap()
+    };
+    let xs: Vec<DeviceTensor> = data.iter().map(|(x, _)| slice(x)).collect();
+    let gs: Vec<DeviceTensor> = data.iter().map(|(_, g)| slice(g)).collect();
+    let xr: Vec<Vec<&DeviceTensor>> = xs.iter().map(|x| vec![x]).collect();
+    let gr: Vec<Vec<&DeviceTensor>> = gs.iter().map(|g| vec![g]).collect();
+    let layer = plif_layer(dev);
+    let pipe = TimePipeline::new(&layer, comm).unwrap();
+    let fwds = pipe.forward(&xr, true).unwrap();
+    let grads = pipe.backward(&xr, &fwds, &gr).unwrap();
+    let per = fwds
+        .iter()
+        .zip(&grads.inputs)
+        .map(|(f, dx)| (f.fwd.outputs[0].to_f32().unwrap(), dx[0].to_f32().unwrap()))
+        .collect();
+    let w = grads
+        .params
+        .iter()
+        .flatten()
+        .next()
+        .unwrap()
+        .to_f32()
+        .unwrap();
+    (per, w)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_a_one_rank_time_pipeline_is_the_layer() {
+    let dev = device();
+    let (steps, n) = (12, 300);
+    let data = sequences(steps, n, 3);
+    let (want, want_w) = unsplit(&dev, &data, steps, n);
+    let comm = join(&dev, 0, 1, free_port().unwrap());
+    let (got, got_w) = pipelined(&dev, &comm, &data, (steps, n));
+    assert_eq!(got, want, "outputs and input gradients");
+    assert!(
+        (got_w[0] - want_w[0]).abs() <= 1e-5 * want_w[0].abs().max(1.0),
+        "{got_w:?} vs {want_w:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
+fn multi_device_time_pipeline_equals_the_unsplit_layer() {
+    let count = Device::count().unwrap_or(0);
+    assert!(
+        count >= 2,
+        "this test needs 2 CUDA GPUs; this machine has {count}"
+    );
+    let (steps, n) = (16, 500);
+    let data = sequences(steps, n, 3);
+    let (want, want_w) = unsplit(&Device::open(0).unwrap(), &data, steps, n);
+    let port = free_port().unwrap();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let data = data.clone();
+            thread::spawn(move || {
+                let dev = Device::open(rank).unwrap();
+                let comm = join(&dev, rank, 2, port);
+                pipelined(&dev, &comm, &data, (steps, n))
+            })
+        })
+        .collect();
+    let got: Vec<Run> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+    let half = steps / 2 * n;
+    for (m, (y, dx)) in want.iter().enumerate() {
+        for (rank, (per, _)) in got.iter().enumerate() {
+            let part = rank * half..(rank + 1) * half;
+            assert_eq!(
+                per[m].0,
+                y[part.clone()],
+                "micro-batch {m}, rank {rank}: outputs"
+            );
+            assert_eq!(
+                per[m].1, dx[part],
+                "micro-batch {m}, rank {rank}: input gradients"
+            );
+        }
+    }
+    for (_, w) in &got {
+        assert!(
+            (w[0] - want_w[0]).abs() <= 1e-4 * want_w[0].abs().max(1.0),
+            "{w:?} vs {want_w:?}"
+        );
     }
 }

@@ -46,6 +46,10 @@ pub enum Bench {
     /// Adam) and its peak memory.
     #[command(after_help = super::bench_train::TRAIN_AFTER_HELP)]
     Train(super::bench_train::TrainArgs),
+    /// Time one neuron layer with its time steps split over several GPUs (the paper's
+    /// MultiGPUTest, forward and backward): speedup, hand-off time and the best GPU count.
+    #[command(name = "multi-gpu", after_help = super::bench_multi::MULTI_AFTER_HELP)]
+    MultiGpu(super::bench_multi::MultiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +150,7 @@ pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Neuron(args) => neuron(args),
         Bench::Train(args) => super::bench_train::train(args),
+        Bench::MultiGpu(args) => super::bench_multi::multi_gpu(args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod anchors;
 pub mod bench;
+pub mod bench_multi;
 pub mod bench_train;
 pub mod data;
 pub mod tools;

@@ -1,9 +1,11 @@
 //! Several processes, one GPU each: who is who ([`World`], from torchrun's or Slurm's
 //! environment), how they find each other ([`rendezvous`]: rank 0's TCP port hands every
-//! rank the same bytes, NCCL's unique id; neither needs a GPU), and how they talk
-//! ([`Communicator`], NCCL's collectives on each device's stream).
+//! rank the same bytes, NCCL's unique id; neither needs a GPU), how they talk
+//! ([`Communicator`], NCCL's collectives on each device's stream), and the paper's
+//! pipeline over time chunks ([`pipeline`]).
 
 pub mod nccl;
+pub mod pipeline;
 pub mod rendezvous;
 pub mod world;
 

@@ -55,6 +55,22 @@ struct Api {
         ncclComm_t,
         cudaStream_t,
     ) -> ncclResult_t,
+    send: unsafe extern "C" fn(
+        *const c_void,
+        usize,
+        ncclDataType_t,
+        c_int,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> ncclResult_t,
+    recv: unsafe extern "C" fn(
+        *mut c_void,
+        usize,
+        ncclDataType_t,
+        c_int,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> ncclResult_t,
     comm_destroy: unsafe extern "C" fn(ncclComm_t) -> ncclResult_t,
     error_string: unsafe extern "C" fn(ncclResult_t) -> *const c_char,
 }
@@ -87,6 +103,8 @@ fn api() -> Result<&'static Api, RuntimeError> {
                 all_reduce: symbol!(b"ncclAllReduce\0"),
                 broadcast: symbol!(b"ncclBroadcast\0"),
                 all_gather: symbol!(b"ncclAllGather\0"),
+                send: symbol!(b"ncclSend\0"),
+                recv: symbol!(b"ncclRecv\0"),
                 comm_destroy: symbol!(b"ncclCommDestroy\0"),
                 error_string: symbol!(b"ncclGetErrorString\0"),
             };
@@ -199,7 +217,22 @@ impl Communicator {
     /// Replaces `t` (f32, on this communicator's device) with its mean over the ranks, in
     /// place, queued on the device's stream.
     pub fn all_reduce_mean(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.collective("averaging", t, |p, stream| {
+        self.all_reduce("averaging", t, ncclRedOp_t::ncclAvg)
+    }
+
+    /// Replaces `t` (f32, on this communicator's device) with its sum over the ranks, in
+    /// place, queued on the device's stream.
+    pub fn all_reduce_sum(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
+        self.all_reduce("summing", t, ncclRedOp_t::ncclSum)
+    }
+
+    fn all_reduce(
+        &self,
+        doing: &str,
+        t: &DeviceTensor,
+        op: ncclRedOp_t,
+    ) -> Result<(), RuntimeError> {
+        self.collective(doing, t, |p, stream| {
             // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
             // (checked), read and written in place on its stream, in order with the
             // kernels around.
@@ -209,12 +242,67 @@ impl Communicator {
                     p,
                     t.len(),
                     ncclDataType_t::ncclFloat32,
-                    ncclRedOp_t::ncclAvg,
+                    op,
                     self.comm,
                     stream,
                 )
             }
         })
+    }
+
+    /// Sends `t` (f32, on this communicator's device) to rank `peer`, which must
+    /// [`Communicator::recv`] as many values; queued on the device's stream, whose later
+    /// work waits until the peer has them.
+    pub fn send(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
+        let to = self.peer(peer)?;
+        self.collective(&format!("sending to rank {peer}"), t, |p, stream| {
+            // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
+            // (checked), read on its stream in order with the kernels around.
+            unsafe {
+                (self.api.send)(
+                    p,
+                    t.len(),
+                    ncclDataType_t::ncclFloat32,
+                    to,
+                    self.comm,
+                    stream,
+                )
+            }
+        })
+    }
+
+    /// Receives into `t` (f32, on this communicator's device) what rank `peer`
+    /// [`Communicator::send`]s, queued on the device's stream.
+    pub fn recv(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
+        let from = self.peer(peer)?;
+        self.collective(&format!("receiving from rank {peer}"), t, |p, stream| {
+            // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
+            // (checked), written on its stream in order with the kernels around.
+            unsafe {
+                (self.api.recv)(
+                    p,
+                    t.len(),
+                    ncclDataType_t::ncclFloat32,
+                    from,
+                    self.comm,
+                    stream,
+                )
+            }
+        })
+    }
+
+    /// Rank `peer` as NCCL names it: another rank of this run.
+    fn peer(&self, peer: usize) -> Result<c_int, RuntimeError> {
+        if peer >= self.world.size || peer == self.world.rank {
+            return Err(RuntimeError::invalid(
+                "point-to-point",
+                format!(
+                    "rank {} of {} has no peer {peer}",
+                    self.world.rank, self.world.size
+                ),
+            ));
+        }
+        to_int(peer)
     }
 
     /// Replaces `t` (f32, on this communicator's device) with rank 0's `t`, in place.

@@ -6,6 +6,10 @@
 //! warm-up that keeps compilation, module loading and first-touch costs out; the median of
 //! the repeats is reported, so one slow repeat does not move it.
 
+mod pipeline;
+
+pub use pipeline::{PipelineBench, PipelineRun, time_data_parallel, time_pipeline};
+
 use std::sync::Arc;
 
 use cudarc::driver::{CudaEvent, sys};
