@@ -37,7 +37,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Benchmarks on a GPU: fused neuron kernels against the card's copy bandwidth
-    /// (`bench neuron`), one Spiking-ResNet training iteration and its memory (`bench train`).
+    /// (`bench neuron`), one Spiking-ResNet training iteration and its memory (`bench train`),
+    /// a neuron layer's time split over several GPUs (`bench multi-gpu`).
     #[command(subcommand)]
     Bench(cli::bench::Bench),
     /// Datasets: `snn data download <dataset>` fetches, verifies and unpacks one;

@@ -20,7 +20,7 @@ use snn_nn::models::{spiking_cnn, spiking_mlp};
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
 use snn_runtime::dist::pipeline::TimePipeline;
 use snn_runtime::dist::rendezvous::free_port;
-use snn_runtime::dist::{Communicator, DataParallel, World};
+use snn_runtime::dist::{Communicator, Parallel, Split, World};
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 use snn_runtime::{Device, DeviceTensor};
 use snn_runtime::{LayerConfig, NeuronLayer};
@@ -101,9 +101,9 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
             let mut ranked = trainer(&dev, &net, &params);
             let comm = join(&dev, 0, 1, free_port().unwrap());
             ranked
-                .data_parallel(DataParallel {
+                .parallel(Parallel {
                     comm,
-                    sync_batch_norm,
+                    split: Split::Batch { sync_batch_norm },
                 })
                 .unwrap();
             assert_eq!(ranked.model.syncs_batch_norm(), sync_batch_norm);
@@ -125,9 +125,11 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
     let mut ranked = trainer(&dev, &net, &init_params::<f32>(&net, 2).unwrap());
     let comm = join(&dev, 0, 1, free_port().unwrap());
     ranked
-        .data_parallel(DataParallel {
+        .parallel(Parallel {
             comm,
-            sync_batch_norm: false,
+            split: Split::Batch {
+                sync_batch_norm: false,
+            },
         })
         .unwrap();
     let comm = ranked.communicator().unwrap();
@@ -168,9 +170,9 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
                     let dev = Device::open(rank).unwrap();
                     let comm = join(&dev, rank, 2, port);
                     let mut t = trainer(&dev, &net, &params);
-                    t.data_parallel(DataParallel {
+                    t.parallel(Parallel {
                         comm,
-                        sync_batch_norm,
+                        split: Split::Batch { sync_batch_norm },
                     })
                     .unwrap();
                     let half = batch / 2;
@@ -354,5 +356,127 @@ fn multi_device_time_pipeline_equals_the_unsplit_layer() {
             (w[0] - want_w[0]).abs() <= 1e-4 * want_w[0].abs().max(1.0),
             "{w:?} vs {want_w:?}"
         );
+    }
+}
+
+/// Samples' steps `from..to` of a time-major batch `[T, B, ...]`.
+fn steps_of(x: &[f32], from: usize, to: usize) -> Vec<f32> {
+    let per_step = x.len() / STEPS;
+    x[from * per_step..to * per_step].to_vec()
+}
+
+/// Split by time with one rank: the plain trainer's steps, bit for bit, through the
+/// hand-offs, the gathered loss and the summed gradients.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
+fn gpu_one_rank_split_by_time_takes_the_plain_steps() {
+    let dev = device();
+    let net = cnn();
+    let params = init_params::<f32>(&net, 4).unwrap();
+    let mut plain = trainer(&dev, &net, &params);
+    let mut ranked = trainer(&dev, &net, &params);
+    let comm = join(&dev, 0, 1, free_port().unwrap());
+    ranked
+        .parallel(Parallel {
+            comm,
+            split: Split::Time,
+        })
+        .unwrap();
+    for (x, labels) in batches(&net, 6, 3) {
+        let x = upload(&dev, &x);
+        let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
+        let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    }
+    assert_eq!(
+        plain.model.to_host().unwrap(),
+        ranked.model.to_host().unwrap()
+    );
+}
+
+/// Split by time over two GPUs (each half of the steps of the whole batch), with and
+/// without recomputation in time chunks: the steps of one GPU over all of T, to rounding.
+#[test]
+#[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
+fn multi_device_split_by_time_takes_the_whole_steps() {
+    let count = Device::count().unwrap_or(0);
+    assert!(
+        count >= 2,
+        "this test needs 2 CUDA GPUs; this machine has {count}"
+    );
+    let net = cnn();
+    let params = init_params::<f32>(&net, 5).unwrap();
+    let (batch, steps) = (4, 3);
+    let data = batches(&net, batch, steps);
+    for plan in [
+        snn_nn::ActivationPlan::All,
+        snn_nn::ActivationPlan::Spikes { time_chunk: 1 },
+    ] {
+        let options = ModelOptions { plan, ..options() };
+        let make = |dev: &Arc<Device>| {
+            let model = GpuModel::new(dev, &net, &params, options).unwrap();
+            GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap()
+        };
+        let dev0 = Device::open(0).unwrap();
+        let mut whole = make(&dev0);
+        let losses: Vec<f64> = data
+            .iter()
+            .map(|(x, labels)| {
+                whole
+                    .step(&upload(&dev0, x), labels, STEPS, 1e-2)
+                    .unwrap()
+                    .loss
+            })
+            .collect();
+        let want = whole.model.to_host().unwrap();
+        let port = free_port().unwrap();
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                let (net, params, data) = (net.clone(), params.clone(), data.clone());
+                thread::spawn(move || {
+                    let dev = Device::open(rank).unwrap();
+                    let comm = join(&dev, rank, 2, port);
+                    let model = GpuModel::new(&dev, &net, &params, options).unwrap();
+                    let mut t =
+                        GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
+                            .unwrap();
+                    t.parallel(Parallel {
+                        comm,
+                        split: Split::Time,
+                    })
+                    .unwrap();
+                    let half = STEPS / 2;
+                    let losses: Vec<f64> = data
+                        .iter()
+                        .map(|(x, labels)| {
+                            let x = upload(&dev, &steps_of(x, rank * half, (rank + 1) * half));
+                            t.step(&x, labels, half, 1e-2).unwrap().loss
+                        })
+                        .collect();
+                    (losses, t.model.to_host().unwrap())
+                })
+            })
+            .collect();
+        let got: Vec<(Vec<f64>, ParamSet<f32>)> =
+            ranks.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            got[0].1, got[1].1,
+            "{plan:?}: both ranks hold the same parameters"
+        );
+        for (a, b) in got[0].0.iter().zip(&losses) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{plan:?}: loss {a} vs {b}"
+            );
+        }
+        for (g, w) in got[0].1.iter().zip(want.iter()) {
+            for (a, b) in g.data.iter().zip(&w.data) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                    "{plan:?}, {}: {a} (split by time) vs {b} (one GPU)",
+                    g.name
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use snn::nn::ImageShape;
 use snn::nn::models::spiking_resnet;
 use snn::runtime::Device;
 use snn::runtime::bench::{self, PipelineBench, PipelineRun};
+use snn::runtime::dist::Split;
 use snn::runtime::nn::ModelOptions;
 
 use super::bench::parse_neuron;
@@ -29,10 +30,12 @@ Columns:
   best G       the paper's model of the best GPU count, sqrt(Ts / Tc), with Ts the 1-GPU
                time (for T with a 1-GPU row and a hand-off measured)
 
-Then, unless --no-resnet, data parallelism beside it: one training iteration of
-Spiking-ResNet18 (paper LIF, TF32, Adam) with T = 32 and B = 100 per GPU on 3x32x32
-inputs, gradients averaged over NCCL; efficiency is the 1-GPU time over this one (the
-work per GPU is the same).
+Then, unless --no-resnet, whole networks beside it: one training iteration of
+Spiking-ResNet18 (paper LIF, TF32, Adam, 3x32x32 inputs) on each GPU count, split by batch
+(data parallel: T = 32 and B = 100 per GPU, gradients averaged; efficiency is the 1-GPU
+time over this one, the work per GPU being the same) and split by time (T = 128 over the
+GPUs, B = 100: neuron states handed from GPU to GPU, batch-norm over all of T x B;
+efficiency is the 1-GPU time over G times this one).
 
 The paper (A100s, one LIF layer, 1M neurons, forward only): T = 1024: 6.32 s on 1 GPU,
 3.45 on 2, 2.28 on 4, 1.51 on 8; T = 4096: 25.81 s on 1, 3.92 on 8.
@@ -130,34 +133,48 @@ pub fn multi_gpu(args: MultiArgs) -> Result<()> {
         }
     }
     if !args.no_resnet {
-        data_parallel(&args.gpus, count, repeats)?;
+        whole_networks(&args.gpus, count, repeats)?;
     }
     Ok(())
 }
 
-/// The data-parallel Spiking-ResNet18 rows.
-fn data_parallel(gpus: &[usize], count: usize, repeats: usize) -> Result<()> {
-    let (steps, batch) = (32, 100);
+/// The Spiking-ResNet18 rows, split by batch and by time.
+fn whole_networks(gpus: &[usize], count: usize, repeats: usize) -> Result<()> {
     let net = spiking_resnet(
         18,
         ImageShape::new(3, 32, 32),
         10,
         &zoo::PaperLif::default(),
     )?;
-    println!(
-        "\nSpiking-ResNet18, data parallel (T = {steps}, B = {batch} per GPU, TF32, paper LIF, Adam):"
-    );
-    println!("{:>5} {:>10} {:>11}", "GPUs", "iter ms", "efficiency");
-    let mut single = None;
-    for &g in gpus.iter().filter(|&&g| g <= count) {
-        let ms =
-            bench::time_data_parallel(&net, g, (steps, batch), ModelOptions::default(), repeats)
-                .with_context(|| format!("timing data-parallel training on {g} GPU(s)"))?;
-        if g == 1 {
-            single = Some(ms);
+    let splits = [
+        (
+            "by batch (data parallel), T = 32, B = 100 per GPU",
+            Split::Batch {
+                sync_batch_norm: false,
+            },
+            32,
+        ),
+        ("by time, T = 128 over the GPUs, B = 100", Split::Time, 128),
+    ];
+    for (what, split, steps) in splits {
+        println!("\nSpiking-ResNet18 split {what} (paper LIF, TF32, Adam):");
+        println!("{:>5} {:>10} {:>11}", "GPUs", "iter ms", "efficiency");
+        let mut single = None;
+        for &g in gpus.iter().filter(|&&g| g <= count && steps % g == 0) {
+            let options = ModelOptions::default();
+            let ms = bench::time_parallel(&net, g, (steps, 100), split, options, repeats)
+                .with_context(|| format!("timing Spiking-ResNet18 split {what} on {g} GPU(s)"))?;
+            if g == 1 {
+                single = Some(ms);
+            }
+            let ideal = match split {
+                Split::Batch { .. } => 1.0,
+                Split::Time => g as f64,
+            };
+            let efficiency =
+                single.map_or("-".into(), |s| format!("{:.0}%", 100.0 * s / (ideal * ms)));
+            println!("{g:>5} {ms:>10.2} {efficiency:>11}");
         }
-        let efficiency = single.map_or("-".into(), |s| format!("{:.0}%", 100.0 * s / ms));
-        println!("{g:>5} {ms:>10.2} {efficiency:>11}");
     }
     Ok(())
 }

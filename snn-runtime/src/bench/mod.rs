@@ -8,7 +8,7 @@
 
 mod pipeline;
 
-pub use pipeline::{PipelineBench, PipelineRun, time_data_parallel, time_pipeline};
+pub use pipeline::{PipelineBench, PipelineRun, time_parallel, time_pipeline};
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use super::median_ms;
 use crate::device::Device;
 use crate::dist::pipeline::TimePipeline;
 use crate::dist::rendezvous::free_port;
-use crate::dist::{Communicator, World};
+use crate::dist::{Communicator, Parallel, Split, World};
 use crate::error::RuntimeError;
 use crate::layer::{LayerConfig, NeuronLayer};
 use crate::tensor::DeviceTensor;
@@ -176,17 +176,29 @@ fn spikes(
     crate::encode::rate_encode(dev, &intensity, &[seed], steps, seed)?.reshape(&[steps, n])
 }
 
-/// The median time of one data-parallel training iteration of `net` on GPUs `0..gpus`
-/// (one thread and NCCL rank each, `batch` samples per GPU, `steps` steps; Adam; the
-/// gradients averaged over the ranks), CUDA events on rank 0's stream: with the same batch
-/// per GPU, perfect scaling keeps the 1-GPU time.
-pub fn time_data_parallel(
+/// The median time of one training iteration of `net` on GPUs `0..gpus` (one thread and
+/// NCCL rank each; Adam), CUDA events on rank 0's stream: split by batch, `batch` samples
+/// per GPU over `steps` steps (with the same work per GPU, perfect scaling keeps the 1-GPU
+/// time); split by time, `steps / gpus` steps of the `batch` samples per GPU (perfect
+/// scaling divides the 1-GPU time by `gpus`).
+pub fn time_parallel(
     net: &snn_nn::Network,
     gpus: usize,
     (steps, batch): (usize, usize),
+    split: Split,
     options: crate::nn::ModelOptions,
     repeats: usize,
 ) -> Result<f64, RuntimeError> {
+    let local = match split {
+        Split::Batch { .. } => steps,
+        Split::Time if steps.is_multiple_of(gpus) => steps / gpus,
+        Split::Time => {
+            return Err(RuntimeError::invalid(
+                "split by time",
+                format!("T = {steps} does not split evenly over {gpus} GPUs"),
+            ));
+        }
+    };
     let port = free_port()?;
     let ranks: Vec<_> = (0..gpus)
         .map(|rank| {
@@ -196,13 +208,15 @@ pub fn time_data_parallel(
                 let comm = Communicator::join(&dev, &World::local(rank, gpus, port), JOIN_TIMEOUT)?;
                 let mut trainer = super::adam_trainer(&dev, &net, 0, options)?;
                 trainer.graphs = true;
-                trainer.data_parallel(crate::dist::DataParallel {
-                    comm,
-                    sync_batch_norm: false,
-                })?;
-                let (x, labels) = super::synthetic_batch(&dev, &net, steps, batch, rank as u64)?;
+                trainer.parallel(Parallel { comm, split })?;
+                // Split by time, every rank holds steps of the same samples and labels.
+                let seed = match split {
+                    Split::Time => 0,
+                    Split::Batch { .. } => rank as u64,
+                };
+                let (x, labels) = super::synthetic_batch(&dev, &net, local, batch, seed)?;
                 median_ms(&dev, repeats, || {
-                    trainer.step(&x, &labels, steps, 1e-3).map(drop)
+                    trainer.step(&x, &labels, local, 1e-3).map(drop)
                 })
             })
         })

@@ -14,15 +14,31 @@ pub use world::{Launcher, World};
 
 use thiserror::Error;
 
-/// How a model takes part in a data-parallel run: gradients averaged over `comm`'s ranks
-/// after every backward pass, as PyTorch's `DistributedDataParallel`.
+/// How a model takes part in a run of several ranks: `comm` joins them, `split` says how
+/// they share each training step.
 #[derive(Debug)]
-pub struct DataParallel {
+pub struct Parallel {
     /// This process's member of the run's communicator.
     pub comm: Communicator,
-    /// Training batch-norm over the whole global batch, as PyTorch's `SyncBatchNorm`, not
-    /// over each rank's part (DDP's default).
-    pub sync_batch_norm: bool,
+    pub split: Split,
+}
+
+/// How the ranks of a run share each training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Data parallelism, as PyTorch's `DistributedDataParallel`: each rank its part of the
+    /// batch, the gradients averaged after every backward pass. Training batch-norm takes
+    /// the statistics of each rank's part, or with `sync_batch_norm` those of the whole
+    /// global batch, as PyTorch's `SyncBatchNorm`.
+    Batch { sync_batch_norm: bool },
+    /// The temporal-fusion paper's scheme for a whole network: rank k of G its k-th chunk of
+    /// the time steps of the whole batch. Every neuron layer takes its states at the start
+    /// of the chunk from rank k - 1 and hands its final states to rank k + 1 (the state
+    /// adjoints go back the other way); batch-norm takes the statistics of all the chunks
+    /// (all of T x B, as one GPU does); the loss sees every rank's outputs; the gradients
+    /// are summed over the ranks. Training is that of one GPU over the whole T, to
+    /// rounding.
+    Time,
 }
 
 /// Why the processes of a run could not be set up together.

@@ -14,7 +14,7 @@ use snn_nn::train::{Input, expand_channels};
 use snn_nn::{ActivationPlan, Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
-use crate::dist::{Communicator, DataParallel};
+use crate::dist::{Communicator, Parallel, Split};
 use crate::encode::rate_encode;
 use crate::error::RuntimeError;
 use crate::graph::Graph;
@@ -97,18 +97,19 @@ impl GpuTrainer {
         })
     }
 
-    /// Makes this trainer one rank of a data-parallel run over `rank.comm`'s ranks, as
-    /// PyTorch's `DistributedDataParallel`: rank 0's parameters and optimizer state go to every rank
-    /// now, and after each backward the gradients are averaged over the ranks, so that every
-    /// rank takes the same optimizer step. Each rank feeds its own part of the global batch
-    /// (the same number of samples on every rank: [`snn_data::loader::Shard`]). Batch-norm
-    /// takes the statistics of its rank's part, as DDP's, or with `rank.sync_batch_norm`
-    /// those of the whole global batch, as PyTorch's `SyncBatchNorm` (then the step is no
-    /// longer replayed from a CUDA graph). Each rank keeps its own running statistics (rank 0's go
-    /// into checkpoints; synchronised, they are the same on every rank). Every rank must
+    /// Makes this trainer one rank of a run of several, each rank feeding its share of
+    /// every step ([`Split`]): by batch, as PyTorch's `DistributedDataParallel`, its own
+    /// part of the global batch (the same number of samples on every rank:
+    /// [`snn_data::loader::Shard`]), the gradients averaged over the ranks; by time, its
+    /// chunk `[T / G, B, ...]` of the whole batch's steps (rank k the k-th; the loss sees
+    /// all ranks' outputs, the gradients are summed). Rank 0's parameters and optimizer
+    /// state go to every rank now, so every rank takes the same optimizer steps. Each rank
+    /// keeps its own batch-norm running statistics (rank 0's go into checkpoints; the same
+    /// on every rank when they are synchronised). Steps that call NCCL inside (synchronised
+    /// batch-norm, a split by time) are not replayed from CUDA graphs. Every rank must
     /// call this, in the same order.
-    pub fn data_parallel(&mut self, rank: DataParallel) -> Result<(), RuntimeError> {
-        self.model.join(rank)?;
+    pub fn parallel(&mut self, parallel: Parallel) -> Result<(), RuntimeError> {
+        self.model.join(parallel)?;
         if let Some(comm) = self.model.communicator() {
             comm.broadcast_from_rank0(self.model.params())?;
             for s in &self.state {
@@ -118,7 +119,7 @@ impl GpuTrainer {
         Ok(())
     }
 
-    /// The data-parallel run this trainer is a rank of, if any.
+    /// The run of several ranks this trainer is one of, if any.
     pub fn communicator(&self) -> Option<&Communicator> {
         self.model.communicator()
     }
@@ -168,10 +169,17 @@ impl GpuTrainer {
         lr: f64,
     ) -> Result<StepStats, RuntimeError> {
         let batch = labels.len();
-        self.loss.upload(steps, labels)?;
+        // Split by time, the loss is over every rank's steps.
+        let ranks = match (self.model.split(), self.model.communicator()) {
+            (Some(Split::Time), Some(comm)) => comm.world().size,
+            _ => 1,
+        };
+        self.loss.upload(steps * ranks, labels)?;
         self.forward_backward(x, steps, batch)?;
-        if let Some(comm) = self.model.communicator() {
-            comm.all_reduce_mean(self.model.grads())?;
+        match (self.model.split(), self.model.communicator()) {
+            (Some(Split::Time), Some(comm)) => comm.all_reduce_sum(self.model.grads())?,
+            (_, Some(comm)) => comm.all_reduce_mean(self.model.grads())?,
+            _ => {}
         }
         let dev = self.device().clone();
         let grad_norm = self
@@ -208,7 +216,8 @@ impl GpuTrainer {
         batch: usize,
     ) -> Result<(), RuntimeError> {
         // Profiling times each layer with events of its own: launch by launch.
-        // Synchronised batch-norm calls NCCL inside the step: it runs launch by launch.
+        // Synchronised batch-norm (and so a split by time) calls NCCL inside the step: it
+        // runs launch by launch.
         if !self.graphs || self.model.is_profiling() || self.model.syncs_batch_norm() {
             self.graph = None;
             return self.eager(x, steps, batch);
@@ -272,6 +281,20 @@ impl GpuTrainer {
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(x, steps, batch, Mode::Train)?;
         let out = output(&trace)?.reshape(&[steps, batch, classes])?;
+        if let (Some(Split::Time), Some(comm)) = (self.model.split(), self.model.communicator()) {
+            // Every rank's outputs, in time order: the loss of the whole T, bit for bit
+            // that of one GPU; this rank's steps of its gradient go back.
+            let (rank, size) = (comm.world().rank, comm.world().size);
+            let all =
+                DeviceTensor::empty(self.device(), Dtype::F32, &[steps * size, batch, classes])?;
+            comm.all_gather(&out, &all)?;
+            let grad = DeviceTensor::empty(self.device(), Dtype::F32, &all.shape)?;
+            self.loss.launch(&all, &grad)?;
+            drop((out, all));
+            let per_rank = steps * batch * classes;
+            let mine = grad.view(rank * per_rank, &[steps * batch, classes])?;
+            return self.model.backward(trace, &mine);
+        }
         let grad = DeviceTensor::empty(self.device(), Dtype::F32, &out.shape)?;
         self.loss.launch(&out, &grad)?;
         drop(out);
@@ -498,8 +521,8 @@ impl Backend {
         })
     }
 
-    /// [`Backend::trainer`] as one rank of a data-parallel run
-    /// ([`GpuTrainer::data_parallel`]); a GPU backend on the communicator's device.
+    /// [`Backend::trainer`] as one rank of a run of several ([`GpuTrainer::parallel`]); a
+    /// GPU backend on the communicator's device.
     pub fn rank_trainer(
         &self,
         net: &Network,
@@ -507,10 +530,10 @@ impl Backend {
         optimizer: Optimizer,
         loss: Loss,
         clip: Option<f64>,
-        rank: DataParallel,
+        parallel: Parallel,
     ) -> Result<Box<dyn Trainer>, TrainError> {
         let mut trainer = self.gpu_trainer(net, start, optimizer, loss, clip)?;
-        trainer.data_parallel(rank)?;
+        trainer.parallel(parallel)?;
         Ok(Box::new(trainer))
     }
 

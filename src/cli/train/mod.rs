@@ -23,7 +23,7 @@ use snn::nn::optim::CosineSchedule;
 use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
-use snn::runtime::dist::{Communicator, DataParallel, World};
+use snn::runtime::dist::{Communicator, Parallel, Split, World};
 use snn::runtime::nn::{Backend, ConvMath, ModelOptions, memory};
 
 use super::Switch;
@@ -533,9 +533,11 @@ where
         (Some(w), Backend::Gpu { device, .. }) => {
             let comm = Communicator::join(device, w, ranks::JOIN_TIMEOUT)
                 .with_context(|| format!("rank {} of {} joining the run", w.rank, w.size))?;
-            let rank = DataParallel {
+            let rank = Parallel {
                 comm,
-                sync_batch_norm: config.sync_bn,
+                split: Split::Batch {
+                    sync_batch_norm: config.sync_bn,
+                },
             };
             backend.rank_trainer(&net, &start, optimizer, loss, None, rank)
         }

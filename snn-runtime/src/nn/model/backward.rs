@@ -1,7 +1,7 @@
 //! The backward pass: nodes in reverse, each value's gradient collected from its readers,
 //! saved tensors freed after their last use.
 
-use super::recompute::{NeuronGrads, backward_in_chunks};
+use super::recompute::{Boundaries, NeuronGrads, backward_in_chunks};
 use super::*;
 
 impl GpuModel {
@@ -169,13 +169,20 @@ impl GpuModel {
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     let xs: Vec<&DeviceTensor> = xs.iter().collect();
+                    // Split by time: the states this chunk started from, and the adjoints
+                    // of its final states from the next rank.
+                    let init = trace.inits[id].take();
+                    let later = self.adjoints_from_next(layer.neuron().states.len(), n)?;
+                    let (init, later) = (refs(&init), refs(&later));
+                    let (init, later) = (init.as_deref(), later.as_deref());
                     let g = match saved {
                         Saved::Neuron(fwd) => {
                             let mut g = layer.alloc_backward(steps, n)?;
-                            layer.backward_into(&xs, None, &fwd, &[&dys], None, &mut g)?;
+                            layer.backward_into(&xs, init, &fwd, &[&dys], later, &mut g)?;
                             NeuronGrads {
                                 inputs: g.inputs,
                                 params: g.params,
+                                init_states: g.init_states,
                             }
                         }
                         _ => {
@@ -183,9 +190,15 @@ impl GpuModel {
                                 return Err(RuntimeError::Internal("no neuron trace".into()));
                             };
                             let chunk = self.options.plan.time_chunk()?.unwrap_or(steps);
-                            backward_in_chunks(layer, &xs, &dys, &starts, chunk)?
+                            let bounds = Boundaries {
+                                init,
+                                starts: &starts,
+                                later,
+                            };
+                            backward_in_chunks(layer, &xs, &dys, bounds, chunk)?
                         }
                     };
+                    self.adjoints_to_before(&g.init_states)?;
                     let ir = layer.neuron();
                     let param_grad = |name: &str| {
                         ir.param_index(name)
@@ -329,4 +342,9 @@ impl GpuModel {
         }
         Ok(())
     }
+}
+
+/// Borrows of some tensors, as the kernels' launches take them.
+fn refs(tensors: &Option<Vec<DeviceTensor>>) -> Option<Vec<&DeviceTensor>> {
+    tensors.as_ref().map(|t| t.iter().collect())
 }

@@ -177,6 +177,7 @@ impl GpuModel {
             values: vec![None; n],
             widths: vec![None; n],
             saved: (0..n).map(|_| Saved::None).collect(),
+            inits: vec![None; n],
         };
         let dev = self.device.clone();
         if let Some(narrow) = &self.params_bf16 {
@@ -341,13 +342,23 @@ impl GpuModel {
                     .map(|t| t.reshape(&[steps, n]))
                     .collect::<Result<Vec<_>, _>>()?;
                 let xs: Vec<&DeviceTensor> = xs.iter().collect();
+                // Split by time: this chunk starts where the previous rank's stopped.
+                let init = self.states_from_before(layer.neuron().states.len(), n)?;
+                let init_refs: Option<Vec<&DeviceTensor>> =
+                    init.as_ref().map(|s| s.iter().collect());
                 if let (true, Some(chunk)) = (train, self.options.plan.time_chunk()?) {
-                    let starts = forward_in_chunks(layer, &xs, &y.reshape(&[steps, n])?, chunk)?;
+                    let y = y.reshape(&[steps, n])?;
+                    let (starts, finals) =
+                        forward_in_chunks(layer, &xs, init_refs.as_deref(), &y, chunk)?;
+                    self.states_to_next(&finals)?;
                     trace.saved[id] = Saved::Starts(starts);
+                    trace.inits[id] = init;
                     return Ok(());
                 }
                 let mut fwd = forward_room(layer, y.reshape(&[steps, n])?, train)?;
-                layer.forward_into(&xs, None, train, &mut fwd)?;
+                layer.forward_into(&xs, init_refs.as_deref(), train, &mut fwd)?;
+                self.states_to_next(&fwd.final_states)?;
+                trace.inits[id] = init.filter(|_| train);
                 if train {
                     // Keep only what the backward reads: the output is a view of the
                     // node's value, which must be freed when its readers are done.
@@ -395,16 +406,19 @@ impl GpuModel {
 }
 
 /// A training forward of `layer` over `xs` (`[T, N]` each) into `y`, one time chunk at a
-/// time, each from the last one's final states; the saves are dropped, since the backward
-/// recomputes them. Returns the states at the start of every chunk but the first.
+/// time, the first from `init` (else the declared initial states), each other from the
+/// last one's final states; the saves are dropped, since the backward recomputes them.
+/// Returns the states at the start of every chunk but the first, and the final states.
 fn forward_in_chunks(
     layer: &NeuronLayer,
     xs: &[&DeviceTensor],
+    init: Option<&[&DeviceTensor]>,
     y: &DeviceTensor,
     chunk: usize,
-) -> Result<Vec<Vec<DeviceTensor>>, RuntimeError> {
+) -> Result<(Vec<Vec<DeviceTensor>>, Vec<DeviceTensor>), RuntimeError> {
     let (steps, n) = (y.shape[0], y.shape[1]);
     let mut starts: Vec<Vec<DeviceTensor>> = Vec::new();
+    let mut finals = Vec::new();
     for t0 in (0..steps).step_by(chunk) {
         let len = chunk.min(steps - t0);
         let views = xs
@@ -413,13 +427,16 @@ fn forward_in_chunks(
             .collect::<Result<Vec<_>, _>>()?;
         let views: Vec<&DeviceTensor> = views.iter().collect();
         let mut fwd = forward_room(layer, y.view(t0 * n, &[len, n])?, true)?;
-        let init: Option<Vec<&DeviceTensor>> = starts.last().map(|s| s.iter().collect());
-        layer.forward_into(&views, init.as_deref(), true, &mut fwd)?;
+        let last: Option<Vec<&DeviceTensor>> = starts.last().map(|s| s.iter().collect());
+        let from = if t0 == 0 { init } else { last.as_deref() };
+        layer.forward_into(&views, from, true, &mut fwd)?;
         if t0 + len < steps {
             starts.push(fwd.final_states);
+        } else {
+            finals = fwd.final_states;
         }
     }
-    Ok(starts)
+    Ok((starts, finals))
 }
 
 /// Room for a forward of `layer` that writes its output into `y` (`[len, n]`, a view of the

@@ -25,7 +25,7 @@ use snn_nn::params::{ParamSet, Role, Tensor};
 use snn_nn::{ActivationPlan, ImageShape};
 
 use crate::device::Device;
-use crate::dist::{Communicator, DataParallel};
+use crate::dist::{Communicator, Parallel, Split};
 use crate::error::RuntimeError;
 use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
 use crate::nn::conv::{ConvGpu, ConvMath, Cudnn};
@@ -43,6 +43,7 @@ mod backward;
 mod forward;
 mod profile;
 mod recompute;
+mod time_split;
 
 /// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
 /// tensor is aligned for vector loads and for cuDNN.
@@ -218,6 +219,9 @@ pub struct GpuTrace {
     /// The dtype of each value kept as spikes in one byte ([`ModelOptions::spikes_in_bytes`]).
     widths: Vec<Option<Dtype>>,
     saved: Vec<Saved>,
+    /// Split by time: the states each neuron node's chunk started from (the previous
+    /// rank's final ones), which its backward reads.
+    inits: Vec<Option<Vec<DeviceTensor>>>,
 }
 
 impl GpuTrace {
@@ -246,7 +250,14 @@ impl GpuTrace {
                 Saved::MaxPool(a) => a.num_bytes(),
             })
             .sum();
-        values + saved
+        let inits: usize = self
+            .inits
+            .iter()
+            .flatten()
+            .flatten()
+            .map(DeviceTensor::num_bytes)
+            .sum();
+        values + saved + inits
     }
 
     /// The network's output, `[T * B, K]` (time-major) for a classifier.
@@ -322,10 +333,9 @@ pub struct GpuModel {
     fusion: Vec<Fusion>,
     /// Timing events, while profiling.
     profile: Option<Events>,
-    /// The run's other ranks, when the model is one rank of a data-parallel run.
-    comm: Option<Communicator>,
-    /// Batch-norm over all ranks' batches ([`GpuModel::join`]).
-    sync_batch_norm: bool,
+    /// The run's other ranks and how they share each step, when the model is one rank of
+    /// several ([`GpuModel::join`]).
+    parallel: Option<Parallel>,
 }
 
 impl GpuModel {
@@ -492,8 +502,7 @@ impl GpuModel {
             keep_output,
             fusion,
             profile: None,
-            comm: None,
-            sync_batch_norm: false,
+            parallel: None,
         })
     }
 
@@ -501,35 +510,54 @@ impl GpuModel {
         &self.net
     }
 
-    /// Makes the model one rank of a data-parallel run (whose communicator the trainer
-    /// averages gradients over: [`crate::nn::GpuTrainer::data_parallel`]); with
-    /// `sync_batch_norm`, training batch-norm takes the statistics of all ranks' batches
-    /// (see [`crate::nn::kernels::batchnorm_forward`]), else its own rank's.
-    pub fn join(&mut self, rank: DataParallel) -> Result<(), RuntimeError> {
-        if !Arc::ptr_eq(rank.comm.device(), &self.device) {
+    /// Makes the model one rank of a run of several (whose communicator the trainer
+    /// reduces gradients over: [`crate::nn::GpuTrainer::parallel`]). Split by batch,
+    /// training batch-norm takes the statistics of all ranks' batches with
+    /// `sync_batch_norm` (see [`crate::nn::kernels::batchnorm_forward`]), else its own
+    /// rank's; split by time, those of all ranks' chunks, and every neuron layer hands its
+    /// states on to the next rank ([`Split::Time`]).
+    pub fn join(&mut self, parallel: Parallel) -> Result<(), RuntimeError> {
+        if !Arc::ptr_eq(parallel.comm.device(), &self.device) {
             return Err(RuntimeError::invalid(
-                "data parallel",
+                "parallel training",
                 "the communicator belongs to another device than the model",
             ));
         }
-        self.comm = Some(rank.comm);
-        self.sync_batch_norm = rank.sync_batch_norm;
+        self.parallel = Some(parallel);
         Ok(())
     }
 
-    /// The data-parallel run the model is a rank of, if any.
+    /// The run of several ranks the model is one of, if any.
     pub fn communicator(&self) -> Option<&Communicator> {
-        self.comm.as_ref()
+        self.parallel.as_ref().map(|p| &p.comm)
     }
 
-    /// Whether training batch-norm takes the statistics of all ranks' batches.
+    /// How the ranks of its run share each step, if the model is one of several.
+    pub fn split(&self) -> Option<Split> {
+        self.parallel.as_ref().map(|p| p.split)
+    }
+
+    /// Whether training batch-norm takes the statistics of all ranks' values.
     pub fn syncs_batch_norm(&self) -> bool {
         self.bn_sync().is_some()
     }
 
     /// The communicator batch-norm synchronises over, if it does.
     fn bn_sync(&self) -> Option<&Communicator> {
-        self.comm.as_ref().filter(|_| self.sync_batch_norm)
+        let p = self.parallel.as_ref()?;
+        match p.split {
+            Split::Batch {
+                sync_batch_norm: true,
+            }
+            | Split::Time => Some(&p.comm),
+            Split::Batch { .. } => None,
+        }
+    }
+
+    /// Split by time: the communicator, this rank and the rank count.
+    fn time_stage(&self) -> Option<(&Communicator, usize, usize)> {
+        let p = self.parallel.as_ref().filter(|p| p.split == Split::Time)?;
+        Some((&p.comm, p.comm.world().rank, p.comm.world().size))
     }
 
     /// Whether a training pass keeps node `id`'s output for the backward pass.

@@ -6,11 +6,12 @@
 use super::*;
 use crate::layer::LayerGradients;
 
-/// A neuron node's gradients: its inputs' (`[T, N]` each) and its learnable params' (by
-/// position; `None` for fixed ones).
+/// A neuron node's gradients: its inputs' (`[T, N]` each), its learnable params' (by
+/// position; `None` for fixed ones) and its initial states' (`[N]` each).
 pub(super) struct NeuronGrads {
     pub inputs: Vec<DeviceTensor>,
     pub params: Vec<Option<DeviceTensor>>,
+    pub init_states: Vec<DeviceTensor>,
 }
 
 impl GpuModel {
@@ -67,22 +68,37 @@ impl GpuModel {
     }
 }
 
+/// The states at a chunked run's boundaries: those it started from (`init`, else the
+/// declared ones), those at the start of each time chunk but the first (`starts`), and the
+/// adjoints of its final states (`later`, else zero).
+pub(super) struct Boundaries<'a> {
+    pub init: Option<&'a [&'a DeviceTensor]>,
+    pub starts: &'a [Vec<DeviceTensor>],
+    pub later: Option<&'a [&'a DeviceTensor]>,
+}
+
 /// The backward of `layer` over inputs `xs` (`[T, N]` each) and output gradient `dys`,
-/// from the states at the start of each time chunk but the first (`starts`): chunk by
-/// chunk, latest first, each chunk's training forward recomputed for its saves, its state
-/// adjoints handed to the chunk before, the param gradients summed over the chunks. The
-/// layer's params (a fused batch-norm's too) must be bound as in the forward pass.
+/// from the states at its `bounds`: chunk by chunk, latest first, each chunk's training forward
+/// recomputed for its saves, its state adjoints handed to the chunk before, the param
+/// gradients summed over the chunks. The layer's params (a fused batch-norm's too) must be
+/// bound as in the forward pass.
 pub(super) fn backward_in_chunks(
     layer: &NeuronLayer,
     xs: &[&DeviceTensor],
     dys: &DeviceTensor,
-    starts: &[Vec<DeviceTensor>],
+    bounds: Boundaries,
     chunk: usize,
 ) -> Result<NeuronGrads, RuntimeError> {
     let (steps, n) = (dys.shape[0], dys.shape[1]);
     let dev = layer.device();
+    let Boundaries {
+        init,
+        starts,
+        later,
+    } = bounds;
     let whole = layer.alloc_backward(steps, n)?;
-    let mut carried: Option<Vec<DeviceTensor>> = None;
+    let mut carried: Option<Vec<DeviceTensor>> =
+        later.map(|s| s.iter().map(|&t| t.clone()).collect());
     let chunks: Vec<usize> = (0..steps).step_by(chunk).collect();
     for (c, &t0) in chunks.iter().enumerate().rev() {
         let len = chunk.min(steps - t0);
@@ -103,7 +119,7 @@ pub(super) fn backward_in_chunks(
                     .iter()
                     .collect(),
             ),
-            None => None,
+            None => init.map(<[_]>::to_vec),
         };
         let mut fwd = layer.alloc_forward(len, n, true)?;
         layer.forward_into(&views, init.as_deref(), true, &mut fwd)?;
@@ -131,5 +147,6 @@ pub(super) fn backward_in_chunks(
     Ok(NeuronGrads {
         inputs: whole.inputs,
         params: whole.params,
+        init_states: carried.unwrap_or_default(),
     })
 }
