@@ -134,6 +134,13 @@ fn check(
     ))))
 }
 
+/// Which way a point-to-point transfer goes.
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    Send,
+    Receive,
+}
+
 /// This process's member of the run's NCCL communicator.
 pub struct Communicator {
     api: &'static Api,
@@ -254,39 +261,54 @@ impl Communicator {
     /// [`Communicator::recv`] as many values; queued on the device's stream, whose later
     /// work waits until the peer has them.
     pub fn send(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
-        let to = self.peer(peer)?;
-        self.collective(&format!("sending to rank {peer}"), t, |p, stream| {
-            // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
-            // (checked), read on its stream in order with the kernels around.
-            unsafe {
-                (self.api.send)(
-                    p,
-                    t.len(),
-                    ncclDataType_t::ncclFloat32,
-                    to,
-                    self.comm,
-                    stream,
-                )
-            }
-        })
+        self.point_to_point(Direction::Send, t, peer)
     }
 
     /// Receives into `t` (f32, on this communicator's device) what rank `peer`
     /// [`Communicator::send`]s, queued on the device's stream.
     pub fn recv(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
-        let from = self.peer(peer)?;
-        self.collective(&format!("receiving from rank {peer}"), t, |p, stream| {
+        self.point_to_point(Direction::Receive, t, peer)
+    }
+
+    /// `count` new tensors of `n` f32 values each from rank `peer`, in the order it sends
+    /// them (a neuron layer's states, say).
+    pub fn recv_new(
+        &self,
+        count: usize,
+        n: usize,
+        peer: usize,
+    ) -> Result<Vec<DeviceTensor>, RuntimeError> {
+        (0..count)
+            .map(|_| {
+                let t = DeviceTensor::empty(&self.device, Dtype::F32, &[n])?;
+                self.recv(&t, peer)?;
+                Ok(t)
+            })
+            .collect()
+    }
+
+    /// NCCL's send or receive of `t` with rank `peer`, after checking both.
+    fn point_to_point(
+        &self,
+        direction: Direction,
+        t: &DeviceTensor,
+        peer: usize,
+    ) -> Result<(), RuntimeError> {
+        let rank = self.peer(peer)?;
+        let doing = match direction {
+            Direction::Send => format!("sending to rank {peer}"),
+            Direction::Receive => format!("receiving from rank {peer}"),
+        };
+        self.collective(&doing, t, |p, stream| {
+            let (n, dtype, comm) = (t.len(), ncclDataType_t::ncclFloat32, self.comm);
             // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
-            // (checked), written on its stream in order with the kernels around.
+            // (checked): NCCL reads them (send) or writes them (receive) on the device's
+            // stream, in order with the kernels around.
             unsafe {
-                (self.api.recv)(
-                    p,
-                    t.len(),
-                    ncclDataType_t::ncclFloat32,
-                    from,
-                    self.comm,
-                    stream,
-                )
+                match direction {
+                    Direction::Send => (self.api.send)(p, n, dtype, rank, comm, stream),
+                    Direction::Receive => (self.api.recv)(p, n, dtype, rank, comm, stream),
+                }
             }
         })
     }

@@ -83,7 +83,7 @@ impl<'a> TimePipeline<'a> {
             .map(|xs| {
                 let (steps, n) = seq_shape(xs)?;
                 let init = (rank > 0)
-                    .then(|| self.receive(states, n, rank - 1))
+                    .then(|| self.comm.recv_new(states, n, rank - 1))
                     .transpose()?;
                 let mut fwd = self.layer.alloc_forward(steps, n, train)?;
                 let starts: Option<Vec<&DeviceTensor>> = init.as_ref().map(|s| s.iter().collect());
@@ -126,7 +126,7 @@ impl<'a> TimePipeline<'a> {
         for ((xs, stage), dys) in inputs.iter().zip(fwds).zip(grad_outputs) {
             let (steps, n) = seq_shape(xs)?;
             let later = (rank + 1 < size)
-                .then(|| self.receive(states, n, rank + 1))
+                .then(|| self.comm.recv_new(states, n, rank + 1))
                 .transpose()?;
             // Param gradients: one set of tensors, added to by every micro-batch.
             let mut g: LayerGradients = match &params {
@@ -171,22 +171,6 @@ impl<'a> TimePipeline<'a> {
             inputs: input_grads,
             params,
         })
-    }
-
-    /// `count` states of `n` f32 values each from rank `peer`, in the order it sends them.
-    fn receive(
-        &self,
-        count: usize,
-        n: usize,
-        peer: usize,
-    ) -> Result<Vec<DeviceTensor>, RuntimeError> {
-        (0..count)
-            .map(|_| {
-                let s = DeviceTensor::empty(self.layer.device(), Dtype::F32, &[n])?;
-                self.comm.recv(&s, peer)?;
-                Ok(s)
-            })
-            .collect()
     }
 }
 

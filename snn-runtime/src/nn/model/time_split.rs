@@ -13,7 +13,7 @@ impl GpuModel {
         n: usize,
     ) -> Result<Option<Vec<DeviceTensor>>, RuntimeError> {
         match self.time_stage() {
-            Some((comm, rank, _)) if rank > 0 => receive(comm, count, n, rank - 1).map(Some),
+            Some((comm, rank, _)) if rank > 0 => comm.recv_new(count, n, rank - 1).map(Some),
             _ => Ok(None),
         }
     }
@@ -37,7 +37,7 @@ impl GpuModel {
     ) -> Result<Option<Vec<DeviceTensor>>, RuntimeError> {
         match self.time_stage() {
             Some((comm, rank, size)) if rank + 1 < size => {
-                receive(comm, count, n, rank + 1).map(Some)
+                comm.recv_new(count, n, rank + 1).map(Some)
             }
             _ => Ok(None),
         }
@@ -53,20 +53,4 @@ impl GpuModel {
             _ => Ok(()),
         }
     }
-}
-
-/// `count` tensors of `n` f32 each from rank `peer`, in the order it sends them.
-fn receive(
-    comm: &Communicator,
-    count: usize,
-    n: usize,
-    peer: usize,
-) -> Result<Vec<DeviceTensor>, RuntimeError> {
-    (0..count)
-        .map(|_| {
-            let s = DeviceTensor::empty(comm.device(), Dtype::F32, &[n])?;
-            comm.recv(&s, peer)?;
-            Ok(s)
-        })
-        .collect()
 }
