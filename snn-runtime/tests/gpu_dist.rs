@@ -60,6 +60,43 @@ fn join(dev: &Arc<Device>, rank: usize, size: usize, port: u16) -> Communicator 
     .unwrap()
 }
 
+/// `work` on GPUs 0 and 1, one thread and rank each (the test fails on fewer GPUs); the
+/// results in rank order.
+fn on_two_gpus<R: Send>(work: impl Fn(&Arc<Device>, Communicator) -> R + Sync) -> Vec<R> {
+    let count = Device::count().unwrap_or(0);
+    assert!(
+        count >= 2,
+        "this test needs 2 CUDA GPUs; this machine has {count}"
+    );
+    let port = free_port().unwrap();
+    thread::scope(|s| {
+        let work = &work;
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                s.spawn(move || {
+                    let dev = Device::open(rank).unwrap();
+                    let comm = join(&dev, rank, 2, port);
+                    work(&dev, comm)
+                })
+            })
+            .collect();
+        ranks.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Every value of `got` within rounding of `want`'s.
+fn assert_close(got: &ParamSet<f32>, want: &ParamSet<f32>, what: &str) {
+    for (g, w) in got.iter().zip(want.iter()) {
+        for (a, b) in g.data.iter().zip(&w.data) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                "{what}, {}: {a} (two ranks) vs {b} (one GPU)",
+                g.name
+            );
+        }
+    }
+}
+
 fn trainer(dev: &Arc<Device>, net: &Network, params: &ParamSet<f32>) -> GpuTrainer {
     let model = GpuModel::new(dev, net, params, options()).unwrap();
     GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap()
@@ -145,11 +182,6 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
 #[test]
 #[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
 fn multi_device_data_parallel_takes_the_whole_batch_steps() {
-    let count = Device::count().unwrap_or(0);
-    assert!(
-        count >= 2,
-        "this test needs 2 CUDA GPUs; this machine has {count}"
-    );
     for (net, sync_batch_norm) in networks() {
         let params = init_params::<f32>(&net, 3).unwrap();
         let (batch, steps) = (8, 3);
@@ -162,45 +194,29 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
         }
         let want = whole.model.to_host().unwrap();
         // Two ranks, one per GPU, each on half of every batch.
-        let port = free_port().unwrap();
-        let ranks: Vec<_> = (0..2)
-            .map(|rank| {
-                let (net, params, data) = (net.clone(), params.clone(), data.clone());
-                thread::spawn(move || {
-                    let dev = Device::open(rank).unwrap();
-                    let comm = join(&dev, rank, 2, port);
-                    let mut t = trainer(&dev, &net, &params);
-                    t.parallel(Parallel {
-                        comm,
-                        split: Split::Batch { sync_batch_norm },
-                    })
-                    .unwrap();
-                    let half = batch / 2;
-                    for (x, labels) in &data {
-                        let (from, to) = (rank * half, (rank + 1) * half);
-                        let x = upload(&dev, &part(x, batch, from, to));
-                        t.step(&x, &labels[from..to], STEPS, 1e-2).unwrap();
-                    }
-                    t.model.to_host().unwrap()
-                })
+        let got = on_two_gpus(|dev, comm| {
+            let rank = comm.world().rank;
+            let mut t = trainer(dev, &net, &params);
+            t.parallel(Parallel {
+                comm,
+                split: Split::Batch { sync_batch_norm },
             })
-            .collect();
-        let got: Vec<ParamSet<f32>> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+            .unwrap();
+            let half = batch / 2;
+            for (x, labels) in &data {
+                let (from, to) = (rank * half, (rank + 1) * half);
+                let x = upload(dev, &part(x, batch, from, to));
+                t.step(&x, &labels[from..to], STEPS, 1e-2).unwrap();
+            }
+            t.model.to_host().unwrap()
+        });
         // Batch-norm's running statistics too, when synchronised.
+        let what = format!("{} (synchronised batch-norm: {sync_batch_norm})", net.name);
         assert_eq!(
             got[0], got[1],
-            "{}: both ranks hold the same parameters",
-            net.name
+            "{what}: both ranks hold the same parameters"
         );
-        for (g, w) in got[0].iter().zip(want.iter()) {
-            for (a, b) in g.data.iter().zip(&w.data) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
-                    "{}: {a} (two ranks) vs {b} (one GPU)",
-                    g.name
-                );
-            }
-        }
+        assert_close(&got[0], &want, &what);
     }
 }
 
@@ -316,26 +332,10 @@ fn gpu_a_one_rank_time_pipeline_is_the_layer() {
 #[test]
 #[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
 fn multi_device_time_pipeline_equals_the_unsplit_layer() {
-    let count = Device::count().unwrap_or(0);
-    assert!(
-        count >= 2,
-        "this test needs 2 CUDA GPUs; this machine has {count}"
-    );
     let (steps, n) = (16, 500);
     let data = sequences(steps, n, 3);
     let (want, want_w) = unsplit(&Device::open(0).unwrap(), &data, steps, n);
-    let port = free_port().unwrap();
-    let ranks: Vec<_> = (0..2)
-        .map(|rank| {
-            let data = data.clone();
-            thread::spawn(move || {
-                let dev = Device::open(rank).unwrap();
-                let comm = join(&dev, rank, 2, port);
-                pipelined(&dev, &comm, &data, (steps, n))
-            })
-        })
-        .collect();
-    let got: Vec<Run> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+    let got = on_two_gpus(|dev, comm| pipelined(dev, &comm, &data, (steps, n)));
     let half = steps / 2 * n;
     for (m, (y, dx)) in want.iter().enumerate() {
         for (rank, (per, _)) in got.iter().enumerate() {
@@ -399,11 +399,6 @@ fn gpu_one_rank_split_by_time_takes_the_plain_steps() {
 #[test]
 #[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
 fn multi_device_split_by_time_takes_the_whole_steps() {
-    let count = Device::count().unwrap_or(0);
-    assert!(
-        count >= 2,
-        "this test needs 2 CUDA GPUs; this machine has {count}"
-    );
     let net = cnn();
     let params = init_params::<f32>(&net, 5).unwrap();
     let (batch, steps) = (4, 3);
@@ -429,36 +424,24 @@ fn multi_device_split_by_time_takes_the_whole_steps() {
             })
             .collect();
         let want = whole.model.to_host().unwrap();
-        let port = free_port().unwrap();
-        let ranks: Vec<_> = (0..2)
-            .map(|rank| {
-                let (net, params, data) = (net.clone(), params.clone(), data.clone());
-                thread::spawn(move || {
-                    let dev = Device::open(rank).unwrap();
-                    let comm = join(&dev, rank, 2, port);
-                    let model = GpuModel::new(&dev, &net, &params, options).unwrap();
-                    let mut t =
-                        GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate)
-                            .unwrap();
-                    t.parallel(Parallel {
-                        comm,
-                        split: Split::Time,
-                    })
-                    .unwrap();
-                    let half = STEPS / 2;
-                    let losses: Vec<f64> = data
-                        .iter()
-                        .map(|(x, labels)| {
-                            let x = upload(&dev, &steps_of(x, rank * half, (rank + 1) * half));
-                            t.step(&x, labels, half, 1e-2).unwrap().loss
-                        })
-                        .collect();
-                    (losses, t.model.to_host().unwrap())
-                })
+        let got = on_two_gpus(|dev, comm| {
+            let rank = comm.world().rank;
+            let mut t = make(dev);
+            t.parallel(Parallel {
+                comm,
+                split: Split::Time,
             })
-            .collect();
-        let got: Vec<(Vec<f64>, ParamSet<f32>)> =
-            ranks.into_iter().map(|h| h.join().unwrap()).collect();
+            .unwrap();
+            let half = STEPS / 2;
+            let losses: Vec<f64> = data
+                .iter()
+                .map(|(x, labels)| {
+                    let x = upload(dev, &steps_of(x, rank * half, (rank + 1) * half));
+                    t.step(&x, labels, half, 1e-2).unwrap().loss
+                })
+                .collect();
+            (losses, t.model.to_host().unwrap())
+        });
         assert_eq!(
             got[0].1, got[1].1,
             "{plan:?}: both ranks hold the same parameters"
@@ -469,14 +452,6 @@ fn multi_device_split_by_time_takes_the_whole_steps() {
                 "{plan:?}: loss {a} vs {b}"
             );
         }
-        for (g, w) in got[0].1.iter().zip(want.iter()) {
-            for (a, b) in g.data.iter().zip(&w.data) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
-                    "{plan:?}, {}: {a} (split by time) vs {b} (one GPU)",
-                    g.name
-                );
-            }
-        }
+        assert_close(&got[0].1, &want, &format!("{plan:?}"));
     }
 }
