@@ -258,15 +258,7 @@ fn unsplit(dev: &Arc<Device>, data: &[(Vec<f32>, Vec<f32>)], steps: usize, n: us
             let g = DeviceTensor::from_f32(dev, Dtype::F32, &shape, g).unwrap();
             let fwd = layer.forward(&[&x], None, true).unwrap();
             let grads = layer.backward(&[&x], None, &fwd, &[&g], None).unwrap();
-            let w = grads
-                .params
-                .iter()
-                .flatten()
-                .next()
-                .unwrap()
-                .to_f32()
-                .unwrap();
-            grad_w[0] += w[0];
+            grad_w[0] += learned(&grads.params)[0];
             (
                 fwd.outputs[0].to_f32().unwrap(),
                 grads.inputs[0].to_f32().unwrap(),
@@ -302,15 +294,12 @@ fn pipelined(
         .zip(&grads.inputs)
         .map(|(f, dx)| (f.fwd.outputs[0].to_f32().unwrap(), dx[0].to_f32().unwrap()))
         .collect();
-    let w = grads
-        .params
-        .iter()
-        .flatten()
-        .next()
-        .unwrap()
-        .to_f32()
-        .unwrap();
-    (per, w)
+    (per, learned(&grads.params))
+}
+
+/// The gradient of PLIF's one learnable param, on the host.
+fn learned(params: &[Option<DeviceTensor>]) -> Vec<f32> {
+    params.iter().flatten().next().unwrap().to_f32().unwrap()
 }
 
 #[test]
