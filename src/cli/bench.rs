@@ -47,7 +47,8 @@ pub enum Bench {
     #[command(after_help = super::bench_train::TRAIN_AFTER_HELP)]
     Train(super::bench_train::TrainArgs),
     /// Time one neuron layer with its time steps split over several GPUs (the paper's
-    /// MultiGPUTest, forward and backward): speedup, hand-off time and the best GPU count.
+    /// MultiGPUTest, forward and backward): speedup, hand-off time and the best GPU count;
+    /// then Spiking-ResNet18 training split by batch and by time.
     #[command(name = "multi-gpu", after_help = super::bench_multi::MULTI_AFTER_HELP)]
     MultiGpu(super::bench_multi::MultiArgs),
 }

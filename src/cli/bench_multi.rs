@@ -73,7 +73,7 @@ pub struct MultiArgs {
     /// Timed iterations (the median is reported).
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     repeats: u64,
-    /// Leave out the data-parallel Spiking-ResNet18 rows.
+    /// Leave out the Spiking-ResNet18 rows (split by batch and by time).
     #[arg(long)]
     no_resnet: bool,
 }
