@@ -166,8 +166,10 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(text(&out).contains(want), "{}", text(&out));
 }
 
-/// Several processes: `--gpus` without GPUs, `--sync-bn` without several, and a rank whose
-/// launcher's variables do not fit, are clear errors before anything is written.
+/// Several processes: `--gpus` without GPUs, `--sync-bn`, `--split time` or `--bucket-mib`
+/// without several, a split by time that does not divide T or asks for synchronised
+/// batch-norm, and a rank whose launcher's variables do not fit, are clear errors before
+/// anything is written.
 #[test]
 fn a_run_on_several_gpus_that_cannot_start_says_why() {
     let dir = TempDir::new().unwrap();
@@ -193,8 +195,33 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
         ]
     };
     type Env<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&[&str], Env, &str); 6] = [
+    let cases: [(&[&str], Env, &str); 11] = [
         (&["--gpus", "2", "--cpu"], &[], "cannot be used with"),
+        (
+            &["--split", "time"],
+            &[],
+            "--split time shares each step's time steps among GPUs: use it with --gpus N",
+        ),
+        (
+            &["--bucket-mib", "4", "--gpus", "1"],
+            &[],
+            "--bucket-mib sets how gradients travel between GPUs",
+        ),
+        (
+            &["--split", "time", "--gpus", "3", "--steps", "16"],
+            &[],
+            "T = 16 does not split evenly over 3 GPUs",
+        ),
+        (
+            &["--split", "time", "--sync-bn", "--gpus", "2"],
+            &[],
+            "--sync-bn is for --split batch",
+        ),
+        (
+            &["--split", "space", "--gpus", "2"],
+            &[],
+            "[possible values: batch, time]",
+        ),
         (
             &["--sync-bn"],
             &[],

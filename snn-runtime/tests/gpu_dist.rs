@@ -16,14 +16,22 @@ use std::time::Duration;
 
 use gpu_common::{Rng, device};
 use snn_codegen::{Dtype, Layout, Neuron, NeuronIr, zoo};
+use snn_data::{Batch, BatchLayout};
 use snn_nn::models::{spiking_cnn, spiking_mlp};
+use snn_nn::train::{AsInput, RateCode, Trainer};
 use snn_nn::{ImageShape, Loss, Network, Optimizer, ParamSet, init_params};
 use snn_runtime::dist::pipeline::TimePipeline;
 use snn_runtime::dist::rendezvous::free_port;
-use snn_runtime::dist::{Communicator, Parallel, Split, World};
+use snn_runtime::dist::{Communicator, Parallel, Reduce, Split, World};
 use snn_runtime::nn::{ConvMath, GpuModel, GpuTrainer, ModelOptions};
 use snn_runtime::{Device, DeviceTensor};
 use snn_runtime::{LayerConfig, NeuronLayer};
+
+/// Frames ignore the rate code.
+const RATE: RateCode = RateCode {
+    steps: STEPS,
+    seed: 0,
+};
 
 const STEPS: usize = 4;
 
@@ -126,24 +134,47 @@ fn upload(dev: &Arc<Device>, x: &[f32]) -> DeviceTensor {
     DeviceTensor::from_f32(dev, Dtype::F32, &[x.len()], x).unwrap()
 }
 
+/// Gradient bucket sizes: one reduction after the backward pass, one bucket per tensor
+/// (every tensor's reduction started as soon as it is written), PyTorch DDP's default.
+const BUCKETS: [usize; 3] = [0, 1, Parallel::DEFAULT_BUCKET_BYTES];
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test -p snn-runtime -- --ignored gpu"]
 fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
     let dev = device();
     for net in [mlp(), cnn()] {
-        for sync_batch_norm in [false, true] {
-            let what = format!("{} (synchronised batch-norm: {sync_batch_norm})", net.name);
+        let tensors = net
+            .params()
+            .iter()
+            .filter(|p| p.role == snn_nn::Role::Weight)
+            .count();
+        for (sync_batch_norm, bucket_bytes) in [false, true]
+            .into_iter()
+            .flat_map(|s| BUCKETS.map(|b| (s, b)))
+        {
+            let what = format!(
+                "{} (synchronised batch-norm: {sync_batch_norm}, buckets of {bucket_bytes} bytes)",
+                net.name
+            );
             let params = init_params::<f32>(&net, 2).unwrap();
             let mut plain = trainer(&dev, &net, &params);
             let mut ranked = trainer(&dev, &net, &params);
+            (plain.graphs, ranked.graphs) = (true, true);
             let comm = join(&dev, 0, 1, free_port().unwrap());
             ranked
                 .parallel(Parallel {
                     comm,
                     split: Split::Batch { sync_batch_norm },
+                    bucket_bytes,
                 })
                 .unwrap();
             assert_eq!(ranked.model.syncs_batch_norm(), sync_batch_norm);
+            let buckets = ranked.model.gradient_buckets().len();
+            match bucket_bytes {
+                0 => assert_eq!(buckets, 0, "{what}"),
+                1 => assert_eq!(buckets, tensors, "{what}"),
+                _ => assert_eq!(buckets, 1, "{what}"),
+            }
             for (x, labels) in batches(&net, 6, 3) {
                 let x = upload(&dev, &x);
                 let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
@@ -155,6 +186,12 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
                 ranked.model.to_host().unwrap(),
             );
             assert_eq!(a, b, "{what}: one rank's averages are its own");
+            // Steps that call NCCL before their backward pass ends run launch by launch;
+            // the others replay from the second on.
+            assert_eq!(plain.graph_replays(), 2, "{what}");
+            let talks = sync_batch_norm || bucket_bytes > 0;
+            assert_eq!(ranked.model.talks_during_step(), talks, "{what}");
+            assert_eq!(ranked.graph_replays(), if talks { 0 } else { 2 }, "{what}");
         }
     }
     // Misuse: tensors NCCL cannot take are clear errors.
@@ -162,16 +199,19 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
     let mut ranked = trainer(&dev, &net, &init_params::<f32>(&net, 2).unwrap());
     let comm = join(&dev, 0, 1, free_port().unwrap());
     ranked
-        .parallel(Parallel {
+        .parallel(Parallel::new(
             comm,
-            split: Split::Batch {
+            Split::Batch {
                 sync_batch_norm: false,
             },
-        })
+        ))
         .unwrap();
     let comm = ranked.communicator().unwrap();
     let bf16 = DeviceTensor::zeros(&dev, Dtype::BF16, &[4]).unwrap();
-    let err = comm.all_reduce_mean(&bf16).unwrap_err().to_string();
+    let err = comm
+        .all_reduce(&bf16, Reduce::Mean)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("f32"), "{err}");
     let f32s = DeviceTensor::zeros(&dev, Dtype::F32, &[4]).unwrap();
     let small = DeviceTensor::zeros(&dev, Dtype::F32, &[3]).unwrap();
@@ -182,7 +222,10 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
 #[test]
 #[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
 fn multi_device_data_parallel_takes_the_whole_batch_steps() {
-    for (net, sync_batch_norm) in networks() {
+    let runs = networks()
+        .into_iter()
+        .flat_map(|(net, sync)| BUCKETS.map(|b| (net.clone(), sync, b)));
+    for (net, sync_batch_norm, bucket_bytes) in runs {
         let params = init_params::<f32>(&net, 3).unwrap();
         let (batch, steps) = (8, 3);
         let data = batches(&net, batch, steps);
@@ -200,6 +243,7 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
             t.parallel(Parallel {
                 comm,
                 split: Split::Batch { sync_batch_norm },
+                bucket_bytes,
             })
             .unwrap();
             let half = batch / 2;
@@ -211,7 +255,10 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
             t.model.to_host().unwrap()
         });
         // Batch-norm's running statistics too, when synchronised.
-        let what = format!("{} (synchronised batch-norm: {sync_batch_norm})", net.name);
+        let what = format!(
+            "{} (synchronised batch-norm: {sync_batch_norm}, buckets of {bucket_bytes} bytes)",
+            net.name
+        );
         assert_eq!(
             got[0], got[1],
             "{what}: both ranks hold the same parameters"
@@ -362,29 +409,40 @@ fn gpu_one_rank_split_by_time_takes_the_plain_steps() {
     let dev = device();
     let net = cnn();
     let params = init_params::<f32>(&net, 4).unwrap();
-    let mut plain = trainer(&dev, &net, &params);
-    let mut ranked = trainer(&dev, &net, &params);
-    let comm = join(&dev, 0, 1, free_port().unwrap());
-    ranked
-        .parallel(Parallel {
-            comm,
-            split: Split::Time,
-        })
-        .unwrap();
-    for (x, labels) in batches(&net, 6, 3) {
-        let x = upload(&dev, &x);
-        let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
-        let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
-        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    for bucket_bytes in BUCKETS {
+        let mut plain = trainer(&dev, &net, &params);
+        let mut ranked = trainer(&dev, &net, &params);
+        let comm = join(&dev, 0, 1, free_port().unwrap());
+        ranked
+            .parallel(Parallel {
+                comm,
+                split: Split::Time,
+                bucket_bytes,
+            })
+            .unwrap();
+        for (x, labels) in batches(&net, 6, 3) {
+            let x = upload(&dev, &x);
+            let a = plain.step(&x, &labels, STEPS, 1e-2).unwrap();
+            let b = ranked.step(&x, &labels, STEPS, 1e-2).unwrap();
+            assert_eq!(
+                a.loss.to_bits(),
+                b.loss.to_bits(),
+                "buckets of {bucket_bytes}"
+            );
+        }
+        assert_eq!(
+            plain.model.to_host().unwrap(),
+            ranked.model.to_host().unwrap(),
+            "buckets of {bucket_bytes}"
+        );
     }
-    assert_eq!(
-        plain.model.to_host().unwrap(),
-        ranked.model.to_host().unwrap()
-    );
 }
 
 /// Split by time over two GPUs (each half of the steps of the whole batch), with and
-/// without recomputation in time chunks: the steps of one GPU over all of T, to rounding.
+/// without recomputation in time chunks, with one gradient reduction or one per tensor
+/// (interleaved with the hand-offs): the steps of one GPU over all of T, to rounding. Fed
+/// as `snn train` feeds it (the whole batch's frames to every rank, which takes its
+/// chunk), and evaluated by one rank alone over the whole T.
 #[test]
 #[ignore = "needs 2 CUDA GPUs: bash .gpu/run.sh multi_device"]
 fn multi_device_split_by_time_takes_the_whole_steps() {
@@ -392,10 +450,21 @@ fn multi_device_split_by_time_takes_the_whole_steps() {
     let params = init_params::<f32>(&net, 5).unwrap();
     let (batch, steps) = (4, 3);
     let data = batches(&net, batch, steps);
-    for plan in [
+    let frames = |x: &[f32], labels: &[usize]| Batch {
+        indices: (0..batch as u64).collect(),
+        data: x.to_vec(),
+        labels: labels.iter().map(|&l| l as u8).collect(),
+        shape: {
+            let s = net.input_shape();
+            vec![STEPS, batch, s.channels, s.height, s.width]
+        },
+        layout: BatchLayout::TimeMajor,
+    };
+    let plans = [
         snn_nn::ActivationPlan::All,
         snn_nn::ActivationPlan::Spikes { time_chunk: 1 },
-    ] {
+    ];
+    for (plan, bucket_bytes) in plans.into_iter().flat_map(|p| [(p, 0), (p, 1)]) {
         let options = ModelOptions { plan, ..options() };
         let make = |dev: &Arc<Device>| {
             let model = GpuModel::new(dev, &net, &params, options).unwrap();
@@ -413,34 +482,56 @@ fn multi_device_split_by_time_takes_the_whole_steps() {
             })
             .collect();
         let want = whole.model.to_host().unwrap();
+        let (x, labels) = &data[0];
+        let test = frames(x, labels);
+        let want_test = whole.test_batch(test.as_input(RATE)).unwrap();
         let got = on_two_gpus(|dev, comm| {
             let rank = comm.world().rank;
             let mut t = make(dev);
             t.parallel(Parallel {
                 comm,
                 split: Split::Time,
+                bucket_bytes,
             })
             .unwrap();
             let half = STEPS / 2;
             let losses: Vec<f64> = data
                 .iter()
-                .map(|(x, labels)| {
-                    let x = upload(dev, &steps_of(x, rank * half, (rank + 1) * half));
-                    t.step(&x, labels, half, 1e-2).unwrap().loss
+                .enumerate()
+                .map(|(i, (x, labels))| match i % 2 {
+                    // As `snn train`: every rank the whole batch, of which it takes its steps.
+                    0 => {
+                        let b = frames(x, labels);
+                        t.train_batch(b.as_input(RATE), 1e-2).unwrap().loss
+                    }
+                    _ => {
+                        let x = upload(dev, &steps_of(x, rank * half, (rank + 1) * half));
+                        t.step(&x, labels, half, 1e-2).unwrap().loss
+                    }
                 })
                 .collect();
-            (losses, t.model.to_host().unwrap())
+            // Rank 0 alone evaluates, over the whole T.
+            let test = (rank == 0).then(|| t.test_batch(test.as_input(RATE)).unwrap());
+            (losses, t.model.to_host().unwrap(), test)
         });
+        let what = format!("{plan:?}, buckets of {bucket_bytes} bytes");
         assert_eq!(
             got[0].1, got[1].1,
-            "{plan:?}: both ranks hold the same parameters"
+            "{what}: both ranks hold the same parameters"
         );
         for (a, b) in got[0].0.iter().zip(&losses) {
             assert!(
                 (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                "{plan:?}: loss {a} vs {b}"
+                "{what}: loss {a} vs {b}"
             );
         }
-        assert_close(&got[0].1, &want, &format!("{plan:?}"));
+        assert_close(&got[0].1, &want, &what);
+        let test = got[0].2.as_ref().unwrap();
+        assert!(
+            (test.loss - want_test.loss).abs() <= 1e-4 * want_test.loss.abs().max(1.0),
+            "{what}: test loss {} vs {}",
+            test.loss,
+            want_test.loss
+        );
     }
 }

@@ -177,15 +177,16 @@ fn spikes(
 }
 
 /// The median time of one training iteration of `net` on GPUs `0..gpus` (one thread and
-/// NCCL rank each; Adam), CUDA events on rank 0's stream: split by batch, `batch` samples
-/// per GPU over `steps` steps (with the same work per GPU, perfect scaling keeps the 1-GPU
-/// time); split by time, `steps / gpus` steps of the `batch` samples per GPU (perfect
-/// scaling divides the 1-GPU time by `gpus`).
+/// NCCL rank each; Adam; gradients in buckets of `bucket_bytes`, see
+/// [`Parallel::bucket_bytes`]), CUDA events on rank 0's stream: split by batch, `batch`
+/// samples per GPU over `steps` steps (with the same work per GPU, perfect scaling keeps
+/// the 1-GPU time); split by time, `steps / gpus` steps of the `batch` samples per GPU
+/// (perfect scaling divides the 1-GPU time by `gpus`).
 pub fn time_parallel(
     net: &snn_nn::Network,
     gpus: usize,
     (steps, batch): (usize, usize),
-    split: Split,
+    (split, bucket_bytes): (Split, usize),
     options: crate::nn::ModelOptions,
     repeats: usize,
 ) -> Result<f64, RuntimeError> {
@@ -208,7 +209,11 @@ pub fn time_parallel(
                 let comm = Communicator::join(&dev, &World::local(rank, gpus, port), JOIN_TIMEOUT)?;
                 let mut trainer = super::adam_trainer(&dev, &net, 0, options)?;
                 trainer.graphs = true;
-                trainer.parallel(Parallel { comm, split })?;
+                trainer.parallel(Parallel {
+                    comm,
+                    split,
+                    bucket_bytes,
+                })?;
                 // Split by time, every rank holds steps of the same samples and labels.
                 let seed = match split {
                     Split::Time => 0,

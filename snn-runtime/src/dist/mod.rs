@@ -1,26 +1,49 @@
 //! Several processes, one GPU each: who is who ([`World`], from torchrun's or Slurm's
 //! environment), how they find each other ([`rendezvous`]: rank 0's TCP port hands every
 //! rank the same bytes, NCCL's unique id; neither needs a GPU), how they talk
-//! ([`Communicator`], NCCL's collectives on each device's stream), and the paper's
-//! pipeline over time chunks ([`pipeline`]).
+//! ([`Communicator`], NCCL's collectives in order with each device's work), which gradients
+//! travel while the backward pass runs ([`buckets`]), and the paper's pipeline over time
+//! chunks ([`pipeline`]).
 
+pub mod buckets;
 pub mod nccl;
 pub mod pipeline;
 pub mod rendezvous;
 pub mod world;
 
-pub use nccl::Communicator;
+pub use nccl::{Communicator, Reduce};
 pub use world::{Launcher, World};
 
 use thiserror::Error;
 
 /// How a model takes part in a run of several ranks: `comm` joins them, `split` says how
-/// they share each training step.
+/// they share each training step, `bucket_bytes` how its gradients travel.
 #[derive(Debug)]
 pub struct Parallel {
     /// This process's member of the run's communicator.
     pub comm: Communicator,
     pub split: Split,
+    /// Gradients are reduced in buckets of about this many bytes, each as soon as the
+    /// backward pass has written it, while the device computes the rest ([`buckets`]; as
+    /// PyTorch's DDP, whose `bucket_cap_mb` is 25 by default). 0: in one reduction after
+    /// the backward pass, which leaves the step free of NCCL calls, so that it can be
+    /// replayed from a CUDA graph.
+    pub bucket_bytes: usize,
+}
+
+impl Parallel {
+    /// PyTorch DDP's default bucket size, 25 MiB.
+    pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+    /// `comm`'s rank of a run split as `split`, with gradients in buckets of the default
+    /// size.
+    pub fn new(comm: Communicator, split: Split) -> Self {
+        Self {
+            comm,
+            split,
+            bucket_bytes: Self::DEFAULT_BUCKET_BYTES,
+        }
+    }
 }
 
 /// How the ranks of a run share each training step.
@@ -39,6 +62,18 @@ pub enum Split {
     /// are summed over the ranks. Training is that of one GPU over the whole T, to
     /// rounding.
     Time,
+}
+
+impl Split {
+    /// How the ranks' gradients combine: averaged over parts of the batch (each rank's
+    /// loss is a mean over its part), summed over chunks of time (each rank's gradient is
+    /// its part of the one loss's).
+    pub fn gradients(self) -> Reduce {
+        match self {
+            Split::Batch { .. } => Reduce::Mean,
+            Split::Time => Reduce::Sum,
+        }
+    }
 }
 
 /// Why the processes of a run could not be set up together.

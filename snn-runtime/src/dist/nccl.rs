@@ -1,5 +1,9 @@
 //! The processes' one channel for training traffic: an NCCL communicator over the ranks of
-//! a [`World`], its collectives queued on each device's stream like every other launch.
+//! a [`World`]. Its work goes on a stream of its own, so that a gradient bucket's
+//! all-reduce can travel while the device computes ([`Communicator::all_reduce_in_background`]);
+//! every other call is joined to the device's stream both ways, so it runs after the
+//! kernels queued before it and before those queued after, like any launch. One stream per
+//! communicator keeps NCCL's work in the order it was queued, the same on every rank.
 //!
 //! NCCL's functions are called through cudarc's declarations (`cudarc::nccl::sys`) but
 //! looked up in the library that [`crate::libs::nccl`] found: cudarc's own loader asks only
@@ -11,6 +15,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use cudarc::driver::{CudaEvent, CudaStream};
 use cudarc::nccl::sys::{
     cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclResult_t, ncclUniqueId,
 };
@@ -141,12 +146,25 @@ enum Direction {
     Receive,
 }
 
+/// How values combine over the ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Mean,
+}
+
 /// This process's member of the run's NCCL communicator.
 pub struct Communicator {
     api: &'static Api,
     comm: ncclComm_t,
     device: Arc<Device>,
     world: World,
+    /// The stream all of this member's NCCL work is queued on.
+    stream: Arc<CudaStream>,
+    /// Marks the device's work that the next NCCL call waits for.
+    queued: CudaEvent,
+    /// Marks the NCCL work that the device's stream waits for.
+    landed: CudaEvent,
 }
 
 // SAFETY: an NCCL communicator may be called from any thread, one call at a time (NCCL
@@ -205,11 +223,18 @@ impl Communicator {
             || format!("rank {rank} of {size} joining the NCCL communicator"),
             r,
         )?;
+        let driver = |e| RuntimeError::driver("creating the communicator's stream", e);
+        let stream = device.stream.fork().map_err(driver)?;
+        let queued = device.ctx.new_event(None).map_err(driver)?;
+        let landed = device.ctx.new_event(None).map_err(driver)?;
         Ok(Self {
             api,
             comm,
             device: device.clone(),
             world: world.clone(),
+            stream,
+            queued,
+            landed,
         })
     }
 
@@ -221,28 +246,43 @@ impl Communicator {
         &self.device
     }
 
-    /// Replaces `t` (f32, on this communicator's device) with its mean over the ranks, in
-    /// place, queued on the device's stream.
-    pub fn all_reduce_mean(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.all_reduce("averaging", t, ncclRedOp_t::ncclAvg)
+    /// Replaces `t` (f32, on this communicator's device) with its sum or mean over the
+    /// ranks, in place, in order with the work on the device's stream.
+    pub fn all_reduce(&self, t: &DeviceTensor, op: Reduce) -> Result<(), RuntimeError> {
+        self.reduce(t, op, Join::Now)
     }
 
-    /// Replaces `t` (f32, on this communicator's device) with its sum over the ranks, in
-    /// place, queued on the device's stream.
-    pub fn all_reduce_sum(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.all_reduce("summing", t, ncclRedOp_t::ncclSum)
-    }
-
-    fn all_reduce(
+    /// Starts replacing `t` with its reduction over the ranks, after the work queued on
+    /// the device's stream so far, without making the device wait for it: the device
+    /// computes on while the values travel. Until [`Communicator::catch_up`], nothing on
+    /// the device's stream may read or write `t`, and `t`'s memory must stay `t`'s (a
+    /// tensor that lives as long as the model, such as its gradient buffer).
+    pub(crate) fn all_reduce_in_background(
         &self,
-        doing: &str,
         t: &DeviceTensor,
-        op: ncclRedOp_t,
+        op: Reduce,
     ) -> Result<(), RuntimeError> {
-        self.collective(doing, t, |p, stream| {
+        self.reduce(t, op, Join::Later)
+    }
+
+    /// Makes the device's stream wait for all the NCCL work queued so far (the reductions
+    /// started in the background).
+    pub(crate) fn catch_up(&self) -> Result<(), RuntimeError> {
+        let driver = |e| RuntimeError::driver("waiting for NCCL's work", e);
+        self.landed.record(&self.stream).map_err(driver)?;
+        self.device.stream.wait(&self.landed).map_err(driver)
+    }
+
+    fn reduce(&self, t: &DeviceTensor, op: Reduce, join: Join) -> Result<(), RuntimeError> {
+        let (doing, op) = match op {
+            Reduce::Sum => ("summing", ncclRedOp_t::ncclSum),
+            Reduce::Mean => ("averaging", ncclRedOp_t::ncclAvg),
+        };
+        self.collective(doing, t, join, |p, stream| {
             // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
-            // (checked), read and written in place on its stream, in order with the
-            // kernels around.
+            // (checked), read and written in place on the communicator's stream, after
+            // the kernels queued before (and, joined now, before those queued after; in
+            // the background, the caller keeps `t` alive and untouched until it joins).
             unsafe {
                 (self.api.all_reduce)(
                     p,
@@ -258,14 +298,14 @@ impl Communicator {
     }
 
     /// Sends `t` (f32, on this communicator's device) to rank `peer`, which must
-    /// [`Communicator::recv`] as many values; queued on the device's stream, whose later
-    /// work waits until the peer has them.
+    /// [`Communicator::recv`] as many values; the device's later work waits until the
+    /// peer has them.
     pub fn send(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
         self.point_to_point(Direction::Send, t, peer)
     }
 
     /// Receives into `t` (f32, on this communicator's device) what rank `peer`
-    /// [`Communicator::send`]s, queued on the device's stream.
+    /// [`Communicator::send`]s, in order with the work on the device's stream.
     pub fn recv(&self, t: &DeviceTensor, peer: usize) -> Result<(), RuntimeError> {
         self.point_to_point(Direction::Receive, t, peer)
     }
@@ -299,11 +339,12 @@ impl Communicator {
             Direction::Send => format!("sending to rank {peer}"),
             Direction::Receive => format!("receiving from rank {peer}"),
         };
-        self.collective(&doing, t, |p, stream| {
+        self.collective(&doing, t, Join::Now, |p, stream| {
             let (n, dtype, comm) = (t.len(), ncclDataType_t::ncclFloat32, self.comm);
             // SAFETY: `p` addresses `t`'s f32 values on this communicator's device
-            // (checked): NCCL reads them (send) or writes them (receive) on the device's
-            // stream, in order with the kernels around.
+            // (checked): NCCL reads them (send) or writes them (receive) on the
+            // communicator's stream, joined to the device's both ways, in order with the
+            // kernels around.
             unsafe {
                 match direction {
                     Direction::Send => (self.api.send)(p, n, dtype, rank, comm, stream),
@@ -329,8 +370,8 @@ impl Communicator {
 
     /// Replaces `t` (f32, on this communicator's device) with rank 0's `t`, in place.
     pub fn broadcast_from_rank0(&self, t: &DeviceTensor) -> Result<(), RuntimeError> {
-        self.collective("broadcasting", t, |p, stream| {
-            // SAFETY: as in `all_reduce_mean`.
+        self.collective("broadcasting", t, Join::Now, |p, stream| {
+            // SAFETY: as in `reduce`, joined now.
             unsafe {
                 (self.api.broadcast)(
                     p,
@@ -361,10 +402,11 @@ impl Communicator {
             ));
         }
         self.takes("gathering", all)?;
-        self.collective("gathering", t, |p, stream| {
+        self.collective("gathering", t, Join::Now, |p, stream| {
             // SAFETY: `p` addresses `t`'s f32 values and `all` has room for `t.len()` of
             // them per rank (both checked, on this communicator's device); NCCL reads `t`
-            // and writes `all` on the device's stream, in order with the kernels around.
+            // and writes `all` on the communicator's stream, joined to the device's both
+            // ways, in order with the kernels around.
             unsafe {
                 (self.api.all_gather)(
                     p,
@@ -394,12 +436,14 @@ impl Communicator {
         Ok(())
     }
 
-    /// Runs `op` on `t`'s address and the device's stream after checking that NCCL can
-    /// take `t`.
+    /// Runs `op` on `t`'s address and the communicator's stream, after the work queued
+    /// on the device's stream so far, having checked that NCCL can take `t`; with
+    /// [`Join::Now`], the device's later work waits for it.
     fn collective(
         &self,
         doing: &str,
         t: &DeviceTensor,
+        join: Join,
         op: impl FnOnce(*mut c_void, cudaStream_t) -> ncclResult_t,
     ) -> Result<(), RuntimeError> {
         self.takes(doing, t)?;
@@ -407,16 +451,32 @@ impl Communicator {
             return Ok(());
         }
         self.device.bind()?;
-        // All work on a device is queued on its one stream, NCCL's too: the collective runs
-        // after the kernels that wrote the tensor and before those that read it.
-        let stream = self.device.stream.cu_stream() as cudaStream_t;
-        let r = op(t.ptr() as *mut c_void, stream);
+        let driver = |e| RuntimeError::driver("queueing NCCL's work after the device's", e);
+        self.queued.record(&self.device.stream).map_err(driver)?;
+        self.stream.wait(&self.queued).map_err(driver)?;
+        let r = op(
+            t.ptr() as *mut c_void,
+            self.stream.cu_stream() as cudaStream_t,
+        );
         check(
             self.api,
             || format!("{doing} {} values over {} ranks", t.len(), self.world.size),
             r,
-        )
+        )?;
+        match join {
+            Join::Now => self.catch_up(),
+            Join::Later => Ok(()),
+        }
     }
+}
+
+/// When the device's stream waits for an NCCL call.
+#[derive(Clone, Copy, Debug)]
+enum Join {
+    /// Before its next work: the call is one more launch in the device's order.
+    Now,
+    /// At [`Communicator::catch_up`].
+    Later,
 }
 
 impl Drop for Communicator {

@@ -20,7 +20,7 @@
 
 use snn_codegen::Dtype;
 
-use super::Communicator;
+use super::{Communicator, Reduce};
 use crate::error::RuntimeError;
 use crate::layer::{LayerForward, LayerGradients, NeuronLayer};
 use crate::tensor::DeviceTensor;
@@ -165,7 +165,7 @@ impl<'a> TimePipeline<'a> {
         }
         let params = params.unwrap_or_default();
         for p in params.iter().flatten() {
-            self.comm.all_reduce_sum(p)?;
+            self.comm.all_reduce(p, Reduce::Sum)?;
         }
         Ok(PipelineGrads {
             inputs: input_grads,

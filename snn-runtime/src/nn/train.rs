@@ -176,11 +176,7 @@ impl GpuTrainer {
         };
         self.loss.upload(steps * ranks, labels)?;
         self.forward_backward(x, steps, batch)?;
-        match (self.model.split(), self.model.communicator()) {
-            (Some(Split::Time), Some(comm)) => comm.all_reduce_sum(self.model.grads())?,
-            (_, Some(comm)) => comm.all_reduce_mean(self.model.grads())?,
-            _ => {}
-        }
+        self.model.reduce_gradients()?;
         let dev = self.device().clone();
         let grad_norm = self
             .clip
@@ -216,9 +212,8 @@ impl GpuTrainer {
         batch: usize,
     ) -> Result<(), RuntimeError> {
         // Profiling times each layer with events of its own: launch by launch.
-        // Synchronised batch-norm (and so a split by time) calls NCCL inside the step: it
-        // runs launch by launch.
-        if !self.graphs || self.model.is_profiling() || self.model.syncs_batch_norm() {
+        // A step that calls NCCL before its backward pass ends runs launch by launch.
+        if !self.graphs || self.model.is_profiling() || self.model.talks_during_step() {
             self.graph = None;
             return self.eager(x, steps, batch);
         }
@@ -354,6 +349,37 @@ impl GpuTrainer {
         Ok(x)
     }
 
+    /// This rank's chunk of `x`'s `steps` time steps (`[T, B, ...]`, time-major) and how
+    /// many they are, when the run is split by time; else `x` whole.
+    fn time_chunk(
+        &self,
+        x: DeviceTensor,
+        steps: usize,
+    ) -> Result<(DeviceTensor, usize), RuntimeError> {
+        let (Some(Split::Time), Some(comm)) = (self.model.split(), self.model.communicator())
+        else {
+            return Ok((x, steps));
+        };
+        let (rank, size) = (comm.world().rank, comm.world().size);
+        if !steps.is_multiple_of(size) || !x.len().is_multiple_of(steps) {
+            return Err(RuntimeError::invalid(
+                "split by time",
+                format!(
+                    "T = {steps} does not split evenly over {size} ranks: give T a multiple of {size}"
+                ),
+            ));
+        }
+        let (chunk, per_step) = (steps / size, x.len() / steps);
+        let shape: Vec<usize> = std::iter::once(chunk)
+            .chain(x.shape.iter().skip(1).copied())
+            .collect();
+        let shape = match shape.iter().product::<usize>() == chunk * per_step {
+            true => shape,
+            false => vec![chunk * per_step],
+        };
+        Ok((x.view(rank * chunk * per_step, &shape)?, chunk))
+    }
+
     /// The uploader, with room for a batch of `data` and `labels`.
     fn uploader<E>(&mut self, data: &[E], labels: &[u8]) -> Result<&mut Uploader, RuntimeError> {
         let bytes = size_of_val(data) + labels.len();
@@ -401,9 +427,12 @@ impl Trainer for GpuTrainer {
         self.step
     }
 
+    /// Split by time, the batch is the whole run's: this rank steps through its chunk of
+    /// its time steps.
     fn train_batch(&mut self, input: Input<'_>, lr: f64) -> Result<StepStats, TrainError> {
         let x = self.upload(input)?;
-        Ok(self.step(&x, &input.labels(), input.steps(), lr)?)
+        let (x, steps) = self.time_chunk(x, input.steps())?;
+        Ok(self.step(&x, &input.labels(), steps, lr)?)
     }
 
     fn test_batch(&mut self, input: Input<'_>) -> Result<StepStats, TrainError> {

@@ -120,6 +120,21 @@ pub enum ScheduleArg {
     Cosine,
 }
 
+/// How the GPUs of a run share each training step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitArg {
+    /// Data parallel: each GPU its shard of every epoch, --batch samples per step each,
+    /// gradients averaged (PyTorch's DistributedDataParallel).
+    #[default]
+    Batch,
+    /// The temporal-fusion paper's scheme: every GPU the same --batch samples, GPU k their
+    /// k-th chunk of T/N time steps, neuron states handed from GPU to GPU, batch-norm over
+    /// all of T x B; one GPU's training over the whole T, to rounding, in 1/N of the
+    /// memory per GPU (for long T).
+    Time,
+}
+
 /// How activations are stored on a GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -159,6 +174,10 @@ pub struct RunConfig {
     /// from before it existed: off).
     #[serde(default)]
     pub sync_bn: bool,
+    /// How several GPUs share each step (absent in checkpoints from before it existed:
+    /// by batch).
+    #[serde(default)]
+    pub split: SplitArg,
 }
 
 impl RunConfig {

@@ -36,10 +36,10 @@ pub enum Data {
 /// training loader serves `shard` of every epoch.
 pub fn open(
     config: &RunConfig,
-    shard: Shard,
+    share: Share,
     data_dir: impl FnOnce() -> Result<std::path::PathBuf>,
 ) -> Result<Data> {
-    let loaders = |train, test| loaders(config, shard, train, test);
+    let loaders = |train, test| loaders(config, share, train, test);
     let images = |load: &dyn Fn(Split) -> Result<ImageDataset>| -> Result<Data> {
         let (train, test) = (load(Split::Train)?, load(Split::Test)?);
         Ok(Data::Images(loaders(train, test)?))
@@ -64,7 +64,7 @@ pub fn open(
             };
             Ok(Data::NMnist(self::loaders(
                 config,
-                shard,
+                share,
                 split(Split::Train)?,
                 split(Split::Test)?,
             )?))
@@ -83,7 +83,7 @@ pub fn open(
             };
             Ok(Data::Gesture(self::loaders(
                 config,
-                shard,
+                share,
                 split(Split::Train)?,
                 split(Split::Test)?,
             )?))
@@ -118,18 +118,42 @@ fn read<T>(result: Result<T, DataError>, dir: &Path, name: &str) -> Result<T> {
     })
 }
 
-/// Seeded, shuffled training batches (of `shard` of every epoch) and in-order test batches.
-fn loaders<D: Dataset>(config: &RunConfig, shard: Shard, train: D, test: D) -> Result<Loaders<D>> {
+/// What of the data one process of a run sees.
+#[derive(Clone, Copy, Debug)]
+pub struct Share {
+    /// Its part of every training epoch.
+    pub shard: Shard,
+    /// Samples per test batch.
+    pub test_batch: usize,
+}
+
+impl Share {
+    /// All of the data, with test batches of `test_batch` samples.
+    pub fn whole(test_batch: usize) -> Self {
+        Self {
+            shard: Shard::WHOLE,
+            test_batch,
+        }
+    }
+}
+
+/// Seeded, shuffled training batches (of the share's shard of every epoch) and in-order
+/// test batches.
+fn loaders<D: Dataset>(config: &RunConfig, share: Share, train: D, test: D) -> Result<Loaders<D>> {
     let shape = train.sample_shape();
     let [c, h, w] = shape[shape.len().saturating_sub(3)..] else {
         anyhow::bail!("samples of shape {shape:?} are not images or frames");
     };
     let loader = |data: D, shuffle| {
         let settings = LoaderConfig {
-            batch_size: config.batch,
+            batch_size: if shuffle {
+                config.batch
+            } else {
+                share.test_batch
+            },
             shuffle,
             seed: config.seed,
-            shard: if shuffle { shard } else { Shard::WHOLE },
+            shard: if shuffle { share.shard } else { Shard::WHOLE },
             ..LoaderConfig::default()
         };
         Loader::new(Arc::new(data), settings).context("setting up the loader")

@@ -30,9 +30,9 @@ use super::Switch;
 
 pub use self::config::StorageArg;
 use self::config::{
-    ArchArg, CONFIG_KEY, DatasetArg, OptimizerArg, RunConfig, ScheduleArg, parse_param,
+    ArchArg, CONFIG_KEY, DatasetArg, OptimizerArg, RunConfig, ScheduleArg, SplitArg, parse_param,
 };
-use self::data::{Data, Loaders};
+use self::data::{Data, Loaders, Share};
 use self::observer::RunObserver;
 
 /// What `snn train --help` prints after the options.
@@ -58,7 +58,9 @@ Examples:
   snn train --dataset mnist --arch spiking-resnet18 --neuron lif --neuron-param tau=3
   snn train --dataset dvs-gesture --epochs 5 --out runs/gesture
   snn train --dataset cifar10 --storage narrow
-  snn train --dataset mnist --resume runs/mnist/last.safetensors --epochs 10";
+  snn train --dataset mnist --resume runs/mnist/last.safetensors --epochs 10
+  snn train --dataset cifar10 --gpus 4
+  snn train --dataset cifar10 --gpus 4 --split time --steps 1024";
 
 /// `snn train`: options.
 #[derive(Debug, Args)]
@@ -139,6 +141,15 @@ pub struct TrainArgs {
     /// batch-norm then talks to the other GPUs, and steps are not replayed from CUDA graphs.
     #[arg(long)]
     sync_bn: bool,
+    /// With several GPUs: how they share each step.
+    #[arg(long, value_enum, default_value_t = SplitArg::Batch)]
+    split: SplitArg,
+    /// With several GPUs: gradients travel in buckets of about this many MiB, each as soon
+    /// as the backward pass has written it, while the GPU computes the rest (PyTorch DDP's
+    /// bucket_cap_mb); 0: in one reduction after the backward pass, so that steps without
+    /// other NCCL calls replay from CUDA graphs [default: 25].
+    #[arg(long, value_name = "MIB")]
+    bucket_mib: Option<usize>,
 }
 
 /// Where data comes from and where the run computes.
@@ -212,6 +223,7 @@ impl TrainArgs {
             storage: self.storage,
             max_batches: self.max_batches.map(|m| m as usize),
             sync_bn: self.sync_bn,
+            split: self.split,
         }
     }
 }
@@ -227,6 +239,8 @@ struct Run {
     best: Option<f64>,
     /// This process's rank, when the run has several.
     world: Option<World>,
+    /// With several ranks: the size of the gradient buckets ([`Parallel::bucket_bytes`]).
+    bucket_bytes: usize,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -236,17 +250,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
         .transpose()
         .context("--gpus is too large")?;
     let world = ranks::world(gpus)?;
+    let config = args.config();
+    let ranks = world.as_ref().map_or(gpus.unwrap_or(1), |w| w.size);
+    ranks::check(&config, ranks, args.bucket_mib)?;
     if let (None, Some(n @ 2..)) = (&world, gpus) {
         return ranks::launch(n);
     }
-    if args.sync_bn && world.is_none() {
-        bail!(
-            "--sync-bn synchronises batch-norm over the GPUs of a data-parallel run: use it \
-             with --gpus N (2 or more), or in processes started by torchrun or Slurm"
-        );
-    }
+    let bucket_bytes = args
+        .bucket_mib
+        .map_or(Some(Parallel::DEFAULT_BUCKET_BYTES), |m| {
+            m.checked_mul(1 << 20)
+        })
+        .context("--bucket-mib is too large")?;
     let main = world.as_ref().is_none_or(World::is_main);
-    let config = args.config();
     let start = match &args.resume {
         Some(path) => Some(resume_point(path, &config)?),
         None => None,
@@ -255,12 +271,21 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let (dataset, arch) = (config.dataset.name(), config.arch.name());
         PathBuf::from("runs").join(format!("{dataset}-{arch}-{}", config.neuron))
     });
-    let shard = world.as_ref().map_or(Shard::WHOLE, |w| Shard {
-        index: w.rank,
-        count: w.size,
-    });
+    // Split by time, every rank steps through the same batches, and rank 0 evaluates over
+    // the whole T in batches of B / G samples, which need the memory of a training chunk.
+    let share = match (&world, config.split) {
+        (Some(w), SplitArg::Batch) => Share {
+            shard: Shard {
+                index: w.rank,
+                count: w.size,
+            },
+            test_batch: config.batch,
+        },
+        (Some(w), SplitArg::Time) => Share::whole(config.batch.div_ceil(w.size)),
+        (None, _) => Share::whole(config.batch),
+    };
     let data_dir = || Ok(data_dir(args.place.data_dir.as_deref())?);
-    let data = data::open(&config, shard, data_dir)?;
+    let data = data::open(&config, share, data_dir)?;
     let plan = match args.time_chunk {
         Some(k) => ActivationPlan::Spikes {
             time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
@@ -286,8 +311,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 .with_context(|| format!("creating the output folder {}", out.display()))?;
         }
         let best = best_so_far(&out, args.resume.is_some());
+        // Split by time, each rank holds its chunk of the steps.
+        let steps = match (&world, config.split) {
+            (Some(w), SplitArg::Time) => config.steps / w.size,
+            _ => config.steps,
+        };
         let backend = match budget {
-            Some(bytes) => within_budget(backend, &net, &config, bytes)?,
+            Some(bytes) => within_budget(backend, &net, (steps, config.batch), bytes)?,
             None => backend,
         };
         Ok(Run {
@@ -298,6 +328,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             start,
             best,
             world,
+            bucket_bytes,
         })
     };
     match data {
@@ -317,12 +348,12 @@ pub(crate) fn budget_gib(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `backend` (a GPU) with the fastest plan whose predicted peak fits `budget` bytes,
-/// which it prints with the plans that did not fit.
+/// `backend` (a GPU) with the fastest plan whose predicted peak for `(steps, batch)` fits
+/// `budget` bytes, which it prints with the plans that did not fit.
 fn within_budget(
     backend: Backend,
     net: &Network,
-    config: &RunConfig,
+    (steps, batch): (usize, usize),
     budget: usize,
 ) -> Result<Backend> {
     let Backend::Gpu {
@@ -334,12 +365,10 @@ fn within_budget(
         return Ok(backend);
     };
     eprintln!(
-        "fitting T = {}, B = {} in {:.2} GiB: probing the peak of each plan at T/4 and T/2",
-        config.steps,
-        config.batch,
+        "fitting T = {steps}, B = {batch} in {:.2} GiB: probing the peak of each plan at T/4 and T/2",
         gib(budget)
     );
-    let fit = memory::fit_on_device(&device, net, (config.steps, config.batch), options, budget)
+    let fit = memory::fit_on_device(&device, net, (steps, batch), options, budget)
         .context("choosing what the training passes keep (--memory-budget)")?;
     for (o, p) in &fit.rejected {
         eprintln!("  {}: {}", o.kept(), predicted(p.as_ref()));
@@ -511,16 +540,23 @@ where
         start,
         best,
         world,
+        bucket_bytes,
     } = run;
     let optimizer = config.optimizer();
-    let spread = world.as_ref().map_or(String::new(), |w| {
-        let bn = if config.sync_bn {
-            ", batch-norm synchronised"
-        } else {
-            ""
-        };
-        format!(" per GPU, data parallel over {} GPUs{bn}", w.size)
-    });
+    let spread = world
+        .as_ref()
+        .map_or(String::new(), |w| match config.split {
+            SplitArg::Batch if config.sync_bn => format!(
+                " per GPU, data parallel over {} GPUs, batch-norm synchronised",
+                w.size
+            ),
+            SplitArg::Batch => format!(" per GPU, data parallel over {} GPUs", w.size),
+            SplitArg::Time => format!(
+                ", split by time over {} GPUs ({} steps each)",
+                w.size,
+                config.steps / w.size
+            ),
+        });
     let kept = match backend.plan() {
         ActivationPlan::Spikes { time_chunk } => format!(
             "; the backward recomputes from spikes and neuron states kept every {time_chunk} steps"
@@ -533,11 +569,16 @@ where
         (Some(w), Backend::Gpu { device, .. }) => {
             let comm = Communicator::join(device, w, ranks::JOIN_TIMEOUT)
                 .with_context(|| format!("rank {} of {} joining the run", w.rank, w.size))?;
-            let rank = Parallel {
-                comm,
-                split: Split::Batch {
+            let split = match config.split {
+                SplitArg::Batch => Split::Batch {
                     sync_batch_norm: config.sync_bn,
                 },
+                SplitArg::Time => Split::Time,
+            };
+            let rank = Parallel {
+                comm,
+                split,
+                bucket_bytes,
             };
             backend.rank_trainer(&net, &start, optimizer, loss, None, rank)
         }
@@ -649,7 +690,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         config.batch = batch as usize;
     }
     let data_dir = || Ok(data_dir(args.place.data_dir.as_deref())?);
-    let data = data::open(&config, Shard::WHOLE, data_dir)?;
+    let data = data::open(&config, Share::whole(config.batch), data_dir)?;
     let backend = backend(&args.place, &config, ActivationPlan::All)?;
     match data {
         Data::Images(l) => eval_on(&config, backend, &ckpt, &args.checkpoint, l),

@@ -1,8 +1,9 @@
 //! `snn train` on several GPUs. `--gpus N` starts N processes of this very command, one per
 //! GPU, with torchrun's variables set; a process that finds such variables (from that, from
-//! torchrun or from Slurm) is one rank of a data-parallel run: it trains on its shard of
-//! every epoch and averages gradients with the others over NCCL, and rank 0 alone prints,
-//! evaluates and writes metrics and checkpoints.
+//! torchrun or from Slurm) is one rank of the run: split by batch, it trains on its shard
+//! of every epoch and averages gradients with the others over NCCL; split by time, on its
+//! chunk of the time steps of every batch, handing neuron states on. Rank 0 alone prints,
+//! evaluates (over the whole T) and writes metrics and checkpoints.
 
 use std::process::{Child, Command, ExitStatus};
 use std::thread;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use snn::runtime::Device;
 use snn::runtime::dist::{World, rendezvous};
+
+use super::config::{RunConfig, SplitArg};
 
 /// How long ranks wait for each other to start, and rank 0's TCP rendezvous.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -32,6 +35,42 @@ pub fn world(gpus: Option<usize>) -> Result<Option<World>> {
         );
     }
     Ok(Some(world))
+}
+
+/// Refuses what a run of `ranks` processes cannot do with `config` (and `--bucket-mib`),
+/// before any of them starts.
+pub fn check(config: &RunConfig, ranks: usize, bucket_mib: Option<usize>) -> Result<()> {
+    let several = "with --gpus N (2 or more), or in processes started by torchrun or Slurm";
+    if ranks < 2 {
+        if config.sync_bn {
+            bail!(
+                "--sync-bn synchronises batch-norm over the GPUs of a data-parallel run: use \
+                 it {several}"
+            );
+        }
+        if config.split != SplitArg::Batch {
+            bail!("--split time shares each step's time steps among GPUs: use it {several}");
+        }
+        if bucket_mib.is_some() {
+            bail!("--bucket-mib sets how gradients travel between GPUs: use it {several}");
+        }
+    }
+    if config.split == SplitArg::Time {
+        if config.sync_bn {
+            bail!(
+                "--sync-bn is for --split batch: split by time, batch-norm always takes the \
+                 statistics of the whole T x B"
+            );
+        }
+        if !config.steps.is_multiple_of(ranks) {
+            bail!(
+                "--split time: T = {} does not split evenly over {ranks} GPUs; give --steps a \
+                 multiple of {ranks}",
+                config.steps
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs this command again as `n` ranks on GPUs `0..n` of this machine, meeting on a free

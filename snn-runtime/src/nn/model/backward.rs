@@ -7,7 +7,9 @@ use super::*;
 impl GpuModel {
     /// Writes the gradient of every trained tensor into [`GpuModel::grads`] (overwriting
     /// it), from `grad_output` = dL/d(output), `[T * B, K]`. Consumes the trace: its
-    /// tensors return to the pool as soon as the backward pass is done with them.
+    /// tensors return to the pool as soon as the backward pass is done with them. On one
+    /// rank of several, the gradients are this rank's until [`GpuModel::reduce_gradients`]
+    /// (whose reductions, in buckets, start here).
     pub fn backward(
         &mut self,
         mut trace: GpuTrace,
@@ -58,7 +60,10 @@ impl GpuModel {
             )?,
             true,
         ));
+        // One rank of several: each gradient bucket travels once it is written.
+        let mut bucket = 0;
         for id in (1..nodes.len()).rev() {
+            self.reduce_written(&mut bucket, id + 1)?;
             let node = &nodes[id];
             let Some((dy, dy_shared)) = dvals[id].take() else {
                 continue;
@@ -340,7 +345,7 @@ impl GpuModel {
             }
             trace.values[id] = None;
         }
-        Ok(())
+        self.reduce_written(&mut bucket, 0)
     }
 }
 

@@ -342,8 +342,12 @@ impl GpuModel {
                     .map(|t| t.reshape(&[steps, n]))
                     .collect::<Result<Vec<_>, _>>()?;
                 let xs: Vec<&DeviceTensor> = xs.iter().collect();
-                // Split by time: this chunk starts where the previous rank's stopped.
-                let init = self.states_from_before(layer.neuron().states.len(), n)?;
+                // Split by time: this chunk starts where the previous rank's stopped (an
+                // inference pass runs the steps it is given on this rank alone).
+                let init = match train {
+                    true => self.states_from_before(layer.neuron().states.len(), n)?,
+                    false => None,
+                };
                 let init_refs: Option<Vec<&DeviceTensor>> =
                     init.as_ref().map(|s| s.iter().collect());
                 if let (true, Some(chunk)) = (train, self.options.plan.time_chunk()?) {
@@ -357,9 +361,9 @@ impl GpuModel {
                 }
                 let mut fwd = forward_room(layer, y.reshape(&[steps, n])?, train)?;
                 layer.forward_into(&xs, init_refs.as_deref(), train, &mut fwd)?;
-                self.states_to_next(&fwd.final_states)?;
-                trace.inits[id] = init.filter(|_| train);
                 if train {
+                    self.states_to_next(&fwd.final_states)?;
+                    trace.inits[id] = init;
                     // Keep only what the backward reads: the output is a view of the
                     // node's value, which must be freed when its readers are done.
                     fwd.final_states.clear();

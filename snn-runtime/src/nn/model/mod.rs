@@ -25,6 +25,7 @@ use snn_nn::params::{ParamSet, Role, Tensor};
 use snn_nn::{ActivationPlan, ImageShape};
 
 use crate::device::Device;
+use crate::dist::buckets::{self, Bucket};
 use crate::dist::{Communicator, Parallel, Split};
 use crate::error::RuntimeError;
 use crate::layer::{LayerConfig, LayerForward, NeuronLayer};
@@ -118,6 +119,14 @@ struct Slot {
     name: String,
     shape: Vec<usize>,
     offset: usize,
+    /// The node it belongs to.
+    node: usize,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 /// Per-node state that lives as long as the model.
@@ -336,6 +345,9 @@ pub struct GpuModel {
     /// The run's other ranks and how they share each step, when the model is one rank of
     /// several ([`GpuModel::join`]).
     parallel: Option<Parallel>,
+    /// The gradient buckets the backward pass reduces while it runs, last first (none:
+    /// the whole buffer is reduced after it).
+    buckets: Vec<Bucket>,
 }
 
 impl GpuModel {
@@ -348,19 +360,11 @@ impl GpuModel {
         options: ModelOptions,
     ) -> Result<Self, RuntimeError> {
         net.check_params(params)?;
-        let mut slots = Vec::new();
-        let mut total = 0;
-        for t in params.weights() {
-            slots.push(Slot {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                offset: total,
-            });
-            total += t.data.len().next_multiple_of(ALIGN);
-        }
-        let mut flat = vec![0f32; total.max(1)];
-        for (s, t) in slots.iter().zip(params.weights()) {
-            flat[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
+        let (slots, total) = layout(net);
+        let mut flat = vec![0f32; total];
+        for s in &slots {
+            let data = params.data(&s.name)?;
+            flat[s.offset..s.offset + data.len()].copy_from_slice(data);
         }
         let params_dev = DeviceTensor::from_f32(device, Dtype::F32, &[flat.len()], &flat)?;
         let grads = DeviceTensor::zeros(device, Dtype::F32, &[flat.len()])?;
@@ -503,6 +507,7 @@ impl GpuModel {
             fusion,
             profile: None,
             parallel: None,
+            buckets: Vec::new(),
         })
     }
 
@@ -523,7 +528,56 @@ impl GpuModel {
                 "the communicator belongs to another device than the model",
             ));
         }
+        self.buckets = gradient_buckets(
+            &self.slots,
+            &self.fusion,
+            self.grads.len(),
+            parallel.bucket_bytes,
+        );
         self.parallel = Some(parallel);
+        Ok(())
+    }
+
+    /// Whether a training step calls NCCL before its backward pass ends (synchronised
+    /// batch-norm, a split by time, gradient buckets): such steps run launch by launch,
+    /// not replayed from a CUDA graph.
+    pub fn talks_during_step(&self) -> bool {
+        self.syncs_batch_norm() || !self.buckets.is_empty()
+    }
+
+    /// The gradient buckets the backward pass reduces while it runs.
+    pub fn gradient_buckets(&self) -> &[Bucket] {
+        &self.buckets
+    }
+
+    /// After the backward pass of one rank of several: makes the gradients those of the
+    /// whole run (the device's later work waits for the buckets reduced during the
+    /// backward pass, or the whole buffer is reduced now). Nothing for a model of its own.
+    pub fn reduce_gradients(&self) -> Result<(), RuntimeError> {
+        match &self.parallel {
+            None => Ok(()),
+            Some(p) if self.buckets.is_empty() => {
+                p.comm.all_reduce(&self.grads, p.split.gradients())
+            }
+            Some(p) => p.comm.catch_up(),
+        }
+    }
+
+    /// Starts reducing, in the background and in order, the gradient buckets not started
+    /// yet that the backward pass has written all of once it has run every node from
+    /// `ran_down_to` up.
+    fn reduce_written(&self, next: &mut usize, ran_down_to: usize) -> Result<(), RuntimeError> {
+        let Some(p) = &self.parallel else {
+            return Ok(());
+        };
+        while let Some(b) = self.buckets.get(*next) {
+            if b.written_by < ran_down_to {
+                break;
+            }
+            let t = self.grads.view(b.range.start, &[b.range.len()])?;
+            p.comm.all_reduce_in_background(&t, p.split.gradients())?;
+            *next += 1;
+        }
         Ok(())
     }
 
@@ -657,7 +711,7 @@ impl GpuModel {
         let all = flat.to_f32()?;
         let mut set = ParamSet::new();
         for s in &self.slots {
-            let len: usize = s.shape.iter().product();
+            let len = s.len();
             set.push(Tensor {
                 name: s.name.clone(),
                 shape: s.shape.clone(),
@@ -765,6 +819,43 @@ impl GpuModel {
     }
 }
 
+/// Where each trained tensor of `net` lives in the flat buffers, and their length. In the
+/// network's order: the backward pass then writes the gradients from the buffer's end
+/// down, as gradient buckets want ([`buckets`]).
+fn layout(net: &Network) -> (Vec<Slot>, usize) {
+    let mut slots = Vec::new();
+    let mut total = 0;
+    for info in net.params().into_iter().filter(|p| p.role == Role::Weight) {
+        let len: usize = info.shape.iter().product();
+        slots.push(Slot {
+            name: info.name,
+            shape: info.shape,
+            offset: total,
+            node: info.node,
+        });
+        total += len.next_multiple_of(ALIGN);
+    }
+    (slots, total.max(1))
+}
+
+/// The gradient buckets of a flat buffer of `len` values holding `slots`, for nodes run as
+/// `fusion` says, of about `bytes` each (none for 0: one reduction of the whole buffer).
+fn gradient_buckets(slots: &[Slot], fusion: &[Fusion], len: usize, bytes: usize) -> Vec<Bucket> {
+    if bytes == 0 {
+        return Vec::new();
+    }
+    // A fused batch-norm's gradients are written by the neuron it runs in.
+    let writer = |node| match fusion[node] {
+        Fusion::Absorbed { into } => into,
+        _ => node,
+    };
+    let tensors: Vec<_> = slots
+        .iter()
+        .map(|s| (s.offset..s.offset + s.len(), writer(s.node)))
+        .collect();
+    buckets::plan(&tensors, len, bytes / Dtype::F32.size())
+}
+
 /// `x` in `dtype`: itself, or a converted copy (bf16 activations widened for a linear
 /// layer, the f32 input narrowed for bf16 convolutions, and their gradients back).
 fn as_dtype(
@@ -816,4 +907,60 @@ fn value_dtypes(net: &Network, act: Dtype) -> Result<Vec<Dtype>, RuntimeError> {
         dtypes.push(dtype);
     }
     Ok(dtypes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use snn_codegen::zoo;
+    use snn_nn::models::spiking_resnet;
+
+    /// Spiking-ResNet18's gradients, as the fused GPU model writes them: its tensors lie in
+    /// the network's order, which the backward pass runs backwards (but for a residual
+    /// block's batch-norm fused into the neuron after the add), so that a bucket is
+    /// complete early; with DDP's 25 MiB, the first of its two buckets (most of layer4)
+    /// travels while layers 3 to 1 and the stem run.
+    #[test]
+    fn resnet18_gradients_travel_from_the_last_layers_on() {
+        let net = spiking_resnet(
+            18,
+            ImageShape::new(3, 32, 32),
+            10,
+            &zoo::PaperLif::default(),
+        )
+        .unwrap();
+        let (slots, len) = layout(&net);
+        let fusion = fusion::plan(&net, true);
+        assert_eq!(gradient_buckets(&slots, &fusion, len, 0), vec![]);
+        for bytes in [1, 1 << 20, Parallel::DEFAULT_BUCKET_BYTES] {
+            let buckets = gradient_buckets(&slots, &fusion, len, bytes);
+            for pair in buckets.windows(2) {
+                assert_eq!(pair[0].range.start, pair[1].range.end);
+            }
+            assert_eq!(buckets[0].range.end, len);
+            // Every fused batch-norm's tensors are written by its neuron, after its slot.
+            for s in &slots {
+                let b = buckets
+                    .iter()
+                    .find(|b| b.range.contains(&s.offset))
+                    .unwrap();
+                let writer = match fusion[s.node] {
+                    Fusion::Absorbed { into } => {
+                        assert!(matches!(net.node(into).op, Op::Neuron(_)));
+                        into
+                    }
+                    _ => s.node,
+                };
+                assert!(writer >= b.written_by, "{}", s.name);
+            }
+        }
+        let buckets = gradient_buckets(&slots, &fusion, len, Parallel::DEFAULT_BUCKET_BYTES);
+        assert_eq!(buckets.len(), 2, "{buckets:?}");
+        let first = &net.node(buckets[0].written_by).name;
+        assert!(first.starts_with("layer4."), "{first}");
+        // One bucket per tensor when asked for the least.
+        let one_each = gradient_buckets(&slots, &fusion, len, 1);
+        assert_eq!(one_each.len(), slots.len());
+    }
 }

@@ -53,7 +53,7 @@ use self::pass::{Batch, Operand, check_channels};
 use super::{THREADS, twin};
 use crate::check::{self, Access};
 use crate::device::Device;
-use crate::dist::Communicator;
+use crate::dist::{Communicator, Reduce};
 use crate::error::RuntimeError;
 use crate::launch::{self, programs};
 use crate::tensor::DeviceTensor;
@@ -413,8 +413,8 @@ pub fn batchnorm_backward(
     if let Some(comm) = sync {
         // Sums over all ranks' values, over the ranks: with `inv_n` of one rank's, the
         // means over the whole batch.
-        comm.all_reduce_mean(dgamma)?;
-        comm.all_reduce_mean(dbeta)?;
+        comm.all_reduce(dgamma, Reduce::Mean)?;
+        comm.all_reduce(dbeta, Reduce::Mean)?;
     }
     let inv_n = (1.0 / n as f64) as f32;
     split.run(
@@ -483,8 +483,8 @@ pub fn batchnorm_backward_fused(
         return Ok(());
     }
     if let Some(comm) = sync {
-        comm.all_reduce_mean(grad_scale)?;
-        comm.all_reduce_mean(grad_shift)?;
+        comm.all_reduce(grad_scale, Reduce::Mean)?;
+        comm.all_reduce(grad_shift, Reduce::Mean)?;
     }
     // With no values `g` is empty and the coefficients unused; 0 keeps them finite.
     let inv_m = if n == 0 { 0.0 } else { (1.0 / n as f64) as f32 };
