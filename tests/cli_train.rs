@@ -4,14 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// The `snn` binary: Cargo's build of it, or `SNN_BIN` where the build is not at hand (a
+/// staged copy on the GPU machine, `.gpu/snn`).
+fn bin() -> PathBuf {
+    std::env::var_os("SNN_BIN").map_or_else(|| env!("CARGO_BIN_EXE_snn").into(), PathBuf::from)
+}
+
 fn snn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snn"))
+    Command::new(bin())
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -175,7 +181,7 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
     let dir = TempDir::new().unwrap();
     let out = dir.path().join("out");
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_snn"))
+        let o = Command::new(bin())
             .args(["train", "--out", out.to_str().unwrap()])
             .args(args)
             .envs(env.iter().copied())
@@ -387,7 +393,7 @@ fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
 
     let parts = TempDir::new().unwrap();
     let dir = parts.path().to_str().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_snn"))
+    let child = Command::new(bin())
         .args(
             [
                 &["train", "--cpu", "--out", dir, "--epochs", "1000"][..],
@@ -432,6 +438,101 @@ fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
     let third = |v: &[Value]| v.iter().find(|e| e["epoch"] == 3).cloned().unwrap();
     for key in ["steps", "train_loss", "train_accuracy", "test_accuracy"] {
         assert_eq!(third(&a)[key], third(&b)[key], "{key}: {a:?} vs {b:?}");
+    }
+}
+
+/// On two GPUs of this machine, split by batch and by time: a run completes; the same run
+/// interrupted by Ctrl-C (to the whole process group, as a terminal sends it) writes
+/// `last.safetensors` and stops every rank; resumed from it, its last epoch is the
+/// uninterrupted run's. With the staged binary: `SNN_BIN=$PWD/.gpu/snn bash .gpu/run.sh
+/// multi_device` (after `../shared/gpu/pack.sh 'gpu|cli_train'`).
+#[cfg(unix)]
+#[test]
+#[ignore = "needs 2 CUDA GPUs: SNN_BIN=$PWD/.gpu/snn bash .gpu/run.sh multi_device"]
+fn multi_device_snn_train_completes_is_interrupted_and_resumes() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    for split in ["batch", "time"] {
+        let quick = [
+            "--gpus",
+            "2",
+            "--split",
+            split,
+            "--deterministic",
+            "--steps",
+            "4",
+            "--max-batches",
+            "6",
+            "--seed",
+            "5",
+        ];
+        let run = |out: &Path, extra: &[&str]| {
+            let mut args = vec!["train", "--out", out.to_str().unwrap()];
+            args.extend_from_slice(&quick);
+            args.extend_from_slice(extra);
+            snn(&args)
+        };
+        let whole = TempDir::new().unwrap();
+        let out = run(whole.path(), &["--epochs", "3"]);
+        assert!(out.status.success(), "{split}: {}", text(&out));
+        assert!(
+            text(&out).contains("over 2 GPUs"),
+            "{split}: {}",
+            text(&out)
+        );
+
+        let parts = TempDir::new().unwrap();
+        let dir = parts.path().to_str().unwrap();
+        let child = Command::new(bin())
+            .args([&["train", "--out", dir, "--epochs", "1000"][..], &quick[..]].concat())
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while epochs_written(parts.path()) < 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "{split}: no epoch recorded"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The launcher leads its own group, as a terminal's foreground job would.
+        let group = format!("-{}", child.id());
+        assert!(
+            Command::new("kill")
+                .args(["-INT", "--", &group])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            !out.status.success(),
+            "{split}: an interrupted run exits non-zero"
+        );
+        assert!(text(&out).contains("--resume"), "{split}: {}", text(&out));
+        let last = parts.path().join("last.safetensors");
+        assert!(last.is_file(), "{split}");
+
+        let resume = ["--epochs", "3", "--resume", last.to_str().unwrap()];
+        let out = run(parts.path(), &resume);
+        assert!(out.status.success(), "{split}: {}", text(&out));
+        let (a, b) = (epochs(whole.path()), epochs(parts.path()));
+        let third = |v: &[Value]| v.iter().find(|e| e["epoch"] == 3).cloned().unwrap();
+        assert_eq!(third(&a)["steps"], third(&b)["steps"], "{split}");
+        for key in ["train_loss", "train_accuracy", "test_accuracy"] {
+            let (x, y) = (
+                third(&a)[key].as_f64().unwrap(),
+                third(&b)[key].as_f64().unwrap(),
+            );
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{split}, {key}: {x} (uninterrupted) vs {y} (resumed)"
+            );
+        }
     }
 }
 
