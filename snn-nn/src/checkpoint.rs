@@ -143,7 +143,44 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), NnError> {
     }
     let bytes =
         safetensors::serialize(views, Some(meta)).map_err(|e| err(format!("encoding: {e}")))?;
+    let bytes = sorted_header(bytes).map_err(|e| err(format!("encoding: {e}")))?;
     write_atomically(path, &bytes).map_err(err)
+}
+
+/// `bytes`, a safetensors file, with its header's entries and metadata in sorted order.
+/// safetensors writes `__metadata__` from a `HashMap`, whose order changes from map to
+/// map, so that equal checkpoints would not be equal files. The same entries written again
+/// take the same bytes (one JSON encoder), so every tensor keeps its offsets; what is left
+/// of the header stays the spaces that pad it.
+fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let len = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or("a file without a header")?;
+    let end = len.checked_add(8).ok_or("a header too large")?;
+    let header = bytes.get(8..end).ok_or("a header past the end")?;
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("reading the header back: {e}"))?;
+    if let Some(meta) = entries.remove("__metadata__") {
+        let meta: BTreeMap<String, String> =
+            serde_json::from_value(meta).map_err(|e| format!("reading the metadata: {e}"))?;
+        entries.insert(
+            "__metadata__".into(),
+            serde_json::to_value(meta).map_err(|e| e.to_string())?,
+        );
+    }
+    let sorted = serde_json::to_vec(&entries).map_err(|e| e.to_string())?;
+    if sorted.len() > len {
+        return Err(format!(
+            "the sorted header takes {} bytes where safetensors wrote {len}",
+            sorted.len()
+        ));
+    }
+    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+    bytes[8 + sorted.len()..end].fill(b' ');
+    Ok(bytes)
 }
 
 /// Reads a checkpoint written by [`save`], or a plain safetensors state dict.

@@ -161,6 +161,28 @@ fn round_trips_are_bit_exact_and_leave_no_temporary_file() {
     }
 }
 
+/// Equal checkpoints are equal files, whatever order the metadata took on its way.
+#[test]
+fn equal_checkpoints_are_equal_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ckpt = adam_checkpoint();
+    for k in 0..12 {
+        ckpt.metadata
+            .insert(format!("note{k}"), format!("\"value\" {k}\n"));
+    }
+    let files: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let path = dir.path().join(format!("{i}.safetensors"));
+            checkpoint::save(&path, &ckpt).unwrap();
+            assert_same(&checkpoint::load(&path).unwrap(), &ckpt);
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    for f in &files[1..] {
+        assert!(f == &files[0], "two saves of one checkpoint differ");
+    }
+}
+
 #[test]
 fn the_file_is_a_pytorch_state_dict_plus_prefixed_optimizer_state() {
     let dir = tempfile::tempdir().unwrap();
