@@ -201,7 +201,18 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
         ]
     };
     type Env<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&[&str], Env, &str); 11] = [
+    let cases: [(&[&str], Env, &str); 14] = [
+        (
+            &["--devices", "1"],
+            &[],
+            "one GPU trains alone; use --device 1",
+        ),
+        (&["--devices", "0,2,0"], &[], "--devices names GPU 0 twice"),
+        (
+            &["--devices", "0,1", "--gpus", "2"],
+            &[],
+            "cannot be used with",
+        ),
         (&["--gpus", "2", "--cpu"], &[], "cannot be used with"),
         (
             &["--split", "time"],
@@ -242,7 +253,7 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
         (
             &["--gpus", "3"],
             &torchrun("0"),
-            "--gpus 3, but torchrun started 2",
+            "--gpus 3, but torchrun started 2 processes (WORLD_SIZE): leave it out",
         ),
         (&[], &torchrun("x"), "RANK=x is not a whole number"),
     ];

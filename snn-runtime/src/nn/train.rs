@@ -581,7 +581,7 @@ impl Backend {
         } = self
         else {
             return Err(RuntimeError::invalid(
-                "data parallel",
+                "parallel training",
                 "training as one of several processes needs a CUDA GPU per process (NCCL); the CPU reference trains alone",
             )
             .into());

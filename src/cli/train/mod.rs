@@ -136,6 +136,10 @@ pub struct TrainArgs {
     /// process they start is one rank.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "cpu")]
     gpus: Option<u64>,
+    /// As --gpus, on these GPUs of this machine (ordinals, comma-separated: `--devices
+    /// 2,3`): rank k on the k-th.
+    #[arg(long, value_name = "K,..", value_delimiter = ',', conflicts_with_all = ["gpus", "cpu"])]
+    devices: Vec<usize>,
     /// With several GPUs: batch-norm takes the statistics of the whole global batch, as
     /// PyTorch's SyncBatchNorm, rather than each GPU's part (DDP's default). Each
     /// batch-norm then talks to the other GPUs, and steps are not replayed from CUDA graphs.
@@ -244,17 +248,23 @@ struct Run {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let gpus = args
-        .gpus
-        .map(usize::try_from)
-        .transpose()
-        .context("--gpus is too large")?;
-    let world = ranks::world(gpus)?;
+    let devices = match (args.gpus, &args.devices[..]) {
+        (Some(n), _) => {
+            let n = usize::try_from(n).context("--gpus is too large")?;
+            Some(ranks::Devices::First(n))
+        }
+        (None, []) => None,
+        (None, list) => Some(ranks::Devices::these(list)?),
+    };
+    let gpus = devices.as_ref().map(ranks::Devices::count);
+    let world = ranks::world(devices.as_ref())?;
     let config = args.config();
     let ranks = world.as_ref().map_or(gpus.unwrap_or(1), |w| w.size);
     ranks::check(&config, ranks, args.bucket_mib)?;
-    if let (None, Some(n @ 2..)) = (&world, gpus) {
-        return ranks::launch(n);
+    if let (None, Some(devices)) = (&world, devices)
+        && devices.count() >= 2
+    {
+        return ranks::launch(&devices);
     }
     let bucket_bytes = args
         .bucket_mib

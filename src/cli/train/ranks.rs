@@ -19,17 +19,19 @@ use super::config::{RunConfig, SplitArg};
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// This process's rank when it is one of several (its launcher's variables), or `None` when
-/// it trains alone. `--gpus N` under a launcher must say what the launcher does.
-pub fn world(gpus: Option<usize>) -> Result<Option<World>> {
+/// it trains alone. `--gpus N` (`--devices`) under a launcher must say what the launcher
+/// does.
+pub fn world(devices: Option<&Devices>) -> Result<Option<World>> {
     let world = World::from_env().context("reading the launcher's variables")?;
     if world.size == 1 {
         return Ok(None);
     }
-    if let Some(n) = gpus
-        && n != world.size
+    if let Some(d) = devices
+        && d.count() != world.size
     {
         bail!(
-            "--gpus {n}, but {} started {} processes (WORLD_SIZE): leave --gpus out under a launcher",
+            "{}, but {} started {} processes (WORLD_SIZE): leave it out under a launcher",
+            d.option(),
             world.launcher,
             world.size
         );
@@ -73,16 +75,85 @@ pub fn check(config: &RunConfig, ranks: usize, bucket_mib: Option<usize>) -> Res
     Ok(())
 }
 
-/// Runs this command again as `n` ranks on GPUs `0..n` of this machine, meeting on a free
-/// local port, and waits for them: the first rank to fail stops the others (they would wait
-/// for it forever), and its failure is this command's. Ctrl-C reaches every rank (one
-/// terminal, one process group); rank 0 then writes `last.safetensors` and stops, and the
-/// others are stopped after it.
-pub fn launch(n: usize) -> Result<()> {
-    let count = Device::count().context("--gpus needs CUDA GPUs")?;
-    if n > count {
-        bail!("--gpus {n}: this machine has {count} CUDA GPU(s)");
+/// The GPUs of this machine that a run of several ranks takes, rank k the k-th.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Devices {
+    /// `--gpus N`: GPUs 0 to N - 1.
+    First(usize),
+    /// `--devices K,..`: these ordinals, each once.
+    These(Vec<usize>),
+}
+
+impl Devices {
+    /// `--devices`: at least two, each once.
+    pub fn these(list: &[usize]) -> Result<Self> {
+        if let [one] = list {
+            bail!("--devices {one}: one GPU trains alone; use --device {one}");
+        }
+        if let Some(k) = list
+            .iter()
+            .enumerate()
+            .find_map(|(i, k)| list[..i].contains(k).then_some(k))
+        {
+            bail!("--devices names GPU {k} twice: give each GPU once");
+        }
+        Ok(Devices::These(list.to_vec()))
     }
+
+    pub fn count(&self) -> usize {
+        match self {
+            Devices::First(n) => *n,
+            Devices::These(list) => list.len(),
+        }
+    }
+
+    /// The option as the user gave it, for messages.
+    fn option(&self) -> String {
+        match self {
+            Devices::First(n) => format!("--gpus {n}"),
+            Devices::These(list) => {
+                let list: Vec<String> = list.iter().map(usize::to_string).collect();
+                format!("--devices {}", list.join(","))
+            }
+        }
+    }
+}
+
+/// Runs this command again as one rank per GPU of `devices`, meeting on a free local port,
+/// and waits for them: the first rank to fail stops the others (they would wait for it
+/// forever), and its failure is this command's. Ctrl-C reaches every rank (one terminal,
+/// one process group); rank 0 then writes `last.safetensors` and stops, and the others are
+/// stopped after it. With `--devices`, each rank sees only its GPU (`CUDA_VISIBLE_DEVICES`,
+/// counted within this process's own, if set).
+pub fn launch(devices: &Devices) -> Result<()> {
+    let option = devices.option();
+    let count = Device::count().with_context(|| format!("{option} needs CUDA GPUs"))?;
+    let n = devices.count();
+    let visible: Vec<String> = match devices {
+        Devices::First(_) if n > count => {
+            bail!("{option}: this machine has {count} CUDA GPU(s)")
+        }
+        Devices::First(_) => Vec::new(),
+        Devices::These(list) => {
+            if let Some(k) = list.iter().find(|&&k| k >= count) {
+                bail!(
+                    "{option}: there is no GPU {k}; this machine has {count}, 0 to {}",
+                    count.saturating_sub(1)
+                );
+            }
+            // Ordinals count the GPUs this process sees.
+            let seen: Option<Vec<String>> = std::env::var("CUDA_VISIBLE_DEVICES")
+                .ok()
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+            list.iter()
+                .map(|&k| {
+                    seen.as_ref()
+                        .and_then(|s| s.get(k).cloned())
+                        .unwrap_or(k.to_string())
+                })
+                .collect()
+        }
+    };
     let port = rendezvous::free_port()?;
     let exe = std::env::current_exe().context("finding this program to start its ranks")?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -93,15 +164,19 @@ pub fn launch(n: usize) -> Result<()> {
     let nvls = std::env::var("NCCL_NVLS_ENABLE").unwrap_or_else(|_| "0".into());
     let mut ranks: Vec<Child> = Vec::with_capacity(n);
     for rank in 0..n {
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(&args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
-            .env("NCCL_NVLS_ENABLE", &nvls)
-            .spawn();
+            .env("NCCL_NVLS_ENABLE", &nvls);
+        if let Some(gpu) = visible.get(rank) {
+            command.env("CUDA_VISIBLE_DEVICES", gpu);
+        }
+        let child = command.spawn();
         match child {
             Ok(c) => ranks.push(c),
             Err(e) => {
