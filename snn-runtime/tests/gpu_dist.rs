@@ -3,7 +3,7 @@
 //! with and without synchronised batch-norm. On two GPUs (`multi_device_*`, run with
 //! `bash .gpu/run.sh multi_device` where lent): two ranks, each on half of the global batch,
 //! take the steps of one GPU on the whole batch, to summation order: a network without
-//! batch-norm, and one with it, synchronised. The time pipeline (a layer's steps split over
+//! batch-norm, and one with it, synchronised, fused into the neurons and not. The time pipeline (a layer's steps split over
 //! the ranks): one rank is the layer itself; two ranks give the unsplit layer's outputs and
 //! input gradients bit for bit, its param gradients to rounding.
 #![allow(clippy::unwrap_used)]
@@ -54,9 +54,14 @@ fn cnn() -> Network {
     spiking_cnn(ImageShape::new(1, 6, 6), 4, 4, &zoo::PaperLif::default()).unwrap()
 }
 
-/// Both networks, each with whether its batch-norm (if any) is synchronised.
-fn networks() -> [(Network, bool); 2] {
-    [(mlp(), false), (cnn(), true)]
+/// The networks: each with whether its batch-norm (if any) is synchronised and whether it
+/// is fused into the neurons (the CNN both ways: a ResNet runs plain batch-norms too).
+fn networks() -> [(Network, bool, bool); 3] {
+    [
+        (mlp(), false, true),
+        (cnn(), true, true),
+        (cnn(), true, false),
+    ]
 }
 
 fn join(dev: &Arc<Device>, rank: usize, size: usize, port: u16) -> Communicator {
@@ -106,7 +111,16 @@ fn assert_close(got: &ParamSet<f32>, want: &ParamSet<f32>, what: &str) {
 }
 
 fn trainer(dev: &Arc<Device>, net: &Network, params: &ParamSet<f32>) -> GpuTrainer {
-    let model = GpuModel::new(dev, net, params, options()).unwrap();
+    trainer_with(dev, net, params, options())
+}
+
+fn trainer_with(
+    dev: &Arc<Device>,
+    net: &Network,
+    params: &ParamSet<f32>,
+    options: ModelOptions,
+) -> GpuTrainer {
+    let model = GpuModel::new(dev, net, params, options).unwrap();
     GpuTrainer::new(model, Optimizer::adam(1e-2), Loss::CrossEntropyRate).unwrap()
 }
 
@@ -224,14 +238,15 @@ fn gpu_one_rank_data_parallel_takes_the_plain_steps() {
 fn multi_device_data_parallel_takes_the_whole_batch_steps() {
     let runs = networks()
         .into_iter()
-        .flat_map(|(net, sync)| BUCKETS.map(|b| (net.clone(), sync, b)));
-    for (net, sync_batch_norm, bucket_bytes) in runs {
+        .flat_map(|(net, sync, fuse)| BUCKETS.map(|b| (net.clone(), sync, fuse, b)));
+    for (net, sync_batch_norm, fuse, bucket_bytes) in runs {
         let params = init_params::<f32>(&net, 3).unwrap();
         let (batch, steps) = (8, 3);
         let data = batches(&net, batch, steps);
+        let options = ModelOptions { fuse, ..options() };
         // One GPU on the whole batch.
         let dev0 = Device::open(0).unwrap();
-        let mut whole = trainer(&dev0, &net, &params);
+        let mut whole = trainer_with(&dev0, &net, &params, options);
         for (x, labels) in &data {
             whole.step(&upload(&dev0, x), labels, STEPS, 1e-2).unwrap();
         }
@@ -239,7 +254,7 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
         // Two ranks, one per GPU, each on half of every batch.
         let got = on_two_gpus(|dev, comm| {
             let rank = comm.world().rank;
-            let mut t = trainer(dev, &net, &params);
+            let mut t = trainer_with(dev, &net, &params, options);
             t.parallel(Parallel {
                 comm,
                 split: Split::Batch { sync_batch_norm },
@@ -256,7 +271,8 @@ fn multi_device_data_parallel_takes_the_whole_batch_steps() {
         });
         // Batch-norm's running statistics too, when synchronised.
         let what = format!(
-            "{} (synchronised batch-norm: {sync_batch_norm}, buckets of {bucket_bytes} bytes)",
+            "{} (synchronised batch-norm: {sync_batch_norm}, fused: {fuse}, buckets of \
+             {bucket_bytes} bytes)",
             net.name
         );
         assert_eq!(

@@ -164,13 +164,19 @@ impl GpuModel {
                     };
                     let (steps, n) = (trace.steps, trace.batch * node.shape.len());
                     let dys = dy.reshape(&[steps, n])?;
-                    // Inputs this plan does not re-read: any tensor of the right shape.
+                    // The inputs the backward kernel re-reads (all of them when it recomputes
+                    // in chunks); for the others, any tensor of the right shape.
+                    let plan = &layer.compiled().plan;
+                    let chunked = matches!(saved, Saved::Starts(_));
                     let xs = reads[id]
                         .iter()
-                        .map(|&i| {
-                            trace
-                                .read(i)?
-                                .map_or(Ok(dys.clone()), |x| x.reshape(&[steps, n]))
+                        .enumerate()
+                        .map(|(k, &i)| {
+                            let reread = chunked || plan.reread_inputs.contains(&(k as u32));
+                            match reread.then(|| trace.read(i)).transpose()?.flatten() {
+                                Some(x) => x.reshape(&[steps, n]),
+                                None => Ok(dys.clone()),
+                            }
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     let xs: Vec<&DeviceTensor> = xs.iter().collect();
@@ -181,7 +187,17 @@ impl GpuModel {
                     let (init, later) = (refs(&init), refs(&later));
                     let (init, later) = (init.as_deref(), later.as_deref());
                     let g = match saved {
-                        Saved::Neuron(fwd) => {
+                        Saved::Neuron(mut fwd) => {
+                            // Its own output, re-read from the byte copy the trace kept.
+                            if fwd.outputs.is_empty() && !plan.reread_outputs.is_empty() {
+                                let own = trace.read(id)?.ok_or_else(|| {
+                                    RuntimeError::Internal(format!(
+                                        "`{}` kept no output to re-read",
+                                        node.name
+                                    ))
+                                })?;
+                                fwd.outputs.push(own.reshape(&[steps, n])?);
+                            }
                             let mut g = layer.alloc_backward(steps, n)?;
                             layer.backward_into(&xs, init, &fwd, &[&dys], later, &mut g)?;
                             NeuronGrads {
@@ -339,7 +355,11 @@ impl GpuModel {
             }
             self.record(id, true, start)?;
             for &i in &reads[id] {
-                if first_reader[i] == id {
+                // A neuron whose wide output went to one byte re-reads it in its own
+                // backward, after its readers'.
+                let own_reader = matches!(&trace.saved[i], Saved::Neuron(f) if f.outputs.is_empty())
+                    && self.rereads_own_output(i);
+                if first_reader[i] == id && !own_reader {
                     trace.values[i] = None;
                 }
             }

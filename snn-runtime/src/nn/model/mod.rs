@@ -286,7 +286,9 @@ impl GpuTrace {
         read(&self.values, &self.widths, id)
     }
 
-    /// Keeps node `id`'s output, spikes, in one byte from now on.
+    /// Keeps node `id`'s output, spikes, in one byte from now on. A neuron whose backward
+    /// re-reads its own output kept a view of the wide one: it lets go of it, and its
+    /// backward widens the byte copy instead.
     fn narrow(&mut self, id: usize) -> Result<(), RuntimeError> {
         let Some(v) = self.values[id].take() else {
             return Ok(());
@@ -295,6 +297,9 @@ impl GpuTrace {
         convert(v.device(), &v, &bytes)?;
         self.widths[id] = Some(v.dtype);
         self.values[id] = Some(bytes);
+        if let Saved::Neuron(fwd) = &mut self.saved[id] {
+            fwd.outputs.clear();
+        }
         Ok(())
     }
 }
@@ -620,6 +625,12 @@ impl GpuModel {
             ActivationPlan::All => self.keep_output[id],
             ActivationPlan::Spikes { .. } => ActivationPlan::spikes_keep(&self.net, id),
         }
+    }
+
+    /// Whether node `id` is a neuron whose backward re-reads its own outputs.
+    fn rereads_own_output(&self, id: usize) -> bool {
+        matches!(&self.layers[id], Layer::Neuron { layer, .. }
+            if !layer.compiled().plan.reread_outputs.is_empty())
     }
 
     /// Whether a training pass keeps node `id`'s output in one byte.
