@@ -201,7 +201,12 @@ fn a_run_on_several_gpus_that_cannot_start_says_why() {
         ]
     };
     type Env<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&[&str], Env, &str); 14] = [
+    let cases: [(&[&str], Env, &str); 15] = [
+        (
+            &["--bucket-mib", "4", "--sync-bn", "--gpus", "2"],
+            &[],
+            "--bucket-mib is for data parallelism without --sync-bn",
+        ),
         (
             &["--devices", "1"],
             &[],

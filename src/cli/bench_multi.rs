@@ -35,10 +35,10 @@ Spiking-ResNet18 (paper LIF, TF32, Adam, 3x32x32 inputs) on each GPU count, spli
 (data parallel: T = 32 and B = 100 per GPU, gradients averaged; efficiency is the 1-GPU
 time over this one, the work per GPU being the same) and split by time (T = 128 over the
 GPUs, B = 100: neuron states handed from GPU to GPU, batch-norm over all of T x B;
-efficiency is the 1-GPU time over G times this one). Gradients travel in 25 MiB buckets
-while the backward pass runs (PyTorch DDP's default); one-reduce ms is the same iteration
-with one reduction of all gradients after the backward pass instead (whose steps replay
-from a CUDA graph when nothing else in them calls NCCL).
+efficiency is the 1-GPU time over G times this one). Split by batch, gradients travel in
+25 MiB buckets while the backward pass runs (PyTorch DDP's default); one-reduce ms is the
+same iteration with one reduction of all gradients after the backward pass instead (whose
+steps replay from a CUDA graph). Split by time, they always travel once, after it.
 
 The paper (A100s, one LIF layer, 1M neurons, forward only): T = 1024: 6.32 s on 1 GPU,
 3.45 on 2, 2.28 on 4, 1.51 on 8; T = 4096: 25.81 s on 1, 3.92 on 8.
@@ -180,7 +180,11 @@ fn whole_networks(gpus: &[usize], count: usize, repeats: usize) -> Result<()> {
                 .with_context(|| format!("timing Spiking-ResNet18 split {what} on {g} GPU(s)"))
             };
             let ms = time(Parallel::DEFAULT_BUCKET_BYTES)?;
-            let once = time(0)?;
+            // Split by time, gradients always travel once, after the backward pass.
+            let once = match split {
+                Split::Batch { .. } => format!("{:.2}", time(0)?),
+                Split::Time => "-".into(),
+            };
             if g == 1 {
                 single = Some(ms);
             }
@@ -190,7 +194,7 @@ fn whole_networks(gpus: &[usize], count: usize, repeats: usize) -> Result<()> {
             };
             let efficiency =
                 single.map_or("-".into(), |s| format!("{:.0}%", 100.0 * s / (ideal * ms)));
-            println!("{g:>5} {ms:>10.2} {efficiency:>11} {once:>13.2}");
+            println!("{g:>5} {ms:>10.2} {efficiency:>11} {once:>13}");
         }
     }
     Ok(())

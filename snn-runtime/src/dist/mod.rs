@@ -23,11 +23,13 @@ pub struct Parallel {
     /// This process's member of the run's communicator.
     pub comm: Communicator,
     pub split: Split,
-    /// Gradients are reduced in buckets of about this many bytes, each as soon as the
-    /// backward pass has written it, while the device computes the rest ([`buckets`]; as
-    /// PyTorch's DDP, whose `bucket_cap_mb` is 25 by default). 0: in one reduction after
-    /// the backward pass, which leaves the step free of NCCL calls, so that it can be
-    /// replayed from a CUDA graph.
+    /// Split by batch without synchronised batch-norm, gradients are reduced in buckets of
+    /// about this many bytes, each as soon as the backward pass has written it, while the
+    /// device computes the rest ([`buckets`]; as PyTorch's DDP, whose `bucket_cap_mb` is 25
+    /// by default). 0: in one reduction after the backward pass, which leaves the step free
+    /// of NCCL calls, so that it can be replayed from a CUDA graph. Splits whose backward
+    /// pass calls NCCL anyway (synchronised batch-norm, a split by time) reduce once after
+    /// it: each of those calls would wait for the buckets queued before it.
     pub bucket_bytes: usize,
 }
 

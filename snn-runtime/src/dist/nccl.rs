@@ -481,8 +481,11 @@ enum Join {
 
 impl Drop for Communicator {
     fn drop(&mut self) {
-        // SAFETY: `comm` came from ncclCommInitRank and is destroyed once, here; a failure
-        // leaves nothing to do.
+        // Work still queued (the last step's reductions, which the device's stream may not
+        // have waited for) finishes first: older NCCLs destroy a busy communicator.
+        let _ = self.stream.synchronize();
+        // SAFETY: `comm` came from ncclCommInitRank and is destroyed once, here, after its
+        // work; a failure leaves nothing to do.
         unsafe {
             (self.api.comm_destroy)(self.comm);
         }

@@ -148,10 +148,11 @@ pub struct TrainArgs {
     /// With several GPUs: how they share each step.
     #[arg(long, value_enum, default_value_t = SplitArg::Batch)]
     split: SplitArg,
-    /// With several GPUs: gradients travel in buckets of about this many MiB, each as soon
-    /// as the backward pass has written it, while the GPU computes the rest (PyTorch DDP's
-    /// bucket_cap_mb); 0: in one reduction after the backward pass, so that steps without
-    /// other NCCL calls replay from CUDA graphs [default: 25].
+    /// Data parallel without --sync-bn: gradients travel in buckets of about this many MiB,
+    /// each as soon as the backward pass has written it, while the GPU computes the rest
+    /// (PyTorch DDP's bucket_cap_mb); 0: in one reduction after the backward pass, so that
+    /// steps replay from CUDA graphs [default: 25]. (With --sync-bn or --split time the
+    /// backward talks to the other GPUs anyway, and gradients travel once, after it.)
     #[arg(long, value_name = "MIB")]
     bucket_mib: Option<usize>,
 }

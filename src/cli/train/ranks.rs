@@ -57,6 +57,13 @@ pub fn check(config: &RunConfig, ranks: usize, bucket_mib: Option<usize>) -> Res
             bail!("--bucket-mib sets how gradients travel between GPUs: use it {several}");
         }
     }
+    if bucket_mib.is_some() && (config.sync_bn || config.split == SplitArg::Time) {
+        bail!(
+            "--bucket-mib is for data parallelism without --sync-bn: with --sync-bn or --split \
+             time the backward pass talks to the other GPUs anyway, and gradients travel once, \
+             after it"
+        );
+    }
     if config.split == SplitArg::Time {
         if config.sync_bn {
             bail!(

@@ -533,12 +533,16 @@ impl GpuModel {
                 "the communicator belongs to another device than the model",
             ));
         }
-        self.buckets = gradient_buckets(
-            &self.slots,
-            &self.fusion,
-            self.grads.len(),
-            parallel.bucket_bytes,
-        );
+        // Other NCCL calls in the backward pass (synchronised batch-norm, the hand-offs of a
+        // split by time) would each wait for the buckets queued before them, on the one
+        // stream that keeps the ranks' calls in order: the gradients then travel once, after
+        // it.
+        let alone = parallel.split
+            == Split::Batch {
+                sync_batch_norm: false,
+            };
+        let bucket_bytes = if alone { parallel.bucket_bytes } else { 0 };
+        self.buckets = gradient_buckets(&self.slots, &self.fusion, self.grads.len(), bucket_bytes);
         self.parallel = Some(parallel);
         Ok(())
     }
