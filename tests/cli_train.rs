@@ -402,50 +402,11 @@ fn a_diverging_run_stops_and_keeps_no_broken_checkpoint() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
-    use std::time::{Duration, Instant};
-
     let quick = ["--steps", "4", "--max-batches", "6", "--seed", "5"];
     let whole = uninterrupted(&quick, "3");
 
     let parts = TempDir::new().unwrap();
-    let dir = parts.path().to_str().unwrap();
-    let child = Command::new(bin())
-        .args(
-            [
-                &["train", "--cpu", "--out", dir, "--epochs", "1000"][..],
-                &quick[..],
-            ]
-            .concat(),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupt once the first epoch is recorded, so that the stop falls in a later one.
-    let started = Instant::now();
-    while epochs_written(parts.path()) < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no epoch recorded"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        !out.status.success(),
-        "an interrupted run must exit non-zero"
-    );
-    assert!(text(&out).contains("--resume"), "{}", text(&out));
-    let last = parts.path().join("last.safetensors");
-    assert!(last.is_file());
+    let last = interrupted_after_an_epoch(&[&["--cpu"][..], &quick[..]].concat(), parts.path());
 
     let resume = ["--epochs", "3", "--resume", last.to_str().unwrap()];
     let out = train(parts.path(), &[&quick[..], &resume[..]].concat());
@@ -466,9 +427,6 @@ fn ctrl_c_writes_last_and_the_resumed_run_equals_an_uninterrupted_one() {
 #[test]
 #[ignore = "needs 2 CUDA GPUs: SNN_BIN=$PWD/.gpu/snn bash .gpu/run.sh multi_device"]
 fn multi_device_snn_train_completes_is_interrupted_and_resumes() {
-    use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
-
     for split in ["batch", "time"] {
         let quick = [
             "--gpus",
@@ -499,39 +457,7 @@ fn multi_device_snn_train_completes_is_interrupted_and_resumes() {
         );
 
         let parts = TempDir::new().unwrap();
-        let dir = parts.path().to_str().unwrap();
-        let child = Command::new(bin())
-            .args([&["train", "--out", dir, "--epochs", "1000"][..], &quick[..]].concat())
-            .process_group(0)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while epochs_written(parts.path()) < 1 {
-            assert!(
-                started.elapsed() < Duration::from_secs(600),
-                "{split}: no epoch recorded"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The launcher leads its own group, as a terminal's foreground job would.
-        let group = format!("-{}", child.id());
-        assert!(
-            Command::new("kill")
-                .args(["-INT", "--", &group])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            !out.status.success(),
-            "{split}: an interrupted run exits non-zero"
-        );
-        assert!(text(&out).contains("--resume"), "{split}: {}", text(&out));
-        let last = parts.path().join("last.safetensors");
-        assert!(last.is_file(), "{split}");
+        let last = interrupted_after_an_epoch(&quick, parts.path());
 
         let resume = ["--epochs", "3", "--resume", last.to_str().unwrap()];
         let out = run(parts.path(), &resume);
@@ -550,6 +476,50 @@ fn multi_device_snn_train_completes_is_interrupted_and_resumes() {
             );
         }
     }
+}
+
+/// `snn train --out dir --epochs 1000 args`, interrupted by Ctrl-C once its first epoch is
+/// recorded (so that the stop falls in a later one), sent to its whole process group as a
+/// terminal sends it (a launcher and its ranks alike): it exits non-zero, names `--resume`
+/// and leaves `last.safetensors`, whose path this returns.
+#[cfg(unix)]
+fn interrupted_after_an_epoch(args: &[&str], dir: &Path) -> PathBuf {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let out_dir = dir.to_str().unwrap();
+    let child = Command::new(bin())
+        .args([&["train", "--out", out_dir, "--epochs", "1000"][..], args].concat())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while epochs_written(dir) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{args:?}: no epoch recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{args:?}: an interrupted run must exit non-zero"
+    );
+    assert!(text(&out).contains("--resume"), "{args:?}: {}", text(&out));
+    let last = dir.join("last.safetensors");
+    assert!(last.is_file(), "{args:?}");
+    last
 }
 
 fn epochs_written(dir: &Path) -> usize {
