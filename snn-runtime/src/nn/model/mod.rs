@@ -42,9 +42,15 @@ use snn_codegen::cuda::Reduction;
 
 mod backward;
 mod forward;
+mod host;
+mod parallel;
 mod profile;
 mod recompute;
 mod time_split;
+mod trace;
+
+pub use trace::GpuTrace;
+use trace::{Saved, read};
 
 /// Offsets in the flat buffers are multiples of this many f32 (256 bytes), so every
 /// tensor is aligned for vector loads and for cuDNN.
@@ -188,25 +194,6 @@ pub struct NodeTime {
 /// after it).
 type Events = Vec<(usize, bool, CudaEvent, CudaEvent, usize)>;
 
-/// What a node's forward pass kept for the backward pass.
-#[derive(Debug)]
-enum Saved {
-    None,
-    BatchNorm(BatchNormSaved),
-    /// A batch-norm fused into a neuron: the statistics (training only), and the mean and
-    /// scale the neuron applied.
-    FusedBn {
-        saved: Option<BatchNormSaved>,
-        mean: DeviceTensor,
-        scale: DeviceTensor,
-    },
-    Neuron(LayerForward),
-    /// A neuron under [`ActivationPlan::Spikes`]: its states at the start of every time
-    /// chunk but the first; the backward recomputes its saves.
-    Starts(Vec<Vec<DeviceTensor>>),
-    MaxPool(DeviceTensor),
-}
-
 /// How a node's forward runs: in a training or inference pass, or replayed by the backward
 /// pass to recompute an output the trace did not keep (batch-norm with the statistics the
 /// training pass saved, nothing updated, nothing saved).
@@ -215,113 +202,6 @@ enum Pass {
     Train,
     Inference,
     Replay,
-}
-
-/// What a forward pass keeps for the backward pass.
-#[derive(Debug)]
-pub struct GpuTrace {
-    pub steps: usize,
-    pub batch: usize,
-    pub mode: Mode,
-    /// Node outputs still needed (by the backward pass, or the network's output).
-    values: Vec<Option<DeviceTensor>>,
-    /// The dtype of each value kept as spikes in one byte ([`ModelOptions::spikes_in_bytes`]).
-    widths: Vec<Option<Dtype>>,
-    saved: Vec<Saved>,
-    /// Split by time: the states each neuron node's chunk started from (the previous
-    /// rank's final ones), which its backward reads.
-    inits: Vec<Option<Vec<DeviceTensor>>>,
-}
-
-impl GpuTrace {
-    /// Bytes the trace holds for the backward pass: kept node outputs and saved tensors.
-    pub fn bytes(&self) -> usize {
-        let values: usize = self
-            .values
-            .iter()
-            .flatten()
-            .map(DeviceTensor::num_bytes)
-            .sum();
-        let saved: usize = self
-            .saved
-            .iter()
-            .map(|s| match s {
-                Saved::None => 0,
-                Saved::BatchNorm(b) => b.mean.num_bytes() + b.inv_std.num_bytes(),
-                Saved::FusedBn { saved, scale, .. } => {
-                    scale.num_bytes()
-                        + saved
-                            .as_ref()
-                            .map_or(0, |b| b.mean.num_bytes() + b.inv_std.num_bytes())
-                }
-                Saved::Neuron(f) => f.saves.iter().map(DeviceTensor::num_bytes).sum(),
-                Saved::Starts(s) => s.iter().flatten().map(DeviceTensor::num_bytes).sum(),
-                Saved::MaxPool(a) => a.num_bytes(),
-            })
-            .sum();
-        let inits: usize = self
-            .inits
-            .iter()
-            .flatten()
-            .flatten()
-            .map(DeviceTensor::num_bytes)
-            .sum();
-        values + saved + inits
-    }
-
-    /// The network's output, `[T * B, K]` (time-major) for a classifier.
-    pub fn output(&self) -> Option<&DeviceTensor> {
-        self.values.last().and_then(|v| v.as_ref())
-    }
-
-    /// Node `id`'s output, if the trace kept it (all of them with
-    /// [`ModelOptions::keep_activations`]); spikes kept in one byte are `i8`.
-    pub fn value(&self, id: usize) -> Option<&DeviceTensor> {
-        self.values.get(id).and_then(|v| v.as_ref())
-    }
-
-    /// Node `id`'s output in its own dtype, if the trace kept it: spikes kept in one byte
-    /// are widened into a new tensor.
-    fn read(&self, id: usize) -> Result<Option<DeviceTensor>, RuntimeError> {
-        read(&self.values, &self.widths, id)
-    }
-
-    /// Keeps node `id`'s output, spikes, in one byte from now on. A neuron whose backward
-    /// re-reads its own output kept a view of the wide one: it lets go of it, and its
-    /// backward widens the byte copy instead.
-    fn narrow(&mut self, id: usize) -> Result<(), RuntimeError> {
-        let Some(v) = self.values[id].take() else {
-            return Ok(());
-        };
-        let bytes = DeviceTensor::empty(v.device(), Dtype::I8, &v.shape)?;
-        convert(v.device(), &v, &bytes)?;
-        self.widths[id] = Some(v.dtype);
-        self.values[id] = Some(bytes);
-        if let Saved::Neuron(fwd) = &mut self.saved[id] {
-            fwd.outputs.clear();
-        }
-        Ok(())
-    }
-}
-
-/// [`GpuTrace::read`] on the trace's fields, so that a closure may hold them while the
-/// trace's saved tensors are taken.
-fn read(
-    values: &[Option<DeviceTensor>],
-    widths: &[Option<Dtype>],
-    id: usize,
-) -> Result<Option<DeviceTensor>, RuntimeError> {
-    let Some(v) = values.get(id).and_then(|v| v.as_ref()) else {
-        return Ok(None);
-    };
-    match widths.get(id).copied().flatten() {
-        None => Ok(Some(v.clone())),
-        Some(dtype) => {
-            let wide = DeviceTensor::empty(v.device(), dtype, &v.shape)?;
-            convert(v.device(), v, &wide)?;
-            Ok(Some(wide))
-        }
-    }
 }
 
 /// A network with its parameters on one GPU.
@@ -520,109 +400,6 @@ impl GpuModel {
         &self.net
     }
 
-    /// Makes the model one rank of a run of several (whose communicator the trainer
-    /// reduces gradients over: [`crate::nn::GpuTrainer::parallel`]). Split by batch,
-    /// training batch-norm takes the statistics of all ranks' batches with
-    /// `sync_batch_norm` (see [`crate::nn::kernels::batchnorm_forward`]), else its own
-    /// rank's; split by time, those of all ranks' chunks, and every neuron layer hands its
-    /// states on to the next rank ([`Split::Time`]).
-    pub fn join(&mut self, parallel: Parallel) -> Result<(), RuntimeError> {
-        if !Arc::ptr_eq(parallel.comm.device(), &self.device) {
-            return Err(RuntimeError::invalid(
-                "parallel training",
-                "the communicator belongs to another device than the model",
-            ));
-        }
-        // Other NCCL calls in the backward pass (synchronised batch-norm, the hand-offs of a
-        // split by time) would each wait for the buckets queued before them, on the one
-        // stream that keeps the ranks' calls in order: the gradients then travel once, after
-        // it.
-        let alone = parallel.split
-            == Split::Batch {
-                sync_batch_norm: false,
-            };
-        let bucket_bytes = if alone { parallel.bucket_bytes } else { 0 };
-        self.buckets = gradient_buckets(&self.slots, &self.fusion, self.grads.len(), bucket_bytes);
-        self.parallel = Some(parallel);
-        Ok(())
-    }
-
-    /// Whether a training step calls NCCL before its backward pass ends (synchronised
-    /// batch-norm, a split by time, gradient buckets): such steps run launch by launch,
-    /// not replayed from a CUDA graph.
-    pub fn talks_during_step(&self) -> bool {
-        self.syncs_batch_norm() || !self.buckets.is_empty()
-    }
-
-    /// The gradient buckets the backward pass reduces while it runs.
-    pub fn gradient_buckets(&self) -> &[Bucket] {
-        &self.buckets
-    }
-
-    /// After the backward pass of one rank of several: makes the gradients those of the
-    /// whole run (the device's later work waits for the buckets reduced during the
-    /// backward pass, or the whole buffer is reduced now). Nothing for a model of its own.
-    pub fn reduce_gradients(&self) -> Result<(), RuntimeError> {
-        match &self.parallel {
-            None => Ok(()),
-            Some(p) if self.buckets.is_empty() => {
-                p.comm.all_reduce(&self.grads, p.split.gradients())
-            }
-            Some(p) => p.comm.catch_up(),
-        }
-    }
-
-    /// Starts reducing, in the background and in order, the gradient buckets not started
-    /// yet that the backward pass has written all of once it has run every node from
-    /// `ran_down_to` up.
-    fn reduce_written(&self, next: &mut usize, ran_down_to: usize) -> Result<(), RuntimeError> {
-        let Some(p) = &self.parallel else {
-            return Ok(());
-        };
-        while let Some(b) = self.buckets.get(*next) {
-            if b.written_by < ran_down_to {
-                break;
-            }
-            let t = self.grads.view(b.range.start, &[b.range.len()])?;
-            p.comm.all_reduce_in_background(&t, p.split.gradients())?;
-            *next += 1;
-        }
-        Ok(())
-    }
-
-    /// The run of several ranks the model is one of, if any.
-    pub fn communicator(&self) -> Option<&Communicator> {
-        self.parallel.as_ref().map(|p| &p.comm)
-    }
-
-    /// How the ranks of its run share each step, if the model is one of several.
-    pub fn split(&self) -> Option<Split> {
-        self.parallel.as_ref().map(|p| p.split)
-    }
-
-    /// Whether training batch-norm takes the statistics of all ranks' values.
-    pub fn syncs_batch_norm(&self) -> bool {
-        self.bn_sync().is_some()
-    }
-
-    /// The communicator batch-norm synchronises over, if it does.
-    fn bn_sync(&self) -> Option<&Communicator> {
-        let p = self.parallel.as_ref()?;
-        match p.split {
-            Split::Batch {
-                sync_batch_norm: true,
-            }
-            | Split::Time => Some(&p.comm),
-            Split::Batch { .. } => None,
-        }
-    }
-
-    /// Split by time: the communicator, this rank and the rank count.
-    fn time_stage(&self) -> Option<(&Communicator, usize, usize)> {
-        let p = self.parallel.as_ref().filter(|p| p.split == Split::Time)?;
-        Some((&p.comm, p.comm.world().rank, p.comm.world().size))
-    }
-
     /// Whether a training pass keeps node `id`'s output for the backward pass.
     fn kept(&self, id: usize) -> bool {
         match self.options.plan {
@@ -709,129 +486,6 @@ impl GpuModel {
         let s = &self.slots[slot];
         self.grads.view(s.offset, &s.shape)
     }
-
-    /// The trained tensors of a flat buffer in this model's layout (parameters, gradients,
-    /// optimizer state), as a named set.
-    pub fn weights_to_host(&self, flat: &DeviceTensor) -> Result<ParamSet<f32>, RuntimeError> {
-        if flat.len() != self.params.len() {
-            return Err(RuntimeError::invalid(
-                "reading weights",
-                format!(
-                    "a flat buffer of {} values; this model's has {}",
-                    flat.len(),
-                    self.params.len()
-                ),
-            ));
-        }
-        let all = flat.to_f32()?;
-        let mut set = ParamSet::new();
-        for s in &self.slots {
-            let len = s.len();
-            set.push(Tensor {
-                name: s.name.clone(),
-                shape: s.shape.clone(),
-                role: Role::Weight,
-                data: all[s.offset..s.offset + len].to_vec(),
-            })?;
-        }
-        Ok(set)
-    }
-
-    /// Writes the trained tensors of `set` (every one of this model's, by name) into a
-    /// flat buffer of this model's layout.
-    pub fn weights_from_host(
-        &self,
-        set: &ParamSet<f32>,
-        flat: &DeviceTensor,
-    ) -> Result<(), RuntimeError> {
-        let mut all = vec![0f32; self.params.len()];
-        for s in &self.slots {
-            let t = set.get(&s.name).ok_or_else(|| {
-                RuntimeError::invalid("loading weights", format!("no tensor `{}`", s.name))
-            })?;
-            if t.shape != s.shape {
-                return Err(RuntimeError::invalid(
-                    "loading weights",
-                    format!(
-                        "tensor `{}` is {:?}; the model needs {:?}",
-                        s.name, t.shape, s.shape
-                    ),
-                ));
-            }
-            all[s.offset..s.offset + t.data.len()].copy_from_slice(&t.data);
-        }
-        if flat.len() != all.len() || flat.dtype != Dtype::F32 {
-            return Err(RuntimeError::invalid(
-                "loading weights",
-                format!(
-                    "a flat buffer of {} {} values; this model's has {} f32",
-                    flat.len(),
-                    flat.dtype,
-                    all.len()
-                ),
-            ));
-        }
-        flat.write_bytes(&Dtype::F32.encode(&all))
-    }
-
-    /// Every tensor of the network (weights, batch-norm statistics and counters) on the
-    /// host, named as in PyTorch.
-    pub fn to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
-        self.collect(&self.params, true)
-    }
-
-    /// The gradients on the host, as a set with the network's names (buffers zero).
-    pub fn grads_to_host(&self) -> Result<ParamSet<f32>, RuntimeError> {
-        self.collect(&self.grads, false)
-    }
-
-    fn collect(&self, flat: &DeviceTensor, buffers: bool) -> Result<ParamSet<f32>, RuntimeError> {
-        let all = flat.to_f32()?;
-        let mut set = ParamSet::new();
-        for info in self.net.params() {
-            let len: usize = info.shape.iter().product();
-            let data = match info.role {
-                Role::Weight => {
-                    let s = self
-                        .slots
-                        .iter()
-                        .find(|s| s.name == info.name)
-                        .ok_or_else(|| {
-                            RuntimeError::Internal(format!("no slot for `{}`", info.name))
-                        })?;
-                    all[s.offset..s.offset + len].to_vec()
-                }
-                _ if !buffers => vec![0.0; len],
-                role => {
-                    let field = &info.name[self.net.node(info.node).name.len() + 1..];
-                    match (&self.layers[info.node], role, field) {
-                        (Layer::BatchNorm { running_mean, .. }, Role::Buffer, "running_mean") => {
-                            running_mean.to_f32()?
-                        }
-                        (Layer::BatchNorm { running_var, .. }, Role::Buffer, "running_var") => {
-                            running_var.to_f32()?
-                        }
-                        (Layer::BatchNorm { batches, .. }, Role::Counter, _) => {
-                            vec![*batches as f32]
-                        }
-                        _ => {
-                            return Err(RuntimeError::Internal(format!(
-                                "no storage for `{}`",
-                                info.name
-                            )));
-                        }
-                    }
-                }
-            };
-            set.push(Tensor {
-                name: info.name,
-                shape: info.shape,
-                role: info.role,
-                data,
-            })?;
-        }
-        Ok(set)
-    }
 }
 
 /// Where each trained tensor of `net` lives in the flat buffers, and their length. In the
@@ -851,24 +505,6 @@ fn layout(net: &Network) -> (Vec<Slot>, usize) {
         total += len.next_multiple_of(ALIGN);
     }
     (slots, total.max(1))
-}
-
-/// The gradient buckets of a flat buffer of `len` values holding `slots`, for nodes run as
-/// `fusion` says, of about `bytes` each (none for 0: one reduction of the whole buffer).
-fn gradient_buckets(slots: &[Slot], fusion: &[Fusion], len: usize, bytes: usize) -> Vec<Bucket> {
-    if bytes == 0 {
-        return Vec::new();
-    }
-    // A fused batch-norm's gradients are written by the neuron it runs in.
-    let writer = |node| match fusion[node] {
-        Fusion::Absorbed { into } => into,
-        _ => node,
-    };
-    let tensors: Vec<_> = slots
-        .iter()
-        .map(|s| (s.offset..s.offset + s.len(), writer(s.node)))
-        .collect();
-    buckets::plan(&tensors, len, bytes / Dtype::F32.size())
 }
 
 /// `x` in `dtype`: itself, or a converted copy (bf16 activations widened for a linear
@@ -922,60 +558,4 @@ fn value_dtypes(net: &Network, act: Dtype) -> Result<Vec<Dtype>, RuntimeError> {
         dtypes.push(dtype);
     }
     Ok(dtypes)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use snn_codegen::zoo;
-    use snn_nn::models::spiking_resnet;
-
-    /// Spiking-ResNet18's gradients, as the fused GPU model writes them: its tensors lie in
-    /// the network's order, which the backward pass runs backwards (but for a residual
-    /// block's batch-norm fused into the neuron after the add), so that a bucket is
-    /// complete early; with DDP's 25 MiB, the first of its two buckets (most of layer4)
-    /// travels while layers 3 to 1 and the stem run.
-    #[test]
-    fn resnet18_gradients_travel_from_the_last_layers_on() {
-        let net = spiking_resnet(
-            18,
-            ImageShape::new(3, 32, 32),
-            10,
-            &zoo::PaperLif::default(),
-        )
-        .unwrap();
-        let (slots, len) = layout(&net);
-        let fusion = fusion::plan(&net, true);
-        assert_eq!(gradient_buckets(&slots, &fusion, len, 0), vec![]);
-        for bytes in [1, 1 << 20, Parallel::DEFAULT_BUCKET_BYTES] {
-            let buckets = gradient_buckets(&slots, &fusion, len, bytes);
-            for pair in buckets.windows(2) {
-                assert_eq!(pair[0].range.start, pair[1].range.end);
-            }
-            assert_eq!(buckets[0].range.end, len);
-            // Every fused batch-norm's tensors are written by its neuron, after its slot.
-            for s in &slots {
-                let b = buckets
-                    .iter()
-                    .find(|b| b.range.contains(&s.offset))
-                    .unwrap();
-                let writer = match fusion[s.node] {
-                    Fusion::Absorbed { into } => {
-                        assert!(matches!(net.node(into).op, Op::Neuron(_)));
-                        into
-                    }
-                    _ => s.node,
-                };
-                assert!(writer >= b.written_by, "{}", s.name);
-            }
-        }
-        let buckets = gradient_buckets(&slots, &fusion, len, Parallel::DEFAULT_BUCKET_BYTES);
-        assert_eq!(buckets.len(), 2, "{buckets:?}");
-        let first = &net.node(buckets[0].written_by).name;
-        assert!(first.starts_with("layer4."), "{first}");
-        // One bucket per tensor when asked for the least.
-        let one_each = gradient_buckets(&slots, &fusion, len, 1);
-        assert_eq!(one_each.len(), slots.len());
-    }
 }
