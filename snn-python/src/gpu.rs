@@ -142,17 +142,25 @@ impl GpuLayer {
         let mut layer = self.layer();
         let device = layer.device().clone();
         let layout = layer.config().layout;
-        for (name, &p) in self.learnable.iter().zip(ptrs) {
-            let ir = layer.neuron();
-            let shape = ir.param_index(name).map(|i| ir.params[i].shape);
-            let shape = shape.ok_or_else(|| value_error(format!("no param `{name}`")))?;
-            // SAFETY: snn.torch passes each learnable param's `nn.Parameter`: a contiguous
-            // f32 CUDA tensor of the param's length under the layout, on this device.
-            let t = unsafe { DeviceTensor::borrowed(&device, p, Dtype::F32, &[layout.len(shape)]) };
-            layer.bind_param(name, &t).map_err(value_error)?;
-        }
-        let result = f(&layer, &device);
-        for name in &self.learnable {
+        // The params bound so far, each unbound again below even when a later one fails.
+        let mut bound = 0;
+        let mut bind = || -> PyResult<()> {
+            for (name, &p) in self.learnable.iter().zip(ptrs) {
+                let ir = layer.neuron();
+                let shape = ir.param_index(name).map(|i| ir.params[i].shape);
+                let shape = shape.ok_or_else(|| value_error(format!("no param `{name}`")))?;
+                // SAFETY: snn.torch passes each learnable param's `nn.Parameter`: a
+                // contiguous f32 CUDA tensor of the param's length under the layout, on
+                // this device.
+                let t =
+                    unsafe { DeviceTensor::borrowed(&device, p, Dtype::F32, &[layout.len(shape)]) };
+                layer.bind_param(name, &t).map_err(value_error)?;
+                bound += 1;
+            }
+            Ok(())
+        };
+        let result = bind().and_then(|()| f(&layer, &device));
+        for name in &self.learnable[..bound] {
             layer.unbind_param(name).map_err(value_error)?;
         }
         result

@@ -5,10 +5,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use snn::codegen::zoo;
 use snn::nn::models::spiking_resnet;
-use snn::nn::{ActivationPlan, ImageShape, Network};
+use snn::nn::{ImageShape, Network};
 use snn::runtime::Device;
 use snn::runtime::bench::{self, TrainBench, TrainRun};
-use snn::runtime::nn::memory::{self, Prediction};
+use snn::runtime::nn::memory::{self, Prediction, gib};
 use snn::runtime::nn::{ConvMath, ModelOptions};
 
 use super::train::{StorageArg, predicted};
@@ -159,12 +159,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         fuse: !args.no_fuse,
         tiny_map_gemm: args.tiny_maps == TinyMaps::Gemm,
         spikes_in_bytes: args.spikes_in_bytes,
-        plan: match args.time_chunk {
-            Some(k) => ActivationPlan::Spikes {
-                time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
-            },
-            None => ActivationPlan::All,
-        },
+        plan: super::train::activation_plan(args.time_chunk)?,
     };
     let dev = Device::open(args.device)
         .with_context(|| format!("opening CUDA device {}", args.device))?;
@@ -399,10 +394,6 @@ fn graph_note(r: &TrainBench, repeats: usize, graph: Switch) -> Option<String> {
             .map(|e| format!(" ({e})"))
             .unwrap_or_default()
     ))
-}
-
-fn gib(bytes: usize) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
 }
 
 fn header() -> String {

@@ -179,7 +179,8 @@ pub fn predict_on_device(
     predict(&mut measure, steps, options)
 }
 
-fn gib(bytes: usize) -> f64 {
+/// `bytes` in GiB, as the messages about memory print it.
+pub fn gib(bytes: usize) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 

@@ -14,7 +14,7 @@ use snn_nn::train::{Input, expand_channels};
 use snn_nn::{ActivationPlan, Loss, Network, StepStats, TrainError, Trainer};
 
 use crate::device::Device;
-use crate::dist::{Communicator, Parallel, Split};
+use crate::dist::{Communicator, Parallel};
 use crate::encode::rate_encode;
 use crate::error::RuntimeError;
 use crate::graph::Graph;
@@ -98,7 +98,7 @@ impl GpuTrainer {
     }
 
     /// Makes this trainer one rank of a run of several, each rank feeding its share of
-    /// every step ([`Split`]): by batch, as PyTorch's `DistributedDataParallel`, its own
+    /// every step ([`Split`](crate::dist::Split)): by batch, as PyTorch's `DistributedDataParallel`, its own
     /// part of the global batch (the same number of samples on every rank:
     /// [`snn_data::loader::Shard`]), the gradients averaged over the ranks; by time, its
     /// chunk `[T / G, B, ...]` of the whole batch's steps (rank k the k-th; the loss sees
@@ -170,10 +170,7 @@ impl GpuTrainer {
     ) -> Result<StepStats, RuntimeError> {
         let batch = labels.len();
         // Split by time, the loss is over every rank's steps.
-        let ranks = match (self.model.split(), self.model.communicator()) {
-            (Some(Split::Time), Some(comm)) => comm.world().size,
-            _ => 1,
-        };
+        let ranks = self.model.time_stage().map_or(1, |(_, _, size)| size);
         self.loss.upload(steps * ranks, labels)?;
         self.forward_backward(x, steps, batch)?;
         self.model.reduce_gradients()?;
@@ -276,10 +273,9 @@ impl GpuTrainer {
         let classes = self.model.network().output_shape().len();
         let trace = self.model.forward(x, steps, batch, Mode::Train)?;
         let out = output(&trace)?.reshape(&[steps, batch, classes])?;
-        if let (Some(Split::Time), Some(comm)) = (self.model.split(), self.model.communicator()) {
+        if let Some((comm, rank, size)) = self.model.time_stage() {
             // Every rank's outputs, in time order: the loss of the whole T, bit for bit
             // that of one GPU; this rank's steps of its gradient go back.
-            let (rank, size) = (comm.world().rank, comm.world().size);
             let all =
                 DeviceTensor::empty(self.device(), Dtype::F32, &[steps * size, batch, classes])?;
             comm.all_gather(&out, &all)?;
@@ -356,12 +352,10 @@ impl GpuTrainer {
         x: DeviceTensor,
         steps: usize,
     ) -> Result<(DeviceTensor, usize), RuntimeError> {
-        let (Some(Split::Time), Some(comm)) = (self.model.split(), self.model.communicator())
-        else {
+        let Some((_, rank, size)) = self.model.time_stage() else {
             return Ok((x, steps));
         };
-        let (rank, size) = (comm.world().rank, comm.world().size);
-        if !steps.is_multiple_of(size) || !x.len().is_multiple_of(steps) {
+        if steps == 0 || !steps.is_multiple_of(size) || !x.len().is_multiple_of(steps) {
             return Err(RuntimeError::invalid(
                 "split by time",
                 format!(

@@ -39,10 +39,9 @@ pub fn open(
     share: Share,
     data_dir: impl FnOnce() -> Result<std::path::PathBuf>,
 ) -> Result<Data> {
-    let loaders = |train, test| loaders(config, share, train, test);
     let images = |load: &dyn Fn(Split) -> Result<ImageDataset>| -> Result<Data> {
         let (train, test) = (load(Split::Train)?, load(Split::Test)?);
-        Ok(Data::Images(loaders(train, test)?))
+        Ok(Data::Images(loaders(config, share, train, test)?))
     };
     match config.dataset {
         DatasetArg::Digits => images(&|split| Ok(Digits::load(split)?)),
@@ -62,7 +61,7 @@ pub fn open(
                 let source = read(NMnist::open(&dir, split), &dir, "nmnist")?;
                 Ok(EventFrames::new(source, spec, Some(cache.clone()))?)
             };
-            Ok(Data::NMnist(self::loaders(
+            Ok(Data::NMnist(loaders(
                 config,
                 share,
                 split(Split::Train)?,
@@ -81,7 +80,7 @@ pub fn open(
                     Some(cache.clone()),
                 )?)
             };
-            Ok(Data::Gesture(self::loaders(
+            Ok(Data::Gesture(loaders(
                 config,
                 share,
                 split(Split::Train)?,

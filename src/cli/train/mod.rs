@@ -24,7 +24,8 @@ use snn::nn::train::{AsInput, FitConfig, LrSchedule, RateCode, evaluate, fit};
 use snn::nn::{ActivationPlan, Loss, Network, init_params};
 use snn::runtime::Device;
 use snn::runtime::dist::{Communicator, Parallel, Split, World};
-use snn::runtime::nn::{Backend, ConvMath, ModelOptions, memory};
+use snn::runtime::nn::memory::{self, gib};
+use snn::runtime::nn::{Backend, ConvMath, ModelOptions};
 
 use super::Switch;
 
@@ -297,12 +298,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let data_dir = || Ok(data_dir(args.place.data_dir.as_deref())?);
     let data = data::open(&config, share, data_dir)?;
-    let plan = match args.time_chunk {
-        Some(k) => ActivationPlan::Spikes {
-            time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
-        },
-        None => ActivationPlan::All,
-    };
+    let plan = activation_plan(args.time_chunk)?;
     let backend = match &world {
         Some(w) => rank_backend(&args.place, &config, plan, w)?,
         None => backend(&args.place, &config, plan)?,
@@ -328,7 +324,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             _ => config.steps,
         };
         let backend = match budget {
-            Some(bytes) => within_budget(backend, &net, (steps, config.batch), bytes)?,
+            Some(bytes) => within_budget(backend, &net, (steps, config.batch), bytes, main)?,
             None => backend,
         };
         Ok(Run {
@@ -349,6 +345,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
 }
 
+/// What training passes keep with `--time-chunk` (or without it).
+pub(crate) fn activation_plan(time_chunk: Option<u64>) -> Result<ActivationPlan> {
+    Ok(match time_chunk {
+        Some(k) => ActivationPlan::Spikes {
+            time_chunk: usize::try_from(k).context("--time-chunk is too large")?,
+        },
+        None => ActivationPlan::All,
+    })
+}
+
 /// A memory budget in GiB, as bytes.
 pub(crate) fn budget_gib(text: &str) -> Result<usize, String> {
     match text.parse::<f64>() {
@@ -360,12 +366,13 @@ pub(crate) fn budget_gib(text: &str) -> Result<usize, String> {
 }
 
 /// `backend` (a GPU) with the fastest plan whose predicted peak for `(steps, batch)` fits
-/// `budget` bytes, which it prints with the plans that did not fit.
+/// `budget` bytes, which it prints (when `prints`) with the plans that did not fit.
 fn within_budget(
     backend: Backend,
     net: &Network,
     (steps, batch): (usize, usize),
     budget: usize,
+    prints: bool,
 ) -> Result<Backend> {
     let Backend::Gpu {
         device,
@@ -375,20 +382,25 @@ fn within_budget(
     else {
         return Ok(backend);
     };
-    eprintln!(
+    let say = |line: String| {
+        if prints {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
         "fitting T = {steps}, B = {batch} in {:.2} GiB: probing the peak of each plan at T/4 and T/2",
         gib(budget)
-    );
+    ));
     let fit = memory::fit_on_device(&device, net, (steps, batch), options, budget)
         .context("choosing what the training passes keep (--memory-budget)")?;
     for (o, p) in &fit.rejected {
-        eprintln!("  {}: {}", o.kept(), predicted(p.as_ref()));
+        say(format!("  {}: {}", o.kept(), predicted(p.as_ref())));
     }
-    eprintln!(
+    say(format!(
         "  {}: {} (chosen)",
         fit.options.kept(),
         predicted(Some(&fit.predicted))
-    );
+    ));
     Ok(Backend::Gpu {
         device,
         options: fit.options,
@@ -402,10 +414,6 @@ pub(crate) fn predicted(p: Option<&memory::Prediction>) -> String {
         Some(p) => format!("{:.2} GiB predicted", gib(p.bytes)),
         None => "out of device memory at T/2".into(),
     }
-}
-
-fn gib(bytes: usize) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// The checkpoint to resume from, refused when it comes from a run of other options.

@@ -1,7 +1,7 @@
 //! The backward pass: nodes in reverse, each value's gradient collected from its readers,
 //! saved tensors freed after their last use.
 
-use super::recompute::{Boundaries, NeuronGrads, backward_in_chunks};
+use super::recompute::{Boundaries, backward_in_chunks};
 use super::*;
 
 impl GpuModel {
@@ -46,6 +46,12 @@ impl GpuModel {
         for (id, r) in reads.iter().enumerate().rev() {
             for &i in r {
                 first_reader[i] = id;
+            }
+        }
+        // A neuron whose backward re-reads its own output reads it last, itself.
+        for (id, first) in first_reader.iter_mut().enumerate() {
+            if matches!(trace.saved[id], Saved::Neuron(_)) && self.rereads_own_output(id) {
+                *first = id;
             }
         }
         // Each value's gradient, and whether its memory is shared with another value's
@@ -187,9 +193,18 @@ impl GpuModel {
                     let (init, later) = (refs(&init), refs(&later));
                     let (init, later) = (init.as_deref(), later.as_deref());
                     let g = match saved {
+                        Saved::Starts(starts) => {
+                            let chunk = self.options.plan.time_chunk()?.unwrap_or(steps);
+                            let bounds = Boundaries {
+                                init,
+                                starts: &starts,
+                                later,
+                            };
+                            backward_in_chunks(layer, &xs, &dys, bounds, chunk)?
+                        }
                         Saved::Neuron(mut fwd) => {
-                            // Its own output, re-read from the byte copy the trace kept.
-                            if fwd.outputs.is_empty() && !plan.reread_outputs.is_empty() {
+                            // Its own output, as the trace kept it.
+                            if !plan.reread_outputs.is_empty() {
                                 let own = trace.read(id)?.ok_or_else(|| {
                                     RuntimeError::Internal(format!(
                                         "`{}` kept no output to re-read",
@@ -200,24 +215,9 @@ impl GpuModel {
                             }
                             let mut g = layer.alloc_backward(steps, n)?;
                             layer.backward_into(&xs, init, &fwd, &[&dys], later, &mut g)?;
-                            NeuronGrads {
-                                inputs: g.inputs,
-                                params: g.params,
-                                init_states: g.init_states,
-                            }
+                            g
                         }
-                        _ => {
-                            let Saved::Starts(starts) = saved else {
-                                return Err(RuntimeError::Internal("no neuron trace".into()));
-                            };
-                            let chunk = self.options.plan.time_chunk()?.unwrap_or(steps);
-                            let bounds = Boundaries {
-                                init,
-                                starts: &starts,
-                                later,
-                            };
-                            backward_in_chunks(layer, &xs, &dys, bounds, chunk)?
-                        }
+                        _ => return Err(RuntimeError::Internal("no neuron trace".into())),
                     };
                     self.adjoints_to_before(&g.init_states)?;
                     let ir = layer.neuron();
@@ -355,11 +355,7 @@ impl GpuModel {
             }
             self.record(id, true, start)?;
             for &i in &reads[id] {
-                // A neuron whose wide output went to one byte re-reads it in its own
-                // backward, after its readers'.
-                let own_reader = matches!(&trace.saved[i], Saved::Neuron(f) if f.outputs.is_empty())
-                    && self.rereads_own_output(i);
-                if first_reader[i] == id && !own_reader {
+                if first_reader[i] == id {
                     trace.values[i] = None;
                 }
             }

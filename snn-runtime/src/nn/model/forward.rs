@@ -364,12 +364,11 @@ impl GpuModel {
                 if train {
                     self.states_to_next(&fwd.final_states)?;
                     trace.inits[id] = init;
-                    // Keep only what the backward reads: the output is a view of the
-                    // node's value, which must be freed when its readers are done.
+                    // Keep only what the backward reads. The output is the node's value,
+                    // which the trace keeps when the backward re-reads it (perhaps in one
+                    // byte) and frees when its readers are done.
                     fwd.final_states.clear();
-                    if layer.compiled().plan.reread_outputs.is_empty() {
-                        fwd.outputs.clear();
-                    }
+                    fwd.outputs.clear();
                     trace.saved[id] = Saved::Neuron(fwd);
                 }
             }

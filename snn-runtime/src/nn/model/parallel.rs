@@ -107,7 +107,7 @@ impl GpuModel {
     }
 
     /// Split by time: the communicator, this rank and the rank count.
-    pub(super) fn time_stage(&self) -> Option<(&Communicator, usize, usize)> {
+    pub(crate) fn time_stage(&self) -> Option<(&Communicator, usize, usize)> {
         let p = self.parallel.as_ref().filter(|p| p.split == Split::Time)?;
         Some((&p.comm, p.comm.world().rank, p.comm.world().size))
     }

@@ -6,14 +6,6 @@
 use super::*;
 use crate::layer::LayerGradients;
 
-/// A neuron node's gradients: its inputs' (`[T, N]` each), its learnable params' (by
-/// position; `None` for fixed ones) and its initial states' (`[N]` each).
-pub(super) struct NeuronGrads {
-    pub inputs: Vec<DeviceTensor>,
-    pub params: Vec<Option<DeviceTensor>>,
-    pub init_states: Vec<DeviceTensor>,
-}
-
 impl GpuModel {
     /// Makes sure node `id`'s output is in the trace, recomputing it (and what it reads)
     /// where the training pass did not keep it. The backward pass frees it after its
@@ -88,7 +80,7 @@ pub(super) fn backward_in_chunks(
     dys: &DeviceTensor,
     bounds: Boundaries,
     chunk: usize,
-) -> Result<NeuronGrads, RuntimeError> {
+) -> Result<LayerGradients, RuntimeError> {
     let (steps, n) = (dys.shape[0], dys.shape[1]);
     let dev = layer.device();
     let Boundaries {
@@ -96,7 +88,7 @@ pub(super) fn backward_in_chunks(
         starts,
         later,
     } = bounds;
-    let whole = layer.alloc_backward(steps, n)?;
+    let mut whole = layer.alloc_backward(steps, n)?;
     let mut carried: Option<Vec<DeviceTensor>> =
         later.map(|s| s.iter().map(|&t| t.clone()).collect());
     let chunks: Vec<usize> = (0..steps).step_by(chunk).collect();
@@ -144,9 +136,6 @@ pub(super) fn backward_in_chunks(
         )?;
         carried = Some(g.init_states);
     }
-    Ok(NeuronGrads {
-        inputs: whole.inputs,
-        params: whole.params,
-        init_states: carried.unwrap_or_default(),
-    })
+    whole.init_states = carried.unwrap_or_default();
+    Ok(whole)
 }

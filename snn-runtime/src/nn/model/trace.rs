@@ -3,9 +3,10 @@
 
 use snn_codegen::{Dtype, Mode};
 
+use super::as_dtype;
 use crate::error::RuntimeError;
 use crate::layer::LayerForward;
-use crate::nn::kernels::{BatchNormSaved, convert};
+use crate::nn::kernels::BatchNormSaved;
 use crate::tensor::DeviceTensor;
 
 /// What a node's forward pass kept for the backward pass.
@@ -96,20 +97,13 @@ impl GpuTrace {
         read(&self.values, &self.widths, id)
     }
 
-    /// Keeps node `id`'s output, spikes, in one byte from now on. A neuron whose backward
-    /// re-reads its own output kept a view of the wide one: it lets go of it, and its
-    /// backward widens the byte copy instead.
+    /// Keeps node `id`'s output, spikes, in one byte from now on.
     pub(super) fn narrow(&mut self, id: usize) -> Result<(), RuntimeError> {
         let Some(v) = self.values[id].take() else {
             return Ok(());
         };
-        let bytes = DeviceTensor::empty(v.device(), Dtype::I8, &v.shape)?;
-        convert(v.device(), &v, &bytes)?;
         self.widths[id] = Some(v.dtype);
-        self.values[id] = Some(bytes);
-        if let Saved::Neuron(fwd) = &mut self.saved[id] {
-            fwd.outputs.clear();
-        }
+        self.values[id] = Some(as_dtype(v.device(), &v, Dtype::I8)?);
         Ok(())
     }
 }
@@ -126,10 +120,6 @@ pub(super) fn read(
     };
     match widths.get(id).copied().flatten() {
         None => Ok(Some(v.clone())),
-        Some(dtype) => {
-            let wide = DeviceTensor::empty(v.device(), dtype, &v.shape)?;
-            convert(v.device(), v, &wide)?;
-            Ok(Some(wide))
-        }
+        Some(dtype) => as_dtype(v.device(), v, dtype).map(Some),
     }
 }
