@@ -153,12 +153,8 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), NnError> {
 /// take the same bytes (one JSON encoder), so every tensor keeps its offsets; what is left
 /// of the header stays the spaces that pad it.
 fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    let len = bytes
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or("a file without a header")?;
+    let (len, _) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| format!("reading the header back: {e}"))?;
     let end = len.checked_add(8).ok_or("a header too large")?;
     let header = bytes.get(8..end).ok_or("a header past the end")?;
     let mut entries: BTreeMap<String, serde_json::Value> =

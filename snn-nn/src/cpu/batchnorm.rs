@@ -125,11 +125,7 @@ pub fn batchnorm_forward<T: Float>(
                 let scale = gamma[c].value() / (var[c].value() + bn.eps).sqrt();
                 let shift = beta[c].value() - mean[c].value() * scale;
                 let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-                for (yp, xp) in channel_mut(y, input, c).zip(channel(x, input, c)) {
-                    for (yv, &xv) in yp.iter_mut().zip(xp) {
-                        *yv = xv * scale + shift;
-                    }
-                }
+                normalize(x, y, input, c, T::from_f64(0.0), scale, shift);
             }
             return Ok(None);
         }

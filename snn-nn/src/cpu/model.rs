@@ -367,16 +367,14 @@ impl<T: Float> CpuModel<T> {
         // outlive them.
         let mut live: Vec<Option<Vec<T>>> = vec![None; n];
         for id in 0..n {
-            let node = self.net.node(id).clone();
-            let xs = node
-                .inputs
-                .iter()
-                .map(|&i| live[i].as_deref().ok_or_else(|| freed(&node)))
-                .collect::<Result<Vec<&[T]>, _>>()?;
+            let node = self.net.node(id);
             let xs = if matches!(node.op, Op::Input) {
                 vec![x]
             } else {
-                xs
+                node.inputs
+                    .iter()
+                    .map(|&i| live[i].as_deref().ok_or_else(|| freed(node)))
+                    .collect::<Result<Vec<&[T]>, _>>()?
             };
             let c = self.compute(id, &xs, steps, batch, Pass::Forward(mode))?;
             if let Some((mean, var)) = c.running {
@@ -481,7 +479,7 @@ impl<T: Float> CpuModel<T> {
         let mut memo: HashMap<usize, Vec<T>> = HashMap::new();
         for id in (1..nodes.len()).rev() {
             // Drop what no node still to come reads.
-            memo.retain(|&j, _| self.readers[j].is_some_and(|(first, _)| first < id));
+            memo.retain(|&j, _| self.readers[j].is_some_and(|(first, _)| first <= id));
             let node = &nodes[id];
             let Some(dy) = dvals[id].take() else {
                 continue;
