@@ -78,9 +78,10 @@ enum Candidate {
 }
 
 /// The search state: the adjoint graph flattened for fast repeated walks.
-struct Search<'a> {
-    ir: &'a NeuronIr,
+struct Search {
     storage: Storage,
+    /// Each output's spike kind (the IR's analysis, run once).
+    kinds: Vec<SpikeKind>,
     ops: BTreeMap<NodeId, Op>,
     operands: BTreeMap<NodeId, Vec<NodeId>>,
     roots: Vec<NodeId>,
@@ -92,14 +93,14 @@ struct Search<'a> {
 }
 
 /// Per-subset walk: memoised exactness (`None`: cannot be computed).
-struct Walk<'s, 'a> {
-    s: &'s Search<'a>,
+struct Walk<'s> {
+    s: &'s Search,
     subst: BTreeMap<NodeId, Candidate>,
     memo: [BTreeMap<NodeId, Option<bool>>; 2],
     inputs: BTreeSet<u32>,
 }
 
-impl Walk<'_, '_> {
+impl Walk<'_> {
     /// Whether `n` can be computed, and exactly; `prev` walks step `t - 1`, where states
     /// are not available.
     fn visit(&mut self, n: NodeId, prev: bool) -> Option<bool> {
@@ -111,9 +112,7 @@ impl Walk<'_, '_> {
             Some(match c {
                 Candidate::Save(_) => st.saves.holds_f32() || self.s.binary(n),
                 // Spikes of either kind read back exactly from any dtype.
-                Candidate::Reread(m) => {
-                    self.s.ir.output_kind(m as usize).is_spike() || st.io.holds_f32()
-                }
+                Candidate::Reread(m) => self.s.kinds[m as usize].is_spike() || st.io.holds_f32(),
             })
         } else {
             match self.s.ops[&n] {
@@ -147,8 +146,9 @@ impl Walk<'_, '_> {
     }
 }
 
-impl<'a> Search<'a> {
-    fn new(ir: &'a NeuronIr, adj: &Adjoint, storage: Storage) -> Self {
+impl Search {
+    fn new(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> Self {
+        let kinds: Vec<SpikeKind> = (0..ir.outputs.len()).map(|m| ir.output_kind(m)).collect();
         let g = &adj.graph;
         let ops = g.nodes().into_iter().map(|n| (n, g.op(n))).collect();
         let operands = g.nodes().into_iter().map(|n| (n, g.operands(n))).collect();
@@ -193,7 +193,7 @@ impl<'a> Search<'a> {
         for m in 0..ir.outputs.len() as u32 {
             if let Some(f) = fwd.sink_value(Sink::Output(m)) {
                 let n = adj.copy[&f];
-                let dtype = st.output(ir.output_kind(m as usize));
+                let dtype = st.output(kinds[m as usize]);
                 if live.contains(&n) && !matches!(fwd.op(f), Op::Leaf(_) | Op::Const(_)) {
                     candidates.push((Candidate::Reread(m), n, dtype.size()));
                 }
@@ -201,8 +201,8 @@ impl<'a> Search<'a> {
         }
         let forward = adj.copy.values().copied().collect();
         Search {
-            ir,
             storage,
+            kinds,
             ops,
             operands,
             roots,
@@ -332,11 +332,11 @@ pub fn plan(ir: &NeuronIr, adj: &Adjoint, storage: Storage) -> MemoryPlan {
     let bytes = bytes(ir, storage, &saves, &reread_inputs, &reread_outputs);
     MemoryPlan {
         storage,
-        outputs: (0..ir.outputs.len())
-            .map(|m| StoredOutput {
-                name: ir.outputs[m].clone(),
-                kind: ir.output_kind(m),
-                dtype: storage.output(ir.output_kind(m)),
+        outputs: (ir.outputs.iter().zip(&search.kinds))
+            .map(|(name, &kind)| StoredOutput {
+                name: name.clone(),
+                kind,
+                dtype: storage.output(kind),
             })
             .collect(),
         saves,
